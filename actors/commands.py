@@ -1,0 +1,308 @@
+"""Validation of the commands a worker returns with a workflow-task completion.
+
+Pure functions: a completion is checked as a whole before anything is applied, so a
+rejected completion changes nothing (worker-plane spec 5.6.1). Errors carry the
+protocol's status and reason so the API layer can answer without interpretation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STEP_COMMANDS = frozenset(
+    {
+        "schedule_activity",
+        "start_timer",
+        "start_child_workflow",
+        "record_side_effect",
+        "record_version_marker",
+        "upsert_search_attributes",
+        "open_condition_wait",
+    }
+)
+TERMINAL_COMMANDS = frozenset({"complete_workflow", "fail_workflow", "continue_as_new"})
+SUPPORTED_COMMANDS = sorted(STEP_COMMANDS | TERMINAL_COMMANDS)
+PARALLEL_KEYS = (
+    "parallel_group_id",
+    "parallel_group_kind",
+    "parallel_group_base_sequence",
+    "parallel_group_size",
+    "parallel_group_index",
+)
+PARENT_CLOSE_POLICIES = ("abandon", "request_cancel", "terminate")
+MAX_COMMANDS = 1000
+
+
+@dataclass
+class CommandError(Exception):
+    status: int
+    reason: str
+    message: str
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _invalid(path: str, message: str) -> CommandError:
+    return CommandError(422, "validation_failed", message, {path: [message]})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _envelope(value: Any, path: str, *, bare_ok: bool = False) -> None:
+    if value is None:
+        return
+    if bare_ok and isinstance(value, str):
+        return
+    if isinstance(value, dict) and isinstance(value.get("codec"), str) and value["codec"]:
+        if value["codec"] != "avro":
+            raise _invalid(f"{path}.codec", f"Unknown payload codec [{value['codec']}]; only avro is supported.")
+        if "blob" in value and isinstance(value["blob"], str):
+            return
+        if isinstance(value.get("external_storage"), dict):
+            return
+        raise _invalid(f"{path}.blob", f"The {path}.blob field must be a string.")
+    raise _invalid(path, f"The {path} field must be a payload envelope {{codec, blob}}.")
+
+
+def _opt_int(cmd: dict[str, Any], key: str, path: str, minimum: int) -> int | None:
+    value = cmd.get(key)
+    if value is None:
+        return None
+    if not _is_int(value) or value < minimum:
+        raise _invalid(f"{path}.{key}", f"The {key} field must be an integer of at least {minimum}.")
+    return value
+
+
+def _retry_policy(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {"max_attempts": 1, "backoff_seconds": [], "non_retryable_error_types": []}
+    if not isinstance(value, dict):
+        raise _invalid(path, "The retry_policy field must be an object.")
+    max_attempts = value.get("max_attempts", 1)
+    if max_attempts is None:
+        max_attempts = 1
+    if not _is_int(max_attempts) or max_attempts < 1:
+        raise _invalid(f"{path}.max_attempts", "The max_attempts field must be an integer of at least 1.")
+    backoff = value.get("backoff_seconds") or []
+    if not isinstance(backoff, list) or not all(_is_int(b) and b >= 0 for b in backoff):
+        raise _invalid(f"{path}.backoff_seconds", "The backoff_seconds field must be a list of integers >= 0.")
+    types = value.get("non_retryable_error_types") or []
+    if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
+        raise _invalid(
+            f"{path}.non_retryable_error_types",
+            "The non_retryable_error_types field must be a list of non-empty strings.",
+        )
+    return {"max_attempts": max_attempts, "backoff_seconds": backoff, "non_retryable_error_types": types}
+
+
+def _parallel(cmd: dict[str, Any], path: str) -> dict[str, Any] | None:
+    if "parallel_group_path" not in cmd and "parallel_group_id" not in cmd:
+        return None
+    entries = cmd.get("parallel_group_path")
+    if not isinstance(entries, list) or not entries:
+        entries = [{k: cmd.get(k) for k in PARALLEL_KEYS}]
+    clean = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _invalid(f"{path}.parallel_group_path.{i}", "Parallel group path entries must be objects.")
+        item = {k: entry.get(k) for k in PARALLEL_KEYS}
+        if not isinstance(item["parallel_group_id"], str) or not item["parallel_group_id"]:
+            raise _invalid(f"{path}.parallel_group_path.{i}", "parallel_group_id must be a non-empty string.")
+        for k in ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index"):
+            if not _is_int(item[k]) or item[k] < 0:
+                raise _invalid(f"{path}.parallel_group_path.{i}.{k}", f"{k} must be a non-negative integer.")
+        if not 1 <= item["parallel_group_size"] <= 1000 or item["parallel_group_index"] >= item["parallel_group_size"]:
+            raise CommandError(409, "invalid_commands", "Parallel group size or index out of range.")
+        clean.append(item)
+    meta = dict(clean[-1])
+    meta["parallel_group_path"] = clean
+    return meta
+
+
+def validate_commands(commands: Any) -> list[dict[str, Any]]:
+    """Check a completion's command list; returns normalized commands or raises CommandError."""
+    if not isinstance(commands, list) or not commands:
+        raise _invalid("commands", "The commands field must be a non-empty list.")
+    if len(commands) > MAX_COMMANDS:
+        raise CommandError(
+            422,
+            "structural_limit_exceeded",
+            f"A completion may carry at most {MAX_COMMANDS} commands.",
+            extra={"limit_kind": "command_batch_size", "current_value": len(commands), "configured_limit": MAX_COMMANDS},
+        )
+    out: list[dict[str, Any]] = []
+    for i, cmd in enumerate(commands):
+        path = f"commands.{i}"
+        if not isinstance(cmd, dict):
+            raise _invalid(path, f"Command {i} must be an object.")
+        ctype = cmd.get("type")
+        if not isinstance(ctype, str) or ctype not in STEP_COMMANDS | TERMINAL_COMMANDS:
+            raise _invalid(
+                f"{path}.type",
+                f"Unsupported command type [{ctype}]. Supported: {', '.join(SUPPORTED_COMMANDS)}.",
+            )
+        out.append(_VALIDATORS[ctype](cmd, path))
+    for i, cmd in enumerate(out):
+        if cmd["type"] in TERMINAL_COMMANDS and i != len(out) - 1:
+            raise CommandError(409, "invalid_commands", "A terminal command must be the last command of a completion.")
+    return out
+
+
+def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    if not isinstance(cmd.get("activity_type"), str) or not cmd["activity_type"]:
+        raise _invalid(f"{path}.activity_type", "The activity_type field is required.")
+    _envelope(cmd.get("arguments"), f"{path}.arguments")
+    queue = cmd.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise _invalid(f"{path}.queue", "The queue field must be a non-empty string.")
+    for ext in ("worker_session", "cancellation_policy"):
+        if cmd.get(ext) is not None:
+            raise _invalid(f"{path}.{ext}", f"The {ext} field is not supported by this server.")
+    policy = _retry_policy(cmd.get("retry_policy"), f"{path}.retry_policy")
+    timeouts = {
+        k: _opt_int(cmd, k, path, 1)
+        for k in ("start_to_close_timeout", "schedule_to_start_timeout", "schedule_to_close_timeout", "heartbeat_timeout")
+    }
+    s2c, s2s, stc, hb = (
+        timeouts["schedule_to_close_timeout"],
+        timeouts["schedule_to_start_timeout"],
+        timeouts["start_to_close_timeout"],
+        timeouts["heartbeat_timeout"],
+    )
+    if hb is not None and stc is not None and hb > stc:
+        raise _invalid(f"{path}.heartbeat_timeout", "heartbeat_timeout must not exceed start_to_close_timeout.")
+    if stc is not None and s2c is not None and stc > s2c:
+        raise _invalid(f"{path}.start_to_close_timeout", "start_to_close_timeout must not exceed schedule_to_close_timeout.")
+    if s2s is not None and s2c is not None and s2s > s2c:
+        raise _invalid(
+            f"{path}.schedule_to_start_timeout", "schedule_to_start_timeout must not exceed schedule_to_close_timeout."
+        )
+    policy.update(timeouts)
+    return {
+        "type": "schedule_activity",
+        "activity_type": cmd["activity_type"],
+        "queue": queue,
+        "arguments": cmd.get("arguments"),
+        "policy": policy,
+        "par": _parallel(cmd, path),
+    }
+
+
+def _start_timer(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    delay = cmd.get("delay_seconds")
+    if not _is_int(delay) or delay < 0:
+        raise _invalid(f"{path}.delay_seconds", "The delay_seconds field must be an integer >= 0.")
+    return {"type": "start_timer", "delay_seconds": delay, "par": _parallel(cmd, path)}
+
+
+def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    if not isinstance(cmd.get("workflow_type"), str) or not cmd["workflow_type"]:
+        raise _invalid(f"{path}.workflow_type", "The workflow_type field is required.")
+    _envelope(cmd.get("arguments"), f"{path}.arguments")
+    policy = cmd.get("parent_close_policy") or "abandon"
+    if policy not in PARENT_CLOSE_POLICIES:
+        raise _invalid(f"{path}.parent_close_policy", "parent_close_policy must be abandon, request_cancel or terminate.")
+    for ext in ("request_cancellation", "cancellation_policy"):
+        if cmd.get(ext) is not None:
+            raise _invalid(f"{path}.{ext}", f"The {ext} field needs cooperative cancellation, which this server does not offer.")
+    exec_t = _opt_int(cmd, "execution_timeout_seconds", path, 1)
+    run_t = _opt_int(cmd, "run_timeout_seconds", path, 1)
+    if exec_t is not None and run_t is not None and run_t > exec_t:
+        raise _invalid(f"{path}.run_timeout_seconds", "run_timeout_seconds must not exceed execution_timeout_seconds.")
+    retry = cmd.get("retry_policy")
+    if retry is not None:
+        _retry_policy(retry, f"{path}.retry_policy")
+    return {
+        "type": "start_child_workflow",
+        "workflow_type": cmd["workflow_type"],
+        "queue": cmd.get("queue"),
+        "arguments": cmd.get("arguments"),
+        "parent_close_policy": policy,
+        "retry_policy": retry,
+        "execution_timeout_seconds": exec_t,
+        "run_timeout_seconds": run_t,
+        "par": _parallel(cmd, path),
+    }
+
+
+def _side_effect(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    result = cmd.get("result")
+    if not (isinstance(result, str) and result) and not isinstance(result, dict):
+        raise _invalid(f"{path}.result", "The result field must be a non-empty blob string.")
+    return {"type": "record_side_effect", "result": result}
+
+
+def _version_marker(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    if not isinstance(cmd.get("change_id"), str) or not cmd["change_id"]:
+        raise _invalid(f"{path}.change_id", "The change_id field is required.")
+    for key in ("version", "min_supported", "max_supported"):
+        if not _is_int(cmd.get(key)):
+            raise _invalid(f"{path}.{key}", f"The {key} field must be an integer.")
+    if not cmd["min_supported"] <= cmd["version"] <= cmd["max_supported"]:
+        raise _invalid(f"{path}.version", "version must lie between min_supported and max_supported.")
+    return {k: cmd[k] for k in ("type", "change_id", "version", "min_supported", "max_supported")}
+
+
+def _upsert_sa(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    attrs = cmd.get("attributes")
+    if not isinstance(attrs, dict):
+        raise _invalid(f"{path}.attributes", "The attributes field must be an object.")
+    for key, value in attrs.items():
+        ok = value is None or isinstance(value, str | int | float | bool)
+        ok = ok or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        if not ok or not key:
+            raise _invalid(f"{path}.attributes.{key}", "Search attribute values are strings, numbers, booleans, string lists or null.")
+    return {"type": "upsert_search_attributes", "attributes": attrs}
+
+
+def _condition(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    timeout = _opt_int(cmd, "timeout_seconds", path, 0)
+    out: dict[str, Any] = {"type": "open_condition_wait", "timeout_seconds": timeout}
+    for key in ("condition_key", "condition_definition_fingerprint"):
+        if cmd.get(key) is not None:
+            if not isinstance(cmd[key], str):
+                raise _invalid(f"{path}.{key}", f"The {key} field must be a string.")
+            out[key] = cmd[key]
+    return out
+
+
+def _complete(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    _envelope(cmd.get("result"), f"{path}.result", bare_ok=True)
+    return {"type": "complete_workflow", "result": cmd.get("result")}
+
+
+def _fail(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    if not isinstance(cmd.get("message"), str) or not cmd["message"]:
+        raise _invalid(f"{path}.message", "The message field is required.")
+    out = dict(cmd)
+    return out
+
+
+def _continue(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    _envelope(cmd.get("arguments"), f"{path}.arguments")
+    for key in ("workflow_type", "queue"):
+        if cmd.get(key) is not None and (not isinstance(cmd[key], str) or not cmd[key]):
+            raise _invalid(f"{path}.{key}", f"The {key} field must be a non-empty string.")
+    return {
+        "type": "continue_as_new",
+        "arguments": cmd.get("arguments"),
+        "workflow_type": cmd.get("workflow_type"),
+        "queue": cmd.get("queue"),
+    }
+
+
+_VALIDATORS = {
+    "schedule_activity": _schedule_activity,
+    "start_timer": _start_timer,
+    "start_child_workflow": _start_child,
+    "record_side_effect": _side_effect,
+    "record_version_marker": _version_marker,
+    "upsert_search_attributes": _upsert_sa,
+    "open_condition_wait": _condition,
+    "complete_workflow": _complete,
+    "fail_workflow": _fail,
+    "continue_as_new": _continue,
+}

@@ -1,0 +1,86 @@
+"""Decisions driven by the clock: timers, activity deadlines, leases, run timeouts."""
+
+from __future__ import annotations
+
+from persistence.ids import iso
+
+from . import decide_activity
+from .decide_control import close_run
+from .decide_workflow_task import _timer_payload
+from .emit import Emitter
+from .run_state import RunState
+
+
+def next_deadline(state: RunState) -> float | None:
+    """The earliest instant at which the run needs the actor's attention, or None."""
+    if not state.is_open:
+        return None
+    candidates: list[float] = []
+    meta = state.meta
+    for key in ("execution_deadline", "run_deadline"):
+        if meta.get(key):
+            candidates.append(meta[key])
+    wt = state.wt
+    if wt is not None:
+        candidates.append(wt.lease_expires_at if wt.status == "leased" else wt.available_at)  # type: ignore[arg-type]
+    for timer in state.timers.values():
+        candidates.append(timer.fire_at)
+    for act in state.activities.values():
+        candidates.extend(decide_activity.deadlines(act).values())
+        if act.status == "pending":
+            candidates.append(act.available_at)
+        elif act.lease_expires_at is not None:
+            candidates.append(act.lease_expires_at)
+    return min(candidates) if candidates else None
+
+
+def tick(state: RunState, now: float) -> Emitter:
+    em = Emitter(state, now)
+    if not state.is_open:
+        return em
+    meta = state.meta
+    exec_dl, run_dl = meta.get("execution_deadline"), meta.get("run_deadline")
+    if (exec_dl and now >= exec_dl) or (run_dl and now >= run_dl):
+        kind = "execution_timeout" if exec_dl and now >= exec_dl else "run_timeout"
+        deadline = exec_dl if kind == "execution_timeout" else run_dl
+        word = "execution" if kind == "execution_timeout" else "run"
+        close_run(
+            state,
+            em,
+            "WorkflowTimedOut",
+            {
+                "failure_id": f"{state.run_id}-timeout",
+                "timeout_kind": kind,
+                "failure_category": "timeout",
+                "message": f"Workflow {word} deadline expired at {iso(deadline)}.",
+                "exception_class": "WorkflowTimeoutError",
+                "execution_deadline_at": iso(exec_dl),
+                "run_deadline_at": iso(run_dl),
+            },
+        )
+        return em
+    wt = state.wt
+    leased_ordinary = wt is not None and wt.status == "leased"
+    if wt is not None and wt.status == "leased" and now >= (wt.lease_expires_at or 0):
+        em.internal("wt_release", task=wt.task_id, reason="lease_expired")
+        leased_ordinary = False
+    for timer in sorted(state.timers.values(), key=lambda t: (t.fire_at, t.seq)):
+        if timer.fire_at > now:
+            continue
+        if timer.kind == "condition" and leased_ordinary:
+            continue  # deferred until the leased task resolves (spec 10.4)
+        em.event("TimerFired", _timer_payload(timer, {"fired_at": em.ts()}))
+    for act in list(state.activities.values()):
+        _activity_deadlines(em, act, now)
+    return em
+
+
+def _activity_deadlines(em: Emitter, act, now: float) -> None:
+    due = [(kind, dl) for kind, dl in decide_activity.deadlines(act).items() if dl <= now]
+    if due:
+        order = ("schedule_to_close", "schedule_to_start", "heartbeat", "start_to_close")
+        kind, dl = min(due, key=lambda kv: order.index(kv[0]))
+        decide_activity.timeout(em, act, kind, dl)
+        return
+    if act.status == "running" and act.lease_expires_at is not None and now >= act.lease_expires_at:
+        em.internal("act_release", seq=act.seq)

@@ -1,0 +1,402 @@
+"""Decisions for workflow tasks: claim, ownership guard, completion and failure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from persistence.ids import iso, ulid
+
+from .commands import STEP_COMMANDS, CommandError, validate_commands
+from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
+from .run_state import TERMINAL, RunState
+
+WORKFLOW_TASK_LEASE = 60.0
+STOP_REASONS = {
+    "completed": "run_completed",
+    "failed": "run_failed",
+    "cancelled": "run_cancelled",
+    "terminated": "run_terminated",
+}
+
+
+class GuardError(Exception):
+    def __init__(self, status: int, reason: str, message: str, release: bool = False, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.release = release
+        self.extra = extra
+
+
+def run_closed_error(state: RunState) -> GuardError:
+    return GuardError(
+        409,
+        "run_closed",
+        f"Workflow run is {state.status}; the task can no longer be completed.",
+        run_status=state.status,
+        stop_reason=STOP_REASONS.get(state.status, "run_closed"),
+        cancel_requested=state.status in ("cancelled", "terminated"),
+        can_continue=False,
+        run_closed_reason=state.closed_reason,
+        run_closed_at=iso(state.closed_at),
+    )
+
+
+def guard(state: RunState, task_id: str, owner: Any, attempt: Any, now: float) -> None:
+    """Ownership guard shared by history, heartbeat, complete and fail (worker-plane 5.4)."""
+    wt = state.wt
+    if wt is None or wt.task_id != task_id:
+        if not _known_task(state, task_id):
+            raise GuardError(404, "task_not_found", f"Workflow task [{task_id}] was not found.", task_id=task_id)
+        if state.status in TERMINAL:
+            raise run_closed_error(state)
+        raise GuardError(409, "task_not_leased", "Workflow task is not leased.", task_status="completed")
+    if wt.status != "leased":
+        raise GuardError(409, "task_not_leased", "Workflow task is not leased.", task_status=wt.status)
+    if now >= (wt.lease_expires_at or 0):
+        raise GuardError(
+            409,
+            "lease_expired",
+            "The workflow task lease has expired.",
+            release=True,
+            lease_owner=wt.owner,
+            lease_expires_at=iso(wt.lease_expires_at),
+        )
+    if owner != wt.owner:
+        raise GuardError(409, "lease_owner_mismatch", "Workflow task is leased to another worker.", lease_owner=wt.owner)
+    if attempt != wt.attempt:
+        raise GuardError(
+            409,
+            "workflow_task_attempt_mismatch",
+            f"Workflow task attempt {attempt} is stale; the current attempt is {wt.attempt}.",
+            current_attempt=wt.attempt,
+        )
+
+
+def _known_task(state: RunState, task_id: str) -> bool:
+    prefix = f"{state.run_id}-wt"
+    if not task_id.startswith(prefix):
+        return False
+    try:
+        n = int(task_id[len(prefix) :])
+    except ValueError:
+        return False
+    return 1 <= n <= state.wt_counter
+
+
+def claim(state: RunState, owner: str, now: float, lease: float = WORKFLOW_TASK_LEASE) -> Emitter | None:
+    wt = state.wt
+    if wt is None or wt.status != "ready" or wt.available_at > now or not state.is_open:
+        return None
+    em = Emitter(state, now)
+    em.internal("wt_claim", task=wt.task_id, attempt=wt.attempt + 1, owner=owner, lease=now + lease, snap=state.next_h - 1)
+    return em
+
+
+def fail(state: RunState, task_id: str, failure: dict[str, Any], now: float) -> tuple[Emitter, str]:
+    """A workflow-task failure never writes history; it retries the task with backoff."""
+    em = Emitter(state, now)
+    if failure.get("type") == "WorkflowTaskWaitingForHistory":
+        em.internal("wt_done", task=task_id)
+        _defer_due_condition_timeout(state, em)
+        return em, "completed"
+    delay = min(2 ** state.wt_failures, 60)
+    em.internal("wt_fail", task=task_id, retry_at=now + delay, message=str(failure.get("message"))[:2000], type=failure.get("type"))
+    return em, "failed"
+
+
+def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
+    """Nothing to do here: a deferred condition timeout fires on the actor's next tick."""
+
+
+def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Emitter:
+    commands = validate_commands(raw_commands)
+    em = Emitter(state, now, wt=task_id)
+    step = state.step_seq
+    satisfied: dict[str, Any] | None = None
+    # A completion is proof the worker re-evaluated the open wait's predicate (spec 10.6).
+    if state.cond is not None:
+        satisfied = state.cond
+        _satisfy_condition(state, em, satisfied)
+    closes = False
+    for cmd in commands:
+        ctype = cmd["type"]
+        if ctype in STEP_COMMANDS:
+            par = cmd.get("par")
+            if par and _is_duplicate_member(state, cmd, par):
+                continue
+            step += 1
+            if par and par["parallel_group_base_sequence"] + par["parallel_group_index"] != step:
+                raise CommandError(
+                    409,
+                    "invalid_commands",
+                    f"Parallel group metadata places this command at step "
+                    f"{par['parallel_group_base_sequence'] + par['parallel_group_index']}, but the server assigns {step}.",
+                )
+            _STEP_APPLY[ctype](state, em, cmd, step, satisfied)
+        else:
+            closes = True
+            _TERMINAL_APPLY[ctype](state, em, cmd, step)
+    em.internal("wt_done", task=task_id)
+    if closes:
+        closure_effects(state, em)
+    return em
+
+
+def _satisfy_condition(state: RunState, em: Emitter, cond: dict[str, Any]) -> None:
+    payload: dict[str, Any] = {"sequence": cond["seq"], "condition_wait_id": cond["wait_id"]}
+    for key, src in (("condition_key", "key"), ("condition_definition_fingerprint", "fingerprint"), ("timeout_seconds", "timeout")):
+        if cond.get(src) is not None:
+            payload[key] = cond[src]
+    timer = state.timers.get(cond["seq"])
+    if timer is not None:
+        payload["timer_id"] = timer.timer_id
+    if state.last_signal:
+        payload.update(state.last_signal)
+    em.event("ConditionWaitSatisfied", payload)
+    if timer is not None:
+        em.event("TimerCancelled", _timer_payload(timer, {"cancelled_at": em.ts()}))
+
+
+def _timer_payload(timer: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    p = {"sequence": timer.seq, "timer_id": timer.timer_id, "delay_seconds": timer.delay, "fire_at": iso(timer.fire_at)}
+    p.update(timer.extra)
+    p.update(par_fields(timer.parallel))
+    p.update(extra)
+    return p
+
+
+def _is_duplicate_member(state: RunState, cmd: dict[str, Any], par: dict[str, Any]) -> bool:
+    seq = par["parallel_group_base_sequence"] + par["parallel_group_index"]
+    if seq > state.step_seq:
+        return False
+    step = state.steps.get(seq)
+    if step is None:
+        return False
+    kind = {"schedule_activity": "activity", "start_timer": "timer", "start_child_workflow": "child"}.get(cmd["type"])
+    if step["kind"] != kind:
+        return False
+    if kind == "timer":
+        return step.get("delay") == cmd["delay_seconds"]
+    name = cmd.get("activity_type") or cmd.get("workflow_type")
+    return step.get("name") == name
+
+
+def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    exec_id = f"{state.run_id}-a{seq}"
+    queue = cmd.get("queue") or state.task_queue
+    payload = {
+        "sequence": seq,
+        "activity_type": cmd["activity_type"],
+        "activity_execution_id": exec_id,
+        "activity_class": cmd["activity_type"],
+        "workflow_task_id": em.wt,
+        **par_fields(cmd.get("par")),
+    }
+    em.event("ActivityScheduled", payload, x={"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")})
+
+
+def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    fire_at = em.now + cmd["delay_seconds"]
+    payload = {
+        "sequence": seq,
+        "timer_id": f"{state.run_id}-t{seq}",
+        "delay_seconds": cmd["delay_seconds"],
+        "fire_at": iso(fire_at),
+        **par_fields(cmd.get("par")),
+    }
+    em.event("TimerScheduled", payload, x={"fire_at": fire_at, "par": cmd.get("par")})
+
+
+def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    child_wf = ulid(em.now)
+    child_run = ulid(em.now)
+    policy = cmd["parent_close_policy"]
+    par = par_fields(cmd.get("par"))
+    base = {
+        "sequence": seq,
+        "child_workflow_type": cmd["workflow_type"],
+        "child_workflow_instance_id": child_wf,
+        "child_workflow_run_id": child_run,
+        "child_workflow_class": cmd["workflow_type"],
+        "child_call_id": f"{state.run_id}-c{seq}",
+        "parent_close_policy": policy,
+        **par,
+    }
+    if cmd.get("retry_policy") is not None:
+        base["retry_policy"] = cmd["retry_policy"]
+    em.event("ChildWorkflowScheduled", dict(base), x={"par": cmd.get("par")})
+    meta = new_run_meta(
+        run_id=child_run,
+        namespace=state.namespace,
+        workflow_id=child_wf,
+        workflow_type=cmd["workflow_type"],
+        task_queue=cmd.get("queue") or state.meta.get("task_queue"),
+        run_number=1,
+        arguments=cmd.get("arguments"),
+        now=em.now,
+        execution_timeout=cmd.get("execution_timeout_seconds"),
+        run_timeout=cmd.get("run_timeout_seconds"),
+        parent={
+            "run_id": state.run_id,
+            "workflow_id": state.meta["workflow_id"],
+            "sequence": seq,
+            "policy": policy,
+        },
+    )
+    started = dict(base, child_run_number=1)
+    for key in ("execution_timeout_seconds", "run_timeout_seconds"):
+        if cmd.get(key):
+            started[key] = cmd[key]
+    em.event("ChildRunStarted", started)
+    em.new_runs.append(NewRun(child_run, meta, started_records(meta, em.now, accepted=False)))
+    em.effects.append(Effect("activate", child_run))
+
+
+def _side_effect(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    em.event("SideEffectRecorded", {"sequence": seq, "result": cmd["result"], "payload_codec": "avro"})
+
+
+def _version_marker(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    payload = {k: cmd[k] for k in ("change_id", "version", "min_supported", "max_supported")}
+    em.event("VersionMarkerRecorded", {"sequence": seq, **payload})
+
+
+def _upsert(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    merged = dict(state.search_attributes)
+    for key, value in cmd["attributes"].items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    em.event("SearchAttributesUpserted", {"sequence": seq, "attributes": cmd["attributes"], "merged": merged})
+
+
+def _open_condition(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, satisfied: dict[str, Any] | None) -> None:
+    wait_id = f"{state.run_id}-w{seq}"
+    payload: dict[str, Any] = {"sequence": seq, "condition_wait_id": wait_id}
+    for key in ("condition_key", "condition_definition_fingerprint"):
+        if key in cmd:
+            payload[key] = cmd[key]
+    timeout = cmd.get("timeout_seconds")
+    if timeout is not None:
+        payload["timeout_seconds"] = timeout
+    deadline = None
+    delay = timeout
+    if timeout is not None:
+        deadline = em.now + timeout
+        # A reopened wait keeps the remaining time of the wait it continues (spec 10.6).
+        if (
+            satisfied is not None
+            and satisfied.get("deadline") is not None
+            and satisfied.get("key") == cmd.get("condition_key")
+            and satisfied.get("fingerprint") == cmd.get("condition_definition_fingerprint")
+            and satisfied.get("timeout") == timeout
+        ):
+            deadline = satisfied["deadline"]
+            delay = max(0, math.ceil(deadline - em.now))
+    em.event("ConditionWaitOpened", payload, x={"deadline": deadline})
+    if timeout is not None:
+        extra = {"timer_kind": "condition_timeout", "condition_wait_id": wait_id}
+        for key in ("condition_key", "condition_definition_fingerprint"):
+            if key in cmd:
+                extra[key] = cmd[key]
+        em.event(
+            "TimerScheduled",
+            {"sequence": seq, "timer_id": f"{state.run_id}-t{seq}", "delay_seconds": delay, "fire_at": iso(deadline), **extra},
+            x={"fire_at": deadline, "extra": extra},
+        )
+
+
+def _complete_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
+    result = cmd.get("result")
+    output = blob_of(result) if result is not None else AVRO_NULL_BLOB
+    env = result if isinstance(result, dict) else {"codec": "avro", "blob": output}
+    em.event("WorkflowCompleted", {"output": output, "payload_codec": "avro"}, x={"output": env})
+
+
+def _fail_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
+    exception = dict(cmd.get("exception") or {})
+    exception.setdefault("class", cmd.get("exception_class") or "Exception")
+    exception.setdefault("type", cmd.get("exception_type"))
+    exception.setdefault("message", cmd["message"])
+    exception.setdefault("code", 0)
+    payload = {
+        "failure_id": f"{state.run_id}-f",
+        "source_kind": "workflow_run",
+        "source_id": state.run_id,
+        "failure_category": "application",
+        "non_retryable": bool(cmd.get("non_retryable", False)),
+        "exception_class": cmd.get("exception_class") or "Exception",
+        "message": cmd["message"],
+        "exception": exception,
+    }
+    for key in ("exception_type", "failed_step_sequence", "failed_activity_execution_id"):
+        if cmd.get(key) is not None:
+            payload[key] = cmd[key]
+    em.event("WorkflowFailed", payload)
+
+
+def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
+    meta = state.meta
+    new_run = ulid(em.now)
+    number = meta["run_number"] + 1
+    arguments = cmd.get("arguments") or meta.get("arguments")
+    new_meta = new_run_meta(
+        run_id=new_run,
+        namespace=meta["namespace"],
+        workflow_id=meta["workflow_id"],
+        workflow_type=cmd.get("workflow_type") or meta["workflow_type"],
+        task_queue=cmd.get("queue") or meta.get("task_queue"),
+        run_number=number,
+        arguments=arguments,
+        now=em.now,
+        execution_timeout=meta.get("execution_timeout"),
+        run_timeout=meta.get("run_timeout"),
+        execution_deadline=meta.get("execution_deadline"),
+        business_key=meta.get("business_key"),
+        memo=meta.get("memo"),
+        search_attributes=state.search_attributes,
+        parent=meta.get("parent"),
+        continued_from=state.run_id,
+    )
+    em.event(
+        "WorkflowContinuedAsNew",
+        {
+            "sequence": step + 1,
+            "continued_to_run_id": new_run,
+            "continued_to_run_number": number,
+            "closed_reason": "continued",
+        },
+        x={"continued_to": new_run},
+    )
+    em.new_runs.append(NewRun(new_run, new_meta, started_records(new_meta, em.now, accepted=False)))
+    em.effects.append(Effect("activate", new_run))
+
+
+def closure_effects(state: RunState, em: Emitter) -> None:
+    """Parent-close policies for open children, and the parent's view of this run."""
+    for child in state.children.values():
+        if child.policy in ("request_cancel", "terminate"):
+            em.effects.append(Effect("close_child", child.run_id, {"policy": child.policy, "seq": child.seq}))
+    parent = state.meta.get("parent")
+    if parent:
+        em.effects.append(Effect("notify_parent", parent["run_id"], {"child_run_id": state.run_id}))
+
+
+_STEP_APPLY = {
+    "schedule_activity": _schedule_activity,
+    "start_timer": _start_timer,
+    "start_child_workflow": _start_child,
+    "record_side_effect": _side_effect,
+    "record_version_marker": _version_marker,
+    "upsert_search_attributes": _upsert,
+    "open_condition_wait": _open_condition,
+}
+_TERMINAL_APPLY = {
+    "complete_workflow": _complete_workflow,
+    "fail_workflow": _fail_workflow,
+    "continue_as_new": _continue_as_new,
+}

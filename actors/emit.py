@@ -1,0 +1,172 @@
+"""Building the records one decision appends, and the effects it has beyond its run.
+
+A decision never mutates state: it returns records (folded only after the journal
+commit) plus effects the actor performs after the commit (activate a new run, tell a
+parent its child closed, apply a parent-close policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from persistence.ids import iso
+
+from .run_state import RunState
+
+AVRO_NULL_BLOB = "wwHioz3/VYAiNwA="
+
+
+@dataclass
+class Effect:
+    kind: str  # activate | notify_parent | close_child
+    run_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NewRun:
+    """A run created by this decision (child or continue-as-new): its first records and rows."""
+
+    run_id: str
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+class Emitter:
+    def __init__(self, state: RunState, now: float, wt: str | None = None) -> None:
+        self.state = state
+        self.now = now
+        self.next_h = state.next_h
+        self.records: list[dict[str, Any]] = []
+        self.new_runs: list[NewRun] = []
+        self.effects: list[Effect] = []
+        self.wt = wt
+
+    def event(self, etype: str, payload: dict[str, Any], x: dict[str, Any] | None = None, cmd: str | None = None) -> dict[str, Any]:
+        rec: dict[str, Any] = {"t": etype, "h": self.next_h, "at": self.now, "p": payload}
+        if x:
+            rec["x"] = x
+        if self.wt:
+            rec["wt"] = self.wt
+        if cmd:
+            rec["cmd"] = cmd
+        self.next_h += 1
+        self.records.append(rec)
+        return rec
+
+    def internal(self, rtype: str, **data: Any) -> None:
+        self.records.append({"t": rtype, "at": self.now, **data})
+
+    def ts(self, value: float | None = None) -> str:
+        return iso(self.now if value is None else value)  # type: ignore[return-value]
+
+
+def par_fields(par: dict[str, Any] | None) -> dict[str, Any]:
+    """The parallel metadata copied onto every event of a group member."""
+    if not par:
+        return {}
+    return dict(par)
+
+
+def blob_of(env: Any) -> Any:
+    """History payloads carry bare blobs; external references pass through verbatim."""
+    if env is None:
+        return None
+    if isinstance(env, dict):
+        if "blob" in env:
+            return env["blob"]
+        return env
+    return env
+
+
+def new_run_meta(
+    *,
+    run_id: str,
+    namespace: str,
+    workflow_id: str,
+    workflow_type: str,
+    task_queue: str | None,
+    run_number: int,
+    arguments: Any,
+    now: float,
+    execution_timeout: int | None,
+    run_timeout: int | None,
+    execution_deadline: float | None = None,
+    business_key: str | None = None,
+    memo: dict[str, Any] | None = None,
+    search_attributes: dict[str, Any] | None = None,
+    parent: dict[str, Any] | None = None,
+    continued_from: str | None = None,
+    command_id: str | None = None,
+) -> dict[str, Any]:
+    if execution_deadline is None and execution_timeout:
+        execution_deadline = now + execution_timeout
+    return {
+        "run_id": run_id,
+        "namespace": namespace,
+        "workflow_id": workflow_id,
+        "workflow_type": workflow_type,
+        "task_queue": task_queue,
+        "run_number": run_number,
+        "arguments": arguments,
+        "started_at": now,
+        "execution_timeout": execution_timeout,
+        "run_timeout": run_timeout,
+        "execution_deadline": execution_deadline,
+        "run_deadline": now + run_timeout if run_timeout else None,
+        "business_key": business_key,
+        "memo": memo or {},
+        "search_attributes": search_attributes or {},
+        "parent": parent,
+        "continued_from": continued_from,
+        "command_id": command_id,
+    }
+
+
+def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list[dict[str, Any]]:
+    """The opening records of a run: StartAccepted (control-plane starts only) then WorkflowStarted."""
+    common = {
+        "workflow_type": meta["workflow_type"],
+        "workflow_class": meta["workflow_type"],
+        "workflow_instance_id": meta["workflow_id"],
+        "workflow_run_id": meta["run_id"],
+    }
+    optional = {
+        "workflow_command_id": meta.get("command_id"),
+        "business_key": meta.get("business_key"),
+        "memo": meta.get("memo") or None,
+        "search_attributes": meta.get("search_attributes") or None,
+    }
+    common.update({k: v for k, v in optional.items() if v is not None})
+    records: list[dict[str, Any]] = []
+    h = 1
+    if accepted:
+        records.append({"t": "StartAccepted", "h": h, "at": now, "p": {**common, "outcome": "started_new"}, "x": {"meta": meta}})
+        h += 1
+    started = dict(common)
+    for key, src in (("execution_timeout_seconds", "execution_timeout"), ("run_timeout_seconds", "run_timeout")):
+        if meta.get(src):
+            started[key] = meta[src]
+    if meta.get("execution_deadline"):
+        started["execution_deadline_at"] = iso(meta["execution_deadline"])
+    if meta.get("run_deadline"):
+        started["run_deadline_at"] = iso(meta["run_deadline"])
+    parent = meta.get("parent")
+    if parent:
+        started.update(
+            {
+                "parent_workflow_instance_id": parent["workflow_id"],
+                "parent_workflow_run_id": parent["run_id"],
+                "parent_sequence": parent["sequence"],
+            }
+        )
+    if meta.get("continued_from"):
+        started["continued_from_run_id"] = meta["continued_from"]
+    if meta.get("arguments") is not None:
+        started["input"] = meta["arguments"]
+    rec: dict[str, Any] = {"t": "WorkflowStarted", "h": h, "at": now, "p": started}
+    if not accepted:
+        rec["x"] = {"meta": meta}
+    records.append(rec)
+    return records

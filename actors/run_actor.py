@@ -1,0 +1,570 @@
+"""The RunActor: one trio task per active run, owning its folded state.
+
+It handles one message at a time: decide → fold → append to the journal and await
+the commit → reply → hand out tasks and publish its next deadline. Nothing outside
+the actor sees a transition before its commit: readers wait while a commit is in
+flight. An idle actor with no leased work passivates; the next message re-activates
+it from the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from persistence import codec
+from persistence.journal import Batch, InstanceRow, RunRow
+
+from . import decide_activity, decide_control, decide_time, decide_workflow_task
+from .clock import SystemClock, TrioClock
+from .decide_workflow_task import GuardError
+from .emit import Emitter
+from .run_state import TERMINAL, RunState, fold
+from .task_queue import Offer, TaskQueue
+from .timer_service import TimerService
+
+log = logging.getLogger("dw.actor")
+
+
+class Host(Protocol):
+    journal: Any
+    clock: SystemClock | TrioClock
+    timers: TimerService
+    idle_seconds: float
+
+    def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
+
+    def post(self, run_id: str, msg: Msg) -> None: ...
+
+    def activate(self, run_id: str) -> None: ...
+
+    def forget(self, actor: RunActor) -> None: ...
+
+
+class Reply:
+    __slots__ = ("event", "value", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+        self.event.set()
+
+    async def wait(self) -> Any:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass
+class Msg:
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None
+
+
+class RunNotFound(Exception):
+    pass
+
+
+class RunActor:
+    def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
+        self.run_id = run_id
+        self.host = host
+        self.send, self._recv = trio.open_memory_channel[Msg](mailbox_size)
+        self.state = RunState(run_id)
+        self.visible = 0  # history events committed and readable
+        self.changed = trio.Event()
+        self.committing = False
+        self._stable = trio.Event()
+        self._stable.set()
+        self.offered: set[str] = set()
+        self.loaded = trio.Event()
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def main(self) -> None:
+        try:
+            await self._load()
+        except BaseException:
+            self.host.forget(self)
+            raise
+        try:
+            await self._loop()
+        finally:
+            self.host.forget(self)
+            self._recv.close()
+
+    async def _load(self) -> None:
+        bodies = await self.host.journal.read_records(self.run_id)
+        state = RunState(self.run_id)
+        for body in bodies:
+            fold(state, codec.loads(body))
+        self.state = state
+        self.visible = len(state.events)
+        now = self.host.clock.now()
+        for act in state.activities.values():
+            if act.status == "running" and act.heartbeat_base is not None:
+                act.heartbeat_base = max(act.heartbeat_base, now)  # heartbeats are not journaled
+        self.loaded.set()
+        self._after_change()
+
+    async def _loop(self) -> None:
+        while True:
+            with trio.move_on_after(self.host.idle_seconds) as idle:
+                msg = await self._recv.receive()
+            if idle.cancelled_caught:
+                if not self._can_passivate():
+                    continue
+                try:
+                    msg = self._recv.receive_nowait()
+                except trio.WouldBlock:
+                    return  # passivate: main's finally closes the mailbox
+            await self._handle(msg)
+
+    def _can_passivate(self) -> bool:
+        s = self.state
+        if s.status == "new":
+            return True
+        if s.wt is not None and s.wt.status == "leased":
+            return False
+        return not any(a.status == "running" for a in s.activities.values())
+
+    async def stable(self) -> None:
+        while self.committing:
+            await self._stable.wait()
+
+    # --- message dispatch ----------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        handler = getattr(self, f"_on_{msg.kind}")
+        try:
+            if self.state.status == "new" and msg.kind not in ("tick", "child_closed"):
+                raise RunNotFound(self.run_id)
+            value = await handler(**msg.args)
+        except (GuardError, RunNotFound) as exc:
+            if msg.reply:
+                msg.reply.set(error=exc)
+            return
+        except Exception as exc:
+            from .commands import CommandError
+
+            if isinstance(exc, CommandError):
+                if msg.reply:
+                    msg.reply.set(error=exc)
+                return
+            log.exception("run %s: %s failed; reloading from the journal", self.run_id, msg.kind)
+            if msg.reply:
+                msg.reply.set(error=exc)
+            await self._load()
+            return
+        if msg.reply:
+            msg.reply.set(value)
+
+    async def commit(self, em: Emitter) -> None:
+        if not em.records and not em.new_runs:
+            return
+        state = self.state
+        batch = Batch()
+        base = state.jseq
+        for i, rec in enumerate(em.records):
+            batch.records.append((self.run_id, base + i + 1, codec.dumps(rec)))
+        for rec in em.records:
+            fold(state, rec)
+        for new in em.new_runs:
+            child = RunState(new.run_id)
+            for i, rec in enumerate(new.records):
+                batch.records.append((new.run_id, i + 1, codec.dumps(rec)))
+                fold(child, rec)
+            batch.runs.append(run_row(child))
+            if new.meta.get("continued_from"):
+                batch.instances.append(
+                    InstanceRow(
+                        new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id,
+                        new.meta["run_number"], state.meta.get("instance_created_at", state.meta["started_at"]),
+                    )
+                )
+            else:
+                batch.instances.append(
+                    InstanceRow(new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id, 1, em.now)
+                )
+        batch.runs.append(run_row(state))
+        self.committing = True
+        self._stable = trio.Event()
+        try:
+            with trio.CancelScope(shield=True):
+                await self.host.journal.append(batch)
+        except BaseException:
+            self.committing = False
+            self._stable.set()
+            await self._load()
+            raise
+        self.committing = False
+        self._stable.set()
+        self.visible = len(state.events)
+        for effect in em.effects:
+            if effect.kind == "activate":
+                self.host.activate(effect.run_id)
+            elif effect.kind == "notify_parent":
+                self.host.post(effect.run_id, Msg("child_closed", {"child_run_id": self.run_id}))
+            elif effect.kind == "close_child":
+                kind = "cancel" if effect.data["policy"] == "request_cancel" else "terminate"
+                self.host.post(effect.run_id, Msg("close", {"kind": kind, "reason": "Parent workflow closed."}))
+        self._after_change()
+
+    def _after_change(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+        self._sync_tasks()
+        self.host.timers.schedule(self.run_id, decide_time.next_deadline(self.state))
+
+    def _sync_tasks(self) -> None:
+        """Offer ready tasks to their queues; withdraw offers a closed run no longer has."""
+        s = self.state
+        now = self.host.clock.now()
+        live: set[str] = set()
+        if s.is_open:
+            wt = s.wt
+            if wt is not None and wt.status == "ready" and wt.available_at <= now:
+                live.add(wt.task_id)
+                if wt.task_id not in self.offered:
+                    self.host.queue("workflow", s.namespace, s.task_queue).offer(
+                        Offer(self.run_id, wt.task_id, s.meta["workflow_type"])
+                    )
+            for act in s.activities.values():
+                if act.status == "pending" and act.available_at <= now:
+                    live.add(act.task_id)
+                    if act.task_id not in self.offered:
+                        self.host.queue("activity", s.namespace, act.queue).offer(
+                            Offer(self.run_id, act.task_id, act.activity_type, act.seq)
+                        )
+        for task_id in self.offered - live:
+            if not s.is_open:
+                self.host.queue("workflow", s.namespace, s.task_queue).withdraw(task_id)
+        self.offered = live
+
+    # --- handlers ------------------------------------------------------------------
+
+    async def _on_tick(self) -> None:
+        if self.state.status == "new":
+            return
+        em = decide_time.tick(self.state, self.host.clock.now())
+        await self.commit(em)
+        self._after_change()
+
+    async def _on_claim_wt(self, task_id: str, owner: str) -> dict[str, Any] | None:
+        s = self.state
+        if s.wt is None or s.wt.task_id != task_id:
+            return None
+        em = decide_workflow_task.claim(s, owner, self.host.clock.now())
+        if em is None:
+            return None
+        await self.commit(em)
+        return self.workflow_task_payload(page_size=500)
+
+    async def _on_replay_wt(self, task_id: str, owner: str, attempt: int) -> dict[str, Any] | None:
+        wt = self.state.wt
+        now = self.host.clock.now()
+        if wt is None or wt.task_id != task_id or wt.status != "leased" or wt.owner != owner or wt.attempt != attempt:
+            return None
+        if (wt.lease_expires_at or 0) <= now:
+            return None
+        return self.workflow_task_payload(page_size=500)
+
+    def workflow_task_payload(self, page_size: int) -> dict[str, Any]:
+        s = self.state
+        wt = s.wt
+        assert wt is not None
+        from persistence.ids import iso
+
+        events = s.events[: min(wt.snapshot, page_size)]
+        more = wt.snapshot > page_size
+        return {
+            "task_id": wt.task_id,
+            "task_kind": "workflow",
+            "workflow_id": s.meta["workflow_id"],
+            "run_id": s.run_id,
+            "namespace": s.namespace,
+            "workflow_type": s.meta["workflow_type"],
+            "workflow_task_attempt": wt.attempt,
+            "payload_codec": "avro",
+            "arguments": s.meta.get("arguments"),
+            "run_status": s.status,
+            "task_queue": s.task_queue,
+            "lease_owner": wt.owner,
+            "lease_expires_at": iso(wt.lease_expires_at),
+            "history_events": events,
+            "last_history_sequence": wt.snapshot,
+            "total_history_events": wt.snapshot,
+            "next_history_page_token": page_token(len(events)) if more else None,
+            "workflow_update_id": None,
+            "workflow_command_id": None,
+        }
+
+    async def _on_wt_history(self, task_id: str, owner: Any, attempt: Any, after: int, page_size: int) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        await self._guard_wt(task_id, owner, attempt, now)
+        wt = s.wt
+        assert wt is not None
+        end = min(wt.snapshot, after + page_size)
+        events = s.events[after:end]
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": wt.attempt,
+            "history_events": events,
+            "total_history_events": wt.snapshot,
+            "next_history_page_token": page_token(end) if end < wt.snapshot else None,
+        }
+
+    async def _guard_wt(self, task_id: str, owner: Any, attempt: Any, now: float) -> None:
+        try:
+            decide_workflow_task.guard(self.state, task_id, owner, attempt, now)
+        except GuardError as exc:
+            if exc.release and self.state.wt is not None:
+                em = Emitter(self.state, now)
+                em.internal("wt_release", task=task_id, reason="lease_expired")
+                await self.commit(em)
+            raise
+
+    async def _on_wt_heartbeat(self, task_id: str, owner: Any, attempt: Any) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        await self._guard_wt(task_id, owner, attempt, now)
+        em = Emitter(s, now)
+        wt = s.wt
+        assert wt is not None
+        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + decide_workflow_task.WORKFLOW_TASK_LEASE, snap=wt.snapshot)
+        await self.commit(em)
+        from persistence.ids import iso
+
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": wt.attempt,
+            "lease_owner": wt.owner,
+            "renewed": True,
+            "lease_expires_at": iso(wt.lease_expires_at),
+            "run_status": s.status,
+            "task_status": "leased",
+            "reason": None,
+        }
+
+    async def _on_wt_complete(self, task_id: str, owner: Any, attempt: Any, commands: Any) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        await self._guard_wt(task_id, owner, attempt, now)
+        em = decide_workflow_task.complete(s, task_id, commands, now)
+        await self.commit(em)
+        created = [r.run_id for r in em.new_runs]
+        if s.wt is not None:
+            created.append(s.wt.task_id)
+        created += [f"{self.run_id}-a{r['p']['sequence']}" for r in em.records if r["t"] == "ActivityScheduled"]
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": attempt,
+            "outcome": "completed",
+            "recorded": True,
+            "run_id": self.run_id,
+            "run_status": s.status,
+            "created_task_ids": created,
+            "reason": None,
+        }
+
+    async def _on_wt_fail(self, task_id: str, owner: Any, attempt: Any, failure: dict[str, Any]) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        await self._guard_wt(task_id, owner, attempt, now)
+        em, outcome = decide_workflow_task.fail(s, task_id, failure, now)
+        await self.commit(em)
+        if outcome == "failed":
+            log.warning("run %s: workflow task %s failed (%s): %s", self.run_id, task_id, failure.get("type"), failure.get("message"))
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": attempt,
+            "outcome": outcome,
+            "recorded": True,
+            "reason": None,
+            "next_task_id": s.wt.task_id if s.wt is not None else None,
+        }
+
+    async def _on_release_owner(self, owner: str) -> int:
+        """A deregistering worker hands back its workflow task at once."""
+        wt = self.state.wt
+        if wt is None or wt.status != "leased" or wt.owner != owner:
+            return 0
+        em = Emitter(self.state, self.host.clock.now())
+        em.internal("wt_release", task=wt.task_id, reason="worker_deregistered")
+        await self.commit(em)
+        return 1
+
+    async def _on_claim_act(self, seq: int, owner: str) -> dict[str, Any] | None:
+        em = decide_activity.claim(self.state, seq, owner, self.host.clock.now())
+        if em is None:
+            return None
+        await self.commit(em)
+        return decide_activity.task_payload(self.state, self.state.activities[seq])
+
+    async def _on_replay_act(self, task_id: str, owner: str, attempt: int) -> dict[str, Any] | None:
+        seq = decide_activity._seq_of(self.state, task_id)
+        act = self.state.activities.get(seq) if seq is not None else None
+        if act is None or act.status != "running" or act.owner != owner or act.attempt_number != attempt:
+            return None
+        if (act.lease_expires_at or 0) <= self.host.clock.now():
+            return None
+        return decide_activity.task_payload(self.state, act)
+
+    async def _on_act_complete(self, task_id: str, attempt_id: Any, owner: Any, result: Any) -> dict[str, Any]:
+        s = self.state
+        act = decide_activity.guard(s, task_id, attempt_id, owner, "completed")
+        body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "completed", "recorded": True, "reason": None}
+        if act is None:
+            return {**body, "next_task_id": None}
+        await self.commit(decide_activity.complete(s, act, result, self.host.clock.now()))
+        return {**body, "next_task_id": s.wt.task_id if s.wt is not None else None}
+
+    async def _on_act_fail(self, task_id: str, attempt_id: Any, owner: Any, failure: dict[str, Any]) -> dict[str, Any]:
+        s = self.state
+        act = decide_activity.guard(s, task_id, attempt_id, owner, "failed")
+        body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "failed", "recorded": True, "reason": None}
+        if act is None:
+            return {**body, "next_task_id": None}
+        await self.commit(decide_activity.fail(s, act, failure, self.host.clock.now()))
+        retry = s.activities.get(act.seq)
+        next_task = retry.task_id if retry is not None else (s.wt.task_id if s.wt is not None else None)
+        return {**body, "next_task_id": next_task}
+
+    async def _on_act_heartbeat(self, task_id: str, attempt_id: Any, owner: Any, progress: dict[str, Any]) -> dict[str, Any]:
+        from persistence.ids import iso
+
+        s = self.state
+        body: dict[str, Any] = {
+            "task_id": task_id,
+            "activity_attempt_id": attempt_id,
+            "lease_owner": owner,
+            "run_closed_reason": None,
+            "run_closed_at": None,
+        }
+        try:
+            act = decide_activity.guard(s, task_id, attempt_id, owner, "heartbeat")
+        except GuardError as exc:
+            if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
+                raise
+            cancelled = exc.reason in ("run_cancelled", "run_terminated")
+            return {
+                **body,
+                "cancel_requested": cancelled,
+                "can_continue": False,
+                "reason": exc.reason,
+                "heartbeat_recorded": False,
+                "run_closed_reason": s.closed_reason,
+                "run_closed_at": iso(s.closed_at),
+            }
+        if act is None:
+            return {**body, "cancel_requested": False, "can_continue": False, "reason": "run_closed", "heartbeat_recorded": False,
+                    "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
+        now = self.host.clock.now()
+        act.heartbeat_base = now
+        act.lease_expires_at = now + max(decide_activity.ACTIVITY_LEASE, float(act.policy.get("start_to_close_timeout") or 0))
+        act.progress = progress
+        self.host.timers.schedule(self.run_id, decide_time.next_deadline(s))
+        return {
+            **body,
+            "cancel_requested": False,
+            "can_continue": True,
+            "reason": None,
+            "heartbeat_recorded": True,
+            "lease_expires_at": iso(act.lease_expires_at),
+            "last_heartbeat_at": iso(now),
+        }
+
+    async def _on_signal(self, name: str, arguments: Any, command_id: str) -> dict[str, Any]:
+        s = self.state
+        if not s.is_open:
+            return {"rejected": "run_not_active"}
+        em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
+        await self.commit(em)
+        return {"sequence": em.records[0]["h"]}
+
+    async def _on_close(self, kind: str, reason: str | None, command_id: str | None = None) -> dict[str, Any]:
+        s = self.state
+        if not s.is_open:
+            return {"rejected": "run_not_active"}
+        from persistence.ids import ulid
+
+        now = self.host.clock.now()
+        command_id = command_id or ulid(now)
+        em = decide_control.cancel_or_terminate(s, kind, reason, command_id, now)
+        await self.commit(em)
+        return {"sequence": em.records[0]["h"], "command_id": command_id}
+
+    async def _on_child_closed(self, child_run_id: str) -> None:
+        """A child's run closed (or continued): resolve or re-link the step that started it."""
+        s = self.state
+        seq = next((c.seq for c in s.children.values() if c.run_id == child_run_id), None)
+        if seq is None or not s.is_open:
+            return
+        info = await self.host.terminal_info(child_run_id)  # type: ignore[attr-defined]
+        if info is None:
+            return
+        now = self.host.clock.now()
+        if info["event"] == "WorkflowContinuedAsNew":
+            em = decide_control.child_continued(s, seq, info["continued_to"], info["run_number"] + 1, now)
+        else:
+            em = decide_control.child_closed(s, seq, info, now)
+        await self.commit(em)
+
+    async def _on_terminal_info(self) -> dict[str, Any] | None:
+        s = self.state
+        if s.status not in TERMINAL:
+            return None
+        last = s.events[-1]
+        info = {"event": last["event_type"], "payload": last["payload"], "run_id": self.run_id,
+                "run_number": s.meta.get("run_number", 1), "closed_at": s.closed_at}
+        if last["event_type"] == "WorkflowContinuedAsNew":
+            info["continued_to"] = last["payload"]["continued_to_run_id"]
+        return info
+
+    async def _on_check_children(self) -> None:
+        """After activation, ask children that may have closed while we were away."""
+        for child in list(self.state.children.values()):
+            self.host.post(self.run_id, Msg("child_closed", {"child_run_id": child.run_id}))
+
+    async def _on_ping(self) -> None:
+        return None
+
+
+def page_token(after: int) -> str:
+    import base64
+
+    return base64.b64encode(str(after).encode()).decode()
+
+
+def run_row(s: RunState) -> RunRow:
+    m = s.meta
+    wt = s.wt
+    attention = s.is_open and (wt is not None or any(a.status != "closed" for a in s.activities.values()))
+    return RunRow(
+        run_id=s.run_id,
+        namespace=m["namespace"],
+        workflow_id=m["workflow_id"],
+        run_number=m["run_number"],
+        workflow_type=m["workflow_type"],
+        task_queue=m.get("task_queue"),
+        status=s.status,
+        closed_reason=s.closed_reason,
+        business_key=m.get("business_key"),
+        started_at=m["started_at"],
+        closed_at=s.closed_at,
+        wake_at=decide_time.next_deadline(s),
+        attention=bool(attention) or bool(s.children),
+        last_seq=s.next_h - 1,
+        search_attributes=s.search_attributes,
+        memo=m.get("memo") or {},
+    )

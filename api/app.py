@@ -1,0 +1,243 @@
+"""The Quart-Trio application: the request pipeline shared by every route.
+
+Order is normative (control-plane 1.2): route match → body gate → authentication →
+role → version header → namespace → handler. Every failure a client can cause comes
+back in the plane's envelope with a stable reason; an unexpected failure becomes a
+500 ``server_error`` without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from actors.commands import CommandError
+from actors.decide_workflow_task import GuardError
+from actors.run_actor import RunNotFound
+from runtime.errors import ProtocolError
+from runtime.node import Node
+
+from .auth import authenticate, authorize
+from .envelope import Route, render
+from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER, server_capabilities
+
+log = logging.getLogger("dw.api")
+_WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass
+class Ctx:
+    namespace: str
+    body: Any
+    args: dict[str, str]
+    query: dict[str, str]
+
+
+Handler = Callable[[Ctx], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+class Api:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.cfg = node.cfg
+        self.app = QuartTrio(__name__)
+        self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
+        self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression)
+        self.app.register_error_handler(HTTPException, self._http_error)
+        self.app.register_error_handler(Exception, self._unexpected)
+
+    # --- pipeline ------------------------------------------------------------------
+
+    def endpoint(
+        self,
+        rule: str,
+        method: str,
+        route: Route,
+        roles: tuple[str, ...],
+        *,
+        version: bool = True,
+        namespace: bool = True,
+        auth: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            async def view(**path_args: str) -> Response:
+                status, out = await self._pipeline(route, roles, version, namespace, auth, fn, path_args)
+                return self.render(route, status, out, path_args)
+
+            view.__name__ = f"{fn.__name__}_{method.lower()}"
+            self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+            return fn
+
+        return deco
+
+    async def _pipeline(
+        self, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool, fn: Handler, args: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            body = await self._body_gate()
+            if auth:
+                principal = authenticate(self.cfg.auth_driver, self.cfg.auth_tokens, request.headers.get("Authorization"))
+                authorize(principal, roles)
+            if route.plane == "worker":
+                self._worker_version()
+            elif version:
+                self._control_version()
+            ns = (request.headers.get("X-Namespace") or request.args.get("namespace") or self.cfg.default_namespace).lower()
+            if needs_ns and not self.node.namespaces.exists(ns):
+                raise ProtocolError(
+                    404,
+                    "namespace_not_found",
+                    f"Namespace '{ns}' does not exist.",
+                    namespace=ns,
+                    remediation="Register the namespace via POST /api/namespaces, or send an X-Namespace header naming an existing namespace.",
+                )
+            return await fn(Ctx(ns, body, args, dict(request.args)))
+        except ProtocolError as exc:
+            return exc.status, exc.body()
+        except GuardError as exc:
+            return exc.status, {"message": exc.message, "reason": exc.reason, **exc.extra}
+        except CommandError as exc:
+            body = {"message": exc.message, "reason": exc.reason, **exc.extra}
+            if exc.errors:
+                body["errors"] = body["validation_errors"] = exc.errors
+            return exc.status, body
+        except RunNotFound:
+            return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
+
+    async def _body_gate(self) -> Any:
+        limit = self.cfg.max_payload_bytes
+        too_large = ProtocolError(
+            413,
+            "payload_too_large",
+            f"Request payload exceeds the maximum allowed size of {limit} bytes.",
+            limit=limit,
+        )
+        length = request.content_length
+        if length is not None and length > limit:
+            raise too_large
+        raw = await request.get_data(cache=True)
+        if len(raw) > limit:
+            raise too_large
+        if not raw:
+            return {}
+        if request.method not in _BODY_METHODS:
+            return {}
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise ProtocolError(
+                415,
+                "unsupported_media_type",
+                "Request bodies must use a JSON media type.",
+                accepted_content_types=["application/json", "application/*+json"],
+            )
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(400, "malformed_json", "Request bodies must contain valid JSON.", json_error=str(exc)) from None
+
+    @staticmethod
+    def _control_version() -> None:
+        value = request.headers.get(CONTROL_PLANE_HEADER)
+        value = value.strip() if value is not None else None
+        if not value:
+            raise ProtocolError(
+                400,
+                "missing_control_plane_version",
+                "Missing control-plane version header.",
+                supported_version=CONTROL_PLANE_VERSION,
+                requested_version=None,
+                remediation=f"Send the {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} header on control-plane requests.",
+            )
+        if value != CONTROL_PLANE_VERSION:
+            raise ProtocolError(
+                400,
+                "unsupported_control_plane_version",
+                "Unsupported control-plane version.",
+                supported_version=CONTROL_PLANE_VERSION,
+                requested_version=value,
+                remediation=f"Send the {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} header; other versions are not served.",
+            )
+
+    @staticmethod
+    def _worker_version() -> None:
+        value = (request.headers.get(WORKER_PROTOCOL_HEADER) or "").strip()
+        if not value:
+            raise ProtocolError(
+                400,
+                "missing_protocol_version",
+                "Missing worker protocol version header.",
+                supported_version="1.20",
+                requested_version=None,
+                remediation=f"Send {WORKER_PROTOCOL_HEADER}: 1.20 (any 1.x is accepted).",
+            )
+        if not _WORKER_VERSION.match(value):
+            raise ProtocolError(
+                400,
+                "unsupported_protocol_version",
+                f"Worker requested protocol version {value}; this server speaks 1.20.",
+                supported_version="1.20",
+                requested_version=value,
+                remediation=f"Send {WORKER_PROTOCOL_HEADER}: 1.20 (any 1.x is accepted).",
+            )
+
+    # --- rendering and errors ------------------------------------------------------
+
+    def render(self, route: Route, status: int, body: dict[str, Any], args: dict[str, str]) -> Response:
+        return render(
+            route,
+            status,
+            body,
+            args,
+            capabilities=self.capabilities,
+            accept_encoding=request.headers.get("Accept-Encoding"),
+            compression=self.cfg.compression,
+        )
+
+    @staticmethod
+    def _route_for_path(path: str) -> Route:
+        if path == "/api/worker" or path.startswith("/api/worker/"):
+            return Route("worker")
+        if path in ("/api/health", "/api/ready"):
+            return Route("open")
+        return Route("control")
+
+    async def _http_error(self, exc: HTTPException) -> Response:
+        route = self._route_for_path(request.path)
+        code = exc.code or 500
+        if code == 404:
+            body = {"message": f"No route matches {request.method} {request.path}.", "reason": "not_found"}
+        elif code == 405:
+            body = {"message": f"Method {request.method} is not allowed on {request.path}.", "reason": "method_not_allowed"}
+        elif code == 413:
+            limit = self.cfg.max_payload_bytes
+            body = {
+                "message": f"Request payload exceeds the maximum allowed size of {limit} bytes.",
+                "reason": "payload_too_large",
+                "limit": limit,
+            }
+        else:
+            body = {"message": exc.description or "Request failed.", "reason": "bad_request" if code < 500 else "server_error"}
+        return self.render(route, code, body, {})
+
+    async def _unexpected(self, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        route = self._route_for_path(request.path)
+        return self.render(route, 500, {"message": "The server hit an unexpected error; it has been logged.", "reason": "server_error"}, {})
+
+
+def create_app(node: Node) -> QuartTrio:
+    from . import control_routes, worker_routes
+
+    api = Api(node)
+    control_routes.register(api)
+    worker_routes.register(api)
+    return api.app

@@ -1,0 +1,223 @@
+"""Control-plane routes: health, discovery, namespaces and the workflow run lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persistence import avro
+from persistence.ids import iso
+from runtime.errors import ProtocolError, validation
+
+from . import schemas
+from .app import Api, Ctx
+from .envelope import Route
+from .manifest import cluster_info
+
+ANY_ROLE = ("worker", "operator", "admin")
+OPERATOR = ("operator", "admin")
+ADMIN = ("admin",)
+OPEN = Route("open")
+
+
+def _op(operation: str) -> Route:
+    return Route("control", operation)
+
+
+def _name(name: str, field: str) -> str:
+    if not name or len(name.encode()) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise validation(field, f"The {field} must be 1-256 bytes without control characters.")
+    return name
+
+
+def _input(value: Any) -> Any:
+    """CLI-style argument lists are encoded here; envelopes are kept byte for byte."""
+    if isinstance(value, list):
+        try:
+            return avro.envelope(value)
+        except avro.PayloadError as exc:
+            raise validation("input", f"The input field cannot be encoded: {exc}.") from None
+    return value
+
+
+def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
+    node = api.node
+    cfg = api.cfg
+
+    @api.endpoint("/api/health", "GET", OPEN, (), auth=False, version=False, namespace=False)
+    async def health(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        ok = await node.journal.ping()
+        body = {
+            "status": "serving" if ok else "degraded",
+            "timestamp": iso(node.clock.now()),
+            "checks": {"database": "ok" if ok else "unavailable"},
+        }
+        return (200 if ok else 503), body
+
+    @api.endpoint("/api/ready", "GET", OPEN, (), auth=False, version=False, namespace=False)
+    async def ready(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        ok = await node.journal.ping()
+        has_default = node.namespaces.exists(cfg.default_namespace)
+        auth_ok = cfg.auth_driver == "none" or bool(cfg.auth_tokens)
+        checks = {
+            "database": {"status": "ok" if ok else "unavailable"},
+            "migrations": {"status": "ok"},
+            "default_namespace": {"status": "ok" if has_default else "missing", "namespace": cfg.default_namespace},
+            "auth": {"status": "ok" if auth_ok else "missing", "driver": cfg.auth_driver},
+        }
+        good = ok and has_default and auth_ok and not node.engine.draining.is_set()
+        return (200 if good else 503), {"status": "ready" if good else "not_ready", "timestamp": iso(node.clock.now()), "checks": checks}
+
+    @api.endpoint("/api/cluster/info", "GET", Route("control", bare_success=True), ANY_ROLE, version=False, namespace=False)
+    async def info(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        now = node.clock.now()
+        workers = [
+            w for (ns, _), w in node.workers.workers.items() if ns == ctx.namespace and now - w.last_seen < 90
+        ]
+        fleet = {
+            "namespace": ctx.namespace,
+            "active_workers": len(workers),
+            "active_worker_scopes": len({w.task_queue for w in workers}),
+            "queues": sorted({w.task_queue for w in workers}),
+            "build_ids": [],
+            "workers": [
+                {"worker_id": w.worker_id, "queues": [w.task_queue], "build_ids": [], "recorded_at": iso(w.last_seen),
+                 "expires_at": iso(w.last_seen + 90)}
+                for w in workers
+            ],
+        }
+        return 200, cluster_info(cfg, fleet)
+
+    # --- namespaces ----------------------------------------------------------------
+
+    @api.endpoint("/api/namespaces", "GET", Route("control"), OPERATOR, namespace=False)
+    async def list_namespaces(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, {"namespaces": [node.namespaces.view(r) for r in node.namespaces.rows.values()]}
+
+    @api.endpoint("/api/namespaces", "POST", Route("control"), ADMIN, namespace=False)
+    async def create_namespace(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.CreateNamespace, ctx.body)
+        row = await node.namespaces.create(req.model_dump())
+        return 201, node.namespaces.view(row)
+
+    @api.endpoint("/api/namespaces/<name>", "GET", Route("control"), OPERATOR, namespace=False)
+    async def get_namespace(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, node.namespaces.view(node.namespaces.get(ctx.args["name"]))
+
+    @api.endpoint("/api/namespaces/<name>", "PUT", Route("control"), ADMIN, namespace=False)
+    async def update_namespace(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        node.namespaces.get(ctx.args["name"])
+        req = schemas.parse(schemas.UpdateNamespace, ctx.body)
+        row = await node.namespaces.update(ctx.args["name"], req.model_dump())
+        return 200, node.namespaces.view(row)
+
+    # --- workflows -----------------------------------------------------------------
+
+    @api.endpoint("/api/workflows", "GET", _op("list"), OPERATOR)
+    async def list_workflows(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        q = ctx.query
+        errors: dict[str, list[str]] = {}
+        status = q.get("status") or None
+        if status is not None and status not in ("running", "completed", "failed"):
+            errors["status"] = [f"The status filter [{status}] is not supported; use running, completed or failed."]
+        size = 50
+        if q.get("page_size"):
+            try:
+                size = int(q["page_size"])
+                if not 1 <= size <= 200:
+                    raise ValueError
+            except ValueError:
+                errors["page_size"] = ["The page_size must be an integer between 1 and 200."]
+        if errors:
+            raise schemas.invalid(errors)
+        args = {
+            "workflow_type": q.get("workflow_type") or None,
+            "status": status,
+            "query": (q.get("query") or "").strip() or None,
+            "page_size": size,
+            "next_page_token": q.get("next_page_token"),
+        }
+        return 200, await node.workflows.list(ctx.namespace, args)
+
+    @api.endpoint("/api/workflows", "POST", _op("start"), OPERATOR)
+    async def start(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        if isinstance(ctx.body, dict):
+            forbidden = {k: [m] for k, m in schemas.FORBIDDEN_START_KEYS.items() if k in ctx.body}
+            if forbidden:
+                raise schemas.invalid(forbidden)
+        req = schemas.parse(schemas.StartWorkflow, ctx.body)
+        if req.memo is not None and schemas.json_size(req.memo) > cfg.max_memo_bytes:
+            raise ProtocolError(
+                422, "memo_too_large", f"The memo must be at most {cfg.max_memo_bytes} bytes of JSON.",
+                errors={"memo": ["The memo is too large."]}, validation_errors={"memo": ["The memo is too large."]},
+            )
+        body = req.model_dump()
+        body["input"] = _input(body.get("input"))
+        if body.get("workflow_id") is None:
+            body.pop("workflow_id")
+        return await node.workflows.start(ctx.namespace, body)
+
+    @api.endpoint("/api/workflows/<workflow_id>", "GET", _op("describe"), OPERATOR)
+    async def describe(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"])
+
+    @api.endpoint("/api/workflows/<workflow_id>/runs", "GET", _op("list_runs"), OPERATOR)
+    async def list_runs(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await node.workflows.list_runs(ctx.namespace, ctx.args["workflow_id"])
+
+    @api.endpoint("/api/workflows/<workflow_id>/runs/<run_id>", "GET", _op("describe_run"), OPERATOR)
+    async def describe_run(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"])
+
+    @api.endpoint("/api/workflows/<workflow_id>/runs/<run_id>/history", "GET", _op("history"), OPERATOR)
+    async def history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        q = ctx.query
+        errors: dict[str, list[str]] = {}
+        size = 100
+        if q.get("page_size"):
+            try:
+                size = int(q["page_size"])
+                if not 1 <= size <= 1000:
+                    raise ValueError
+            except ValueError:
+                errors["page_size"] = ["The page_size must be an integer between 1 and 1000."]
+        wait_raw = (q.get("wait_new_event") or "0").lower()
+        if wait_raw not in ("0", "1", "true", "false"):
+            errors["wait_new_event"] = ["The wait_new_event field must be 1, 0, true or false."]
+        if errors:
+            raise schemas.invalid(errors)
+        return 200, await node.workflows.history(
+            ctx.namespace,
+            ctx.args["workflow_id"],
+            ctx.args["run_id"],
+            page_size=size,
+            token=q.get("next_page_token"),
+            wait=wait_raw in ("1", "true"),
+            hold=cfg.poll_timeout,
+        )
+
+    for prefix, scoped in (("/api/workflows/<workflow_id>", False), ("/api/workflows/<workflow_id>/runs/<run_id>", True)):
+        _register_commands(api, prefix, scoped)
+
+
+def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
+    node = api.node
+    suffix = "_run" if scoped else ""
+
+    async def signal(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        name = _name(ctx.args["name"], "signal_name")
+        req = schemas.parse(schemas.Signal, ctx.body)
+        return await node.workflows.signal(
+            ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id")
+        )
+
+    signal.__name__ = f"signal{suffix}"
+    api.endpoint(f"{prefix}/signal/<name>", "POST", Route("control", "signal"), OPERATOR)(signal)
+
+    for kind in ("cancel", "terminate"):
+
+        async def close(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
+            req = schemas.parse(schemas.CloseRun, ctx.body)
+            return await node.workflows.close(ctx.namespace, ctx.args["workflow_id"], kind, req.reason, ctx.args.get("run_id"))
+
+        close.__name__ = f"{kind}{suffix}"
+        api.endpoint(f"{prefix}/{kind}", "POST", Route("control", kind), OPERATOR)(close)

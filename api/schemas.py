@@ -1,0 +1,252 @@
+"""Request schemas (pydantic) and their translation into the protocol's 422 shape.
+
+pydantic validates once at the edge, in strict mode (no "5" for 5), and the same
+models can later generate the OpenAPI document. Unknown keys are ignored, as the
+protocol requires, except the start keys the spec forbids outright.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runtime.errors import ProtocolError
+
+Str255 = Annotated[str, Field(max_length=255)]
+WorkflowId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _check_envelope(value: Any, field: str) -> Any:
+    """``input`` is a positional list (CLI style) or an avro envelope; nothing else."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        codec = value.get("codec")
+        if not isinstance(codec, str) or not codec:
+            raise ValueError("codec must be a non-empty string")
+        if codec != "avro":
+            raise ValueError(f"Unknown payload codec [{codec}]; only avro is supported")
+        if "blob" in value:
+            if not isinstance(value["blob"], str):
+                raise ValueError("blob must be a string")
+            return value
+        if isinstance(value.get("external_storage"), dict):
+            return value
+        raise ValueError("an envelope needs a blob string")
+    raise ValueError("must be a list of arguments or a payload envelope {codec, blob}")
+
+
+class StartWorkflow(_Model):
+    workflow_id: WorkflowId | None = None
+    workflow_type: Annotated[str, Field(min_length=1, max_length=255)]
+    task_queue: Str255 | None = None
+    input: Any = None
+    business_key: Str255 | None = None
+    memo: dict[str, Any] | None = None
+    search_attributes: dict[str, Any] | None = None
+    duplicate_policy: str | None = None
+    execution_timeout_seconds: PosInt | None = None
+    run_timeout_seconds: PosInt | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
+
+    @field_validator("duplicate_policy")
+    @classmethod
+    def _policy(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("fail", "use-existing"):
+            raise ValueError("The duplicate_policy field only supports fail or use-existing.")
+        return v
+
+    @field_validator("search_attributes")
+    @classmethod
+    def _attrs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        import re
+
+        for key, value in (v or {}).items():
+            if not key or len(key.encode()) > 128 or not re.match(r"^[a-zA-Z][a-zA-Z0-9_]*$", key):
+                raise ValueError(f"search attribute key [{key}] must match ^[a-zA-Z][a-zA-Z0-9_]*$ and be at most 128 bytes")
+            values = value if isinstance(value, list) else [value]
+            for item in values:
+                if isinstance(item, str) and len(item.encode()) > 2048:
+                    raise ValueError(f"search attribute [{key}] values must be at most 2048 bytes")
+        return v
+
+
+FORBIDDEN_START_KEYS = {
+    "workflow_execution_timeout": "The workflow_execution_timeout field is not supported. Use execution_timeout_seconds.",
+    "workflow_run_timeout": "The workflow_run_timeout field is not supported. Use run_timeout_seconds.",
+    "workflow_task_timeout": "The workflow_task_timeout field is not supported.",
+    "retry_policy": "The retry_policy field is not supported on workflow start.",
+    "idempotency_key": "The idempotency_key field is not supported.",
+    "request_id": "The request_id field is not supported on workflow start.",
+}
+
+
+class Signal(_Model):
+    input: Any = None
+    request_id: Str255 | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
+
+
+class CloseRun(_Model):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+    request_id: Str255 | None = None
+
+
+class CreateNamespace(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9._-]+$")]
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=365)] | None = None
+
+
+class UpdateNamespace(_Model):
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=365)] | None = None
+
+
+class RegisterWorker(_Model):
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    task_queue: Annotated[str, Field(min_length=1, max_length=255)]
+    runtime: Annotated[str, Field(min_length=1, max_length=64)]
+    sdk_version: Str255 | None = None
+    supported_workflow_types: list[str] | None = None
+    supported_activity_types: list[str] | None = None
+    workflow_command_contracts: dict[str, Any] | None = None
+    workflow_definition_fingerprints: dict[str, Any] | None = None
+    capabilities: list[Any] | None = None
+    max_concurrent_workflow_tasks: int | None = None
+    max_concurrent_activity_tasks: int | None = None
+    task_slots: dict[str, Any] | None = None
+    process_metrics: dict[str, Any] | None = None
+    build_id: Str255 | None = None
+
+
+class WorkerHeartbeat(_Model):
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    task_slots: dict[str, Any] | None = None
+    process_metrics: dict[str, Any] | None = None
+
+
+class Poll(_Model):
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    task_queue: Annotated[str, Field(min_length=1, max_length=255)]
+    poll_request_id: Str255 | None = None
+    timeout_seconds: int | float | None = None
+    history_page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class TaskLease(_Model):
+    lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
+    workflow_task_attempt: Annotated[int, Field(ge=1)]
+
+
+class CompleteWorkflowTask(TaskLease):
+    commands: list[Any]
+
+
+class Failure(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    message: Annotated[str, Field(min_length=1)]
+    type: str | None = None
+    reason: str | None = None
+    stack_trace: str | None = None
+
+
+class FailWorkflowTask(TaskLease):
+    failure: Failure
+
+
+class WorkflowTaskHistory(TaskLease):
+    next_history_page_token: Annotated[str, Field(min_length=1)]
+    history_page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class AttemptLease(_Model):
+    activity_attempt_id: Annotated[str, Field(min_length=1, max_length=255)]
+    lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class CompleteActivity(AttemptLease):
+    result: Any = None
+
+
+class ActivityFailure(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    message: Annotated[str, Field(min_length=1)]
+    type: str | None = None
+    code: int | None = None
+    non_retryable: bool | None = None
+    details: Any = None
+
+
+class FailActivity(AttemptLease):
+    failure: ActivityFailure
+
+
+class ActivityHeartbeat(AttemptLease):
+    message: str | None = None
+    current: int | float | None = None
+    total: int | float | None = None
+    unit: str | None = None
+    details: dict[str, Any] | None = None
+
+
+Status = Literal["running", "completed", "failed"]
+
+
+def parse(model: type[_Model], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise ProtocolError(
+            422,
+            "validation_failed",
+            "The request body must be a JSON object.",
+            errors={"body": ["The request body must be a JSON object."]},
+            validation_errors={"body": ["The request body must be a JSON object."]},
+        )
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> ProtocolError:
+    errors: dict[str, list[str]] = {}
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        label = field.replace("_", " ")
+        if err["type"] == "missing":
+            msg = f"The {label} field is required."
+        elif err["type"] == "value_error":
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not msg.startswith("The "):
+                msg = f"The {field} field is invalid: {msg}."
+        else:
+            msg = f"The {field} field is invalid: {err['msg']}."
+        errors.setdefault(field, []).append(msg)
+    return invalid(errors)
+
+
+def invalid(errors: dict[str, list[str]]) -> ProtocolError:
+    messages = [m for ms in errors.values() for m in ms]
+    message = messages[0]
+    if len(messages) > 1:
+        message += f" (and {len(messages) - 1} more error{'s' if len(messages) > 2 else ''})"
+    return ProtocolError(422, "validation_failed", message, errors=errors, validation_errors=errors)
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())

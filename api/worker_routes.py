@@ -1,0 +1,134 @@
+"""Worker-plane routes: registration, long polls, task outcomes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from actors.decide_activity import parse_attempt
+from persistence.ids import ulid
+from runtime.errors import ProtocolError
+
+from . import schemas
+from .app import Api, Ctx
+from .envelope import Route
+
+WORKER = ("worker",)
+W = Route("worker")
+_CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+def run_of(task_id: str) -> str:
+    """Task ids start with their run id; anything else is unknown to this server."""
+    run_id = task_id.split("-", 1)[0]
+    if len(run_id) != 26 or not set(run_id) <= _CROCKFORD or "-" not in task_id:
+        raise ProtocolError(404, "task_not_found", f"Task [{task_id}] was not found.", task_id=task_id)
+    return run_id
+
+
+def _hold(cfg: Any, requested: Any) -> float:
+    if requested is None:
+        return float(cfg.poll_timeout)
+    return float(min(max(requested, 0), cfg.max_poll_timeout))
+
+
+def register(api: Api) -> None:
+    node = api.node
+    engine = node.engine
+    cfg = api.cfg
+
+    async def ask(tid: str, kind: str, /, **args: Any) -> Any:
+        return await engine.ask(run_of(tid), kind, **args)
+
+    @api.endpoint("/api/worker/register", "POST", W, WORKER)
+    async def register_worker(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RegisterWorker, ctx.body)
+        body = req.model_dump()
+        body["worker_id"] = body.get("worker_id") or ulid()
+        return 201, await node.workers.register(ctx.namespace, body)
+
+    @api.endpoint("/api/worker/heartbeat", "POST", W, WORKER)
+    async def heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.WorkerHeartbeat, ctx.body)
+        return 200, node.workers.heartbeat(ctx.namespace, req.model_dump())
+
+    @api.endpoint("/api/worker/registrations/<worker_id>", "DELETE", W, WORKER)
+    async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await node.workers.deregister(ctx.namespace, ctx.args["worker_id"])
+
+    for kind in ("workflow", "activity"):
+
+        async def poll(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
+            req = schemas.parse(schemas.Poll, ctx.body)
+            task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
+            if task is None:
+                return 200, {"task": None, "poll_status": "empty"}
+            return 200, {"task": task, "poll_status": "leased"}
+
+        poll.__name__ = f"poll_{kind}"
+        api.endpoint(f"/api/worker/{kind}-tasks/poll", "POST", W, WORKER)(poll)
+
+    @api.endpoint("/api/worker/workflow-tasks/<task_id>/history", "POST", W, WORKER)
+    async def wt_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.WorkflowTaskHistory, ctx.body)
+        try:
+            after = int(base64.b64decode(req.next_history_page_token, validate=True).decode())
+            if after < 0:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(400, "invalid_page_token", "The next_history_page_token could not be decoded.") from None
+        body = await ask(
+            ctx.args["task_id"], "wt_history", task_id=ctx.args["task_id"], owner=req.lease_owner,
+            attempt=req.workflow_task_attempt, after=after, page_size=req.history_page_size or 500,
+        )
+        return 200, body
+
+    @api.endpoint("/api/worker/workflow-tasks/<task_id>/heartbeat", "POST", W, WORKER)
+    async def wt_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.TaskLease, ctx.body)
+        return 200, await ask(ctx.args["task_id"], "wt_heartbeat", task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt)
+
+    @api.endpoint("/api/worker/workflow-tasks/<task_id>/complete", "POST", W, WORKER)
+    async def wt_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.CompleteWorkflowTask, ctx.body)
+        return 200, await ask(ctx.args["task_id"], "wt_complete", task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt, commands=req.commands)
+
+    @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)
+    async def wt_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
+        return 200, await ask(ctx.args["task_id"], "wt_fail", task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt, failure=req.failure.model_dump())
+
+    def _attempt(task_id: str, attempt_id: str) -> None:
+        if parse_attempt(attempt_id) is None:
+            raise ProtocolError(404, "attempt_not_found", f"Activity attempt [{attempt_id}] was not found.")
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/complete", "POST", W, WORKER)
+    async def act_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.CompleteActivity, ctx.body)
+        task_id = ctx.args["task_id"]
+        run_of(task_id)
+        _attempt(task_id, req.activity_attempt_id)
+        return 200, await ask(task_id, "act_complete", task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, result=req.result)
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/fail", "POST", W, WORKER)
+    async def act_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.FailActivity, ctx.body)
+        task_id = ctx.args["task_id"]
+        run_of(task_id)
+        _attempt(task_id, req.activity_attempt_id)
+        return 200, await ask(task_id, "act_fail", task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, failure=req.failure.model_dump())
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/heartbeat", "POST", W, WORKER)
+    async def act_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.ActivityHeartbeat, ctx.body)
+        task_id = ctx.args["task_id"]
+        run_of(task_id)
+        _attempt(task_id, req.activity_attempt_id)
+        progress = {k: v for k, v in req.model_dump().items() if k in ("message", "current", "total", "unit", "details") and v is not None}
+        return 200, await ask(task_id, "act_heartbeat", task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, progress=progress)

@@ -1,0 +1,109 @@
+"""The ``dw-server`` command line: ``serve`` and ``bootstrap``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hyper_serve
+
+from api.app import create_app
+from api.auth import SUPPORTED_DRIVERS
+from runtime.config import Config
+from runtime.node import Node, bootstrap
+
+log = logging.getLogger("dw.server")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_auth(cfg: Config) -> str | None:
+    if cfg.auth_driver not in SUPPORTED_DRIVERS:
+        return f"auth driver {cfg.auth_driver!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
+    if cfg.auth_driver == "token" and not cfg.auth_tokens:
+        return "auth driver 'token' needs DW_AUTH_TOKEN or a role token (DW_WORKER_TOKEN, DW_OPERATOR_TOKEN, DW_ADMIN_TOKEN)"
+    if cfg.auth_driver == "none" and not _is_loopback(cfg.host) and not cfg.insecure:
+        return (
+            f"refusing to serve {cfg.host} without authentication; set DW_AUTH_DRIVER=token with a token, "
+            "bind 127.0.0.1, or pass --insecure"
+        )
+    return None
+
+
+async def serve(cfg: Config) -> None:
+    node = Node(cfg)
+    async with trio.open_nursery() as root:
+        await root.start(node.run)
+        app = create_app(node)
+        hcfg = HyperConfig()
+        hcfg.bind = [f"{cfg.host}:{cfg.port}"]
+        hcfg.keep_alive_timeout = 75
+        hcfg.graceful_timeout = 5
+        hcfg.accesslog = None
+        hcfg.errorlog = logging.getLogger("hypercorn.error")
+        stop = trio.Event()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as http:
+                binds = await http.start(partial(hyper_serve, app, hcfg, shutdown_trigger=stop.wait))
+                log.info(
+                    "dw-server listening on %s (store %s, auth driver %s)",
+                    ", ".join(binds), node.store_description, cfg.auth_driver,
+                )
+                async for signum in signals:
+                    log.info("received %s: answering parked polls and shutting down", signal.Signals(signum).name)
+                    break
+                node.engine.drain()
+                stop.set()
+        root.cancel_scope.cancel()
+    log.info("dw-server stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dw-server", description="Durable workflow server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("serve", "bootstrap"):
+        p = sub.add_parser(name)
+        p.add_argument("--data-dir", default="./.dw-data", help="directory of the embedded SQLite journal")
+        p.add_argument("--log-level", default="INFO")
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8080)
+            p.add_argument("--insecure", action="store_true", help="allow auth driver 'none' on a non-loopback bind")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {"data_dir": args.data_dir}
+    if args.command == "serve":
+        overrides.update(host=args.host, port=args.port, insecure=args.insecure)
+    cfg = Config.from_env(**overrides)
+    if args.command == "bootstrap":
+        for line in trio.run(bootstrap, cfg):
+            log.info("%s", line)
+        return 0
+    problem = _check_auth(cfg)
+    if problem:
+        log.error("%s", problem)
+        return 2
+    try:
+        trio.run(serve, cfg)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Versioned schema migrations, applied in order by ``bootstrap`` (and on first start)."""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE records (
+                run_id TEXT NOT NULL,
+                jseq INTEGER NOT NULL,
+                body BLOB NOT NULL,
+                PRIMARY KEY (run_id, jseq)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE runs (
+                run_id TEXT PRIMARY KEY,
+                namespace TEXT NOT NULL,
+                workflow_id TEXT NOT NULL,
+                run_number INTEGER NOT NULL,
+                workflow_type TEXT NOT NULL,
+                task_queue TEXT,
+                status TEXT NOT NULL,
+                closed_reason TEXT,
+                business_key TEXT,
+                started_at REAL NOT NULL,
+                closed_at REAL,
+                wake_at REAL,
+                attention INTEGER NOT NULL DEFAULT 0,
+                last_seq INTEGER NOT NULL DEFAULT 0,
+                search_attributes TEXT NOT NULL DEFAULT '{}',
+                memo TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX runs_list ON runs(namespace, started_at DESC, run_id DESC)",
+            "CREATE INDEX runs_instance ON runs(namespace, workflow_id, run_number)",
+            "CREATE INDEX runs_open ON runs(status, attention, wake_at)",
+            """CREATE TABLE instances (
+                namespace TEXT NOT NULL,
+                workflow_id TEXT NOT NULL,
+                workflow_type TEXT NOT NULL,
+                current_run_id TEXT NOT NULL,
+                run_count INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (namespace, workflow_id)
+            )""",
+            "CREATE INDEX instances_id ON instances(workflow_id)",
+            """CREATE TABLE namespaces (
+                name TEXT PRIMARY KEY,
+                description TEXT,
+                retention_days INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+            """CREATE TABLE workers (
+                namespace TEXT NOT NULL,
+                worker_id TEXT NOT NULL,
+                task_queue TEXT NOT NULL,
+                runtime TEXT NOT NULL,
+                registered_at REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                info TEXT NOT NULL DEFAULT '{}',
+                PRIMARY KEY (namespace, worker_id)
+            )""",
+        ],
+    ),
+]

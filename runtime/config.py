@@ -1,0 +1,73 @@
+"""Node configuration: command-line flags first, then ``DW_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str | None = None, *aliases: str) -> str | None:
+    for key in (name, *aliases):
+        value = os.environ.get(key)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+def _int(name: str, default: int) -> int:
+    value = _env(name)
+    return int(value) if value is not None else default
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./.dw-data"
+    insecure: bool = False
+    auth_driver: str = "none"
+    auth_tokens: dict[str, str] = field(default_factory=dict)
+    default_namespace: str = "default"
+    server_id: str = "dw-server-1"
+    app_version: str = "2.0.0"
+    max_payload_bytes: int = 2 * 1024 * 1024
+    max_memo_bytes: int = 256 * 1024
+    poll_timeout: int = 30
+    max_poll_timeout: int = 60
+    idle_seconds: float = 30.0
+    synchronous: str = "FULL"
+    compression: bool = True
+    history_retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        cfg = cls(
+            auth_driver=(_env("DW_AUTH_DRIVER", None, "WORKFLOW_SERVER_AUTH_DRIVER") or "none").lower(),
+            auth_tokens={
+                role: token
+                for role, token in (
+                    ("legacy", _env("DW_AUTH_TOKEN")),
+                    ("worker", _env("DW_WORKER_TOKEN")),
+                    ("operator", _env("DW_OPERATOR_TOKEN")),
+                    ("admin", _env("DW_ADMIN_TOKEN")),
+                )
+                if token
+            },
+            default_namespace=(_env("DW_DEFAULT_NAMESPACE", "default") or "default").lower(),
+            server_id=_env("DW_SERVER_ID", os.uname().nodename) or "dw-server-1",
+            app_version=_env("APP_VERSION", "2.0.0") or "2.0.0",
+            max_payload_bytes=_int("DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024),
+            max_memo_bytes=_int("DW_MAX_MEMO_BYTES", 256 * 1024),
+            poll_timeout=_int("DW_WORKER_POLL_TIMEOUT", 30),
+            synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),
+            compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
+            history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        return cfg
+
+    @property
+    def sqlite_path(self) -> str:
+        return os.path.join(self.data_dir, "journal.sqlite3")

@@ -1,0 +1,116 @@
+"""The node's actor system: activation, delivery, passivation, recovery, draining.
+
+The engine is the actors' ``Host``: it owns the journal, the clock, the timer
+service and the task queues, and it supervises every RunActor in one nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from actors.clock import SystemClock, TrioClock
+from actors.run_actor import Msg, Reply, RunActor
+from actors.task_queue import TaskQueue
+from actors.timer_service import TimerService
+
+log = logging.getLogger("dw.engine")
+
+
+class Engine:
+    def __init__(self, journal: Any, clock: SystemClock | TrioClock, *, idle_seconds: float = 30.0) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.idle_seconds = idle_seconds
+        self.actors: dict[str, RunActor] = {}
+        self.queues: dict[tuple[str, str, str], TaskQueue] = {}
+        self.timers = TimerService(clock, self._fire)
+        self.draining = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.timers.run)
+            recovered = await self._recover()
+            if recovered:
+                log.info("recovered %d open runs with outstanding tasks or timers", recovered)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _recover(self) -> int:
+        """Rebuild outstanding tasks, leases and timers of open runs after a restart."""
+        rows = await self.journal.runs_to_recover()
+        for row in rows:
+            self.post(row.run_id, Msg("tick"))
+            self.post(row.run_id, Msg("check_children"))
+        return len(rows)
+
+    def drain(self) -> None:
+        """Answer parked polls now; the HTTP server is about to stop."""
+        self.draining.set()
+        for queue in self.queues.values():
+            queue.release_all()
+
+    # --- Host interface ------------------------------------------------------------
+
+    def queue(self, kind: str, namespace: str, name: str) -> TaskQueue:
+        key = (kind, namespace, name)
+        q = self.queues.get(key)
+        if q is None:
+            q = self.queues[key] = TaskQueue()
+        return q
+
+    def actor(self, run_id: str) -> RunActor:
+        actor = self.actors.get(run_id)
+        if actor is None:
+            assert self._nursery is not None, "engine not running"
+            actor = self.actors[run_id] = RunActor(run_id, self)
+            self._nursery.start_soon(actor.main, name=f"run:{run_id}")
+        return actor
+
+    def activate(self, run_id: str) -> None:
+        self.actor(run_id)
+
+    def forget(self, actor: RunActor) -> None:
+        if self.actors.get(actor.run_id) is actor:
+            del self.actors[actor.run_id]
+
+    def post(self, run_id: str, msg: Msg) -> None:
+        """Deliver without waiting; a full mailbox gets a supervised sender task."""
+        try:
+            self.actor(run_id).send.send_nowait(msg)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            assert self._nursery is not None
+            self._nursery.start_soon(self.deliver, run_id, msg)
+
+    async def deliver(self, run_id: str, msg: Msg) -> None:
+        while True:
+            actor = self.actor(run_id)
+            try:
+                await actor.send.send(msg)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await trio.lowlevel.checkpoint()  # it passivated meanwhile: activate afresh
+
+    async def ask(self, run_id: str, kind: str, **args: Any) -> Any:
+        reply = Reply()
+        await self.deliver(run_id, Msg(kind, args, reply))
+        return await reply.wait()
+
+    async def loaded(self, run_id: str) -> RunActor:
+        """The run's actor, loaded and with no commit in flight (for read-only views)."""
+        while True:
+            actor = self.actor(run_id)
+            await actor.loaded.wait()
+            await actor.stable()
+            if self.actors.get(run_id) is actor or actor.state.status != "new":
+                return actor
+
+    async def terminal_info(self, run_id: str) -> dict[str, Any] | None:
+        return await self.ask(run_id, "terminal_info")
+
+    async def _fire(self, run_id: str) -> None:
+        self.post(run_id, Msg("tick"))

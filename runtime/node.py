@@ -1,0 +1,68 @@
+"""One node: the journal, the engine and the services built on them, under one nursery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from actors.clock import SystemClock, TrioClock
+from persistence.sqlite_journal import SqliteJournal
+
+from .config import Config
+from .engine import Engine
+from .namespaces import NamespaceService
+from .workers import WorkerService
+from .workflows import WorkflowService
+
+log = logging.getLogger("dw.node")
+
+
+class Node:
+    def __init__(self, cfg: Config, clock: SystemClock | TrioClock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.journal = SqliteJournal(cfg.sqlite_path, synchronous=cfg.synchronous)
+        self.engine = Engine(self.journal, self.clock, idle_seconds=cfg.idle_seconds)
+        self.workflows = WorkflowService(self.engine)
+        self.workers = WorkerService(self.engine)
+        self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
+
+    @property
+    def store_description(self) -> str:
+        return f"sqlite:{self.cfg.sqlite_path}"
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the journal, start the writer and the engine, load directories; then serve forever."""
+        await self.journal.open()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.journal.run_writer)
+                await self.namespaces.load()
+                if await self.namespaces.ensure_default():
+                    log.info("created the %r namespace", self.cfg.default_namespace)
+                await self.workers.load()
+                await nursery.start(self.engine.run)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            await self.journal.aclose()
+
+
+async def bootstrap(cfg: Config) -> list[str]:
+    """Create the schema and the default namespace without serving (for deployments)."""
+    node = Node(cfg)
+    done: list[str] = []
+    await node.journal.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.journal.run_writer)
+            await node.namespaces.load()
+            if await node.namespaces.ensure_default():
+                done.append(f"created namespace {cfg.default_namespace}")
+            nursery.cancel_scope.cancel()
+    finally:
+        await node.journal.aclose()
+    done.append(f"schema ready at {node.store_description}")
+    return done

@@ -1,0 +1,184 @@
+"""Worker registrations and the long polls that hand tasks to them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from persistence.journal import Batch, WorkerRow
+
+from .engine import Engine
+from .errors import ProtocolError
+
+log = logging.getLogger("dw.workers")
+
+HEARTBEAT_INTERVAL = 30
+STALE_AFTER = 90
+POLL_MEMORY_SECONDS = 2 * 60 + 60
+
+
+class WorkerService:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.workers: dict[tuple[str, str], WorkerRow] = {}
+        self._polls: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._inflight: dict[tuple[str, str, str, str], trio.Event] = {}
+
+    async def load(self) -> None:
+        for row in await self.engine.journal.list_workers():
+            self.workers[(row.namespace, row.worker_id)] = row
+
+    async def register(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        now = self.engine.clock.now()
+        worker_id = body["worker_id"]
+        existing = self.workers.get((namespace, worker_id))
+        info = {
+            k: body.get(k)
+            for k in (
+                "sdk_version",
+                "supported_workflow_types",
+                "supported_activity_types",
+                "workflow_command_contracts",
+                "workflow_definition_fingerprints",
+                "capabilities",
+                "max_concurrent_workflow_tasks",
+                "max_concurrent_activity_tasks",
+                "task_slots",
+                "process_metrics",
+                "build_id",
+            )
+            if body.get(k) is not None
+        }
+        row = WorkerRow(
+            namespace, worker_id, body["task_queue"], body["runtime"],
+            existing.registered_at if existing else now, now, info,
+        )
+        await self.engine.journal.append(Batch(workers=[row]))
+        self.workers[(namespace, worker_id)] = row
+        log.info("worker %s registered on %s/%s (%s)", worker_id, namespace, row.task_queue, row.runtime)
+        return {
+            "worker_id": worker_id,
+            "registered": True,
+            "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
+            "stale_after_seconds": STALE_AFTER,
+        }
+
+    def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        row = self.workers.get((namespace, body["worker_id"]))
+        if row is None:
+            raise ProtocolError(404, "worker_not_registered", f"Worker [{body['worker_id']}] is not registered.")
+        row.last_seen = self.engine.clock.now()
+        for key in ("task_slots", "process_metrics"):
+            if isinstance(body.get(key), dict):
+                row.info[key] = body[key]
+        return {
+            "worker_id": row.worker_id,
+            "acknowledged": True,
+            "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
+            "stale_after_seconds": STALE_AFTER,
+        }
+
+    async def deregister(self, namespace: str, worker_id: str) -> dict[str, Any]:
+        row = self.workers.pop((namespace, worker_id), None)
+        if row is None:
+            raise ProtocolError(404, "worker_not_found", f"Worker [{worker_id}] was not found.", worker_id=worker_id)
+        row.deleted = True
+        await self.engine.journal.append(Batch(workers=[row]))
+        recovered = 0
+        for run_id, actor in list(self.engine.actors.items()):
+            wt = actor.state.wt
+            if wt is not None and wt.status == "leased" and wt.owner == worker_id:
+                recovered += await self.engine.ask(run_id, "release_owner", owner=worker_id)
+        log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
+        return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
+
+    def _registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
+        row = self.workers.get((namespace, worker_id))
+        if row is None:
+            raise ProtocolError(
+                412,
+                "worker_not_registered",
+                "Worker must be registered before polling. Call POST /worker/register first.",
+                worker_id=worker_id,
+            )
+        if row.task_queue != queue:
+            raise ProtocolError(
+                409,
+                "task_queue_mismatch",
+                f"Worker [{worker_id}] is registered on task queue [{row.task_queue}], not [{queue}].",
+                registered_task_queue=row.task_queue,
+                requested_task_queue=queue,
+            )
+        row.last_seen = self.engine.clock.now()
+        return row
+
+    async def poll(self, kind: str, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
+        worker_id, queue = body["worker_id"], body["task_queue"]
+        row = self._registration(namespace, worker_id, queue)
+        request_id = body.get("poll_request_id")
+        if not request_id:
+            return await self._poll(kind, namespace, row, queue, hold)
+        key = (kind, namespace, worker_id, request_id)
+        while key in self._inflight:
+            await self._inflight[key].wait()
+        remembered = self._polls.get(key)
+        if remembered is not None:
+            task = await self._replay(kind, remembered)
+            if task is not None:
+                return task
+        done = self._inflight[key] = trio.Event()
+        try:
+            task = await self._poll(kind, namespace, row, queue, hold)
+            if task is not None:
+                self._remember(key, kind, task)
+            return task
+        finally:
+            del self._inflight[key]
+            done.set()
+
+    def _remember(self, key: tuple[str, str, str, str], kind: str, task: dict[str, Any]) -> None:
+        now = self.engine.clock.now()
+        if len(self._polls) > 10_000:
+            self._polls = {k: v for k, v in self._polls.items() if v["at"] > now - POLL_MEMORY_SECONDS}
+        self._polls[key] = {
+            "at": now,
+            "run_id": task["run_id"],
+            "task_id": task["task_id"],
+            "owner": task["lease_owner"],
+            "attempt": task.get("workflow_task_attempt") or task.get("attempt_number"),
+        }
+
+    async def _replay(self, kind: str, remembered: dict[str, Any]) -> dict[str, Any] | None:
+        if self.engine.clock.now() - remembered["at"] > POLL_MEMORY_SECONDS:
+            return None
+        verb = "replay_wt" if kind == "workflow" else "replay_act"
+        return await self.engine.ask(
+            remembered["run_id"], verb, task_id=remembered["task_id"], owner=remembered["owner"], attempt=remembered["attempt"]
+        )
+
+    async def _poll(self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float) -> dict[str, Any] | None:
+        types_key = "supported_workflow_types" if kind == "workflow" else "supported_activity_types"
+        types = set(row.info.get(types_key) or [])
+
+        def accepts(name: str) -> bool:
+            return not types or name in types
+
+        q = self.engine.queue(kind, namespace, queue)
+        end = trio.current_time() + hold
+        while True:
+            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining)
+            if offer is None:
+                return None
+            try:
+                with trio.CancelScope(shield=True):
+                    if kind == "workflow":
+                        task = await self.engine.ask(offer.run_id, "claim_wt", task_id=offer.task_id, owner=row.worker_id)
+                    else:
+                        task = await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=row.worker_id)
+            except Exception:  # noqa: BLE001 - a vanished or broken run must not fail the poll
+                log.exception("claim of %s failed; polling on", offer.task_id)
+                continue
+            if task is not None:
+                return task

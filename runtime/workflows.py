@@ -1,0 +1,372 @@
+"""Control-plane operations on workflow instances and runs."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import trio
+
+from actors.emit import new_run_meta, started_records
+from actors.run_actor import RunActor, run_row
+from actors.run_state import TERMINAL, RunState, fold
+from persistence import avro, codec
+from persistence.ids import iso, ulid
+from persistence.journal import Batch, InstanceRow, RunRow
+
+from .engine import Engine
+from .errors import ProtocolError, validation
+
+BUCKETS = {
+    "pending": "running",
+    "running": "running",
+    "waiting": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "failed",
+    "terminated": "failed",
+}
+BUCKET_STATUSES = {
+    "running": ["pending", "running", "waiting"],
+    "completed": ["completed"],
+    "failed": ["failed", "cancelled", "terminated"],
+}
+
+
+def not_found(workflow_id: str) -> ProtocolError:
+    return ProtocolError(404, "instance_not_found", "Workflow not found.", workflow_id=workflow_id)
+
+
+def decode_token(token: Any) -> int:
+    """Offsets travel as base64 of a decimal; an undecodable token means the start."""
+    if not token:
+        return 0
+    try:
+        value = int(base64.b64decode(str(token), validate=True).decode())
+        return max(value, 0)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+
+
+def encode_token(value: int) -> str:
+    return base64.b64encode(str(value).encode()).decode()
+
+
+class WorkflowService:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.journal = engine.journal
+        self._locks: dict[tuple[str, str], trio.Lock] = {}
+        self._instances: dict[tuple[str, str], InstanceRow] = {}
+
+    async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
+        key = (namespace, workflow_id)
+        inst = self._instances.get(key)
+        actor = self.engine.actors.get(inst.current_run_id) if inst else None
+        if inst is None or (actor is not None and actor.state.status == "completed" and actor.state.closed_reason == "continued"):
+            inst = await self.journal.get_instance(namespace, workflow_id)
+            if inst is not None:
+                self._instances[key] = inst
+        return inst
+
+    async def current(self, namespace: str, workflow_id: str) -> RunActor:
+        inst = await self.instance(namespace, workflow_id)
+        if inst is None:
+            raise not_found(workflow_id)
+        actor = await self.engine.loaded(inst.current_run_id)
+        # Follow continue-as-new links the cached instance row may not know yet.
+        while actor.state.closed_reason == "continued":
+            nxt = actor.state.events[-1]["payload"]["continued_to_run_id"]
+            actor = await self.engine.loaded(nxt)
+        return actor
+
+    async def run(self, namespace: str, workflow_id: str, run_id: str) -> RunActor:
+        inst = await self.instance(namespace, workflow_id)
+        if inst is None:
+            raise not_found(workflow_id)
+        row = await self.journal.get_run(run_id) if run_id not in self.engine.actors else None
+        if run_id not in self.engine.actors and (row is None or row.workflow_id != workflow_id or row.namespace != namespace):
+            raise ProtocolError(404, "run_not_found", "Workflow run not found.", workflow_id=workflow_id, run_id=run_id)
+        actor = await self.engine.loaded(run_id)
+        s = actor.state
+        if s.status == "new" or s.meta.get("workflow_id") != workflow_id or s.namespace != namespace:
+            raise ProtocolError(404, "run_not_found", "Workflow run not found.", workflow_id=workflow_id, run_id=run_id)
+        return actor
+
+    # --- start ---------------------------------------------------------------------
+
+    async def start(self, namespace: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        workflow_id = req.get("workflow_id") or ulid()
+        key = (namespace, workflow_id)
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            try:
+                return await self._start_locked(namespace, workflow_id, req)
+            finally:
+                if not lock.statistics().tasks_waiting:
+                    self._locks.pop(key, None)
+
+    async def _start_locked(self, namespace: str, workflow_id: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        wtype = req["workflow_type"]
+        inst = await self.instance(namespace, workflow_id)
+        if inst is None:
+            other = await self.journal.find_instance_any_namespace(workflow_id)
+            if other is not None:
+                raise ProtocolError(
+                    409,
+                    "workflow_id_reserved_in_namespace",
+                    f"Workflow [{workflow_id}] is already reserved in another namespace.",
+                    workflow_id=workflow_id,
+                )
+        if inst is not None:
+            if inst.workflow_type != wtype:
+                raise validation(
+                    "workflow_type",
+                    f"Workflow instance [{workflow_id}] is reserved for durable type [{inst.workflow_type}] "
+                    f"and cannot be reused for [{wtype}].",
+                )
+            actor = await self.current(namespace, workflow_id)
+            body = self._start_body(actor.state)
+            if req.get("duplicate_policy") == "use-existing" and actor.state.is_open:
+                return 200, {**body, "outcome": "returned_existing_active"}
+            return 409, {
+                **body,
+                "outcome": "rejected_duplicate",
+                "reason": "duplicate_not_allowed",
+                "rejection_reason": "instance_already_started",
+                "message": f"Workflow [{workflow_id}] has already been started; workflow ids are never reused.",
+            }
+        now = self.engine.clock.now()
+        run_id = ulid(now)
+        meta = new_run_meta(
+            run_id=run_id,
+            namespace=namespace,
+            workflow_id=workflow_id,
+            workflow_type=wtype,
+            task_queue=req.get("task_queue"),
+            run_number=1,
+            arguments=req.get("input"),
+            now=now,
+            execution_timeout=req.get("execution_timeout_seconds"),
+            run_timeout=req.get("run_timeout_seconds"),
+            business_key=req.get("business_key"),
+            memo=req.get("memo"),
+            search_attributes=req.get("search_attributes"),
+            command_id=ulid(now),
+        )
+        meta["instance_created_at"] = now
+        records = started_records(meta, now, accepted=True)
+        state = RunState(run_id)
+        for rec in records:
+            fold(state, rec)
+        instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
+        batch = Batch(
+            records=[(run_id, i + 1, codec.dumps(r)) for i, r in enumerate(records)],
+            runs=[run_row(state)],
+            instances=[instance],
+        )
+        await self.journal.append(batch)
+        self._instances[(namespace, workflow_id)] = instance
+        self.engine.activate(run_id)
+        return 201, {**self._start_body(state), "outcome": "started_new"}
+
+    @staticmethod
+    def _start_body(s: RunState) -> dict[str, Any]:
+        m = s.meta
+        return {
+            "workflow_id": m["workflow_id"],
+            "run_id": s.run_id,
+            "workflow_type": m["workflow_type"],
+            "namespace": m["namespace"],
+            "status": s.status,
+            "business_key": m.get("business_key"),
+            "payload_codec": "avro",
+        }
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def describe(self, namespace: str, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
+        current = await self.current(namespace, workflow_id)
+        actor = current if run_id is None else await self.run(namespace, workflow_id, run_id)
+        s = actor.state
+        m = s.meta
+        is_current = actor is current
+        open_ = s.is_open
+        return {
+            "workflow_id": workflow_id,
+            "run_id": s.run_id,
+            "namespace": namespace,
+            "workflow_type": m["workflow_type"],
+            "business_key": m.get("business_key"),
+            "status": s.status,
+            "status_bucket": BUCKETS[s.status],
+            "is_terminal": s.status in TERMINAL,
+            "closed_reason": s.closed_reason,
+            "task_queue": m.get("task_queue"),
+            "run_number": m["run_number"],
+            "run_count": current.state.meta["run_number"],
+            "is_current_run": is_current,
+            "compatibility": None,
+            "payload_codec": "avro",
+            "execution_timeout_seconds": m.get("execution_timeout"),
+            "run_timeout_seconds": m.get("run_timeout"),
+            "execution_deadline_at": iso(m.get("execution_deadline")),
+            "run_deadline_at": iso(m.get("run_deadline")),
+            "input": avro.decode_envelope(m.get("arguments")),
+            "output": avro.decode_envelope(s.output),
+            "input_envelope": m.get("arguments"),
+            "output_envelope": s.output,
+            "started_at": iso(m["started_at"]),
+            "closed_at": iso(s.closed_at),
+            "last_progress_at": iso(s.last_progress_at),
+            "wait_kind": s.wait_kind(),
+            "wait_reason": None,
+            "memo": m.get("memo") or {},
+            "search_attributes": s.search_attributes,
+            "actions": {
+                "can_signal": open_ and is_current,
+                "can_query": open_,
+                "can_update": open_ and is_current,
+                "can_cancel": open_ and is_current,
+                "can_terminate": open_ and is_current,
+                "can_repair": open_ and is_current,
+                "can_archive": False,
+            },
+        }
+
+    async def list_runs(self, namespace: str, workflow_id: str) -> dict[str, Any]:
+        current = await self.current(namespace, workflow_id)
+        rows = await self.journal.list_instance_runs(namespace, workflow_id)
+        runs = []
+        for row in rows:
+            live = self.engine.actors.get(row.run_id)
+            if live is not None and live.state.status != "new" and not live.committing:
+                row = run_row(live.state)
+            runs.append(self._summary(row, is_current=row.run_id == current.run_id))
+        return {"workflow_id": workflow_id, "run_count": len(runs), "runs": runs}
+
+    @staticmethod
+    def _summary(row: RunRow, *, is_current: bool | None = None) -> dict[str, Any]:
+        out = {
+            "workflow_id": row.workflow_id,
+            "run_id": row.run_id,
+            "run_number": row.run_number,
+            "workflow_type": row.workflow_type,
+            "namespace": row.namespace,
+            "business_key": row.business_key,
+            "status": row.status,
+            "status_bucket": BUCKETS.get(row.status, "running"),
+            "is_terminal": row.status in TERMINAL,
+            "closed_reason": row.closed_reason,
+            "task_queue": row.task_queue,
+            "payload_codec": "avro",
+            "started_at": iso(row.started_at),
+            "closed_at": iso(row.closed_at),
+            "memo": row.memo,
+            "search_attributes": row.search_attributes,
+        }
+        if is_current is not None:
+            out["is_current_run"] = is_current
+        return out
+
+    async def list(self, namespace: str, args: dict[str, Any]) -> dict[str, Any]:
+        offset = decode_token(args.get("next_page_token"))
+        size = args["page_size"]
+        statuses = BUCKET_STATUSES[args["status"]] if args.get("status") else None
+        rows = await self.journal.list_runs(
+            namespace,
+            workflow_type=args.get("workflow_type"),
+            statuses=statuses,
+            query=args.get("query"),
+            offset=offset,
+            limit=size + 1,
+        )
+        more = len(rows) > size
+        items = [self._summary(r) for r in rows[:size]]
+        return {
+            "workflows": items,
+            "workflow_count": len(items),
+            "next_page_token": encode_token(offset + size) if more else None,
+        }
+
+    async def history(
+        self, namespace: str, workflow_id: str, run_id: str, *, page_size: int, token: Any, wait: bool, hold: float
+    ) -> dict[str, Any]:
+        actor = await self.run(namespace, workflow_id, run_id)
+        after = decode_token(token)
+        if wait and actor.visible <= after and actor.state.is_open:
+            with trio.move_on_after(hold):
+                while actor.visible <= after and not self.engine.draining.is_set():
+                    await actor.changed.wait()
+                    await actor.stable()
+        end = min(actor.visible, after + page_size)
+        events = actor.state.events[after:end]
+        return {
+            "workflow_id": workflow_id,
+            "run_id": run_id,
+            "events": events,
+            "next_page_token": encode_token(end) if end < actor.visible else None,
+        }
+
+    # --- commands ------------------------------------------------------------------
+
+    async def signal(self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None) -> tuple[int, dict[str, Any]]:
+        actor = await self._target(namespace, workflow_id, run_id)
+        command_id = ulid()
+        result = await self.engine.ask(actor.run_id, "signal", name=name, arguments=arguments, command_id=command_id)
+        body = self._command_body(actor, run_id, command_id)
+        body["signal_name"] = name
+        if "rejected" in result:
+            return 409, self._rejected(body, "run_not_active")
+        return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}
+
+    async def close(self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None) -> tuple[int, dict[str, Any]]:
+        actor = await self._target(namespace, workflow_id, run_id)
+        command_id = ulid()
+        result = await self.engine.ask(actor.run_id, "close", kind=kind, reason=reason, command_id=command_id)
+        body = self._command_body(actor, run_id, command_id)
+        if "rejected" in result:
+            return 409, self._rejected(body, "run_not_active")
+        body["reason"] = reason
+        return 200, {**body, "outcome": "cancelled" if kind == "cancel" else "terminated", "command_sequence": result["sequence"]}
+
+    async def _target(self, namespace: str, workflow_id: str, run_id: str | None) -> RunActor:
+        actor = await self.current(namespace, workflow_id)
+        if run_id is not None and run_id != actor.run_id:
+            raise ProtocolError(
+                409,
+                "historical_run_command_rejected",
+                "Commands cannot target historical runs. Use the instance-level endpoint to command the current run, or omit the run ID.",
+                workflow_id=workflow_id,
+                run_id=run_id,
+                target_scope="run",
+            )
+        return actor
+
+    @staticmethod
+    def _command_body(actor: RunActor, run_id: str | None, command_id: str) -> dict[str, Any]:
+        return {
+            "workflow_id": actor.state.meta["workflow_id"],
+            "run_id": actor.run_id,
+            "requested_run_id": run_id,
+            "resolved_run_id": actor.run_id,
+            "command_id": command_id,
+            "target_scope": "run" if run_id else "instance",
+            "workflow_type": actor.state.meta["workflow_type"],
+            "command_status": "accepted",
+            "command_source": "control_plane",
+            "reason": None,
+            "rejection_reason": None,
+            "validation_errors": {},
+        }
+
+    @staticmethod
+    def _rejected(body: dict[str, Any], code: str) -> dict[str, Any]:
+        return {
+            **body,
+            "outcome": "rejected_not_active",
+            "command_status": "rejected",
+            "reason": code,
+            "rejection_reason": code,
+            "message": "The workflow run is no longer active.",
+        }
