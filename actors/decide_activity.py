@@ -13,13 +13,13 @@ from .run_state import Activity, RunState
 ACTIVITY_LEASE = 300.0
 
 
-def claim(state: RunState, seq: int, owner: str, now: float) -> Emitter | None:
+def claim(state: RunState, seq: int, owner: str, now: float, lease_seconds: float = ACTIVITY_LEASE) -> Emitter | None:
     act = state.activities.get(seq)
     if act is None or act.status != "pending" or act.available_at > now or not state.is_open:
         return None
     em = Emitter(state, now)
     n = act.attempt_number + 1
-    lease = now + max(ACTIVITY_LEASE, float(act.policy.get("start_to_close_timeout") or 0))
+    lease = now + max(lease_seconds, float(act.policy.get("start_to_close_timeout") or 0))
     em.event(
         "ActivityStarted",
         {

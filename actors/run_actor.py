@@ -34,6 +34,8 @@ class Host(Protocol):
     clock: SystemClock | TrioClock
     timers: TimerService
     idle_seconds: float
+    wt_lease: float
+    act_lease: float
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
@@ -263,7 +265,7 @@ class RunActor:
         s = self.state
         if s.wt is None or s.wt.task_id != task_id:
             return None
-        em = decide_workflow_task.claim(s, owner, self.host.clock.now())
+        em = decide_workflow_task.claim(s, owner, self.host.clock.now(), self.host.wt_lease)
         if em is None:
             return None
         await self.commit(em)
@@ -341,7 +343,7 @@ class RunActor:
         em = Emitter(s, now)
         wt = s.wt
         assert wt is not None
-        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + decide_workflow_task.WORKFLOW_TASK_LEASE, snap=wt.snapshot)
+        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + self.host.wt_lease, snap=wt.snapshot)
         await self.commit(em)
         from persistence.ids import iso
 
@@ -405,7 +407,7 @@ class RunActor:
         return 1
 
     async def _on_claim_act(self, seq: int, owner: str) -> dict[str, Any] | None:
-        em = decide_activity.claim(self.state, seq, owner, self.host.clock.now())
+        em = decide_activity.claim(self.state, seq, owner, self.host.clock.now(), self.host.act_lease)
         if em is None:
             return None
         await self.commit(em)
@@ -471,7 +473,7 @@ class RunActor:
                     "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
         now = self.host.clock.now()
         act.heartbeat_base = now
-        act.lease_expires_at = now + max(decide_activity.ACTIVITY_LEASE, float(act.policy.get("start_to_close_timeout") or 0))
+        act.lease_expires_at = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
         act.progress = progress
         self.host.timers.schedule(self.run_id, decide_time.next_deadline(s))
         return {

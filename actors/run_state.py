@@ -285,7 +285,8 @@ def _timer_scheduled(state: RunState, rec: dict[str, Any]) -> None:
     p = rec["p"]
     kind = "condition" if p.get("timer_kind") == "condition_timeout" else "user"
     par = rec.get("x", {}).get("par")
-    timer = Timer(p["sequence"], p["timer_id"], rec["x"]["fire_at"], p["delay_seconds"], kind, par)
+    x = rec["x"]
+    timer = Timer(p["sequence"], p["timer_id"], x["fire_at"], p["delay_seconds"], kind, par, dict(x.get("extra") or {}))
     state.timers[p["sequence"]] = timer
     if kind == "user":
         _register_step(state, timer.seq, {"kind": "timer", "delay": timer.delay}, par)
@@ -382,11 +383,6 @@ def _closed(state: RunState, rec: dict[str, Any]) -> None:
     state.timers.clear()
     state.activities.clear()
     state.cond = None
-
-
-def _mark_running(state: RunState, rec: dict[str, Any]) -> None:
-    if state.status == "pending" and rec.get("wt"):
-        state.status = "waiting"
 
 
 _EVENT_FOLDS: dict[str, Any] = {

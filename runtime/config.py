@@ -35,6 +35,8 @@ class Config:
     poll_timeout: int = 30
     max_poll_timeout: int = 60
     idle_seconds: float = 30.0
+    workflow_task_lease: float = 60.0
+    activity_lease: float = 300.0
     synchronous: str = "FULL"
     compression: bool = True
     history_retention_days: int = 30
@@ -62,6 +64,9 @@ class Config:
             synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
+            workflow_task_lease=float(_int("DW_WORKFLOW_TASK_LEASE_SECONDS", 60)),
+            activity_lease=float(_int("DW_ACTIVITY_LEASE_SECONDS", 300)),
+            idle_seconds=float(_int("DW_ACTOR_IDLE_SECONDS", 30)),
         )
         for key, value in overrides.items():
             if value is not None:

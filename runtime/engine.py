@@ -20,10 +20,20 @@ log = logging.getLogger("dw.engine")
 
 
 class Engine:
-    def __init__(self, journal: Any, clock: SystemClock | TrioClock, *, idle_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        journal: Any,
+        clock: SystemClock | TrioClock,
+        *,
+        idle_seconds: float = 30.0,
+        wt_lease: float = 60.0,
+        act_lease: float = 300.0,
+    ) -> None:
         self.journal = journal
         self.clock = clock
         self.idle_seconds = idle_seconds
+        self.wt_lease = wt_lease
+        self.act_lease = act_lease
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)
@@ -95,7 +105,7 @@ class Engine:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await trio.lowlevel.checkpoint()  # it passivated meanwhile: activate afresh
 
-    async def ask(self, run_id: str, kind: str, **args: Any) -> Any:
+    async def ask(self, run_id: str, kind: str, /, **args: Any) -> Any:
         reply = Reply()
         await self.deliver(run_id, Msg(kind, args, reply))
         return await reply.wait()

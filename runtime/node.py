@@ -24,7 +24,9 @@ class Node:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.journal = SqliteJournal(cfg.sqlite_path, synchronous=cfg.synchronous)
-        self.engine = Engine(self.journal, self.clock, idle_seconds=cfg.idle_seconds)
+        self.engine = Engine(
+            self.journal, self.clock, idle_seconds=cfg.idle_seconds, wt_lease=cfg.workflow_task_lease, act_lease=cfg.activity_lease
+        )
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
