@@ -137,7 +137,7 @@ def validate_commands(commands: Any) -> list[dict[str, Any]]:
     for i, cmd in enumerate(commands):
         path = f"commands.{i}"
         if not isinstance(cmd, dict):
-            raise _invalid(path, f"Command {i} must be an object.")
+            raise _invalid(f"{path}.type", f"Command {i} must be an object with a type.")
         ctype = cmd.get("type")
         if not isinstance(ctype, str) or ctype not in STEP_COMMANDS | TERMINAL_COMMANDS:
             raise _invalid(

@@ -111,8 +111,8 @@ def guard(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str)
             attempt_status="cancelled",
         )
     if act is None:
-        if state.status in ("completed", "failed") and seq <= state.step_seq:
-            return None
+        if state.late_outcomes.get(seq) == parsed[1]:
+            return None  # the attempt was running when the run closed: accept once, no history
         if seq > state.step_seq:
             raise GuardError(404, "task_not_found", f"Activity task [{task_id}] was not found.", task_id=task_id)
         raise GuardError(409, "stale_attempt", "This activity attempt is no longer current.", **base)
@@ -199,9 +199,9 @@ def fail(state: RunState, act: Activity, failure: dict[str, Any], now: float) ->
     return em
 
 
-def _retry(em: Emitter, act: Activity, info: dict[str, Any], now: float, **extra: Any) -> None:
+def _retry(em: Emitter, act: Activity, info: dict[str, Any], now: float, k: int | None = None, **extra: Any) -> None:
     backoff = act.policy.get("backoff_seconds") or []
-    k = act.attempt_number
+    k = act.attempt_number if k is None else k
     delay = backoff[min(k - 1, len(backoff) - 1)] if backoff else 0
     available = now + delay
     em.event(
@@ -220,7 +220,7 @@ def _retry(em: Emitter, act: Activity, info: dict[str, Any], now: float, **extra
             **extra,
             **par_fields(act.parallel),
         },
-        x={"available_at": available},
+        x={"available_at": available, "attempt_number": k},
     )
 
 
@@ -228,9 +228,10 @@ def timeout(em: Emitter, act: Activity, kind: str, deadline: float) -> None:
     """Close the current attempt on a missed deadline: retry if the budget allows, else time out."""
     message = f"Activity {act.activity_type} {kind} deadline expired at {iso(deadline)}."
     info = {"exception_class": "ActivityTimeoutError", "message": message, "exception_type": "ActivityTimeout", "code": 0}
-    retryable = kind != "schedule_to_close" and act.attempt_number >= 1
-    if retryable and act.attempt_number < act.policy.get("max_attempts", 1):
-        _retry(em, act, info, em.now, retry_reason="timeout", timeout_kind=kind)
+    # An attempt that timed out before any worker claimed it still spends one attempt of the budget.
+    k = act.attempt_number + 1 if act.status == "pending" else act.attempt_number
+    if kind != "schedule_to_close" and k < act.policy.get("max_attempts", 1):
+        _retry(em, act, info, em.now, k, retry_reason="timeout", timeout_kind=kind)
         return
     em.event(
         "ActivityTimedOut",

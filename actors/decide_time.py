@@ -11,8 +11,13 @@ from .emit import Emitter
 from .run_state import RunState
 
 
-def next_deadline(state: RunState) -> float | None:
-    """The earliest instant at which the run needs the actor's attention, or None."""
+def next_deadline(state: RunState, now: float) -> float | None:
+    """The earliest instant at which a tick would have something to do, or None.
+
+    A ready task already waiting for a worker needs no tick (its offer is in the queue),
+    and a condition timeout held back by a leased task is covered by the lease expiry;
+    counting either would make the timer service spin on a deadline that has passed.
+    """
     if not state.is_open:
         return None
     candidates: list[float] = []
@@ -21,14 +26,20 @@ def next_deadline(state: RunState) -> float | None:
         if meta.get(key):
             candidates.append(meta[key])
     wt = state.wt
+    leased = wt is not None and wt.status == "leased"
     if wt is not None:
-        candidates.append(wt.lease_expires_at if wt.status == "leased" else wt.available_at)  # type: ignore[arg-type]
+        if leased:
+            candidates.append(wt.lease_expires_at)  # type: ignore[arg-type]
+        elif wt.available_at > now:
+            candidates.append(wt.available_at)
     for timer in state.timers.values():
-        candidates.append(timer.fire_at)
+        if not (timer.kind == "condition" and leased and timer.fire_at <= now):
+            candidates.append(timer.fire_at)
     for act in state.activities.values():
         candidates.extend(decide_activity.deadlines(act).values())
         if act.status == "pending":
-            candidates.append(act.available_at)
+            if act.available_at > now:
+                candidates.append(act.available_at)
         elif act.lease_expires_at is not None:
             candidates.append(act.lease_expires_at)
     return min(candidates) if candidates else None

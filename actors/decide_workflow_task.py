@@ -121,11 +121,12 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Em
         satisfied = state.cond
         _satisfy_condition(state, em, satisfied)
     closes = False
-    for cmd in commands:
+    duplicates = _check_groups(state, commands)
+    for i, cmd in enumerate(commands):
         ctype = cmd["type"]
         if ctype in STEP_COMMANDS:
             par = cmd.get("par")
-            if par and _is_duplicate_member(state, cmd, par):
+            if i in duplicates:
                 continue
             step += 1
             if par and par["parallel_group_base_sequence"] + par["parallel_group_index"] != step:
@@ -166,6 +167,34 @@ def _timer_payload(timer: Any, extra: dict[str, Any]) -> dict[str, Any]:
     p.update(par_fields(timer.parallel))
     p.update(extra)
     return p
+
+
+def _check_groups(state: RunState, commands: list[dict[str, Any]]) -> set[int]:
+    """Find re-emitted members of running groups; every new group must arrive complete (spec 10.7)."""
+    duplicates: set[int] = set()
+    groups: dict[str, dict[str, Any]] = {}
+    for i, cmd in enumerate(commands):
+        par = cmd.get("par")
+        if not par:
+            continue
+        if _is_duplicate_member(state, cmd, par):
+            duplicates.add(i)
+            continue
+        for entry in par["parallel_group_path"]:
+            shape = {k: entry[k] for k in ("parallel_group_kind", "parallel_group_base_sequence", "parallel_group_size")}
+            group = groups.setdefault(entry["parallel_group_id"], {"shape": shape, "indexes": set()})
+            if group["shape"] != shape:
+                raise CommandError(409, "invalid_commands", f"Parallel group {entry['parallel_group_id']} has inconsistent metadata.")
+            group["indexes"].add(entry["parallel_group_index"])
+    for group_id, group in groups.items():
+        if group["indexes"] != set(range(group["shape"]["parallel_group_size"])):
+            raise CommandError(
+                409,
+                "invalid_commands",
+                f"Parallel group {group_id} declares {group['shape']['parallel_group_size']} members "
+                f"but the completion carries indexes {sorted(group['indexes'])}.",
+            )
+    return duplicates
 
 
 def _is_duplicate_member(state: RunState, cmd: dict[str, Any], par: dict[str, Any]) -> bool:

@@ -185,7 +185,7 @@ class RunActor:
             for i, rec in enumerate(new.records):
                 batch.records.append((new.run_id, i + 1, codec.dumps(rec)))
                 fold(child, rec)
-            batch.runs.append(run_row(child))
+            batch.runs.append(run_row(child, em.now))
             if new.meta.get("continued_from"):
                 batch.instances.append(
                     InstanceRow(
@@ -197,7 +197,7 @@ class RunActor:
                 batch.instances.append(
                     InstanceRow(new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id, 1, em.now)
                 )
-        batch.runs.append(run_row(state))
+        batch.runs.append(run_row(state, em.now))
         self.committing = True
         self._stable = trio.Event()
         try:
@@ -225,7 +225,7 @@ class RunActor:
         self.changed.set()
         self.changed = trio.Event()
         self._sync_tasks()
-        self.host.timers.schedule(self.run_id, decide_time.next_deadline(self.state))
+        self.host.timers.schedule(self.run_id, decide_time.next_deadline(self.state, self.host.clock.now()))
 
     def _sync_tasks(self) -> None:
         """Offer ready tasks to their queues; withdraw offers a closed run no longer has."""
@@ -427,6 +427,7 @@ class RunActor:
         act = decide_activity.guard(s, task_id, attempt_id, owner, "completed")
         body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "completed", "recorded": True, "reason": None}
         if act is None:
+            await self._record_late(task_id, "completed", result)
             return {**body, "next_task_id": None}
         await self.commit(decide_activity.complete(s, act, result, self.host.clock.now()))
         return {**body, "next_task_id": s.wt.task_id if s.wt is not None else None}
@@ -436,11 +437,17 @@ class RunActor:
         act = decide_activity.guard(s, task_id, attempt_id, owner, "failed")
         body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "failed", "recorded": True, "reason": None}
         if act is None:
+            await self._record_late(task_id, "failed", failure)
             return {**body, "next_task_id": None}
         await self.commit(decide_activity.fail(s, act, failure, self.host.clock.now()))
         retry = s.activities.get(act.seq)
         next_task = retry.task_id if retry is not None else (s.wt.task_id if s.wt is not None else None)
         return {**body, "next_task_id": next_task}
+
+    async def _record_late(self, task_id: str, outcome: str, value: Any) -> None:
+        em = Emitter(self.state, self.host.clock.now())
+        em.internal("act_late", seq=decide_activity._seq_of(self.state, task_id), outcome=outcome, value=value)
+        await self.commit(em)
 
     async def _on_act_heartbeat(self, task_id: str, attempt_id: Any, owner: Any, progress: dict[str, Any]) -> dict[str, Any]:
         from persistence.ids import iso
@@ -475,7 +482,7 @@ class RunActor:
         act.heartbeat_base = now
         act.lease_expires_at = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
         act.progress = progress
-        self.host.timers.schedule(self.run_id, decide_time.next_deadline(s))
+        self.host.timers.schedule(self.run_id, decide_time.next_deadline(s, now))
         return {
             **body,
             "cancel_requested": False,
@@ -548,7 +555,7 @@ def page_token(after: int) -> str:
     return base64.b64encode(str(after).encode()).decode()
 
 
-def run_row(s: RunState) -> RunRow:
+def run_row(s: RunState, now: float | None = None) -> RunRow:
     m = s.meta
     wt = s.wt
     attention = s.is_open and (wt is not None or any(a.status != "closed" for a in s.activities.values()))
@@ -564,7 +571,7 @@ def run_row(s: RunState) -> RunRow:
         business_key=m.get("business_key"),
         started_at=m["started_at"],
         closed_at=s.closed_at,
-        wake_at=decide_time.next_deadline(s),
+        wake_at=decide_time.next_deadline(s, s.last_progress_at or 0.0 if now is None else now),
         attention=bool(attention) or bool(s.children),
         last_seq=s.next_h - 1,
         search_attributes=s.search_attributes,

@@ -115,8 +115,10 @@ class RunState:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     cond: dict[str, Any] | None = None
     last_signal: dict[str, Any] | None = None
+    last_signal_h: int = 0
     search_attributes: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    late_outcomes: dict[int, int] = field(default_factory=dict)  # seq -> attempt still running at close
 
     @property
     def is_open(self) -> bool:
@@ -270,6 +272,7 @@ def _activity_retry(state: RunState, rec: dict[str, Any]) -> None:
     act.owner = None
     act.available_at = rec["x"]["available_at"]
     act.ready_since = act.available_at
+    act.attempt_number = rec["x"].get("attempt_number", act.attempt_number)
 
 
 def _activity_resolved(state: RunState, rec: dict[str, Any]) -> None:
@@ -368,6 +371,7 @@ def _cond_satisfied(state: RunState, rec: dict[str, Any]) -> None:
 
 def _signal(state: RunState, rec: dict[str, Any]) -> None:
     state.last_signal = {"signal_name": rec["p"]["signal_name"], "workflow_signal_id": rec["p"]["signal_id"]}
+    state.last_signal_h = rec["h"]
     if state.cond is not None:
         _set_wake(state, rec["at"])
 
@@ -378,6 +382,8 @@ def _closed(state: RunState, rec: dict[str, Any]) -> None:
     state.closed_reason = reason
     state.closed_at = rec["at"]
     state.output = rec.get("x", {}).get("output")
+    if status in ("completed", "failed") and rec["t"] != "WorkflowTimedOut":
+        state.late_outcomes = {a.seq: a.attempt_number for a in state.activities.values() if a.status == "running"}
     state.wt = None
     state.wake = False
     state.timers.clear()
@@ -433,10 +439,15 @@ def _wt_claim(state: RunState, rec: dict[str, Any]) -> None:
 
 
 def _wt_done(state: RunState, rec: dict[str, Any]) -> None:
+    snapshot = state.wt.snapshot if state.wt is not None else 0
     state.wt = None
     state.wt_failures = 0
     if state.is_open:
         state.status = "waiting"
+        # A signal that arrived after this task's snapshot was never seen by the worker; if the
+        # completion left a wait open, the next task must replay it against that wait.
+        if state.cond is not None and state.last_signal_h > snapshot:
+            _set_wake(state, rec["at"])
 
 
 def _wt_fail(state: RunState, rec: dict[str, Any]) -> None:
@@ -469,7 +480,8 @@ def _act_release(state: RunState, rec: dict[str, Any]) -> None:
 
 
 def _act_late(state: RunState, rec: dict[str, Any]) -> None:
-    """An outcome that arrived after the run closed: stored, no history (spec 6.5)."""
+    """An outcome that arrived after the run closed: stored once, no history (spec 6.5)."""
+    state.late_outcomes.pop(rec["seq"], None)
 
 
 def _command(state: RunState, rec: dict[str, Any]) -> None:

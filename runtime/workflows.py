@@ -162,7 +162,7 @@ class WorkflowService:
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
         batch = Batch(
             records=[(run_id, i + 1, codec.dumps(r)) for i, r in enumerate(records)],
-            runs=[run_row(state)],
+            runs=[run_row(state, now)],
             instances=[instance],
         )
         await self.journal.append(batch)

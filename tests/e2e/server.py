@@ -15,15 +15,17 @@ _LISTEN = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int = 0) -> None:
         self.data_dir = data_dir
+        self.port = port
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url: str | None = None
         self.lines: list[str] = []
 
     def start(self, timeout: float = 20.0) -> str:
-        cmd = [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-m", "ops.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        self.lines = []
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
             cwd=Path(__file__).resolve().parents[2],
@@ -46,6 +48,14 @@ class ServerProcess:
                 raise RuntimeError("dw-server did not start:\n" + "\n".join(self.lines))
         assert self.url is not None
         return self.url
+
+    @staticmethod
+    def free_port() -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

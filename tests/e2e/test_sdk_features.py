@@ -7,8 +7,13 @@ import time
 
 import httpx
 import pytest
-from durable_workflow import Client, Worker
-from durable_workflow.errors import WorkflowAlreadyStarted, WorkflowCancelled, WorkflowFailed, WorkflowTerminated
+from durable_workflow import Client
+from durable_workflow.errors import (
+    WorkflowAlreadyStarted,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowTerminated,
+)
 
 from . import workflows as wf
 from .harness import run, unique, with_worker

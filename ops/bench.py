@@ -1,0 +1,179 @@
+"""Benchmarks against a running dw-server, driven by the official SDK (not a test).
+
+    python -m ops.bench hello --url http://127.0.0.1:8080 -n 1000 -c 50
+
+``hello`` starts N workflows of one activity each, at most C in flight, with one
+SDK worker process serving them, and prints workflows/s and start→result p50/p99.
+With ``--server`` it starts its own dw-server on a fresh data directory and also
+reports the server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from durable_workflow import Client, Worker, activity, workflow
+
+
+@activity.defn(name="bench_hello")
+def bench_hello(name: str) -> str:
+    return f"hello, {name}"
+
+
+@workflow.defn(name="bench_hello_workflow")
+class HelloWorkflow:
+    def run(self, ctx, name):
+        return (yield ctx.schedule_activity("bench_hello", [name]))
+
+
+def _worker_main(url: str, task_queue: str, ready: multiprocessing.Event, stop: multiprocessing.Event, slots: int) -> None:
+    async def main() -> None:
+        async with Client(url) as client:
+            worker = Worker(
+                client, task_queue=task_queue, workflows=[HelloWorkflow], activities=[bench_hello], poll_timeout=5,
+                max_concurrent_workflow_tasks=slots, max_concurrent_activity_tasks=slots,
+            )
+            task = asyncio.create_task(worker.run())
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            await worker.stop()
+            await task
+
+    asyncio.run(main())
+
+
+async def _drive(url: str, task_queue: str, n: int, concurrency: int, poll_interval: float) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+    run_id = uuid.uuid4().hex[:8]
+
+    async with Client(url) as client:
+
+        async def one(i: int) -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                handle = await client.start_workflow(
+                    workflow_type="bench_hello_workflow", workflow_id=f"bench-{run_id}-{i}", task_queue=task_queue,
+                    input=[str(i)],
+                )
+                result = await client.get_workflow_handle(handle.workflow_id).result(timeout=120, poll_interval=poll_interval)
+                assert result == f"hello, {i}", result
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - started, latencies
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status") as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+            except OSError:
+                return
+            self.done.wait(0.2)
+
+
+def _start_server() -> tuple[subprocess.Popen[str], str]:
+    data = tempfile.mkdtemp(prefix="dw-bench-")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "DW_LOG_LISTEN": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"listening on (http://\S+)", line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return proc, m.group(1)
+    raise RuntimeError("dw-server did not start")
+
+
+def hello(args: argparse.Namespace) -> dict[str, object]:
+    proc = None
+    url = args.url
+    sampler = None
+    if args.server:
+        proc, url = _start_server()
+        sampler = _RssSampler(proc.pid)
+        sampler.start()
+    task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    worker = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop, args.concurrency))
+    worker.start()
+    try:
+        ready.wait(30)
+        if args.warmup:
+            asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval))
+        elapsed, latencies = asyncio.run(_drive(url, task_queue, args.n, args.concurrency, args.poll_interval))
+    finally:
+        stop.set()
+        worker.join(60)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        if sampler is not None:
+            sampler.done.set()
+    report: dict[str, object] = {
+        "workload": "hello",
+        "workflows": args.n,
+        "concurrency": args.concurrency,
+        "result_poll_interval_s": args.poll_interval,
+        "elapsed_s": round(elapsed, 2),
+        "workflows_per_s": round(args.n / elapsed, 1),
+        "p50_ms": round(_pct(latencies, 0.50) * 1000, 1),
+        "p99_ms": round(_pct(latencies, 0.99) * 1000, 1),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
+    }
+    if sampler is not None:
+        report["server_peak_rss_mib"] = round(sampler.peak_kib / 1024, 1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench")
+    sub = parser.add_subparsers(dest="workload", required=True)
+    p = sub.add_parser("hello", help="N workflows of one activity each")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir and report its peak RSS")
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("-c", "--concurrency", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--poll-interval", type=float, default=0.05, help="SDK result() polling interval")
+    args = parser.parse_args(argv)
+    print(json.dumps(hello(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
