@@ -105,9 +105,9 @@ def render(
     if compression and len(data) >= 1024:
         encoding = _choose_encoding(accept_encoding)
         if encoding == "gzip":
-            data = gzip.compress(data, 6)
+            data = gzip.compress(data, 1)
         elif encoding == "deflate":
-            data = zlib.compress(data, 6)
+            data = zlib.compress(data, 1)
         if encoding:
             headers["Content-Encoding"] = encoding
             headers["Vary"] = "Accept-Encoding"

@@ -102,18 +102,23 @@ class _RssSampler(threading.Thread):
             self.done.wait(0.2)
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _start_server() -> tuple[subprocess.Popen[str], str]:
     data = tempfile.mkdtemp(prefix="dw-bench-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, "--log-level", "WARNING"],
+        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "DW_LOG_LISTEN": "1"},
     )
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"listening on (http://\S+)", line)
         if m:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, m.group(1)
     raise RuntimeError("dw-server did not start")
 
@@ -135,7 +140,11 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         ready.wait(30)
         if args.warmup:
             asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval))
+        cpu_before = _cpu_seconds(proc.pid) if proc is not None else 0.0
+        worker_before, client_before = _cpu_seconds(worker.pid), time.process_time()
         elapsed, latencies = asyncio.run(_drive(url, task_queue, args.n, args.concurrency, args.poll_interval))
+        cpu_used = _cpu_seconds(proc.pid) - cpu_before if proc is not None else 0.0
+        worker_cpu, client_cpu = _cpu_seconds(worker.pid) - worker_before, time.process_time() - client_before
     finally:
         stop.set()
         worker.join(60)
@@ -154,9 +163,12 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         "p50_ms": round(_pct(latencies, 0.50) * 1000, 1),
         "p99_ms": round(_pct(latencies, 0.99) * 1000, 1),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
+        "sdk_worker_cpu_ms_per_workflow": round(worker_cpu / args.n * 1000, 2),
+        "sdk_client_cpu_ms_per_workflow": round(client_cpu / args.n * 1000, 2),
     }
     if sampler is not None:
         report["server_peak_rss_mib"] = round(sampler.peak_kib / 1024, 1)
+        report["server_cpu_ms_per_workflow"] = round(cpu_used / args.n * 1000, 2)
     return report
 
 
