@@ -493,16 +493,21 @@ class RunActor:
             "last_heartbeat_at": iso(now),
         }
 
-    async def _on_signal(self, name: str, arguments: Any, command_id: str) -> dict[str, Any]:
+    async def _on_signal(self, name: str, arguments: Any, command_id: str, request_id: str | None = None) -> dict[str, Any]:
         s = self.state
+        if request_id and request_id in s.commands:
+            return s.commands[request_id]  # a client retry: the first answer, not a second event
         if not s.is_open:
             return {"rejected": "run_not_active"}
         em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
-        await self.commit(em)
-        return {"sequence": em.records[0]["h"]}
+        return await self._commit_command(em, request_id, command_id)
 
-    async def _on_close(self, kind: str, reason: str | None, command_id: str | None = None) -> dict[str, Any]:
+    async def _on_close(
+        self, kind: str, reason: str | None, command_id: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
         s = self.state
+        if request_id and request_id in s.commands:
+            return s.commands[request_id]
         if not s.is_open:
             return {"rejected": "run_not_active"}
         from persistence.ids import ulid
@@ -510,8 +515,14 @@ class RunActor:
         now = self.host.clock.now()
         command_id = command_id or ulid(now)
         em = decide_control.cancel_or_terminate(s, kind, reason, command_id, now)
+        return await self._commit_command(em, request_id, command_id)
+
+    async def _commit_command(self, em: Emitter, request_id: str | None, command_id: str) -> dict[str, Any]:
+        answer = {"sequence": em.records[0]["h"], "command_id": command_id}
+        if request_id:
+            em.internal("command", request_id=request_id, answer=answer)
         await self.commit(em)
-        return {"sequence": em.records[0]["h"], "command_id": command_id}
+        return answer
 
     async def _on_child_closed(self, child_run_id: str) -> None:
         """A child's run closed (or continued): resolve or re-link the step that started it."""

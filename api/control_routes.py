@@ -207,7 +207,7 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
         name = _name(ctx.args["name"], "signal_name")
         req = schemas.parse(schemas.Signal, ctx.body)
         return await node.workflows.signal(
-            ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id")
+            ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id"), req.request_id
         )
 
     signal.__name__ = f"signal{suffix}"
@@ -217,7 +217,9 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
 
         async def close(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.CloseRun, ctx.body)
-            return await node.workflows.close(ctx.namespace, ctx.args["workflow_id"], kind, req.reason, ctx.args.get("run_id"))
+            return await node.workflows.close(
+                ctx.namespace, ctx.args["workflow_id"], kind, req.reason, ctx.args.get("run_id"), req.request_id
+            )
 
         close.__name__ = f"{kind}{suffix}"
         api.endpoint(f"{prefix}/{kind}", "POST", Route("control", kind), OPERATOR)(close)

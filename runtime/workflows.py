@@ -310,21 +310,27 @@ class WorkflowService:
 
     # --- commands ------------------------------------------------------------------
 
-    async def signal(self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None) -> tuple[int, dict[str, Any]]:
+    async def signal(
+        self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         actor = await self._target(namespace, workflow_id, run_id)
-        command_id = ulid()
-        result = await self.engine.ask(actor.run_id, "signal", name=name, arguments=arguments, command_id=command_id)
-        body = self._command_body(actor, run_id, command_id)
+        result = await self.engine.ask(
+            actor.run_id, "signal", name=name, arguments=arguments, command_id=ulid(), request_id=request_id
+        )
+        body = self._command_body(actor, run_id, result.get("command_id", ""))
         body["signal_name"] = name
         if "rejected" in result:
             return 409, self._rejected(body, "run_not_active")
         return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}
 
-    async def close(self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None) -> tuple[int, dict[str, Any]]:
+    async def close(
+        self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         actor = await self._target(namespace, workflow_id, run_id)
-        command_id = ulid()
-        result = await self.engine.ask(actor.run_id, "close", kind=kind, reason=reason, command_id=command_id)
-        body = self._command_body(actor, run_id, command_id)
+        result = await self.engine.ask(
+            actor.run_id, "close", kind=kind, reason=reason, command_id=ulid(), request_id=request_id
+        )
+        body = self._command_body(actor, run_id, result.get("command_id", ""))
         if "rejected" in result:
             return 409, self._rejected(body, "run_not_active")
         body["reason"] = reason

@@ -147,3 +147,30 @@ def test_describe_run_and_envelopes_round_trip(server_url: str) -> None:
     assert run_body["control_plane"]["operation"] == "describe_run"
     assert run_body["is_current_run"] is True and run_body["run_count"] == 1
     assert run_body["input_envelope"]["codec"] == "avro"
+
+
+def test_signal_and_cancel_with_a_request_id_apply_once(server_url: str) -> None:
+    wid = unique("idem")
+
+    async def start() -> str:
+        async with Client(server_url) as client:
+            handle = await client.start_workflow(workflow_type="waiter", workflow_id=wid, task_queue=unique("tq"), input=[])
+            return handle.run_id
+
+    run_id = run(start())
+    with httpx.Client(base_url=server_url, headers=CP) as http:
+        first = http.post(f"/api/workflows/{wid}/signal/never", json={"request_id": "retry-1"})
+        again = http.post(f"/api/workflows/{wid}/signal/never", json={"request_id": "retry-1"})
+        other = http.post(f"/api/workflows/{wid}/signal/never", json={"request_id": "retry-2"})
+        assert first.status_code == again.status_code == other.status_code == 202
+        assert first.json()["command_id"] == again.json()["command_id"] != other.json()["command_id"]
+        cancel = http.post(f"/api/workflows/{wid}/cancel", json={"request_id": "stop-1"})
+        cancel_again = http.post(f"/api/workflows/{wid}/cancel", json={"request_id": "stop-1"})
+        assert cancel.status_code == cancel_again.status_code == 200
+        assert cancel.json()["command_id"] == cancel_again.json()["command_id"]
+        late = http.post(f"/api/workflows/{wid}/cancel", json={"request_id": "stop-2"})
+        assert late.status_code == 409 and late.json()["reason"] == "run_not_active"
+        events = http.get(f"/api/workflows/{wid}/runs/{run_id}/history").json()["events"]
+    kinds = [e["event_type"] for e in events]
+    assert kinds.count("SignalReceived") == 2
+    assert kinds.count("WorkflowCancelled") == 1
