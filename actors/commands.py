@@ -32,6 +32,7 @@ PARALLEL_KEYS = (
 )
 PARENT_CLOSE_POLICIES = ("abandon", "request_cancel", "terminate")
 MAX_COMMANDS = 1000
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600  # ten years: longer deadlines are almost surely unit mistakes
 
 
 @dataclass
@@ -71,8 +72,8 @@ def _opt_int(cmd: dict[str, Any], key: str, path: str, minimum: int) -> int | No
     value = cmd.get(key)
     if value is None:
         return None
-    if not _is_int(value) or value < minimum:
-        raise _invalid(f"{path}.{key}", f"The {key} field must be an integer of at least {minimum}.")
+    if not _is_int(value) or not minimum <= value <= MAX_DURATION_SECONDS:
+        raise _invalid(f"{path}.{key}", f"The {key} field must be an integer between {minimum} and {MAX_DURATION_SECONDS}.")
     return value
 
 
@@ -87,7 +88,7 @@ def _retry_policy(value: Any, path: str) -> dict[str, Any]:
     if not _is_int(max_attempts) or max_attempts < 1:
         raise _invalid(f"{path}.max_attempts", "The max_attempts field must be an integer of at least 1.")
     backoff = value.get("backoff_seconds") or []
-    if not isinstance(backoff, list) or not all(_is_int(b) and b >= 0 for b in backoff):
+    if not isinstance(backoff, list) or not all(_is_int(b) and 0 <= b <= MAX_DURATION_SECONDS for b in backoff):
         raise _invalid(f"{path}.backoff_seconds", "The backoff_seconds field must be a list of integers >= 0.")
     types = value.get("non_retryable_error_types") or []
     if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
@@ -193,8 +194,8 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _start_timer(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     delay = cmd.get("delay_seconds")
-    if not _is_int(delay) or delay < 0:
-        raise _invalid(f"{path}.delay_seconds", "The delay_seconds field must be an integer >= 0.")
+    if not _is_int(delay) or not 0 <= delay <= MAX_DURATION_SECONDS:
+        raise _invalid(f"{path}.delay_seconds", f"The delay_seconds field must be an integer between 0 and {MAX_DURATION_SECONDS}.")
     return {"type": "start_timer", "delay_seconds": delay, "par": _parallel(cmd, path)}
 
 

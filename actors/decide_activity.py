@@ -90,7 +90,7 @@ def guard(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str)
     """Attempt guard (worker-plane 6.6); returns the live activity, or None for a closed run's late outcome."""
     parsed = parse_attempt(attempt_id)
     seq = _seq_of(state, task_id)
-    if seq is None:
+    if seq is None or state.steps.get(seq, {}).get("kind") != "activity":
         raise GuardError(404, "task_not_found", f"Activity task [{task_id}] was not found.", task_id=task_id)
     if parsed is None or parsed[1] < 1:
         raise GuardError(404, "attempt_not_found", f"Activity attempt [{attempt_id}] was not found.")

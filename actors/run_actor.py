@@ -150,6 +150,9 @@ class RunActor:
         try:
             if self.state.status == "new" and msg.kind not in ("tick", "child_closed"):
                 raise RunNotFound(self.run_id)
+            namespace = msg.args.pop("namespace", None)
+            if namespace is not None and namespace != self.state.namespace:
+                raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
             value = await handler(**msg.args)
         except (GuardError, RunNotFound) as exc:
             if msg.reply:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -32,6 +32,10 @@ from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOC
 log = logging.getLogger("dw.api")
 _WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 @dataclass
@@ -111,10 +115,14 @@ class Api:
                 body["errors"] = body["validation_errors"] = exc.errors
             return exc.status, body
         except RunNotFound:
+            if route.plane == "worker":
+                task_id = args.get("task_id")
+                return 404, {"message": f"Task [{task_id}] was not found.", "reason": "task_not_found", "task_id": task_id}
             return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
 
     async def _body_gate(self) -> Any:
         limit = self.cfg.max_payload_bytes
+        g.close_connection = True  # until the body has been read, an early answer must end the connection
         too_large = ProtocolError(
             413,
             "payload_too_large",
@@ -127,6 +135,7 @@ class Api:
         raw = await request.get_data(cache=True)
         if len(raw) > limit:
             raise too_large
+        g.close_connection = False
         if not raw:
             return {}
         if request.method not in _BODY_METHODS:
@@ -140,9 +149,10 @@ class Api:
                 accepted_content_types=["application/json", "application/*+json"],
             )
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(400, "malformed_json", "Request bodies must contain valid JSON.", json_error=str(exc)) from None
+            return json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise ProtocolError(400, "malformed_json", "Request bodies must contain valid JSON.", json_error=detail) from None
 
     @staticmethod
     def _control_version() -> None:
@@ -192,7 +202,7 @@ class Api:
     # --- rendering and errors ------------------------------------------------------
 
     def render(self, route: Route, status: int, body: dict[str, Any], args: dict[str, str]) -> Response:
-        return render(
+        response = render(
             route,
             status,
             body,
@@ -201,18 +211,27 @@ class Api:
             accept_encoding=request.headers.get("Accept-Encoding"),
             compression=self.cfg.compression,
         )
+        if g.get("close_connection", False):
+            response.headers["Connection"] = "close"
+        return response
 
     @staticmethod
     def _route_for_path(path: str) -> Route:
         if path == "/api/worker" or path.startswith("/api/worker/"):
             return Route("worker")
-        if path in ("/api/health", "/api/ready"):
-            return Route("open")
         return Route("control")
 
     async def _http_error(self, exc: HTTPException) -> Response:
         route = self._route_for_path(request.path)
         code = exc.code or 500
+        length = request.content_length
+        g.close_connection = True
+        if code != 413 and (length is None or length <= self.cfg.max_payload_bytes):
+            try:
+                raw = await request.get_data(cache=True)
+                g.close_connection = len(raw) > self.cfg.max_payload_bytes
+            except Exception:  # noqa: BLE001 - a broken body only means the connection closes
+                pass
         if code == 404:
             body = {"message": f"No route matches {request.method} {request.path}.", "reason": "not_found"}
         elif code == 405:

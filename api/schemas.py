@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from actors.commands import MAX_DURATION_SECONDS
 from runtime.errors import ProtocolError
 
 Str255 = Annotated[str, Field(max_length=255)]
 WorkflowId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS)]
 
 
 class _Model(BaseModel):
@@ -145,7 +146,7 @@ class Poll(_Model):
     worker_id: Annotated[str, Field(min_length=1, max_length=255)]
     task_queue: Annotated[str, Field(min_length=1, max_length=255)]
     poll_request_id: Str255 | None = None
-    timeout_seconds: int | float | None = None
+    timeout_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     history_page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from actors.decide_activity import parse_attempt
 from persistence.ids import ulid
 from runtime.errors import ProtocolError
 
@@ -38,7 +37,7 @@ def register(api: Api) -> None:
     cfg = api.cfg
 
     async def ask(tid: str, kind: str, /, **args: Any) -> Any:
-        return await engine.ask(run_of(tid), kind, **args)
+        return await engine.ask(run_of(tid), kind, namespace=args.pop("ns"), **args)
 
     @api.endpoint("/api/worker/register", "POST", W, WORKER)
     async def register_worker(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -78,7 +77,7 @@ def register(api: Api) -> None:
         except (ValueError, UnicodeDecodeError):
             raise ProtocolError(400, "invalid_page_token", "The next_history_page_token could not be decoded.") from None
         body = await ask(
-            ctx.args["task_id"], "wt_history", task_id=ctx.args["task_id"], owner=req.lease_owner,
+            ctx.args["task_id"], "wt_history", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
             attempt=req.workflow_task_attempt, after=after, page_size=req.history_page_size or 500,
         )
         return 200, body
@@ -86,49 +85,39 @@ def register(api: Api) -> None:
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def wt_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.TaskLease, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_heartbeat", task_id=ctx.args["task_id"], owner=req.lease_owner,
+        return 200, await ask(ctx.args["task_id"], "wt_heartbeat", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
                               attempt=req.workflow_task_attempt)
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/complete", "POST", W, WORKER)
     async def wt_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteWorkflowTask, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_complete", task_id=ctx.args["task_id"], owner=req.lease_owner,
+        return 200, await ask(ctx.args["task_id"], "wt_complete", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
                               attempt=req.workflow_task_attempt, commands=req.commands)
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)
     async def wt_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_fail", task_id=ctx.args["task_id"], owner=req.lease_owner,
+        return 200, await ask(ctx.args["task_id"], "wt_fail", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
                               attempt=req.workflow_task_attempt, failure=req.failure.model_dump())
-
-    def _attempt(task_id: str, attempt_id: str) -> None:
-        if parse_attempt(attempt_id) is None:
-            raise ProtocolError(404, "attempt_not_found", f"Activity attempt [{attempt_id}] was not found.")
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/complete", "POST", W, WORKER)
     async def act_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        run_of(task_id)
-        _attempt(task_id, req.activity_attempt_id)
-        return 200, await ask(task_id, "act_complete", task_id=task_id, attempt_id=req.activity_attempt_id,
+        return 200, await ask(task_id, "act_complete", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
                               owner=req.lease_owner, result=req.result)
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/fail", "POST", W, WORKER)
     async def act_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        run_of(task_id)
-        _attempt(task_id, req.activity_attempt_id)
-        return 200, await ask(task_id, "act_fail", task_id=task_id, attempt_id=req.activity_attempt_id,
+        return 200, await ask(task_id, "act_fail", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
                               owner=req.lease_owner, failure=req.failure.model_dump())
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def act_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.ActivityHeartbeat, ctx.body)
         task_id = ctx.args["task_id"]
-        run_of(task_id)
-        _attempt(task_id, req.activity_attempt_id)
         progress = {k: v for k, v in req.model_dump().items() if k in ("message", "current", "total", "unit", "details") and v is not None}
-        return 200, await ask(task_id, "act_heartbeat", task_id=task_id, attempt_id=req.activity_attempt_id,
+        return 200, await ask(task_id, "act_heartbeat", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
                               owner=req.lease_owner, progress=progress)

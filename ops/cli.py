@@ -51,8 +51,9 @@ async def serve(cfg: Config) -> None:
         hcfg = HyperConfig()
         hcfg.bind = [f"{cfg.host}:{cfg.port}"]
         hcfg.keep_alive_timeout = 75
-        hcfg.graceful_timeout = 5
+        hcfg.graceful_timeout = 2  # parked polls are answered first; this only bounds idle keep-alives
         hcfg.accesslog = None
+        hcfg.include_server_header = False
         hcfg.errorlog = logging.getLogger("hypercorn.error")
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

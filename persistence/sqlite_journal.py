@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from typing import Any
 
 import trio
@@ -52,10 +53,17 @@ class SqliteJournal:
     # --- lifecycle -----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=10000")
+        for attempt in range(50):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:  # another opener holds the lock while switching modes
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
     def open_sync(self) -> None:
@@ -70,18 +78,22 @@ class SqliteJournal:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        for version, statements in SQLITE_MIGRATIONS:
-            if version <= current:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            for sql in statements:
-                conn.execute(sql)
-            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+        # The version is read under the write lock, so two first opens cannot both migrate.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            for version, statements in SQLITE_MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+                log.info("applied migration %s", version)
             conn.execute("COMMIT")
-            log.info("applied migration %s", version)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""

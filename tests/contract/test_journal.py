@@ -1,0 +1,618 @@
+"""The journal contract: what every storage backend must do, written against the interface.
+
+Every test takes the ``journal`` fixture, which is parametrized over ``BACKENDS``. Today
+that is only the embedded SQLite journal; a PostgreSQL backend joins by adding one
+``Backend`` entry (how to find a fresh, empty store and how to open a journal on it).
+The tests only use the ``persistence.journal`` interface plus two things every
+group-commit backend provides: a ``run_writer`` task and the ``commits``/``batches``
+counters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from persistence.journal import Batch, ConflictError, InstanceRow, NamespaceRow, RunRow, WorkerRow
+from persistence.sqlite_journal import SqliteJournal
+
+T0 = 1_800_000_000.0
+NS = "contract"
+TERMINAL = ("completed", "failed", "cancelled", "terminated")
+
+
+# --- backends --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    # A fresh, empty store for one test (a file, a database or schema name, a DSN...).
+    location: Callable[[Path], str]
+    # Open a journal on a location: connect and apply migrations, writer not started.
+    open: Callable[[str], Awaitable[Any]]
+    # Schema versions recorded as applied, one entry per application (None: not checked).
+    applied_versions: Callable[[str], list[int]] | None = None
+
+
+async def _open_sqlite(location: str) -> SqliteJournal:
+    journal = SqliteJournal(location)
+    await journal.open()
+    return journal
+
+
+def _sqlite_versions(location: str) -> list[int]:
+    with sqlite3.connect(location) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+SQLITE = Backend(
+    name="sqlite",
+    location=lambda tmp_path: str(tmp_path / "journal.sqlite3"),
+    open=_open_sqlite,
+    applied_versions=_sqlite_versions,
+)
+
+# A PostgreSQL backend goes here as a second entry, e.g.
+#   pytest.param(POSTGRES, id="postgres", marks=pytest.mark.skipif(not DSN, reason="no PostgreSQL"))
+BACKENDS = [pytest.param(SQLITE, id="sqlite")]
+
+
+class Harness:
+    """Opens journals on one location with their writer running in the test's nursery."""
+
+    def __init__(self, backend: Backend, location: str, nursery: trio.Nursery) -> None:
+        self.backend = backend
+        self.location = location
+        self.nursery = nursery
+        self._open: list[tuple[Any, trio.CancelScope]] = []
+
+    async def open(self) -> Any:
+        journal = await self.backend.open(self.location)
+        scope = trio.CancelScope()
+
+        async def writer(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await journal.run_writer(task_status=task_status)
+
+        await self.nursery.start(writer)
+        self._open.append((journal, scope))
+        return journal
+
+    async def close(self, journal: Any) -> None:
+        for entry in list(self._open):
+            if entry[0] is journal:
+                self._open.remove(entry)
+                entry[1].cancel()
+                await journal.aclose()
+
+    async def close_all(self) -> None:
+        for journal, _ in list(self._open):
+            await self.close(journal)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+async def harness(backend: Backend, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Harness]:
+    h = Harness(backend, backend.location(tmp_path), nursery)
+    try:
+        yield h
+    finally:
+        await h.close_all()
+
+
+@pytest.fixture
+async def journal(harness: Harness) -> Any:
+    """An opened journal on a fresh store, its writer running in the pytest-trio nursery."""
+    return await harness.open()
+
+
+# --- row builders ----------------------------------------------------------------------
+
+
+def run_row(run_id: str, **kw: Any) -> RunRow:
+    fields: dict[str, Any] = dict(
+        run_id=run_id,
+        namespace=NS,
+        workflow_id=f"wf-{run_id}",
+        run_number=1,
+        workflow_type="Order",
+        task_queue="q",
+        status="running",
+        closed_reason=None,
+        business_key=None,
+        started_at=T0,
+        closed_at=None,
+        wake_at=None,
+        attention=False,
+        last_seq=0,
+        search_attributes={},
+        memo={},
+    )
+    fields.update(kw)
+    return RunRow(**fields)
+
+
+def instance_row(workflow_id: str, current_run_id: str, **kw: Any) -> InstanceRow:
+    fields: dict[str, Any] = dict(
+        namespace=NS, workflow_id=workflow_id, workflow_type="Order", current_run_id=current_run_id, run_count=1,
+        created_at=T0,
+    )
+    fields.update(kw)
+    return InstanceRow(**fields)
+
+
+def namespace_row(name: str, **kw: Any) -> NamespaceRow:
+    fields: dict[str, Any] = dict(
+        name=name, description=f"{name} namespace", retention_days=7, status="active", created_at=T0, updated_at=T0
+    )
+    fields.update(kw)
+    return NamespaceRow(**fields)
+
+
+def worker_row(worker_id: str, **kw: Any) -> WorkerRow:
+    fields: dict[str, Any] = dict(
+        namespace=NS, worker_id=worker_id, task_queue="q", runtime="python", registered_at=T0, last_seen=T0,
+        info={"sdk_version": "2.12.0", "supported_workflow_types": ["Order"]},
+    )
+    fields.update(kw)
+    return WorkerRow(**fields)
+
+
+def body(run_id: str, jseq: int) -> bytes:
+    return f"{run_id}#{jseq}".encode() + b"\x00\xff"
+
+
+async def list_runs(journal: Any, namespace: str = NS, **kw: Any) -> list[RunRow]:
+    args: dict[str, Any] = dict(workflow_type=None, statuses=None, query=None, offset=0, limit=100)
+    args.update(kw)
+    return await journal.list_runs(namespace, **args)
+
+
+async def run_ids(journal: Any, namespace: str = NS, **kw: Any) -> list[str]:
+    return [r.run_id for r in await list_runs(journal, namespace, **kw)]
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+async def test_ping(journal: Any) -> None:
+    assert await journal.ping() is True
+
+
+async def test_read_records_of_unknown_run_is_empty(journal: Any) -> None:
+    assert await journal.read_records("nope") == []
+    assert await journal.get_run("nope") is None
+    assert await journal.get_instance(NS, "nope") is None
+    assert await journal.list_instance_runs(NS, "nope") == []
+
+
+async def test_append_then_read_records_in_jseq_order_for_that_run_only(journal: Any) -> None:
+    # Appended out of order and interleaved with another run, across several batches.
+    await journal.append(Batch(records=[("a", 2, body("a", 2)), ("b", 0, body("b", 0)), ("a", 0, body("a", 0))]))
+    await journal.append(Batch(records=[("a", 10, body("a", 10)), ("b", 1, body("b", 1))]))
+    await journal.append(Batch(records=[("a", 1, body("a", 1)), ("ab", 0, body("ab", 0))]))
+
+    assert await journal.read_records("a") == [body("a", 0), body("a", 1), body("a", 2), body("a", 10)]
+    assert await journal.read_records("b") == [body("b", 0), body("b", 1)]
+    assert await journal.read_records("ab") == [body("ab", 0)]
+
+
+async def test_record_bodies_are_bytes_round_tripped_exactly(journal: Any) -> None:
+    blobs = [b"", bytes(range(256)), b"\x00" * 1000, "ünïcødé".encode()]
+    await journal.append(Batch(records=[("bin", i, blob) for i, blob in enumerate(blobs)]))
+    got = await journal.read_records("bin")
+    assert got == blobs
+    assert all(isinstance(b, bytes) for b in got)
+
+
+# --- atomic batches --------------------------------------------------------------------
+
+
+async def test_batch_with_two_runs_and_all_row_kinds_is_visible_atomically(journal: Any) -> None:
+    n = 50
+    run_a = run_row("run-a", workflow_id="wf-1", run_number=1, status="completed", closed_reason="continued",
+                    closed_at=T0 + 5, last_seq=n, search_attributes={"tier": "gold"}, memo={"note": "first"})
+    run_b = run_row("run-b", workflow_id="wf-1", run_number=2, started_at=T0 + 5, last_seq=n, attention=True,
+                    business_key="bk-1")
+    inst = instance_row("wf-1", "run-b", run_count=2)
+    ns = namespace_row("atomic-ns")
+    worker = worker_row("atomic-worker")
+    batch = Batch(
+        records=[("run-a", i, body("run-a", i)) for i in range(n)] + [("run-b", i, body("run-b", i)) for i in range(n)],
+        runs=[run_a, run_b],
+        instances=[inst],
+        namespaces=[ns],
+        workers=[worker],
+    )
+
+    # A reader racing the commit sees all of a run's records or none, and never a run
+    # row whose records are not there yet.
+    done = trio.Event()
+    observations: list[int] = []
+
+    async def reader() -> None:
+        while not done.is_set():
+            run = await journal.get_run("run-b")
+            records = await journal.read_records("run-b")
+            observations.append(len(records))
+            assert len(records) in (0, n), f"partial batch visible: {len(records)} of {n} records"
+            if run is not None:
+                assert len(records) == n, "run row visible before its records"
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as n_:
+        n_.start_soon(reader)
+        await trio.sleep(0.01)
+        await journal.append(batch)
+        done.set()
+
+    assert observations, "the reader never ran"
+    assert await journal.read_records("run-a") == [body("run-a", i) for i in range(n)]
+    assert await journal.read_records("run-b") == [body("run-b", i) for i in range(n)]
+    assert await journal.get_run("run-a") == run_a
+    assert await journal.get_run("run-b") == run_b
+    assert await journal.get_instance(NS, "wf-1") == inst
+    assert await journal.list_instance_runs(NS, "wf-1") == [run_a, run_b]
+    assert ns in await journal.list_namespaces()
+    assert worker in await journal.list_workers()
+
+
+async def test_run_row_upsert_replaces(journal: Any) -> None:
+    first = run_row("up", status="running", wake_at=T0 + 60, attention=True, last_seq=3,
+                    search_attributes={"a": 1}, memo={"m": "x"})
+    await journal.append(Batch(runs=[first]))
+    assert await journal.get_run("up") == first
+
+    second = replace(first, status="completed", closed_reason="completed", closed_at=T0 + 9, wake_at=None,
+                     attention=False, last_seq=7, search_attributes={"b": 2}, memo={})
+    await journal.append(Batch(runs=[second]))
+    assert await journal.get_run("up") == second
+    assert await list_runs(journal) == [second]
+    assert await journal.list_instance_runs(NS, first.workflow_id) == [second]
+
+
+async def test_instance_namespace_and_worker_rows_upsert(journal: Any) -> None:
+    await journal.append(Batch(
+        instances=[instance_row("wf-u", "r1")], namespaces=[namespace_row("nsu")], workers=[worker_row("wu")]
+    ))
+    inst2 = instance_row("wf-u", "r2", run_count=2)
+    ns2 = namespace_row("nsu", description="changed", retention_days=90, updated_at=T0 + 1)
+    w2 = worker_row("wu", last_seen=T0 + 30, info={"task_slots": {"workflow": 3}})
+    await journal.append(Batch(instances=[inst2], namespaces=[ns2], workers=[w2]))
+
+    assert await journal.get_instance(NS, "wf-u") == inst2
+    assert [n for n in await journal.list_namespaces() if n.name == "nsu"] == [ns2]
+    assert [w for w in await journal.list_workers() if w.worker_id == "wu"] == [w2]
+
+
+async def test_rows_are_keyed_by_namespace(journal: Any) -> None:
+    await journal.append(Batch(
+        instances=[instance_row("same", "r-one"), instance_row("same", "r-two", namespace="other")],
+        workers=[worker_row("same-w"), worker_row("same-w", namespace="other", task_queue="q2")],
+    ))
+    assert (await journal.get_instance(NS, "same")).current_run_id == "r-one"
+    assert (await journal.get_instance("other", "same")).current_run_id == "r-two"
+    workers = {(w.namespace, w.worker_id): w.task_queue for w in await journal.list_workers()}
+    assert workers == {(NS, "same-w"): "q", ("other", "same-w"): "q2"}
+
+
+# --- conflicts -------------------------------------------------------------------------
+
+
+async def test_append_at_used_position_raises_conflict_and_writes_nothing_of_the_batch(journal: Any) -> None:
+    await journal.append(Batch(records=[("c", 0, body("c", 0)), ("c", 1, body("c", 1))], runs=[run_row("c")]))
+
+    bad = Batch(
+        records=[("fresh", 0, body("fresh", 0)), ("c", 2, b"new"), ("c", 1, b"duplicate")],
+        runs=[run_row("fresh"), run_row("c", status="completed")],
+        instances=[instance_row("wf-fresh", "fresh")],
+        namespaces=[namespace_row("ns-of-bad-batch")],
+        workers=[worker_row("worker-of-bad-batch")],
+    )
+    with pytest.raises(ConflictError):
+        await journal.append(bad)
+
+    assert await journal.read_records("c") == [body("c", 0), body("c", 1)]
+    assert await journal.read_records("fresh") == []
+    assert await journal.get_run("fresh") is None
+    assert (await journal.get_run("c")).status == "running"
+    assert await journal.get_instance(NS, "wf-fresh") is None
+    assert "ns-of-bad-batch" not in [n.name for n in await journal.list_namespaces()]
+    assert "worker-of-bad-batch" not in [w.worker_id for w in await journal.list_workers()]
+
+    # The journal keeps working after a conflict.
+    await journal.append(Batch(records=[("c", 2, body("c", 2))]))
+    assert await journal.read_records("c") == [body("c", 0), body("c", 1), body("c", 2)]
+
+
+async def test_duplicate_position_inside_one_batch_conflicts(journal: Any) -> None:
+    with pytest.raises(ConflictError):
+        await journal.append(Batch(records=[("d", 0, b"one"), ("d", 0, b"two")], runs=[run_row("d")]))
+    assert await journal.read_records("d") == []
+    assert await journal.get_run("d") is None
+
+
+# --- group commit ----------------------------------------------------------------------
+
+
+async def test_group_commit_batches_two_hundred_concurrent_appenders(journal: Any) -> None:
+    n = 200
+    commits0, batches0 = journal.commits, journal.batches
+    finished: list[int] = []
+
+    async def appender(i: int) -> None:
+        rid = f"gc-{i}"
+        await journal.append(Batch(records=[(rid, 0, body(rid, 0)), (rid, 1, body(rid, 1))], runs=[run_row(rid)]))
+        finished.append(i)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(appender, i)
+
+    assert sorted(finished) == list(range(n))
+    commits, batches = journal.commits - commits0, journal.batches - batches0
+    assert batches == n
+    assert 1 <= commits <= n // 10, f"{commits} commits for {n} batches: no group commit"
+    for i in range(n):
+        rid = f"gc-{i}"
+        assert await journal.read_records(rid) == [body(rid, 0), body(rid, 1)]
+    assert len(await list_runs(journal, limit=1000)) == n
+
+
+async def test_conflicting_batch_in_a_concurrent_group_fails_alone(journal: Any) -> None:
+    await journal.append(Batch(records=[("hot", 0, body("hot", 0))]))
+    n, bad = 20, 7
+    outcome: dict[int, BaseException | None] = {}
+
+    async def appender(i: int) -> None:
+        rid = f"grp-{i}"
+        records = [(rid, 0, body(rid, 0))]
+        if i == bad:
+            records.append(("hot", 0, b"stolen"))
+        try:
+            await journal.append(Batch(records=records, runs=[run_row(rid)], workers=[worker_row(f"w-{i}")]))
+            outcome[i] = None
+        except Exception as exc:  # noqa: BLE001 - recorded and checked below
+            outcome[i] = exc
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(appender, i)
+
+    assert isinstance(outcome[bad], ConflictError), outcome[bad]
+    assert {i for i, exc in outcome.items() if exc is not None} == {bad}
+    assert await journal.read_records("hot") == [body("hot", 0)]
+    workers = {w.worker_id for w in await journal.list_workers()}
+    for i in range(n):
+        rid = f"grp-{i}"
+        if i == bad:
+            assert await journal.read_records(rid) == []
+            assert await journal.get_run(rid) is None
+            assert f"w-{i}" not in workers
+        else:
+            assert await journal.read_records(rid) == [body(rid, 0)]
+            assert await journal.get_run(rid) == run_row(rid)
+            assert f"w-{i}" in workers
+
+
+async def test_two_batches_racing_for_the_same_position_one_wins(journal: Any) -> None:
+    outcome: dict[str, BaseException | None] = {}
+
+    async def appender(name: str) -> None:
+        try:
+            await journal.append(Batch(records=[("race", 0, name.encode())], runs=[run_row("race", memo={"by": name})]))
+            outcome[name] = None
+        except ConflictError as exc:
+            outcome[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        for name in ("left", "right"):
+            nursery.start_soon(appender, name)
+
+    winners = [k for k, v in outcome.items() if v is None]
+    assert len(winners) == 1 and len(outcome) == 2, outcome
+    assert await journal.read_records("race") == [winners[0].encode()]
+    assert (await journal.get_run("race")).memo == {"by": winners[0]}
+
+
+# --- queries ---------------------------------------------------------------------------
+
+
+LISTED = [
+    # run_id, workflow_id, workflow_type, status, business_key, started_at offset
+    ("l1", "order-1", "Order", "running", "cust_a", 1),
+    ("l2", "order-2", "Order", "completed", None, 2),
+    ("l3", "invoice-1", "Invoice", "running", "order%promo", 3),
+    ("l4", "ship_1", "Ship", "failed", "x", 4),
+    ("l5", "shipX1", "Ship", "running", None, 5),
+    ("l6", "promo%10", "Promo", "cancelled", None, 6),
+    ("l7", "dir-7", "Order", "terminated", "dir\\sub", 7),
+    ("l8", "100_percent", "Order", "running", "plain", 8),
+]
+
+
+@pytest.fixture
+async def listed(journal: Any) -> Any:
+    rows = [
+        run_row(rid, workflow_id=wid, workflow_type=wtype, status=status, business_key=bk, started_at=T0 + dt)
+        for rid, wid, wtype, status, bk, dt in LISTED
+    ]
+    # Same ids and types in another namespace must never show up.
+    rows += [replace(r, run_id=f"other-{r.run_id}", namespace="other", started_at=r.started_at + 100) for r in rows]
+    await journal.append(Batch(runs=rows))
+    return journal
+
+
+async def test_list_runs_newest_first_within_namespace(listed: Any) -> None:
+    assert await run_ids(listed) == ["l8", "l7", "l6", "l5", "l4", "l3", "l2", "l1"]
+    assert await run_ids(listed, "other") == [f"other-l{i}" for i in range(8, 0, -1)]
+    assert await run_ids(listed, "missing") == []
+
+
+async def test_list_runs_offset_limit_paging(listed: Any) -> None:
+    everything = await run_ids(listed)
+    pages = [await run_ids(listed, offset=off, limit=3) for off in (0, 3, 6, 9)]
+    assert pages == [everything[0:3], everything[3:6], everything[6:8], []]
+    assert await run_ids(listed, offset=2, limit=1) == [everything[2]]
+
+
+async def test_list_runs_filters_by_workflow_type(listed: Any) -> None:
+    assert await run_ids(listed, workflow_type="Order") == ["l8", "l7", "l2", "l1"]
+    assert await run_ids(listed, workflow_type="Ship") == ["l5", "l4"]
+    assert await run_ids(listed, workflow_type="Nope") == []
+
+
+async def test_list_runs_filters_by_statuses(listed: Any) -> None:
+    assert await run_ids(listed, statuses=["running"]) == ["l8", "l5", "l3", "l1"]
+    assert await run_ids(listed, statuses=["failed", "cancelled"]) == ["l6", "l4"]
+    assert await run_ids(listed, statuses=["running"], workflow_type="Order") == ["l8", "l1"]
+
+
+async def test_list_runs_query_matches_workflow_id_or_business_key_substring(listed: Any) -> None:
+    assert await run_ids(listed, query="order") == ["l3", "l2", "l1"]  # l3 through its business key
+    assert await run_ids(listed, query="cust") == ["l1"]
+    assert await run_ids(listed, query="voice") == ["l3"]
+    assert await run_ids(listed, query="nothing-like-this") == []
+    assert await run_ids(listed, query="order", statuses=["running"], workflow_type="Order") == ["l1"]
+
+
+async def test_list_runs_query_treats_like_metacharacters_literally(listed: Any) -> None:
+    # As LIKE wildcards these would also match order-1, invoice-1 (o...1) and shipX1 (p?1).
+    assert await run_ids(listed, query="o%1") == ["l6"]
+    assert await run_ids(listed, query="p_1") == ["l4"]
+    assert await run_ids(listed, query="%") == ["l6", "l3"]
+    assert await run_ids(listed, query="_") == ["l8", "l4", "l1"]
+    assert await run_ids(listed, query="\\") == ["l7"]
+    assert await run_ids(listed, query="r\\s") == ["l7"]
+
+
+async def test_runs_to_recover_only_open_runs_with_attention_or_wake_at(journal: Any) -> None:
+    rows = [
+        run_row("open-attention", status="running", attention=True),
+        run_row("open-wake", status="running", wake_at=T0 + 60),
+        run_row("open-both", status="pending", attention=True, wake_at=T0 + 1),
+        run_row("open-idle", status="running"),
+    ]
+    for status in TERMINAL:
+        rows.append(run_row(f"{status}-attention", status=status, closed_at=T0 + 1, attention=True))
+        rows.append(run_row(f"{status}-wake", status=status, closed_at=T0 + 1, wake_at=T0 + 60))
+    rows.append(run_row("other-ns", namespace="elsewhere", attention=True))
+    await journal.append(Batch(runs=rows))
+
+    got = {r.run_id: r for r in await journal.runs_to_recover()}
+    assert set(got) == {"open-attention", "open-wake", "open-both", "other-ns"}
+    assert got["open-wake"] == rows[1]
+
+    # Closing a run takes it out.
+    await journal.append(Batch(runs=[replace(rows[0], status="completed", closed_at=T0 + 2)]))
+    assert "open-attention" not in {r.run_id for r in await journal.runs_to_recover()}
+
+
+# --- workers ---------------------------------------------------------------------------
+
+
+async def test_worker_row_with_deleted_removes_it(journal: Any) -> None:
+    await journal.append(Batch(workers=[worker_row("w1"), worker_row("w2")]))
+    await journal.append(Batch(workers=[worker_row("w1", deleted=True)]))
+    assert [w.worker_id for w in await journal.list_workers()] == ["w2"]
+    # Deleting an unknown worker is harmless; re-registering brings it back.
+    await journal.append(Batch(workers=[worker_row("ghost", deleted=True)]))
+    await journal.append(Batch(workers=[worker_row("w1", last_seen=T0 + 5)]))
+    assert {w.worker_id: w.last_seen for w in await journal.list_workers()} == {"w1": T0 + 5, "w2": T0}
+
+
+# --- durability and migrations ---------------------------------------------------------
+
+
+async def _write_everything(journal: Any) -> Batch:
+    batch = Batch(
+        records=[("dur", i, body("dur", i)) for i in range(5)],
+        runs=[run_row("dur", workflow_id="wf-dur", wake_at=T0 + 10, search_attributes={"k": [1, 2]}, memo={"m": None})],
+        instances=[instance_row("wf-dur", "dur")],
+        namespaces=[namespace_row("durable-ns")],
+        workers=[worker_row("durable-worker")],
+    )
+    await journal.append(batch)
+    return batch
+
+
+async def _assert_everything(journal: Any, batch: Batch) -> None:
+    assert await journal.read_records("dur") == [b for _, _, b in batch.records]
+    assert await journal.get_run("dur") == batch.runs[0]
+    assert await journal.get_instance(NS, "wf-dur") == batch.instances[0]
+    assert await journal.list_instance_runs(NS, "wf-dur") == batch.runs
+    assert batch.namespaces[0] in await journal.list_namespaces()
+    assert batch.workers[0] in await journal.list_workers()
+    assert [r.run_id for r in await journal.runs_to_recover()] == ["dur"]
+
+
+async def test_data_survives_close_and_reopen(harness: Harness, journal: Any) -> None:
+    batch = await _write_everything(journal)
+    await harness.close(journal)
+
+    reopened = await harness.open()
+    await _assert_everything(reopened, batch)
+    # Positions already used stay used after a reopen.
+    with pytest.raises(ConflictError):
+        await reopened.append(Batch(records=[("dur", 4, b"again")]))
+    await reopened.append(Batch(records=[("dur", 5, body("dur", 5))]))
+    assert len(await reopened.read_records("dur")) == 6
+
+
+async def test_migrations_are_idempotent(harness: Harness, backend: Backend, journal: Any) -> None:
+    batch = await _write_everything(journal)
+    versions = backend.applied_versions(harness.location) if backend.applied_versions else None
+
+    # A second open while the first is still open, then a third after closing both.
+    second = await harness.open()
+    await _assert_everything(second, batch)
+    await harness.close(journal)
+    await harness.close(second)
+    third = await harness.open()
+    await _assert_everything(third, batch)
+
+    if backend.applied_versions is not None:
+        assert versions and versions == sorted(set(versions)), versions
+        assert backend.applied_versions(harness.location) == versions, "a migration was applied twice"
+
+
+async def test_concurrent_first_opens_of_a_fresh_store(backend: Backend, tmp_path: Path) -> None:
+    """Two processes starting on an empty store at once (e.g. ``bootstrap`` racing ``serve``).
+
+    The race window is small, so it is tried on up to 100 fresh stores.
+    """
+    errors: list[BaseException] = []
+    for attempt in range(100):
+        location = backend.location(tmp_path / f"fresh-{attempt}")
+        opened: list[Any] = []
+
+        async def opener(location: str = location, opened: list[Any] = opened) -> None:
+            try:
+                opened.append(await backend.open(location))
+            except Exception as exc:  # noqa: BLE001 - recorded and checked below
+                errors.append(exc)
+
+        try:
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(2):
+                        nursery.start_soon(opener)
+        finally:
+            for j in opened:
+                await j.aclose()
+        if errors:
+            break
+    assert not errors, errors
