@@ -231,13 +231,14 @@ class SqliteJournal:
         )
         return InstanceRow(*rows[0]) if rows else None
 
-    async def find_instance_any_namespace(self, workflow_id: str) -> InstanceRow | None:
+    async def find_instances(self, workflow_id: str) -> list[InstanceRow]:
+        """Every namespace's instance of this id: one read answers both start checks."""
         rows = await self._read(
             "SELECT namespace, workflow_id, workflow_type, current_run_id, run_count, created_at FROM instances"
-            " WHERE workflow_id=? LIMIT 1",
+            " WHERE workflow_id=?",
             (workflow_id,),
         )
-        return InstanceRow(*rows[0]) if rows else None
+        return [InstanceRow(*r) for r in rows]
 
     async def list_instance_runs(self, namespace: str, workflow_id: str) -> list[RunRow]:
         rows = await self._read(

@@ -49,6 +49,7 @@ class Node:
                 task_status.started()
                 await trio.sleep_forever()
         finally:
+            log.info("journal: %d batches in %d commits", self.journal.batches, self.journal.commits)
             await self.journal.aclose()
 
 

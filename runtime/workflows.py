@@ -108,10 +108,13 @@ class WorkflowService:
 
     async def _start_locked(self, namespace: str, workflow_id: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         wtype = req["workflow_type"]
-        inst = await self.instance(namespace, workflow_id)
+        inst = self._instances.get((namespace, workflow_id))
         if inst is None:
-            other = await self.journal.find_instance_any_namespace(workflow_id)
-            if other is not None:
+            found = await self.journal.find_instances(workflow_id)
+            inst = next((i for i in found if i.namespace == namespace), None)
+            if inst is not None:
+                self._instances[(namespace, workflow_id)] = inst
+            elif found:
                 raise ProtocolError(
                     409,
                     "workflow_id_reserved_in_namespace",
