@@ -264,7 +264,7 @@ class RunActor:
         await self.commit(em)
         self._after_change()
 
-    async def _on_claim_wt(self, task_id: str, owner: str) -> dict[str, Any] | None:
+    async def _on_claim_wt(self, task_id: str, owner: str, page_size: int = 500) -> dict[str, Any] | None:
         s = self.state
         if s.wt is None or s.wt.task_id != task_id:
             return None
@@ -272,16 +272,16 @@ class RunActor:
         if em is None:
             return None
         await self.commit(em)
-        return self.workflow_task_payload(page_size=500)
+        return self.workflow_task_payload(page_size)
 
-    async def _on_replay_wt(self, task_id: str, owner: str, attempt: int) -> dict[str, Any] | None:
+    async def _on_replay_wt(self, task_id: str, owner: str, attempt: int, page_size: int = 500) -> dict[str, Any] | None:
         wt = self.state.wt
         now = self.host.clock.now()
         if wt is None or wt.task_id != task_id or wt.status != "leased" or wt.owner != owner or wt.attempt != attempt:
             return None
         if (wt.lease_expires_at or 0) <= now:
             return None
-        return self.workflow_task_payload(page_size=500)
+        return self.workflow_task_payload(page_size)
 
     def workflow_task_payload(self, page_size: int) -> dict[str, Any]:
         s = self.state

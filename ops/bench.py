@@ -133,21 +133,27 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         sampler.start()
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    worker = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop, args.concurrency))
-    worker.start()
-    try:
+    stop = ctx.Event()
+    workers = []
+    for _ in range(args.workers):
+        ready = ctx.Event()
+        proc_w = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop, args.concurrency))
+        proc_w.start()
         ready.wait(30)
+        workers.append(proc_w)
+    try:
         if args.warmup:
             asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval))
         cpu_before = _cpu_seconds(proc.pid) if proc is not None else 0.0
-        worker_before, client_before = _cpu_seconds(worker.pid), time.process_time()
+        worker_before, client_before = sum(_cpu_seconds(w.pid) for w in workers), time.process_time()
         elapsed, latencies = asyncio.run(_drive(url, task_queue, args.n, args.concurrency, args.poll_interval))
         cpu_used = _cpu_seconds(proc.pid) - cpu_before if proc is not None else 0.0
-        worker_cpu, client_cpu = _cpu_seconds(worker.pid) - worker_before, time.process_time() - client_before
+        worker_cpu = sum(_cpu_seconds(w.pid) for w in workers) - worker_before
+        client_cpu = time.process_time() - client_before
     finally:
         stop.set()
-        worker.join(60)
+        for w in workers:
+            w.join(60)
         if proc is not None:
             proc.terminate()
             proc.wait(30)
@@ -157,6 +163,7 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         "workload": "hello",
         "workflows": args.n,
         "concurrency": args.concurrency,
+        "sdk_worker_processes": args.workers,
         "result_poll_interval_s": args.poll_interval,
         "elapsed_s": round(elapsed, 2),
         "workflows_per_s": round(args.n / elapsed, 1),
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("-c", "--concurrency", type=int, default=50)
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--workers", type=int, default=1, help="SDK worker processes")
     p.add_argument("--poll-interval", type=float, default=0.05, help="SDK result() polling interval")
     args = parser.parse_args(argv)
     print(json.dumps(hello(args), indent=2))

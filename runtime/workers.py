@@ -116,21 +116,22 @@ class WorkerService:
 
     async def poll(self, kind: str, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
         worker_id, queue = body["worker_id"], body["task_queue"]
+        page_size = body.get("history_page_size") or 500
         row = self._registration(namespace, worker_id, queue)
         request_id = body.get("poll_request_id")
         if not request_id:
-            return await self._poll(kind, namespace, row, queue, hold)
+            return await self._poll(kind, namespace, row, queue, hold, page_size)
         key = (kind, namespace, worker_id, request_id)
         while key in self._inflight:
             await self._inflight[key].wait()
         remembered = self._polls.get(key)
         if remembered is not None:
-            task = await self._replay(kind, remembered)
+            task = await self._replay(kind, remembered, page_size)
             if task is not None:
                 return task
         done = self._inflight[key] = trio.Event()
         try:
-            task = await self._poll(kind, namespace, row, queue, hold)
+            task = await self._poll(kind, namespace, row, queue, hold, page_size)
             if task is not None:
                 self._remember(key, kind, task)
             return task
@@ -150,15 +151,17 @@ class WorkerService:
             "attempt": task.get("workflow_task_attempt") or task.get("attempt_number"),
         }
 
-    async def _replay(self, kind: str, remembered: dict[str, Any]) -> dict[str, Any] | None:
+    async def _replay(self, kind: str, remembered: dict[str, Any], page_size: int) -> dict[str, Any] | None:
         if self.engine.clock.now() - remembered["at"] > POLL_MEMORY_SECONDS:
             return None
-        verb = "replay_wt" if kind == "workflow" else "replay_act"
-        return await self.engine.ask(
-            remembered["run_id"], verb, task_id=remembered["task_id"], owner=remembered["owner"], attempt=remembered["attempt"]
-        )
+        args = {"task_id": remembered["task_id"], "owner": remembered["owner"], "attempt": remembered["attempt"]}
+        if kind == "workflow":
+            return await self.engine.ask(remembered["run_id"], "replay_wt", page_size=page_size, **args)
+        return await self.engine.ask(remembered["run_id"], "replay_act", **args)
 
-    async def _poll(self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float) -> dict[str, Any] | None:
+    async def _poll(
+        self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float, page_size: int = 500
+    ) -> dict[str, Any] | None:
         types_key = "supported_workflow_types" if kind == "workflow" else "supported_activity_types"
         types = set(row.info.get(types_key) or [])
 
@@ -174,7 +177,9 @@ class WorkerService:
             try:
                 with trio.CancelScope(shield=True):
                     if kind == "workflow":
-                        task = await self.engine.ask(offer.run_id, "claim_wt", task_id=offer.task_id, owner=row.worker_id)
+                        task = await self.engine.ask(
+                            offer.run_id, "claim_wt", task_id=offer.task_id, owner=row.worker_id, page_size=page_size
+                        )
                     else:
                         task = await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=row.worker_id)
             except Exception:  # noqa: BLE001 - a vanished or broken run must not fail the poll
