@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("serve", "bootstrap"):
         p = sub.add_parser(name)
         p.add_argument("--data-dir", default="./.dw-data", help="directory of the embedded SQLite journal")
+        p.add_argument("--database", default=None, help="postgresql://user@host:port/db (default: the embedded SQLite)")
         p.add_argument("--log-level", default="INFO")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    overrides = {"data_dir": args.data_dir}
+    overrides: dict[str, object] = {"data_dir": args.data_dir, "database": args.database}
     if args.command == "serve":
         overrides.update(host=args.host, port=args.port, insecure=args.insecure)
     cfg = Config.from_env(**overrides)

@@ -24,6 +24,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "./.dw-data"
+    database: str | None = None  # postgresql://… selects the PostgreSQL journal
     insecure: bool = False
     auth_driver: str = "none"
     auth_tokens: dict[str, str] = field(default_factory=dict)
@@ -45,6 +46,7 @@ class Config:
     def from_env(cls, **overrides: object) -> Config:
         cfg = cls(
             auth_driver=(_env("DW_AUTH_DRIVER", None, "WORKFLOW_SERVER_AUTH_DRIVER") or "none").lower(),
+            database=_env("DW_DATABASE_URL"),
             auth_tokens={
                 role: token
                 for role, token in (

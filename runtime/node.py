@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -19,11 +22,42 @@ from .workflows import WorkflowService
 log = logging.getLogger("dw.node")
 
 
+def redact(dsn: str) -> str:
+    """A DSN fit for logs: the password never leaves the process."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def open_journal(cfg: Config) -> Any:
+    if cfg.database:
+        if not cfg.database.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"unsupported database URL {redact(cfg.database)!r}; use postgresql://user@host:port/dbname")
+        from persistence.postgres_journal import PostgresJournal
+
+        return PostgresJournal(cfg.database)
+    return SqliteJournal(cfg.sqlite_path, synchronous=cfg.synchronous)
+
+
+@asynccontextmanager
+async def journal_loop(cfg: Config) -> AsyncIterator[None]:
+    """The PostgreSQL journal runs asyncpg through trio-asyncio: give it an asyncio loop."""
+    if not cfg.database:
+        yield
+        return
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop():
+        yield
+
+
 class Node:
     def __init__(self, cfg: Config, clock: SystemClock | TrioClock | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
-        self.journal = SqliteJournal(cfg.sqlite_path, synchronous=cfg.synchronous)
+        self.journal = open_journal(cfg)
         self.engine = Engine(
             self.journal, self.clock, idle_seconds=cfg.idle_seconds, wt_lease=cfg.workflow_task_lease, act_lease=cfg.activity_lease
         )
@@ -33,10 +67,14 @@ class Node:
 
     @property
     def store_description(self) -> str:
-        return f"sqlite:{self.cfg.sqlite_path}"
+        return store_description(self.cfg)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Open the journal, start the writer and the engine, load directories; then serve forever."""
+        async with journal_loop(self.cfg):
+            await self._run(task_status)
+
+    async def _run(self, task_status: Any) -> None:
         await self.journal.open()
         try:
             async with trio.open_nursery() as nursery:
@@ -53,8 +91,17 @@ class Node:
             await self.journal.aclose()
 
 
+def store_description(cfg: Config) -> str:
+    return f"postgresql:{redact(cfg.database)}" if cfg.database else f"sqlite:{cfg.sqlite_path}"
+
+
 async def bootstrap(cfg: Config) -> list[str]:
     """Create the schema and the default namespace without serving (for deployments)."""
+    async with journal_loop(cfg):
+        return await _bootstrap(cfg)
+
+
+async def _bootstrap(cfg: Config) -> list[str]:
     node = Node(cfg)
     done: list[str] = []
     await node.journal.open()

@@ -15,9 +15,10 @@ _LISTEN = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int = 0, database: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.database = database
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url: str | None = None
@@ -25,6 +26,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> str:
         cmd = [sys.executable, "-m", "ops.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.database:
+            cmd += ["--database", self.database]
         self.lines = []
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,

@@ -224,3 +224,37 @@ def test_duplicate_start_policies(server_url: str) -> None:
         return True
 
     assert run(with_worker(server_url, tq, wf.ALL_WORKFLOWS, wf.ALL_ACTIVITIES, body))
+
+
+def test_children_continue_fail_and_follow_the_parent_close_policy(server_url: str) -> None:
+    assert _run_one(server_url, "parent_of_many", [None]) == {"counted": "finished at 2", "failed": "ChildWorkflowFailed"}
+
+    tq = unique("tq")
+    wid = unique("policy")
+
+    async def body(client: Client) -> object:
+        handle = await client.start_workflow(workflow_type="parent_of_many", workflow_id=wid, task_queue=tq, input=["terminate"])
+        for _ in range(100):
+            events = _history(server_url, wid, handle.run_id)
+            scheduled = [e for e in events if e["event_type"] == "ChildWorkflowScheduled"]
+            if len(scheduled) == 3:
+                break
+            await asyncio.sleep(0.1)
+        child_id = scheduled[-1]["payload"]["child_workflow_instance_id"]
+        for _ in range(50):
+            if (await client.describe_workflow(child_id)).status == "waiting":
+                break
+            await asyncio.sleep(0.1)
+        await client.terminate_workflow(wid, reason="parent stopped")
+        for _ in range(50):
+            status = (await client.describe_workflow(child_id)).status
+            if status == "terminated":
+                break
+            await asyncio.sleep(0.1)
+        return status, _history(server_url, wid, handle.run_id)
+
+    status, parent_events = run(with_worker(server_url, tq, wf.ALL_WORKFLOWS, wf.ALL_ACTIVITIES, body))
+    assert status == "terminated"
+    kinds = [e["event_type"] for e in parent_events]
+    assert kinds.count("ChildRunStarted") == 5  # counter ran three runs (two continues), raiser and waiter one each
+    assert kinds[-1] == "WorkflowTerminated"

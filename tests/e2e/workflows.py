@@ -131,6 +131,22 @@ class Parent:
         return f"child said: {child}"
 
 
+@workflow.defn(name="parent_of_many")
+class ParentOfMany:
+    """A child that continues-as-new, a child that fails, and a child left waiting."""
+
+    def run(self, ctx, policy):
+        counted = yield ctx.start_child_workflow("counter", [0, 2])
+        try:
+            yield ctx.start_child_workflow("raiser", [])
+            failed = "no error"
+        except Exception as exc:  # ChildWorkflowFailed
+            failed = type(exc).__name__
+        if policy:
+            yield ctx.start_child_workflow("waiter", [], parent_close_policy=policy)
+        return {"counted": counted, "failed": failed}
+
+
 @workflow.defn(name="counter")
 class Counter:
     def run(self, ctx, n, limit):
@@ -188,7 +204,7 @@ class HeartbeatTimeout:
 
 
 ALL_WORKFLOWS = [
-    OneActivity, SequentialThenParallel, Sleeper, Approval, Impatient, Waiter, ChildGreeter, Parent, Counter, Retrying,
+    OneActivity, ParentOfMany, SequentialThenParallel, Sleeper, Approval, Impatient, Waiter, ChildGreeter, Parent, Counter, Retrying,
     NonRetryable, Raiser, Markers, HeartbeatTimeout,
 ]
 ALL_ACTIVITIES = [greet, add, slow_square, flaky, doomed, stalls_once]
