@@ -87,7 +87,7 @@ class RunActor:
         self.committing = False
         self._stable = trio.Event()
         self._stable.set()
-        self.offered: set[str] = set()
+        self.offered: dict[str, tuple[str, str]] = {}  # task id -> (kind, queue) it was offered on
         self.loaded = trio.Event()
 
     # --- lifecycle -----------------------------------------------------------------
@@ -103,6 +103,7 @@ class RunActor:
         finally:
             self.host.forget(self)
             self._recv.close()
+            self.changed.set()  # readers parked on this actor re-resolve the run
 
     async def _load(self) -> None:
         bodies = await self.host.journal.read_records(self.run_id)
@@ -234,25 +235,25 @@ class RunActor:
         """Offer ready tasks to their queues; withdraw offers a closed run no longer has."""
         s = self.state
         now = self.host.clock.now()
-        live: set[str] = set()
+        live: dict[str, tuple[str, str]] = {}
         if s.is_open:
             wt = s.wt
             if wt is not None and wt.status == "ready" and wt.available_at <= now:
-                live.add(wt.task_id)
+                live[wt.task_id] = ("workflow", s.task_queue)
                 if wt.task_id not in self.offered:
                     self.host.queue("workflow", s.namespace, s.task_queue).offer(
                         Offer(self.run_id, wt.task_id, s.meta["workflow_type"])
                     )
             for act in s.activities.values():
                 if act.status == "pending" and act.available_at <= now:
-                    live.add(act.task_id)
+                    live[act.task_id] = ("activity", act.queue)
                     if act.task_id not in self.offered:
                         self.host.queue("activity", s.namespace, act.queue).offer(
                             Offer(self.run_id, act.task_id, act.activity_type, act.seq)
                         )
-        for task_id in self.offered - live:
-            if not s.is_open:
-                self.host.queue("workflow", s.namespace, s.task_queue).withdraw(task_id)
+        for task_id, (kind, queue) in self.offered.items():
+            if task_id not in live and not s.is_open:
+                self.host.queue(kind, s.namespace, queue).withdraw(task_id)
         self.offered = live
 
     # --- handlers ------------------------------------------------------------------

@@ -63,6 +63,8 @@ class Engine:
         self.draining.set()
         for queue in self.queues.values():
             queue.release_all()
+        for actor in self.actors.values():
+            actor.changed.set()  # history long-polls answer now too
 
     # --- Host interface ------------------------------------------------------------
 

@@ -299,9 +299,9 @@ class WorkflowService:
         after = decode_token(token)
         if wait and actor.visible <= after and actor.state.is_open:
             with trio.move_on_after(hold):
-                while actor.visible <= after and not self.engine.draining.is_set():
+                while actor.visible <= after and actor.state.is_open and not self.engine.draining.is_set():
                     await actor.changed.wait()
-                    await actor.stable()
+                    actor = await self.engine.loaded(run_id)  # it may have passivated and come back
         end = min(actor.visible, after + page_size)
         events = actor.state.events[after:end]
         return {

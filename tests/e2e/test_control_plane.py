@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import httpx
 import pytest
@@ -174,3 +175,34 @@ def test_signal_and_cancel_with_a_request_id_apply_once(server_url: str) -> None
     kinds = [e["event_type"] for e in events]
     assert kinds.count("SignalReceived") == 2
     assert kinds.count("WorkflowCancelled") == 1
+
+
+def test_history_long_poll_wakes_on_a_new_event(server_url: str) -> None:
+    wid = unique("longpoll")
+
+    async def start() -> str:
+        async with Client(server_url) as client:
+            handle = await client.start_workflow(workflow_type="waiter", workflow_id=wid, task_queue=unique("tq"), input=[])
+            return handle.run_id
+
+    run_id = run(start())
+
+    async def watch_and_signal() -> tuple[list[dict], float]:
+        async with httpx.AsyncClient(base_url=server_url, headers=CP, timeout=40) as http:
+            first = (await http.get(f"/api/workflows/{wid}/runs/{run_id}/history")).json()
+            token = base64.b64encode(str(len(first["events"])).encode()).decode()
+            await asyncio.sleep(2.5)  # let the run passivate (the shared server idles actors after 2 s)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            waiter = asyncio.create_task(
+                http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"wait_new_event": "true", "next_page_token": token})
+            )
+            await asyncio.sleep(0.5)
+            await http.post(f"/api/workflows/{wid}/signal/never", json={})
+            page = (await waiter).json()
+            await http.post(f"/api/workflows/{wid}/terminate", json={})
+            return page["events"], loop.time() - started
+
+    events, elapsed = run(watch_and_signal())
+    assert [e["event_type"] for e in events] == ["SignalReceived"]
+    assert elapsed < 5
