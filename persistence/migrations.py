@@ -64,3 +64,74 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
         ],
     ),
 ]
+
+
+# The same schema in PostgreSQL's dialect, applied by ``PostgresJournal.open`` under a
+# transaction-level advisory lock. Every text column uses the "C" collation, like SQLite's
+# BINARY: byte-order sorting (``ORDER BY run_id``, ``ORDER BY name``) and ASCII-only case
+# folding in ILIKE, whatever the database's default locale. Integers are BIGINT (SQLite's
+# INTEGER is 64-bit), timestamps DOUBLE PRECISION (exact for Python floats), bodies BYTEA.
+# search_attributes/memo/info are JSON *text*, not jsonb: jsonb rewrites numbers (1e300 comes
+# back as an int) and rejects "\u0000", so it would not round-trip every dict SQLite does.
+POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE records (
+                run_id TEXT COLLATE "C" NOT NULL,
+                jseq BIGINT NOT NULL,
+                body BYTEA NOT NULL,
+                PRIMARY KEY (run_id, jseq)
+            )""",
+            """CREATE TABLE runs (
+                run_id TEXT COLLATE "C" PRIMARY KEY,
+                namespace TEXT COLLATE "C" NOT NULL,
+                workflow_id TEXT COLLATE "C" NOT NULL,
+                run_number BIGINT NOT NULL,
+                workflow_type TEXT COLLATE "C" NOT NULL,
+                task_queue TEXT COLLATE "C",
+                status TEXT COLLATE "C" NOT NULL,
+                closed_reason TEXT COLLATE "C",
+                business_key TEXT COLLATE "C",
+                started_at DOUBLE PRECISION NOT NULL,
+                closed_at DOUBLE PRECISION,
+                wake_at DOUBLE PRECISION,
+                attention BOOLEAN NOT NULL DEFAULT FALSE,
+                last_seq BIGINT NOT NULL DEFAULT 0,
+                search_attributes TEXT NOT NULL DEFAULT '{}',
+                memo TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX runs_list ON runs(namespace, started_at DESC, run_id DESC)",
+            "CREATE INDEX runs_instance ON runs(namespace, workflow_id, run_number)",
+            "CREATE INDEX runs_open ON runs(status, attention, wake_at)",
+            """CREATE TABLE instances (
+                namespace TEXT COLLATE "C" NOT NULL,
+                workflow_id TEXT COLLATE "C" NOT NULL,
+                workflow_type TEXT COLLATE "C" NOT NULL,
+                current_run_id TEXT COLLATE "C" NOT NULL,
+                run_count BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (namespace, workflow_id)
+            )""",
+            "CREATE INDEX instances_id ON instances(workflow_id)",
+            """CREATE TABLE namespaces (
+                name TEXT COLLATE "C" PRIMARY KEY,
+                description TEXT COLLATE "C",
+                retention_days BIGINT NOT NULL,
+                status TEXT COLLATE "C" NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE workers (
+                namespace TEXT COLLATE "C" NOT NULL,
+                worker_id TEXT COLLATE "C" NOT NULL,
+                task_queue TEXT COLLATE "C" NOT NULL,
+                runtime TEXT COLLATE "C" NOT NULL,
+                registered_at DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL,
+                info TEXT NOT NULL DEFAULT '{}',
+                PRIMARY KEY (namespace, worker_id)
+            )""",
+        ],
+    ),
+]

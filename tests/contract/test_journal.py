@@ -1,25 +1,40 @@
 """The journal contract: what every storage backend must do, written against the interface.
 
-Every test takes the ``journal`` fixture, which is parametrized over ``BACKENDS``. Today
-that is only the embedded SQLite journal; a PostgreSQL backend joins by adding one
-``Backend`` entry (how to find a fresh, empty store and how to open a journal on it).
-The tests only use the ``persistence.journal`` interface plus two things every
+Every test takes the ``journal`` fixture, which is parametrized over ``BACKENDS``: the
+embedded SQLite journal and the PostgreSQL journal. A backend is one ``Backend`` entry
+(how to make a fresh, empty store and remove it afterwards, and how to open a journal on
+it). The tests only use the ``persistence.journal`` interface plus two things every
 group-commit backend provides: a ``run_writer`` task and the ``commits``/``batches``
 counters.
+
+Every test runs inside ``trio_asyncio.open_loop()`` (the ``aio_loop`` fixture), as the node
+does. The PostgreSQL cases run when ``DW_TEST_DATABASE_URL`` names a database (CI sets it to
+postgresql://postgres@127.0.0.1:5432/dw_test); each test gets a fresh schema ``t_<uuid>``,
+dropped afterwards. Without the variable they are skipped, except under ``CI=true``, where
+they fail.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import trio
+import trio_asyncio
+
+# isort: split
+import asyncpg
 
 from persistence.journal import Batch, ConflictError, InstanceRow, NamespaceRow, RunRow, WorkerRow
+from persistence.postgres_journal import PostgresJournal
 from persistence.sqlite_journal import SqliteJournal
 
 T0 = 1_800_000_000.0
@@ -33,12 +48,20 @@ TERMINAL = ("completed", "failed", "cancelled", "terminated")
 @dataclass(frozen=True)
 class Backend:
     name: str
-    # A fresh, empty store for one test (a file, a database or schema name, a DSN...).
-    location: Callable[[Path], str]
+    # A fresh, empty store for one test (a file, a database schema...), removed afterwards:
+    # an async context manager whose value is the store's location (a path, a DSN...).
+    fresh_store: Callable[[Path], AbstractAsyncContextManager[str]]
     # Open a journal on a location: connect and apply migrations, writer not started.
     open: Callable[[str], Awaitable[Any]]
     # Schema versions recorded as applied, one entry per application (None: not checked).
-    applied_versions: Callable[[str], list[int]] | None = None
+    applied_versions: Callable[[str], Awaitable[list[int]]] | None = None
+    # Why the backend cannot run here, or None when it can.
+    unavailable: Callable[[], str | None] = lambda: None
+
+
+@asynccontextmanager
+async def _sqlite_store(tmp_path: Path) -> AsyncIterator[str]:
+    yield str(tmp_path / "journal.sqlite3")
 
 
 async def _open_sqlite(location: str) -> SqliteJournal:
@@ -47,21 +70,95 @@ async def _open_sqlite(location: str) -> SqliteJournal:
     return journal
 
 
-def _sqlite_versions(location: str) -> list[int]:
+async def _sqlite_versions(location: str) -> list[int]:
     with sqlite3.connect(location) as conn:
         return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
 
 
 SQLITE = Backend(
     name="sqlite",
-    location=lambda tmp_path: str(tmp_path / "journal.sqlite3"),
+    fresh_store=_sqlite_store,
     open=_open_sqlite,
     applied_versions=_sqlite_versions,
 )
 
-# A PostgreSQL backend goes here as a second entry, e.g.
-#   pytest.param(POSTGRES, id="postgres", marks=pytest.mark.skipif(not DSN, reason="no PostgreSQL"))
-BACKENDS = [pytest.param(SQLITE, id="sqlite")]
+
+DATABASE_URL_VAR = "DW_TEST_DATABASE_URL"
+
+
+def _database_url() -> str | None:
+    return os.environ.get(DATABASE_URL_VAR) or None
+
+
+def _postgres_unavailable() -> str | None:
+    if _database_url():
+        return None
+    return (
+        f"PostgreSQL journal contract not run: {DATABASE_URL_VAR} is not set "
+        f"(e.g. {DATABASE_URL_VAR}=postgresql://postgres@127.0.0.1:5432/dw_test)"
+    )
+
+
+def _with_search_path(dsn: str, schema: str) -> str:
+    """The DSN with ``search_path`` set; asyncpg sends unknown DSN parameters as server settings."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"] + [("search_path", schema)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def _pg_fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
+    """asyncio: one statement on a connection of its own (never the journal's pool)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _postgres_store(tmp_path: Path) -> AsyncIterator[str]:
+    url = _database_url()
+    assert url is not None
+    schema = f"t_{uuid.uuid4().hex}"
+    await trio_asyncio.aio_as_trio(_pg_fetch)(url, f"CREATE SCHEMA {schema}")
+    try:
+        yield _with_search_path(url, schema)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio_asyncio.aio_as_trio(_pg_fetch)(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def _open_postgres(location: str) -> PostgresJournal:
+    journal = PostgresJournal(location)
+    await journal.open()
+    return journal
+
+
+async def _postgres_versions(location: str) -> list[int]:
+    rows = await trio_asyncio.aio_as_trio(_pg_fetch)(location, "SELECT version FROM schema_version ORDER BY version")
+    return [r[0] for r in rows]
+
+
+POSTGRES = Backend(
+    name="postgresql",
+    fresh_store=_postgres_store,
+    open=_open_postgres,
+    applied_versions=_postgres_versions,
+    unavailable=_postgres_unavailable,
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _marks(backend: Backend) -> list[pytest.MarkDecorator]:
+    """Skip an unavailable backend, with its reason, except in CI (the ``backend`` fixture fails it there)."""
+    reason = backend.unavailable()
+    return [pytest.mark.skip(reason=reason)] if reason is not None and not _in_ci() else []
+
+
+BACKENDS = [pytest.param(b, id=b.name, marks=_marks(b)) for b in (SQLITE, POSTGRES)]
 
 
 class Harness:
@@ -97,18 +194,32 @@ class Harness:
             await self.close(journal)
 
 
+@pytest.fixture
+async def aio_loop() -> AsyncIterator[trio_asyncio.TrioEventLoop]:
+    """The asyncio loop asyncpg runs on; it outlives every journal of the test."""
+    async with trio_asyncio.open_loop() as loop:
+        yield loop
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param
+async def backend(request: pytest.FixtureRequest, aio_loop: trio_asyncio.TrioEventLoop) -> Backend:
+    # Outside CI an unavailable backend never gets here (see _marks). In CI it fails; this
+    # fixture is async so the failure lands in the test's call phase: a FAIL, not an ERROR.
+    chosen: Backend = request.param
+    reason = chosen.unavailable()
+    if reason is not None:
+        pytest.fail(f"{reason}; CI is set, so this must not be skipped", pytrace=False)
+    return chosen
 
 
 @pytest.fixture
 async def harness(backend: Backend, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Harness]:
-    h = Harness(backend, backend.location(tmp_path), nursery)
-    try:
-        yield h
-    finally:
-        await h.close_all()
+    async with backend.fresh_store(tmp_path) as location:
+        h = Harness(backend, location, nursery)
+        try:
+            yield h
+        finally:
+            await h.close_all()
 
 
 @pytest.fixture
@@ -574,7 +685,7 @@ async def test_data_survives_close_and_reopen(harness: Harness, journal: Any) ->
 
 async def test_migrations_are_idempotent(harness: Harness, backend: Backend, journal: Any) -> None:
     batch = await _write_everything(journal)
-    versions = backend.applied_versions(harness.location) if backend.applied_versions else None
+    versions = await backend.applied_versions(harness.location) if backend.applied_versions else None
 
     # A second open while the first is still open, then a third after closing both.
     second = await harness.open()
@@ -586,7 +697,7 @@ async def test_migrations_are_idempotent(harness: Harness, backend: Backend, jou
 
     if backend.applied_versions is not None:
         assert versions and versions == sorted(set(versions)), versions
-        assert backend.applied_versions(harness.location) == versions, "a migration was applied twice"
+        assert await backend.applied_versions(harness.location) == versions, "a migration was applied twice"
 
 
 async def test_concurrent_first_opens_of_a_fresh_store(backend: Backend, tmp_path: Path) -> None:
@@ -596,23 +707,23 @@ async def test_concurrent_first_opens_of_a_fresh_store(backend: Backend, tmp_pat
     """
     errors: list[BaseException] = []
     for attempt in range(100):
-        location = backend.location(tmp_path / f"fresh-{attempt}")
-        opened: list[Any] = []
+        async with backend.fresh_store(tmp_path / f"fresh-{attempt}") as location:
+            opened: list[Any] = []
 
-        async def opener(location: str = location, opened: list[Any] = opened) -> None:
+            async def opener(location: str = location, opened: list[Any] = opened) -> None:
+                try:
+                    opened.append(await backend.open(location))
+                except Exception as exc:  # noqa: BLE001 - recorded and checked below
+                    errors.append(exc)
+
             try:
-                opened.append(await backend.open(location))
-            except Exception as exc:  # noqa: BLE001 - recorded and checked below
-                errors.append(exc)
-
-        try:
-            with trio.fail_after(30):
-                async with trio.open_nursery() as nursery:
-                    for _ in range(2):
-                        nursery.start_soon(opener)
-        finally:
-            for j in opened:
-                await j.aclose()
+                with trio.fail_after(30):
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(2):
+                            nursery.start_soon(opener)
+            finally:
+                for j in opened:
+                    await j.aclose()
         if errors:
             break
     assert not errors, errors

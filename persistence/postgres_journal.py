@@ -1,0 +1,434 @@
+"""The PostgreSQL journal: asyncpg through trio-asyncio, with group commit.
+
+Same interface and semantics as ``SqliteJournal``. The rules of STACK.md section 3 apply:
+
+- every unit of database work is one asyncio coroutine, called from trio with exactly one
+  ``aio_as_trio(...)``; no transaction ever spans a trio await;
+- timeouts and cancellation live on the trio side only: the pool is created with
+  ``max_inactive_connection_lifetime=0`` and nothing passes asyncpg a ``timeout=`` or
+  ``command_timeout`` (trio-asyncio never purges cancelled asyncio timers);
+- ``trio_asyncio`` is imported before asyncpg.
+
+A group commit is a single multi-row statement: one ``unnest`` INSERT per table (records
+plain, projections as ``INSERT ... ON CONFLICT DO UPDATE``, deleted workers as a DELETE), all
+in data-modifying CTEs of one statement. One statement is one transaction and one round trip,
+whatever the number of batches in the group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import trio
+import trio_asyncio  # noqa: F401 - must be imported before asyncpg (STACK.md section 3)
+from trio_asyncio import aio_as_trio
+
+# isort: split
+import asyncpg
+
+from .journal import Batch, ConflictError, InstanceRow, NamespaceRow, RunRow, WorkerRow
+from .migrations import POSTGRES_MIGRATIONS
+
+log = logging.getLogger("dw.journal")
+
+# pg_advisory_xact_lock key held while migrating (per database; released at commit).
+# Bigint spelling of b"dwschema". Shard locks must not use this key.
+MIGRATION_LOCK_KEY = int.from_bytes(b"dwschema", "big")
+
+PING_TIMEOUT = 5.0  # seconds; ping() answers False after this long
+CLOSE_TIMEOUT = 10.0  # seconds for a graceful pool close before connections are terminated
+
+_RUN_COLS = (
+    "run_id, namespace, workflow_id, run_number, workflow_type, task_queue, status, closed_reason, "
+    "business_key, started_at, closed_at, wake_at, attention, last_seq, search_attributes, memo"
+)
+_INSTANCE_COLS = "namespace, workflow_id, workflow_type, current_run_id, run_count, created_at"
+_NAMESPACE_COLS = "name, description, retention_days, status, created_at, updated_at"
+_WORKER_COLS = "namespace, worker_id, task_queue, runtime, registered_at, last_seen, info"
+_TERMINAL = "('completed','failed','cancelled','terminated')"
+
+# (table, [(column, element type)], key columns) for each upserted projection, in the
+# order of the statement's parameters.
+_UPSERTS: list[tuple[str, list[tuple[str, str]], tuple[str, ...]]] = [
+    (
+        "runs",
+        [
+            ("run_id", "text"), ("namespace", "text"), ("workflow_id", "text"), ("run_number", "int8"),
+            ("workflow_type", "text"), ("task_queue", "text"), ("status", "text"), ("closed_reason", "text"),
+            ("business_key", "text"), ("started_at", "float8"), ("closed_at", "float8"), ("wake_at", "float8"),
+            ("attention", "bool"), ("last_seq", "int8"), ("search_attributes", "text"), ("memo", "text"),
+        ],
+        ("run_id",),
+    ),
+    (
+        "instances",
+        [
+            ("namespace", "text"), ("workflow_id", "text"), ("workflow_type", "text"), ("current_run_id", "text"),
+            ("run_count", "int8"), ("created_at", "float8"),
+        ],
+        ("namespace", "workflow_id"),
+    ),
+    (
+        "namespaces",
+        [
+            ("name", "text"), ("description", "text"), ("retention_days", "int8"), ("status", "text"),
+            ("created_at", "float8"), ("updated_at", "float8"),
+        ],
+        ("name",),
+    ),
+    (
+        "workers",
+        [
+            ("namespace", "text"), ("worker_id", "text"), ("task_queue", "text"), ("runtime", "text"),
+            ("registered_at", "float8"), ("last_seen", "float8"), ("info", "text"),
+        ],
+        ("namespace", "worker_id"),
+    ),
+]
+
+
+def _build_write_sql() -> str:
+    n = 0
+
+    def arrays(types: Iterable[str]) -> str:
+        nonlocal n
+        out = []
+        for t in types:
+            n += 1
+            out.append(f"${n}::{t}[]")
+        return ", ".join(out)
+
+    ctes = [
+        "w_records AS (INSERT INTO records (run_id, jseq, body)"
+        f" SELECT * FROM unnest({arrays(['text', 'int8', 'bytea'])}))"
+    ]
+    for table, cols, key in _UPSERTS:
+        names = ", ".join(c for c, _ in cols)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in cols if c not in key)
+        ctes.append(
+            f"w_{table} AS (INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays(t for _, t in cols)})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates})"
+        )
+    ctes.append(
+        f"w_workers_deleted AS (DELETE FROM workers w USING unnest({arrays(['text', 'text'])}) AS d(namespace, worker_id)"
+        " WHERE w.namespace = d.namespace AND w.worker_id = d.worker_id)"
+    )
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+
+
+# One statement for every group: empty arrays insert nothing, so it is prepared once per connection.
+_WRITE_SQL = _build_write_sql()
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to per-column lists (the arrays that ``unnest`` zips back into rows)."""
+    cols: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+def _write_params(batches: Sequence[Batch]) -> list[Any]:
+    """The statement's parameters for a group of batches, applied in order.
+
+    Projection rows are reduced to the last one per key: the end state of applying every
+    upsert and delete in order (what SQLite's sequential ``INSERT OR REPLACE`` gives), and
+    ``ON CONFLICT DO UPDATE`` may touch a row only once per statement. Rows are sorted by
+    key so concurrent writers (two nodes) lock rows in the same order and cannot deadlock.
+    Records are not deduplicated: a repeated position must fail as a conflict.
+    """
+    records: list[tuple[str, int, bytes]] = []
+    runs: dict[str, tuple[Any, ...]] = {}
+    instances: dict[tuple[str, str], tuple[Any, ...]] = {}
+    namespaces: dict[str, tuple[Any, ...]] = {}
+    workers: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
+    for batch in batches:
+        records.extend(batch.records)
+        for r in batch.runs:
+            runs[r.run_id] = (
+                r.run_id, r.namespace, r.workflow_id, r.run_number, r.workflow_type, r.task_queue, r.status,
+                r.closed_reason, r.business_key, r.started_at, r.closed_at, r.wake_at, bool(r.attention),
+                r.last_seq, json.dumps(r.search_attributes), json.dumps(r.memo),
+            )
+        for i in batch.instances:
+            instances[(i.namespace, i.workflow_id)] = (
+                i.namespace, i.workflow_id, i.workflow_type, i.current_run_id, i.run_count, i.created_at,
+            )
+        for n in batch.namespaces:
+            namespaces[n.name] = (n.name, n.description, n.retention_days, n.status, n.created_at, n.updated_at)
+        for w in batch.workers:
+            workers[(w.namespace, w.worker_id)] = None if w.deleted else (
+                w.namespace, w.worker_id, w.task_queue, w.runtime, w.registered_at, w.last_seen, json.dumps(w.info),
+            )
+    upserted_workers = {k: v for k, v in workers.items() if v is not None}
+    deleted_workers = [k for k, v in workers.items() if v is None]
+    params: list[Any] = _columns(sorted(records, key=lambda r: (r[0], r[1])), 3)
+    for rows, (_, cols, _) in zip((runs, instances, namespaces, upserted_workers), _UPSERTS, strict=True):
+        params += _columns((rows[k] for k in sorted(rows)), len(cols))
+    params += _columns(sorted(deleted_workers), 2)
+    return params
+
+
+def _translate(exc: Exception) -> Exception:
+    """A unique violation on records' (run_id, jseq) is a ConflictError; anything else as is."""
+    if isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "table_name", None) == "records":
+        err = ConflictError(str(exc))
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg still rolls back an open transaction before calling it; we
+    leave no other session state (no SET, LISTEN or session advisory lock), so this skips the
+    default reset query and its round trip on every release."""
+
+
+class _Pending:
+    __slots__ = ("batch", "done", "error")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class PostgresJournal:
+    """The journal on PostgreSQL, through asyncpg and trio-asyncio.
+
+    Every method must be called from trio code running inside ``trio_asyncio.open_loop()``
+    (the node's root task opens it once), and ``aclose()`` must run before that loop closes.
+    ``dsn`` is an asyncpg DSN; unknown query parameters become server settings, so
+    ``...?search_path=myschema`` puts the tables in an existing schema ``myschema``.
+
+    ``open()`` creates the pool (at most ``pool_size`` connections) and applies migrations.
+    ``run_writer`` is the group-commit loop and belongs in the node's root nursery; each
+    ``append`` waits until its batch is committed. Reads go through the same pool, so they
+    never wait on a commit.
+    """
+
+    def __init__(self, dsn: str, *, max_batch: int = 512, pool_size: int = 10) -> None:
+        if max_batch < 1 or pool_size < 1:
+            raise ValueError("max_batch and pool_size must be at least 1")
+        self.dsn = dsn
+        self.max_batch = max_batch
+        self.pool_size = pool_size
+        self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
+        self._pool: asyncpg.Pool | None = None
+        self.commits = 0
+        self.batches = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._pool = await aio_as_trio(self._aio_open)()
+
+    async def _aio_open(self) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            max_inactive_connection_lifetime=0,
+            reset=_no_reset,
+        )
+        try:
+            async with pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    @staticmethod
+    async def _migrate(conn: asyncpg.Connection) -> None:
+        # The lock is taken before anything is read, so a second opener waits for the first
+        # to commit and then sees its version: two first opens cannot both migrate.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            for version, statements in POSTGRES_MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", version)
+                log.info("applied migration %s", version)
+
+    async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The group-commit loop; lives in the node's root nursery."""
+        task_status.started()
+        while True:
+            first = await self._recv.receive()
+            group = [first]
+            while len(group) < self.max_batch:
+                try:
+                    group.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                # Shielded: a commit under way finishes and its appenders learn the outcome.
+                with trio.CancelScope(shield=True):
+                    await aio_as_trio(self._commit_group)(group)
+            except Exception as exc:  # noqa: BLE001 - _commit_group reports per batch; this is a bug net
+                for pending in group:
+                    pending.error = exc
+            finally:
+                for pending in group:
+                    pending.done.set()
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await aio_as_trio(pool.close)()  # waits for connections in use to be released
+                return
+            log.warning("journal pool did not close within %ss; terminating its connections", CLOSE_TIMEOUT)
+            await aio_as_trio(self._terminate)(pool)
+
+    @staticmethod
+    async def _terminate(pool: asyncpg.Pool) -> None:
+        pool.terminate()
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the journal is not open")
+        return self._pool
+
+    # --- writes --------------------------------------------------------------------
+
+    async def append(self, batch: Batch) -> None:
+        pending = _Pending(batch)
+        await self._send.send(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
+        """asyncio: commit the group in one transaction, or each batch alone if that fails."""
+        try:
+            await self._write([p.batch for p in group])
+            self.commits += 1
+            self.batches += len(group)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported to the appenders
+            if len(group) == 1:
+                group[0].error = _translate(exc)
+                return
+        # One bad batch must not fail its neighbours: retry each in its own transaction. Each
+        # retry acquires from the pool again, so a connection the combined attempt lost is replaced.
+        for pending in group:
+            try:
+                await self._write([pending.batch])
+                self.commits += 1
+                self.batches += 1
+            except Exception as exc:  # noqa: BLE001 - reported to the appender
+                pending.error = _translate(exc)
+
+    async def _write(self, batches: Sequence[Batch]) -> None:
+        # One statement, so one implicit transaction: all of it commits or none of it does.
+        params = _write_params(batches)
+        async with self._require_pool().acquire() as conn:
+            await conn.execute(_WRITE_SQL, *params)
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await aio_as_trio(self._require_pool().fetch)(sql, *args)
+
+    async def ping(self) -> bool:
+        try:
+            with trio.move_on_after(PING_TIMEOUT):
+                return await aio_as_trio(self._require_pool().fetchval)("SELECT 1") == 1
+        except Exception:  # noqa: BLE001 - health reports, never raises
+            return False
+        return False
+
+    async def read_records(self, run_id: str) -> list[bytes]:
+        rows = await self._fetch("SELECT body FROM records WHERE run_id = $1 ORDER BY jseq", run_id)
+        return [r[0] for r in rows]
+
+    @staticmethod
+    def _run(row: asyncpg.Record) -> RunRow:
+        return RunRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
+            bool(row[12]), row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"),
+        )
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        rows = await self._fetch(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
+        return self._run(rows[0]) if rows else None
+
+    async def get_instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
+        rows = await self._fetch(
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE namespace = $1 AND workflow_id = $2", namespace, workflow_id
+        )
+        return InstanceRow(*rows[0]) if rows else None
+
+    async def find_instances(self, workflow_id: str) -> list[InstanceRow]:
+        """Every namespace's instance of this id: one read answers both start checks."""
+        rows = await self._fetch(f"SELECT {_INSTANCE_COLS} FROM instances WHERE workflow_id = $1", workflow_id)
+        return [InstanceRow(*r) for r in rows]
+
+    async def list_instance_runs(self, namespace: str, workflow_id: str) -> list[RunRow]:
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLS} FROM runs WHERE namespace = $1 AND workflow_id = $2 ORDER BY run_number",
+            namespace, workflow_id,
+        )
+        return [self._run(r) for r in rows]
+
+    async def list_runs(
+        self,
+        namespace: str,
+        *,
+        workflow_type: str | None = None,
+        statuses: list[str] | None = None,
+        query: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        args: list[Any] = [namespace]
+
+        def param(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where = ["namespace = $1"]
+        if workflow_type:
+            where.append(f"workflow_type = {param(workflow_type)}")
+        if statuses:
+            where.append(f"status = ANY({param(list(statuses))}::text[])")
+        if query:
+            # Substring match with LIKE metacharacters taken literally. ILIKE on "C"-collated
+            # columns folds ASCII case only, like SQLite's LIKE.
+            like = param("%" + query.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
+            where.append(f"(workflow_id ILIKE {like} ESCAPE '!' OR business_key ILIKE {like} ESCAPE '!')")
+        # SQLite reads a negative LIMIT as "no limit" and a negative OFFSET as 0; PostgreSQL
+        # rejects both, so they are mapped to the same meaning.
+        sql = (
+            f"SELECT {_RUN_COLS} FROM runs WHERE {' AND '.join(where)}"
+            f" ORDER BY started_at DESC, run_id DESC LIMIT {param(limit if limit >= 0 else None)}"
+            f" OFFSET {param(max(offset, 0))}"
+        )
+        rows = await self._fetch(sql, *args)
+        return [self._run(r) for r in rows]
+
+    async def runs_to_recover(self) -> list[RunRow]:
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN {_TERMINAL} AND (attention OR wake_at IS NOT NULL)"
+        )
+        return [self._run(r) for r in rows]
+
+    async def list_namespaces(self) -> list[NamespaceRow]:
+        rows = await self._fetch(f"SELECT {_NAMESPACE_COLS} FROM namespaces ORDER BY name")
+        return [NamespaceRow(*r) for r in rows]
+
+    async def list_workers(self) -> list[WorkerRow]:
+        rows = await self._fetch(f"SELECT {_WORKER_COLS} FROM workers ORDER BY namespace, worker_id")
+        return [WorkerRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}")) for r in rows]
