@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hyper_serve
 from api.app import create_app
 from api.auth import SUPPORTED_DRIVERS
 from runtime.config import Config
-from runtime.node import Node, bootstrap
+from runtime.node import Node, bootstrap, journal_loop
 
 log = logging.getLogger("dw.server")
 
@@ -44,6 +44,11 @@ def _check_auth(cfg: Config) -> str | None:
 
 
 async def serve(cfg: Config) -> None:
+    async with journal_loop(cfg):
+        await _serve(cfg)
+
+
+async def _serve(cfg: Config) -> None:
     node = Node(cfg)
     async with trio.open_nursery() as root:
         await root.start(node.run)

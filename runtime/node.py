@@ -70,11 +70,11 @@ class Node:
         return store_description(self.cfg)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Open the journal, start the writer and the engine, load directories; then serve forever."""
-        async with journal_loop(self.cfg):
-            await self._run(task_status)
+        """Open the journal, start the writer and the engine, load directories; then serve forever.
 
-    async def _run(self, task_status: Any) -> None:
+        With the PostgreSQL journal the caller must run this, and every task that touches
+        the journal (the HTTP handlers too), inside ``journal_loop(cfg)``.
+        """
         await self.journal.open()
         try:
             async with trio.open_nursery() as nursery:

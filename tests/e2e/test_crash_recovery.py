@@ -19,6 +19,7 @@ from durable_workflow import Client, Worker, activity, workflow
 
 from .harness import unique
 from .server import ServerProcess
+from .stores import BACKENDS, store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -71,10 +72,16 @@ def _check_history(events: list[dict]) -> None:
     assert not dupes, f"duplicated events: {dupes}"
 
 
-def test_sigkill_with_fifty_workflows_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_with_fifty_workflows_in_flight(tmp_path: Path, backend: str) -> None:
+    with store(backend) as database:
+        _crash_scenario(tmp_path, database)
+
+
+def _crash_scenario(tmp_path: Path, database: str | None) -> None:
     port = ServerProcess.free_port()
     env = {"DW_WORKFLOW_TASK_LEASE_SECONDS": "4", "DW_ACTIVITY_LEASE_SECONDS": "4"}
-    server = ServerProcess(tmp_path / "data", env=env, port=port)
+    server = ServerProcess(tmp_path / "data", env=env, port=port, database=database)
     url = server.start()
     tq = unique("crash")
     ids = [unique(f"crash{i}") for i in range(N)]
