@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from persistence.ids import iso, ulid
+from persistence.ids import iso, run_ulid, shard_of, ulid
 
 from .commands import STEP_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
@@ -241,7 +241,9 @@ def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
 
 def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
     child_wf = ulid(em.now)
-    child_run = ulid(em.now)
+    count = state.meta.get("shard_count", 64)
+    child_shard = shard_of(state.namespace, child_wf, count)
+    child_run = run_ulid(child_shard, em.now)
     policy = cmd["parent_close_policy"]
     par = par_fields(cmd.get("par"))
     base = {
@@ -274,6 +276,8 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
             "sequence": seq,
             "policy": policy,
         },
+        shard=child_shard,
+        shard_count=count,
     )
     started = dict(base, child_run_number=1)
     for key in ("execution_timeout_seconds", "run_timeout_seconds"):
@@ -370,7 +374,9 @@ def _fail_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: int)
 
 def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
     meta = state.meta
-    new_run = ulid(em.now)
+    count = meta.get("shard_count", 64)
+    shard = meta.get("shard", shard_of(meta["namespace"], meta["workflow_id"], count))
+    new_run = run_ulid(shard, em.now)
     number = meta["run_number"] + 1
     arguments = cmd.get("arguments") or meta.get("arguments")
     new_meta = new_run_meta(
@@ -390,6 +396,8 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
         search_attributes=state.search_attributes,
         parent=meta.get("parent"),
         continued_from=state.run_id,
+        shard=shard,
+        shard_count=count,
     )
     em.event(
         "WorkflowContinuedAsNew",

@@ -99,6 +99,8 @@ def new_run_meta(
     parent: dict[str, Any] | None = None,
     continued_from: str | None = None,
     command_id: str | None = None,
+    shard: int = 0,
+    shard_count: int = 64,
 ) -> dict[str, Any]:
     if execution_deadline is None and execution_timeout:
         execution_deadline = now + execution_timeout
@@ -121,6 +123,8 @@ def new_run_meta(
         "parent": parent,
         "continued_from": continued_from,
         "command_id": command_id,
+        "shard": shard,
+        "shard_count": shard_count,
     }
 
 

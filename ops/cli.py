@@ -15,6 +15,7 @@ from hypercorn.trio import serve as hyper_serve
 
 from api.app import create_app
 from api.auth import SUPPORTED_DRIVERS
+from persistence.ids import MAX_SHARDS
 from runtime.config import Config
 from runtime.node import Node, bootstrap, journal_loop
 
@@ -30,7 +31,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_auth(cfg: Config) -> str | None:
+def _check_config(cfg: Config) -> str | None:
+    if not 1 <= cfg.shard_count <= MAX_SHARDS:
+        return f"DW_SHARD_COUNT must be between 1 and {MAX_SHARDS}, not {cfg.shard_count}"
     if cfg.auth_driver not in SUPPORTED_DRIVERS:
         return f"auth driver {cfg.auth_driver!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
     if cfg.auth_driver == "token" and not cfg.auth_tokens:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in trio.run(bootstrap, cfg):
             log.info("%s", line)
         return 0
-    problem = _check_auth(cfg)
+    problem = _check_config(cfg)
     if problem:
         log.error("%s", problem)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import UTC, datetime
@@ -25,3 +26,26 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+MAX_SHARDS = 1024  # two base-32 characters at the end of a run id
+
+
+def shard_of(namespace: str, key: str, count: int) -> int:
+    """A stable shard in [0, count) for an address: the same on every node and every restart."""
+    digest = hashlib.blake2b(f"{namespace}\x1f{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def run_ulid(shard: int, now: float | None = None) -> str:
+    """A ULID whose last two characters carry the shard, so a bare run or task id routes itself."""
+    if not 0 <= shard < MAX_SHARDS:
+        raise ValueError(f"shard {shard} is outside 0..{MAX_SHARDS - 1}")
+    return ulid(now)[:-2] + _CROCKFORD[shard >> 5] + _CROCKFORD[shard & 31]
+
+
+def shard_of_run(run_id: str) -> int | None:
+    try:
+        return _CROCKFORD.index(run_id[24]) << 5 | _CROCKFORD.index(run_id[25])
+    except (IndexError, ValueError):
+        return None

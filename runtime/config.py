@@ -38,6 +38,7 @@ class Config:
     idle_seconds: float = 30.0
     workflow_task_lease: float = 60.0
     activity_lease: float = 300.0
+    shard_count: int = 64
     synchronous: str = "FULL"
     compression: bool = True
     history_retention_days: int = 30
@@ -69,6 +70,7 @@ class Config:
             workflow_task_lease=float(_int("DW_WORKFLOW_TASK_LEASE_SECONDS", 60)),
             activity_lease=float(_int("DW_ACTIVITY_LEASE_SECONDS", 300)),
             idle_seconds=float(_int("DW_ACTOR_IDLE_SECONDS", 30)),
+            shard_count=_int("DW_SHARD_COUNT", 64),
         )
         for key, value in overrides.items():
             if value is not None:

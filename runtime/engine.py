@@ -28,12 +28,14 @@ class Engine:
         idle_seconds: float = 30.0,
         wt_lease: float = 60.0,
         act_lease: float = 300.0,
+        shard_count: int = 64,
     ) -> None:
         self.journal = journal
         self.clock = clock
         self.idle_seconds = idle_seconds
         self.wt_lease = wt_lease
         self.act_lease = act_lease
+        self.shard_count = shard_count
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)

@@ -59,7 +59,8 @@ class Node:
         self.clock = clock or SystemClock()
         self.journal = open_journal(cfg)
         self.engine = Engine(
-            self.journal, self.clock, idle_seconds=cfg.idle_seconds, wt_lease=cfg.workflow_task_lease, act_lease=cfg.activity_lease
+            self.journal, self.clock, idle_seconds=cfg.idle_seconds, wt_lease=cfg.workflow_task_lease, act_lease=cfg.activity_lease,
+            shard_count=cfg.shard_count,
         )
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)

@@ -11,7 +11,7 @@ from actors.emit import new_run_meta, started_records
 from actors.run_actor import RunActor, run_row
 from actors.run_state import TERMINAL, RunState, fold
 from persistence import avro, codec
-from persistence.ids import iso, ulid
+from persistence.ids import iso, run_ulid, shard_of, ulid
 from persistence.journal import Batch, InstanceRow, RunRow
 
 from .engine import Engine
@@ -140,7 +140,8 @@ class WorkflowService:
                 "message": f"Workflow [{workflow_id}] has already been started; workflow ids are never reused.",
             }
         now = self.engine.clock.now()
-        run_id = ulid(now)
+        shard = shard_of(namespace, workflow_id, self.engine.shard_count)
+        run_id = run_ulid(shard, now)
         meta = new_run_meta(
             run_id=run_id,
             namespace=namespace,
@@ -156,6 +157,8 @@ class WorkflowService:
             memo=req.get("memo"),
             search_attributes=req.get("search_attributes"),
             command_id=ulid(now),
+            shard=shard,
+            shard_count=self.engine.shard_count,
         )
         meta["instance_created_at"] = now
         records = started_records(meta, now, accepted=True)
