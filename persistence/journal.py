@@ -5,6 +5,13 @@ the projection rows they imply (the run's visibility row, the instance's current
 ``append`` returns only once the batch is committed; backends group many concurrent
 batches into one transaction (group commit), so throughput comes from batching and
 durability from the commit.
+
+Fencing (ARCHITECTURE.md, invariant 4): a batch may carry ``fence``, shard id -> the epoch
+its writer believes it holds. It commits only if, inside the commit's own transaction, every
+listed shard's epoch in ``shards`` still equals the fenced one; otherwise it fails alone with
+``FencedError`` and writes nothing, while the other batches of its group commit normally.
+An epoch changes only when a shard is claimed (``pg_shard_leases.ShardLeases.claim``), so a
+node that lost a shard to another node can no longer write to it.
 """
 
 from __future__ import annotations
@@ -72,10 +79,64 @@ class Batch:
     instances: list[InstanceRow] = field(default_factory=list)
     namespaces: list[NamespaceRow] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
+    # shard id -> epoch the writer holds; empty: not fenced (single node).
+    fence: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class NodeRow:
+    """A cluster member's heartbeat row (``nodes``)."""
+
+    node_id: str
+    advertise_url: str | None
+    started_at: float | None
+    heartbeat_at: float | None
+    status: str
 
 
 class ConflictError(Exception):
     """A record position was already taken: another writer appended to the run."""
+
+
+class FencedError(Exception):
+    """A fenced batch was refused: the shard's epoch is no longer the one its writer holds.
+
+    ``actual`` is the epoch found in ``shards`` (None: no such shard). Nothing of the batch
+    was written. The writer has lost the shard and must stop writing to it.
+    """
+
+    def __init__(self, shard: int, expected: int, actual: int | None) -> None:
+        super().__init__(f"shard {shard} is fenced: the writer holds epoch {expected}, the shard is at {actual}")
+        self.shard = shard
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.shard, self.expected, self.actual))
+
+
+def fence_violation(fence: dict[int, int], epochs: dict[int, int]) -> FencedError | None:
+    """The first (lowest shard) mismatch between a batch's fence and the epochs read, or None."""
+    for shard in sorted(fence):
+        actual = epochs.get(shard)
+        if actual != fence[shard]:
+            return FencedError(shard, fence[shard], actual)
+    return None
+
+
+SHARD_COUNT_KEY = "shard_count"  # cluster_settings key
+
+
+def check_shard_count(shard_count: int) -> None:
+    if isinstance(shard_count, bool) or not isinstance(shard_count, int) or shard_count < 1:
+        raise ValueError(f"shard_count must be a positive integer, not {shard_count!r}")
+
+
+def shard_count_mismatch(stored: int, requested: int) -> ValueError:
+    return ValueError(
+        f"this cluster was created with shard_count={stored}, but shard_count={requested} was requested; "
+        f"the shard count is fixed at cluster creation: configure every node with shard_count={stored}"
+    )
 
 
 class Journal(Protocol):
@@ -101,6 +162,22 @@ class Journal(Protocol):
     async def list_namespaces(self) -> list[NamespaceRow]: ...
 
     async def list_workers(self) -> list[WorkerRow]: ...
+
+    async def ensure_cluster(self, shard_count: int) -> int:
+        """Create the cluster's shards on first call (returns ``shard_count``); later calls
+        return the stored count; a different count raises ``ValueError`` naming the stored one."""
+        ...
+
+    async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
+        """shard id -> (owner node, epoch)."""
+        ...
+
+    async def upsert_node(
+        self, node_id: str, advertise_url: str | None, started_at: float | None, heartbeat_at: float | None,
+        status: str,
+    ) -> None: ...
+
+    async def list_nodes(self) -> list[NodeRow]: ...
 
     async def ping(self) -> bool: ...
 

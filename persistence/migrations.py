@@ -63,6 +63,28 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        [
+            """CREATE TABLE cluster_settings (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )""",
+            """CREATE TABLE shards (
+                shard_id INTEGER PRIMARY KEY,
+                owner_node TEXT,
+                epoch INTEGER NOT NULL DEFAULT 0,
+                updated_at REAL
+            )""",
+            """CREATE TABLE nodes (
+                node_id TEXT PRIMARY KEY,
+                advertise_url TEXT,
+                started_at REAL,
+                heartbeat_at REAL,
+                status TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 
@@ -71,6 +93,9 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
 # BINARY: byte-order sorting (``ORDER BY run_id``, ``ORDER BY name``) and ASCII-only case
 # folding in ILIKE, whatever the database's default locale. Integers are BIGINT (SQLite's
 # INTEGER is 64-bit), timestamps DOUBLE PRECISION (exact for Python floats), bodies BYTEA.
+# Version 2 (both backends) adds clustering: ``cluster_settings`` (the shard count, fixed at
+# cluster creation), ``shards`` (owner node and fencing epoch per shard) and ``nodes``
+# (membership heartbeats).
 # search_attributes/memo/info are JSON *text*, not jsonb: jsonb rewrites numbers (1e300 comes
 # back as an int) and rejects "\u0000", so it would not round-trip every dict SQLite does.
 POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -131,6 +156,28 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
                 last_seen DOUBLE PRECISION NOT NULL,
                 info TEXT NOT NULL DEFAULT '{}',
                 PRIMARY KEY (namespace, worker_id)
+            )""",
+        ],
+    ),
+    (
+        2,
+        [
+            """CREATE TABLE cluster_settings (
+                key TEXT COLLATE "C" PRIMARY KEY,
+                value TEXT COLLATE "C" NOT NULL
+            )""",
+            """CREATE TABLE shards (
+                shard_id INTEGER PRIMARY KEY,
+                owner_node TEXT COLLATE "C",
+                epoch BIGINT NOT NULL DEFAULT 0,
+                updated_at DOUBLE PRECISION
+            )""",
+            """CREATE TABLE nodes (
+                node_id TEXT COLLATE "C" PRIMARY KEY,
+                advertise_url TEXT COLLATE "C",
+                started_at DOUBLE PRECISION,
+                heartbeat_at DOUBLE PRECISION,
+                status TEXT COLLATE "C" NOT NULL
             )""",
         ],
     ),

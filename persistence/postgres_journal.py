@@ -13,6 +13,15 @@ A group commit is a single multi-row statement: one ``unnest`` INSERT per table 
 plain, projections as ``INSERT ... ON CONFLICT DO UPDATE``, deleted workers as a DELETE), all
 in data-modifying CTEs of one statement. One statement is one transaction and one round trip,
 whatever the number of batches in the group.
+
+Fencing lives in the same statement. Its first CTE reads the fenced shards' epochs with
+``SELECT ... FOR SHARE``: the row locks are held until the statement's transaction commits,
+so an epoch bump by another node (``UPDATE shards``) either committed before (and READ
+COMMITTED's re-check makes us read the new epoch) or waits until after our commit. Every
+write is gated on "every (shard, epoch) fenced by the group matches"; when one does not, the
+statement writes nothing and returns the epochs it read, the batches whose fences mismatch
+fail with ``FencedError``, and the rest are written again. So a group with matching fences
+(the common case) still costs one round trip, fenced or not.
 """
 
 from __future__ import annotations
@@ -29,7 +38,19 @@ from trio_asyncio import aio_as_trio
 # isort: split
 import asyncpg
 
-from .journal import Batch, ConflictError, InstanceRow, NamespaceRow, RunRow, WorkerRow
+from .journal import (
+    SHARD_COUNT_KEY,
+    Batch,
+    ConflictError,
+    InstanceRow,
+    NamespaceRow,
+    NodeRow,
+    RunRow,
+    WorkerRow,
+    check_shard_count,
+    fence_violation,
+    shard_count_mismatch,
+)
 from .migrations import POSTGRES_MIGRATIONS
 
 log = logging.getLogger("dw.journal")
@@ -37,6 +58,9 @@ log = logging.getLogger("dw.journal")
 # pg_advisory_xact_lock key held while migrating (per database; released at commit).
 # Bigint spelling of b"dwschema". Shard locks must not use this key.
 MIGRATION_LOCK_KEY = int.from_bytes(b"dwschema", "big")
+# pg_advisory_xact_lock key held by ensure_cluster while it creates the shards. Bigint
+# spelling of b"dwclustr". (Shard leases use the two-int form, a separate lock space.)
+CLUSTER_LOCK_KEY = int.from_bytes(b"dwclustr", "big")
 
 PING_TIMEOUT = 5.0  # seconds; ping() answers False after this long
 CLOSE_TIMEOUT = 10.0  # seconds for a graceful pool close before connections are terminated
@@ -91,7 +115,7 @@ _UPSERTS: list[tuple[str, list[tuple[str, str]], tuple[str, ...]]] = [
 
 
 def _build_write_sql() -> str:
-    n = 0
+    n = 2  # $1, $2: the fence's (shard, epoch) pairs
 
     def arrays(types: Iterable[str]) -> str:
         nonlocal n
@@ -101,22 +125,32 @@ def _build_write_sql() -> str:
             out.append(f"${n}::{t}[]")
         return ", ".join(out)
 
+    gate = "(SELECT ok FROM fence_ok)"
     ctes = [
+        # Locked until commit: an epoch bump by a claim waits for us, or we read its result.
+        "fence AS (SELECT shard_id, epoch FROM shards WHERE shard_id = ANY($1::int4[]) ORDER BY shard_id FOR SHARE)",
+        "fence_ok AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($1::int4[], $2::int8[]) AS f(shard_id, epoch)"
+        " LEFT JOIN fence s ON s.shard_id = f.shard_id WHERE s.epoch IS DISTINCT FROM f.epoch) AS ok)",
         "w_records AS (INSERT INTO records (run_id, jseq, body)"
-        f" SELECT * FROM unnest({arrays(['text', 'int8', 'bytea'])}))"
+        f" SELECT * FROM unnest({arrays(['text', 'int8', 'bytea'])}) WHERE {gate})",
     ]
     for table, cols, key in _UPSERTS:
         names = ", ".join(c for c, _ in cols)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in cols if c not in key)
         ctes.append(
             f"w_{table} AS (INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays(t for _, t in cols)})"
-            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates})"
+            f" WHERE {gate} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates})"
         )
     ctes.append(
         f"w_workers_deleted AS (DELETE FROM workers w USING unnest({arrays(['text', 'text'])}) AS d(namespace, worker_id)"
-        " WHERE w.namespace = d.namespace AND w.worker_id = d.worker_id)"
+        f" WHERE w.namespace = d.namespace AND w.worker_id = d.worker_id AND {gate})"
     )
-    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+    return (
+        "WITH " + ",\n".join(ctes)
+        + "\nSELECT (SELECT ok FROM fence_ok) AS ok,"
+        " (SELECT COALESCE(array_agg(shard_id ORDER BY shard_id), '{}') FROM fence) AS shard_ids,"
+        " (SELECT COALESCE(array_agg(epoch ORDER BY shard_id), '{}') FROM fence) AS epochs"
+    )
 
 
 # One statement for every group: empty arrays insert nothing, so it is prepared once per connection.
@@ -142,12 +176,14 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
     Records are not deduplicated: a repeated position must fail as a conflict.
     """
     records: list[tuple[str, int, bytes]] = []
+    fences: set[tuple[int, int]] = set()
     runs: dict[str, tuple[Any, ...]] = {}
     instances: dict[tuple[str, str], tuple[Any, ...]] = {}
     namespaces: dict[str, tuple[Any, ...]] = {}
     workers: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
     for batch in batches:
         records.extend(batch.records)
+        fences.update(batch.fence.items())
         for r in batch.runs:
             runs[r.run_id] = (
                 r.run_id, r.namespace, r.workflow_id, r.run_number, r.workflow_type, r.task_queue, r.status,
@@ -166,7 +202,8 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
             )
     upserted_workers = {k: v for k, v in workers.items() if v is not None}
     deleted_workers = [k for k, v in workers.items() if v is None]
-    params: list[Any] = _columns(sorted(records, key=lambda r: (r[0], r[1])), 3)
+    params: list[Any] = _columns(sorted(fences), 2)
+    params += _columns(sorted(records, key=lambda r: (r[0], r[1])), 3)
     for rows, (_, cols, _) in zip((runs, instances, namespaces, upserted_workers), _UPSERTS, strict=True):
         params += _columns((rows[k] for k in sorted(rows)), len(cols))
     params += _columns(sorted(deleted_workers), 2)
@@ -311,31 +348,102 @@ class PostgresJournal:
             raise pending.error
 
     async def _commit_group(self, group: list[_Pending]) -> None:
-        """asyncio: commit the group in one transaction, or each batch alone if that fails."""
-        try:
-            await self._write([p.batch for p in group])
-            self.commits += 1
-            self.batches += len(group)
-            return
-        except Exception as exc:  # noqa: BLE001 - reported to the appenders
-            if len(group) == 1:
-                group[0].error = _translate(exc)
+        """asyncio: commit the group in one transaction, or each batch alone if that fails.
+
+        A fenced-out batch gets its ``FencedError`` and the rest of the group is written again
+        (each round removes at least one batch, so this ends)."""
+        live = group
+        while live:
+            try:
+                epochs = await self._write([p.batch for p in live])
+            except Exception as exc:  # noqa: BLE001 - reported to the appenders
+                if len(live) == 1:
+                    live[0].error = _translate(exc)
+                    return
+                break
+            if epochs is None:
+                self.commits += 1
+                self.batches += len(live)
                 return
+            rest = []
+            for pending in live:
+                pending.error = fence_violation(pending.batch.fence, epochs)
+                if pending.error is None:
+                    rest.append(pending)
+            if len(rest) == len(live):  # cannot happen: the statement and Python disagree
+                raise AssertionError(f"the fence check refused a group whose fences match {epochs}")
+            live = rest
         # One bad batch must not fail its neighbours: retry each in its own transaction. Each
         # retry acquires from the pool again, so a connection the combined attempt lost is replaced.
-        for pending in group:
+        for pending in live:
             try:
-                await self._write([pending.batch])
-                self.commits += 1
-                self.batches += 1
+                epochs = await self._write([pending.batch])
             except Exception as exc:  # noqa: BLE001 - reported to the appender
                 pending.error = _translate(exc)
+                continue
+            if epochs is None:
+                self.commits += 1
+                self.batches += 1
+            else:
+                pending.error = fence_violation(pending.batch.fence, epochs)
 
-    async def _write(self, batches: Sequence[Batch]) -> None:
-        # One statement, so one implicit transaction: all of it commits or none of it does.
+    async def _write(self, batches: Sequence[Batch]) -> dict[int, int] | None:
+        """asyncio: write the batches in one statement (one implicit transaction: all of it
+        commits or none of it does). None when written; when a fence did not match, nothing
+        was written and the answer is the epochs read (shard -> epoch, absent: no such shard)."""
         params = _write_params(batches)
         async with self._require_pool().acquire() as conn:
-            await conn.execute(_WRITE_SQL, *params)
+            row = await conn.fetchrow(_WRITE_SQL, *params)
+        if row["ok"]:
+            return None
+        return dict(zip(row["shard_ids"], row["epochs"], strict=True))
+
+    # --- cluster -------------------------------------------------------------------
+
+    async def ensure_cluster(self, shard_count: int) -> int:
+        check_shard_count(shard_count)
+        stored = await aio_as_trio(self._aio_ensure_cluster)(shard_count)
+        if stored != shard_count:
+            raise shard_count_mismatch(stored, shard_count)
+        return stored
+
+    async def _aio_ensure_cluster(self, shard_count: int) -> int:
+        async with self._require_pool().acquire() as conn, conn.transaction():
+            # Taken before the read: a second first caller waits, then sees the stored count.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CLUSTER_LOCK_KEY)
+            value = await conn.fetchval("SELECT value FROM cluster_settings WHERE key = $1", SHARD_COUNT_KEY)
+            if value is not None:
+                return int(value)
+            await conn.execute(
+                "INSERT INTO cluster_settings(key, value) VALUES ($1, $2)", SHARD_COUNT_KEY, str(shard_count)
+            )
+            await conn.execute(
+                "INSERT INTO shards(shard_id, owner_node, epoch, updated_at)"
+                " SELECT g, NULL, 0, NULL FROM generate_series(0, $1::int4 - 1) AS g ON CONFLICT DO NOTHING",
+                shard_count,
+            )
+            return shard_count
+
+    async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
+        rows = await self._fetch("SELECT shard_id, owner_node, epoch FROM shards ORDER BY shard_id")
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def upsert_node(
+        self, node_id: str, advertise_url: str | None, started_at: float | None, heartbeat_at: float | None,
+        status: str,
+    ) -> None:
+        await aio_as_trio(self._require_pool().execute)(
+            "INSERT INTO nodes(node_id, advertise_url, started_at, heartbeat_at, status) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (node_id) DO UPDATE SET advertise_url = EXCLUDED.advertise_url,"
+            " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at, status = EXCLUDED.status",
+            node_id, advertise_url, started_at, heartbeat_at, status,
+        )
+
+    async def list_nodes(self) -> list[NodeRow]:
+        rows = await self._fetch(
+            "SELECT node_id, advertise_url, started_at, heartbeat_at, status FROM nodes ORDER BY node_id"
+        )
+        return [NodeRow(*r) for r in rows]
 
     # --- reads ---------------------------------------------------------------------
 

@@ -33,7 +33,16 @@ import trio_asyncio
 # isort: split
 import asyncpg
 
-from persistence.journal import Batch, ConflictError, InstanceRow, NamespaceRow, RunRow, WorkerRow
+from persistence.journal import (
+    Batch,
+    ConflictError,
+    FencedError,
+    InstanceRow,
+    NamespaceRow,
+    NodeRow,
+    RunRow,
+    WorkerRow,
+)
 from persistence.postgres_journal import PostgresJournal
 from persistence.sqlite_journal import SqliteJournal
 
@@ -55,6 +64,8 @@ class Backend:
     open: Callable[[str], Awaitable[Any]]
     # Schema versions recorded as applied, one entry per application (None: not checked).
     applied_versions: Callable[[str], Awaitable[list[int]]] | None = None
+    # Set a shard's epoch behind the journal's back, as another node's claim would.
+    set_epoch: Callable[[str, int, int], Awaitable[None]] | None = None
     # Why the backend cannot run here, or None when it can.
     unavailable: Callable[[], str | None] = lambda: None
 
@@ -75,11 +86,21 @@ async def _sqlite_versions(location: str) -> list[int]:
         return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
 
 
+async def _sqlite_set_epoch(location: str, shard: int, epoch: int) -> None:
+    conn = sqlite3.connect(location, timeout=10)
+    try:
+        with conn:
+            conn.execute("UPDATE shards SET epoch=? WHERE shard_id=?", (epoch, shard))
+    finally:
+        conn.close()
+
+
 SQLITE = Backend(
     name="sqlite",
     fresh_store=_sqlite_store,
     open=_open_sqlite,
     applied_versions=_sqlite_versions,
+    set_epoch=_sqlite_set_epoch,
 )
 
 
@@ -106,11 +127,11 @@ def _with_search_path(dsn: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def _pg_fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
+async def _pg_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     """asyncio: one statement on a connection of its own (never the journal's pool)."""
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch(sql)
+        return await conn.fetch(sql, *args)
     finally:
         await conn.close()
 
@@ -139,11 +160,18 @@ async def _postgres_versions(location: str) -> list[int]:
     return [r[0] for r in rows]
 
 
+async def _postgres_set_epoch(location: str, shard: int, epoch: int) -> None:
+    await trio_asyncio.aio_as_trio(_pg_fetch)(
+        location, "UPDATE shards SET epoch = $1 WHERE shard_id = $2", epoch, shard
+    )
+
+
 POSTGRES = Backend(
     name="postgresql",
     fresh_store=_postgres_store,
     open=_open_postgres,
     applied_versions=_postgres_versions,
+    set_epoch=_postgres_set_epoch,
     unavailable=_postgres_unavailable,
 )
 
@@ -727,3 +755,219 @@ async def test_concurrent_first_opens_of_a_fresh_store(backend: Backend, tmp_pat
         if errors:
             break
     assert not errors, errors
+
+
+# --- fencing ---------------------------------------------------------------------------
+
+
+def test_batches_are_unfenced_by_default() -> None:
+    assert Batch().fence == {}
+    err = FencedError(3, 1, 2)
+    assert (err.shard, err.expected, err.actual) == (3, 1, 2)
+
+
+def _fenced_batch(rid: str, fence: dict[int, int], worker: str | None = None) -> Batch:
+    return Batch(
+        records=[(rid, 0, body(rid, 0)), (rid, 1, body(rid, 1))],
+        runs=[run_row(rid)],
+        instances=[instance_row(f"wf-{rid}", rid)],
+        namespaces=[namespace_row(f"ns-{rid}")],
+        workers=[worker_row(worker or f"w-{rid}")],
+        fence=fence,
+    )
+
+
+async def _assert_nothing_of(journal: Any, rid: str) -> None:
+    assert await journal.read_records(rid) == []
+    assert await journal.get_run(rid) is None
+    assert await journal.get_instance(NS, f"wf-{rid}") is None
+    assert f"ns-{rid}" not in [n.name for n in await journal.list_namespaces()]
+    assert f"w-{rid}" not in [w.worker_id for w in await journal.list_workers()]
+
+
+async def test_fenced_append_commits_with_the_current_epochs(harness: Harness, backend: Backend, journal: Any) -> None:
+    assert await journal.ensure_cluster(4) == 4
+    await backend.set_epoch(harness.location, 1, 7)
+    await backend.set_epoch(harness.location, 2, 3)
+
+    await journal.append(_fenced_batch("f-one", {1: 7}))
+    await journal.append(_fenced_batch("f-two", {1: 7, 2: 3, 0: 0}))
+    for rid in ("f-one", "f-two"):
+        assert await journal.read_records(rid) == [body(rid, 0), body(rid, 1)]
+        assert await journal.get_run(rid) == run_row(rid)
+        assert (await journal.get_instance(NS, f"wf-{rid}")).current_run_id == rid
+
+    # Many concurrent fenced appenders with current epochs still share commits.
+    n = 100
+    commits0, batches0 = journal.commits, journal.batches
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(journal.append, Batch(records=[(f"fg-{i}", 0, b"x")], fence={i % 4: (0, 7, 3, 0)[i % 4]}))
+    assert journal.batches - batches0 == n
+    assert 1 <= journal.commits - commits0 <= n // 10, "fenced batches lost group commit"
+
+
+async def test_fenced_append_with_a_stale_epoch_raises_and_writes_nothing(
+    harness: Harness, backend: Backend, journal: Any
+) -> None:
+    await journal.ensure_cluster(4)
+    await journal.append(Batch(records=[("held", 0, body("held", 0))], runs=[run_row("held")], fence={2: 0}))
+    await backend.set_epoch(harness.location, 2, 1)  # another node claimed shard 2
+
+    with pytest.raises(FencedError) as caught:
+        await journal.append(_fenced_batch("stale", {2: 0}))
+    assert (caught.value.shard, caught.value.expected, caught.value.actual) == (2, 0, 1)
+    await _assert_nothing_of(journal, "stale")
+
+    # One stale shard among good ones fences the whole batch; the lowest mismatch is reported.
+    with pytest.raises(FencedError) as caught:
+        await journal.append(_fenced_batch("stale2", {0: 0, 2: 0, 3: 0}))
+    assert (caught.value.shard, caught.value.expected, caught.value.actual) == (2, 0, 1)
+    await _assert_nothing_of(journal, "stale2")
+
+    # A newer epoch than the shard's is refused too, and so is a shard that does not exist.
+    with pytest.raises(FencedError):
+        await journal.append(_fenced_batch("ahead", {2: 2}))
+    with pytest.raises(FencedError) as caught:
+        await journal.append(_fenced_batch("nowhere", {99: 0}))
+    assert (caught.value.shard, caught.value.actual) == (99, None)
+    for rid in ("ahead", "nowhere"):
+        await _assert_nothing_of(journal, rid)
+
+    # The fenced batch wrote nothing, so its positions are still free; with the new epoch it commits.
+    await journal.append(_fenced_batch("stale", {2: 1}))
+    assert await journal.read_records("stale") == [body("stale", 0), body("stale", 1)]
+    assert await journal.read_records("held") == [body("held", 0)]
+    # Unfenced batches ignore epochs (single node).
+    await journal.append(Batch(records=[("held", 1, body("held", 1))]))
+    assert await journal.read_records("held") == [body("held", 0), body("held", 1)]
+
+
+async def test_fenced_out_batch_in_a_concurrent_group_fails_alone(
+    harness: Harness, backend: Backend, journal: Any
+) -> None:
+    await journal.ensure_cluster(2)
+    await backend.set_epoch(harness.location, 0, 5)
+    await backend.set_epoch(harness.location, 1, 2)
+    n, bad = 30, {7, 21}
+    outcome: dict[int, BaseException | None] = {}
+    commits0 = journal.commits
+
+    async def appender(i: int) -> None:
+        rid = f"fgrp-{i}"
+        if i in bad:
+            fence = {0: 4}  # the epoch before another node's claim
+        elif i % 3 == 0:
+            fence = {}  # unfenced neighbours
+        else:
+            fence = {0: 5, 1: 2} if i % 2 else {1: 2}
+        try:
+            await journal.append(_fenced_batch(rid, fence))
+            outcome[i] = None
+        except Exception as exc:  # noqa: BLE001 - recorded and checked below
+            outcome[i] = exc
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(appender, i)
+
+    assert {i for i, exc in outcome.items() if exc is not None} == bad, outcome
+    assert journal.commits - commits0 <= n // 3, "the group was not committed together"
+    for i in bad:
+        exc = outcome[i]
+        assert isinstance(exc, FencedError) and (exc.shard, exc.expected, exc.actual) == (0, 4, 5), exc
+        await _assert_nothing_of(journal, f"fgrp-{i}")
+    for i in set(range(n)) - bad:
+        rid = f"fgrp-{i}"
+        assert await journal.read_records(rid) == [body(rid, 0), body(rid, 1)]
+        assert await journal.get_run(rid) == run_row(rid)
+
+
+async def test_fenced_batch_with_a_conflict_and_a_fenced_out_one_in_one_group(
+    harness: Harness, backend: Backend, journal: Any
+) -> None:
+    await journal.ensure_cluster(1)
+    await journal.append(Batch(records=[("taken", 0, b"first")]))
+    await backend.set_epoch(harness.location, 0, 1)
+    outcome: dict[str, BaseException | None] = {}
+
+    async def appender(name: str, batch: Batch) -> None:
+        try:
+            await journal.append(batch)
+            outcome[name] = None
+        except Exception as exc:  # noqa: BLE001 - recorded and checked below
+            outcome[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(appender, "conflict", Batch(records=[("taken", 0, b"again")], fence={0: 1}))
+        nursery.start_soon(appender, "fenced", _fenced_batch("fenced", {0: 0}))
+        nursery.start_soon(appender, "good", _fenced_batch("good", {0: 1}))
+    assert isinstance(outcome["conflict"], ConflictError), outcome
+    assert isinstance(outcome["fenced"], FencedError), outcome
+    assert outcome["good"] is None, outcome
+    assert await journal.read_records("taken") == [b"first"]
+    await _assert_nothing_of(journal, "fenced")
+    assert await journal.read_records("good") == [body("good", 0), body("good", 1)]
+
+
+# --- cluster settings and membership ---------------------------------------------------
+
+
+async def test_ensure_cluster_first_second_and_mismatch(harness: Harness, journal: Any) -> None:
+    assert await journal.shard_epochs() == {}
+    assert await journal.ensure_cluster(8) == 8
+    assert await journal.shard_epochs() == {i: (None, 0) for i in range(8)}
+    assert await journal.ensure_cluster(8) == 8
+
+    other = await harness.open()  # another node on the same store
+    assert await other.ensure_cluster(8) == 8
+    with pytest.raises(ValueError, match=r"shard_count=8") as caught:
+        await other.ensure_cluster(16)
+    assert "16" in str(caught.value)
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            await journal.ensure_cluster(bad)
+    assert await other.shard_epochs() == {i: (None, 0) for i in range(8)}
+
+
+async def test_ensure_cluster_concurrent_first_callers_agree(harness: Harness, journal: Any) -> None:
+    journals = [journal, await harness.open(), await harness.open()]
+    counts = [6, 6, 9]
+    outcome: dict[int, int | BaseException] = {}
+
+    async def caller(i: int) -> None:
+        try:
+            outcome[i] = await journals[i].ensure_cluster(counts[i])
+        except ValueError as exc:
+            outcome[i] = exc
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(caller, i)
+
+    stored = len(await journal.shard_epochs())
+    assert stored in (6, 9)
+    for i, count in enumerate(counts):
+        if count == stored:
+            assert outcome[i] == stored, outcome
+        else:
+            assert isinstance(outcome[i], ValueError) and f"shard_count={stored}" in str(outcome[i]), outcome
+    assert await journal.shard_epochs() == {i: (None, 0) for i in range(stored)}
+
+
+async def test_nodes_upsert_and_list(journal: Any) -> None:
+    assert await journal.list_nodes() == []
+    b = NodeRow("node-b", "http://127.0.0.1:8002", T0, T0 + 1, "active")
+    a = NodeRow("node-a", None, None, None, "joining")
+    await journal.upsert_node(b.node_id, b.advertise_url, b.started_at, b.heartbeat_at, b.status)
+    await journal.upsert_node(a.node_id, a.advertise_url, a.started_at, a.heartbeat_at, a.status)
+    assert await journal.list_nodes() == [a, b]
+
+    a2 = NodeRow("node-a", "http://127.0.0.1:8001", T0 + 2, T0 + 3.5, "active")
+    await journal.upsert_node(a2.node_id, a2.advertise_url, a2.started_at, a2.heartbeat_at, a2.status)
+    b2 = replace(b, heartbeat_at=T0 + 4.25, status="leaving")
+    await journal.upsert_node(b2.node_id, b2.advertise_url, b2.started_at, b2.heartbeat_at, b2.status)
+    assert await journal.list_nodes() == [a2, b2]
