@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from persistence import codec
-from persistence.journal import Batch, InstanceRow, RunRow
+from persistence.journal import Batch, FencedError, InstanceRow, RunRow
 
 from . import decide_activity, decide_control, decide_time, decide_workflow_task
 from .clock import SystemClock, TrioClock
@@ -44,6 +44,10 @@ class Host(Protocol):
     def activate(self, run_id: str) -> None: ...
 
     def forget(self, actor: RunActor) -> None: ...
+
+    def fence(self, run_id: str) -> dict[int, int]: ...
+
+    def drop_shards(self, shards: set[int]) -> None: ...
 
 
 class Reply:
@@ -76,6 +80,10 @@ class RunNotFound(Exception):
     pass
 
 
+class NotOwner(Exception):
+    """This node does not own the run's shard (any more)."""
+
+
 class RunActor:
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
         self.run_id = run_id
@@ -89,10 +97,19 @@ class RunActor:
         self._stable.set()
         self.offered: dict[str, tuple[str, str]] = {}  # task id -> (kind, queue) it was offered on
         self.loaded = trio.Event()
+        self._scope = trio.CancelScope()
 
     # --- lifecycle -----------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The shard moved away: stop at once; the journal keeps everything committed."""
+        self._scope.cancel()
+
     async def main(self) -> None:
+        with self._scope:
+            await self._main()
+
+    async def _main(self) -> None:
         try:
             await self._load()
         except BaseException:
@@ -155,7 +172,7 @@ class RunActor:
             if namespace is not None and namespace != self.state.namespace:
                 raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
             value = await handler(**msg.args)
-        except (GuardError, RunNotFound) as exc:
+        except (GuardError, RunNotFound, NotOwner) as exc:
             if msg.reply:
                 msg.reply.set(error=exc)
             return
@@ -178,7 +195,7 @@ class RunActor:
         if not em.records and not em.new_runs:
             return
         state = self.state
-        batch = Batch()
+        batch = Batch(fence=self.host.fence(self.run_id))
         base = state.jseq
         for i, rec in enumerate(em.records):
             batch.records.append((self.run_id, base + i + 1, codec.dumps(rec)))
@@ -207,6 +224,12 @@ class RunActor:
         try:
             with trio.CancelScope(shield=True):
                 await self.host.journal.append(batch)
+        except FencedError as exc:
+            self.committing = False
+            self._stable.set()
+            log.warning("run %s: shard %s was taken over (epoch %s); stopping", self.run_id, exc.shard, exc.actual)
+            self.host.drop_shards({exc.shard})
+            raise NotOwner(self.run_id) from None
         except BaseException:
             self.committing = False
             self._stable.set()

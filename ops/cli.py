@@ -17,6 +17,7 @@ from api.app import create_app
 from api.auth import SUPPORTED_DRIVERS
 from persistence.ids import MAX_SHARDS
 from runtime.config import Config
+from runtime.errors import ConfigurationError
 from runtime.node import Node, bootstrap, journal_loop
 
 log = logging.getLogger("dw.server")
@@ -80,6 +81,12 @@ async def _serve(cfg: Config) -> None:
     log.info("dw-server stopped")
 
 
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dw-server", description="Durable workflow server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8080)
             p.add_argument("--insecure", action="store_true", help="allow auth driver 'none' on a non-loopback bind")
+            p.add_argument("--node-id", default=None, help="this node's id in a cluster (default: host name and pid)")
+            p.add_argument("--advertise-url", default=None, help="the URL other nodes reach this node at")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     overrides: dict[str, object] = {"data_dir": args.data_dir, "database": args.database}
     if args.command == "serve":
-        overrides.update(host=args.host, port=args.port, insecure=args.insecure)
+        overrides.update(
+            host=args.host, port=args.port, insecure=args.insecure, node_id=args.node_id, advertise_url=args.advertise_url
+        )
     cfg = Config.from_env(**overrides)
     if args.command == "bootstrap":
         for line in trio.run(bootstrap, cfg):
@@ -108,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         log.error("%s", problem)
         return 2
+    refused = False
     try:
-        trio.run(serve, cfg)
+        try:
+            trio.run(serve, cfg)
+        except* ConfigurationError as group:
+            for exc in _leaves(group):
+                log.error("%s", exc)
+            refused = True
     except KeyboardInterrupt:
         pass
-    return 0
+    return 2 if refused else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -444,6 +445,22 @@ class PostgresJournal:
             "SELECT node_id, advertise_url, started_at, heartbeat_at, status FROM nodes ORDER BY node_id"
         )
         return [NodeRow(*r) for r in rows]
+
+    async def lease_namespace(self) -> int:
+        """The first key of this cluster's shard locks.
+
+        Advisory locks are per database, not per schema: deriving the key from the schema
+        keeps two clusters (or test runs) in one database from taking each other's shards.
+        """
+        rows = await self._fetch("SELECT current_schema()")
+        return zlib.crc32(f"dw-shards:{rows[0][0]}".encode()) & 0x7FFFFFFF
+
+    async def lease_sessions(self) -> set[str]:
+        """Node ids whose shard-lease session is connected right now (their locks are live)."""
+        rows = await self._fetch(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'dw-shard-leases:%'"
+        )
+        return {r[0].removeprefix("dw-shard-leases:") for r in rows}
 
     # --- reads ---------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class Config:
     workflow_task_lease: float = 60.0
     activity_lease: float = 300.0
     shard_count: int = 64
+    node_id: str = ""
+    advertise_url: str | None = None
     synchronous: str = "FULL"
     compression: bool = True
     history_retention_days: int = 30
@@ -71,10 +73,14 @@ class Config:
             activity_lease=float(_int("DW_ACTIVITY_LEASE_SECONDS", 300)),
             idle_seconds=float(_int("DW_ACTOR_IDLE_SECONDS", 30)),
             shard_count=_int("DW_SHARD_COUNT", 64),
+            node_id=_env("DW_NODE_ID") or "",
+            advertise_url=_env("DW_ADVERTISE_URL"),
         )
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
+        if not cfg.node_id:  # stable across restarts of the same listener, so a restart is not a new member
+            cfg.node_id = f"{os.uname().nodename}:{cfg.port}" if cfg.port else f"{os.uname().nodename}-{os.getpid()}"
         return cfg
 
     @property

@@ -12,9 +12,10 @@ from typing import Any
 import trio
 
 from actors.clock import SystemClock, TrioClock
-from actors.run_actor import Msg, Reply, RunActor
+from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
+from persistence.ids import shard_of_run
 
 log = logging.getLogger("dw.engine")
 
@@ -36,6 +37,8 @@ class Engine:
         self.wt_lease = wt_lease
         self.act_lease = act_lease
         self.shard_count = shard_count
+        # shard -> epoch held; None on the embedded single node, which owns everything unfenced
+        self.owned: dict[int, int] | None = None
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)
@@ -52,13 +55,42 @@ class Engine:
             task_status.started()
             await trio.sleep_forever()
 
-    async def _recover(self) -> int:
-        """Rebuild outstanding tasks, leases and timers of open runs after a restart."""
+    async def _recover(self, shards: set[int] | None = None) -> int:
+        """Rebuild outstanding tasks, leases and timers of open runs after a restart or a shard move."""
+        if shards is None and self.owned is not None:
+            return 0  # clustered: runs are recovered shard by shard as they are adopted
         rows = await self.journal.runs_to_recover()
+        if shards is not None:
+            rows = [r for r in rows if shard_of_run(r.run_id) in shards]
         for row in rows:
             self.post(row.run_id, Msg("tick"))
             self.post(row.run_id, Msg("check_children"))
         return len(rows)
+
+    def fence(self, run_id: str) -> dict[int, int]:
+        """The epoch a commit for this run must still hold (empty on the embedded single node)."""
+        if self.owned is None:
+            return {}
+        shard = shard_of_run(run_id)
+        epoch = self.owned.get(shard) if shard is not None else None
+        if epoch is None:
+            raise NotOwner(run_id)
+        return {shard: epoch}  # type: ignore[dict-item]
+
+    async def adopt_shards(self, shards: set[int]) -> None:
+        recovered = await self._recover(shards)
+        if recovered:
+            log.info("recovered %d open runs of %d adopted shards", recovered, len(shards))
+
+    def drop_shards(self, shards: set[int]) -> None:
+        """Stop the actors of shards this node no longer owns; their state stays in the journal."""
+        if self.owned is not None:
+            for shard in shards:
+                self.owned.pop(shard, None)
+        for run_id, actor in list(self.actors.items()):
+            if shard_of_run(run_id) in shards:
+                actor.stop()
+                self.forget(actor)
 
     def drain(self) -> None:
         """Answer parked polls now; the HTTP server is about to stop."""
@@ -81,6 +113,12 @@ class Engine:
         actor = self.actors.get(run_id)
         if actor is None:
             assert self._nursery is not None, "engine not running"
+            if self.owned is not None:
+                shard = shard_of_run(run_id)
+                if shard is None or shard >= self.shard_count:
+                    raise RunNotFound(run_id)  # no run of this cluster carries that id
+                if shard not in self.owned:
+                    raise NotOwner(run_id)
             actor = self.actors[run_id] = RunActor(run_id, self)
             self._nursery.start_soon(actor.main, name=f"run:{run_id}")
         return actor
@@ -96,6 +134,8 @@ class Engine:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""
         try:
             self.actor(run_id).send.send_nowait(msg)
+        except NotOwner:
+            log.warning("not delivering %s to run %s: its shard is owned by another node", msg.kind, run_id)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             assert self._nursery is not None
             self._nursery.start_soon(self.deliver, run_id, msg)

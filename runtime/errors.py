@@ -19,3 +19,7 @@ class ProtocolError(Exception):
 
 def validation(field: str, message: str) -> ProtocolError:
     return ProtocolError(422, "validation_failed", message, errors={field: [message]}, validation_errors={field: [message]})
+
+
+class ConfigurationError(Exception):
+    """The node cannot run with this configuration; the message tells the operator what to change."""

@@ -84,7 +84,18 @@ class Node:
                 if await self.namespaces.ensure_default():
                     log.info("created the %r namespace", self.cfg.default_namespace)
                 await self.workers.load()
-                await nursery.start(self.engine.run)
+                if self.cfg.database:
+                    from .shard_manager import ShardManager
+
+                    self.engine.owned = {}  # clustered: shards are adopted as they are claimed
+                    await nursery.start(self.engine.run)
+                    manager = ShardManager(
+                        self.engine, self.journal, self.cfg.database, self.cfg.node_id,
+                        self.cfg.advertise_url, self.cfg.shard_count,
+                    )
+                    await nursery.start(manager.run)
+                else:
+                    await nursery.start(self.engine.run)
                 task_status.started()
                 await trio.sleep_forever()
         finally:

@@ -167,6 +167,7 @@ class WorkflowService:
             fold(state, rec)
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
         batch = Batch(
+            fence=self.engine.fence(run_id),
             records=[(run_id, i + 1, codec.dumps(r)) for i, r in enumerate(records)],
             runs=[run_row(state, now)],
             instances=[instance],
