@@ -7,6 +7,7 @@ from typing import Any
 from persistence import avro
 from persistence.ids import iso
 from runtime.errors import ProtocolError, validation
+from runtime.membership import cluster_view
 
 from . import schemas
 from .app import Api, Ctx
@@ -85,7 +86,11 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
                 for w in workers
             ],
         }
-        return 200, cluster_info(cfg, fleet)
+        body = cluster_info(cfg, fleet)
+        body["cluster"] = await cluster_view(
+            node.journal, node_id=cfg.node_id, shard_count=cfg.shard_count, clustered=bool(cfg.database), now=now
+        )
+        return 200, body
 
     # --- namespaces ----------------------------------------------------------------
 

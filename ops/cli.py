@@ -18,7 +18,8 @@ from api.auth import SUPPORTED_DRIVERS
 from persistence.ids import MAX_SHARDS
 from runtime.config import Config
 from runtime.errors import ConfigurationError
-from runtime.node import Node, bootstrap, journal_loop
+from runtime.membership import render_table
+from runtime.node import Node, bootstrap, cluster_status, journal_loop
 
 log = logging.getLogger("dw.server")
 
@@ -90,6 +91,11 @@ def _leaves(error: BaseException) -> list[BaseException]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dw-server", description="Durable workflow server")
     sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("cluster", help="cluster operations")
+    status.add_argument("action", choices=["status"])
+    status.add_argument("--database", default=None, help="postgresql://… of the cluster (or DW_DATABASE_URL)")
+    status.add_argument("--data-dir", default="./.dw-data")
+    status.add_argument("--log-level", default="WARNING")
     for name in ("serve", "bootstrap"):
         p = sub.add_parser(name)
         p.add_argument("--data-dir", default="./.dw-data", help="directory of the embedded SQLite journal")
@@ -114,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         for line in trio.run(bootstrap, cfg):
             log.info("%s", line)
+        return 0
+    if args.command == "cluster":
+        print(render_table(trio.run(cluster_status, cfg)))
         return 0
     problem = _check_config(cfg)
     if problem:

@@ -128,3 +128,22 @@ async def _bootstrap(cfg: Config) -> list[str]:
         await node.journal.aclose()
     done.append(f"schema ready at {node.store_description}")
     return done
+
+
+async def cluster_status(cfg: Config) -> dict[str, Any]:
+    """What ``dw-server cluster status`` prints, read from the journal without joining the cluster."""
+    from .membership import cluster_view
+
+    async with journal_loop(cfg):
+        journal = open_journal(cfg)
+        await journal.open()
+        try:
+            count = cfg.shard_count
+            if cfg.database:
+                epochs = await journal.shard_epochs()
+                count = len(epochs) or count
+            return await cluster_view(
+                journal, node_id=cfg.node_id, shard_count=count, clustered=bool(cfg.database), now=SystemClock().now()
+            )
+        finally:
+            await journal.aclose()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess
@@ -59,6 +62,16 @@ def test_nodes_share_shards_take_over_a_dead_node_and_hand_over_on_sigterm(tmp_p
             b = _node(tmp_path, "node-b", dsn)
             nodes.append(b)
             _wait_for(dsn, {"node-a": SHARDS // 2, "node-b": SHARDS // 2}, timeout=15)
+            view = httpx.get(f"{b.url}/api/cluster/info").json()["cluster"]
+            assert view["mode"] == "cluster" and view["shard_count"] == SHARDS and view["unowned_shards"] == 0
+            assert {n["node_id"]: n["shards_owned"] for n in view["nodes"]} == {"node-a": SHARDS // 2, "node-b": SHARDS // 2}
+            status = subprocess.run(
+                [sys.executable, "-m", "ops.cli", "cluster", "status", "--database", dsn],
+                capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[2],
+            )
+            assert status.returncode == 0, status.stderr
+            rows = {line.split()[0]: line.split()[2] for line in status.stdout.splitlines() if line.startswith("node-")}
+            assert rows == {"node-a": str(SHARDS // 2), "node-b": str(SHARDS // 2)}, status.stdout
 
             b.kill()  # SIGKILL: its lease session ends, its locks free at once
             took = _wait_for(dsn, {"node-a": SHARDS}, timeout=10)

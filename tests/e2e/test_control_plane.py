@@ -206,3 +206,10 @@ def test_history_long_poll_wakes_on_a_new_event(server_url: str) -> None:
     events, elapsed = run(watch_and_signal())
     assert [e["event_type"] for e in events] == ["SignalReceived"]
     assert elapsed < 5
+
+
+def test_cluster_info_names_this_node_and_its_shards(server_url: str) -> None:
+    view = httpx.get(f"{server_url}/api/cluster/info").json()["cluster"]
+    assert view["shard_count"] == 64
+    owned = sum(n["shards_owned"] for n in view["nodes"])
+    assert owned == 64 and len(view["nodes"]) == 1 and view["nodes"][0]["status"] == "active"
