@@ -119,10 +119,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server() -> tuple[subprocess.Popen[str], str]:
+def _start_server(database: str | None) -> tuple[subprocess.Popen[str], str]:
     data = tempfile.mkdtemp(prefix="dw-bench-")
+    extra = ["--database", database] if database else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data],
+        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
@@ -139,7 +140,7 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
     url = args.url
     sampler = None
     if args.server:
-        proc, url = _start_server()
+        proc, url = _start_server(args.database)
         sampler = _RssSampler(proc.pid)
         sampler.start()
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -172,6 +173,7 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
             sampler.done.set()
     report: dict[str, object] = {
         "workload": "hello",
+        "journal": "postgresql" if args.database else "sqlite",
         "workflows": args.n,
         "concurrency": args.concurrency,
         "sdk_worker_processes": args.workers,
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--concurrency", type=int, default=50)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="SDK worker processes")
+    p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database (fresh schema)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="SDK result() polling interval")
     args = parser.parse_args(argv)
     print(json.dumps(hello(args), indent=2))

@@ -134,8 +134,8 @@ class Engine:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""
         try:
             self.actor(run_id).send.send_nowait(msg)
-        except NotOwner:
-            log.warning("not delivering %s to run %s: its shard is owned by another node", msg.kind, run_id)
+        except (NotOwner, RunNotFound):
+            log.warning("not delivering %s to run %s: its shard is not owned by this node", msg.kind, run_id)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             assert self._nursery is not None
             self._nursery.start_soon(self.deliver, run_id, msg)
