@@ -49,6 +49,8 @@ class Host(Protocol):
 
     def drop_shards(self, shards: set[int]) -> None: ...
 
+    def quarantine(self, run_id: str) -> None: ...
+
 
 class Reply:
     __slots__ = ("event", "value", "error")
@@ -84,6 +86,10 @@ class NotOwner(Exception):
     """This node does not own the run's shard (any more)."""
 
 
+class RunUnavailable(Exception):
+    """The run's journal could not be folded; the failure is logged and retried later."""
+
+
 class RunActor:
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
         self.run_id = run_id
@@ -106,14 +112,32 @@ class RunActor:
         self._scope.cancel()
 
     async def main(self) -> None:
+        """Run until passivated or stopped. A failure here is the run's, never the node's."""
         with self._scope:
-            await self._main()
+            try:
+                await self._main()
+            except Exception:
+                log.exception("run %s: actor failed; it will be re-activated from the journal later", self.run_id)
+                self.host.quarantine(self.run_id)
+                self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """Callers waiting in the mailbox get an error instead of waiting forever."""
+        while True:
+            try:
+                msg = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return
+            if msg.reply:
+                msg.reply.set(error=RunUnavailable(self.run_id))
 
     async def _main(self) -> None:
         try:
             await self._load()
         except BaseException:
             self.host.forget(self)
+            self._fail_pending()
+            self._recv.close()
             raise
         try:
             await self._loop()

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.commands import CommandError
 from actors.decide_workflow_task import GuardError
-from actors.run_actor import NotOwner, RunNotFound
+from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from runtime.errors import ProtocolError
 from runtime.node import Node
 
@@ -114,6 +114,12 @@ class Api:
             if exc.errors:
                 body["errors"] = body["validation_errors"] = exc.errors
             return exc.status, body
+        except RunUnavailable:
+            return 503, {
+                "message": "The run's journal could not be loaded; the server logged why and retries shortly.",
+                "reason": "run_unavailable",
+                "retryable": True,
+            }
         except NotOwner:
             return 503, {
                 "message": "This node does not own the workflow's shard right now (the cluster is rebalancing); retry shortly.",

@@ -12,12 +12,13 @@ from typing import Any
 import trio
 
 from actors.clock import SystemClock, TrioClock
-from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound
+from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of_run
 
 log = logging.getLogger("dw.engine")
+QUARANTINE_SECONDS = 10.0
 
 
 class Engine:
@@ -39,6 +40,7 @@ class Engine:
         self.shard_count = shard_count
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
+        self._quarantined: dict[str, float] = {}  # run id -> when its actor failed
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)
@@ -109,10 +111,19 @@ class Engine:
             q = self.queues[key] = TaskQueue()
         return q
 
+    def quarantine(self, run_id: str) -> None:
+        """A run whose actor failed is not re-activated for a while, so a poisoned journal cannot spin."""
+        self._quarantined[run_id] = self.clock.now()
+
     def actor(self, run_id: str) -> RunActor:
         actor = self.actors.get(run_id)
         if actor is None:
             assert self._nursery is not None, "engine not running"
+            failed_at = self._quarantined.get(run_id)
+            if failed_at is not None:
+                if self.clock.now() - failed_at < QUARANTINE_SECONDS:
+                    raise RunUnavailable(run_id)
+                del self._quarantined[run_id]
             if self.owned is not None:
                 shard = shard_of_run(run_id)
                 if shard is None or shard >= self.shard_count:
@@ -134,7 +145,7 @@ class Engine:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""
         try:
             self.actor(run_id).send.send_nowait(msg)
-        except (NotOwner, RunNotFound):
+        except (NotOwner, RunNotFound, RunUnavailable):
             log.warning("not delivering %s to run %s: its shard is not owned by this node", msg.kind, run_id)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             assert self._nursery is not None
