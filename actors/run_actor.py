@@ -39,6 +39,8 @@ class Host(Protocol):
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
+    def offer(self, kind: str, namespace: str, name: str, offer: Offer) -> None: ...
+
     def post(self, run_id: str, msg: Msg) -> None: ...
 
     def activate(self, run_id: str) -> None: ...
@@ -288,20 +290,24 @@ class RunActor:
             if wt is not None and wt.status == "ready" and wt.available_at <= now:
                 live[wt.task_id] = ("workflow", s.task_queue)
                 if wt.task_id not in self.offered:
-                    self.host.queue("workflow", s.namespace, s.task_queue).offer(
-                        Offer(self.run_id, wt.task_id, s.meta["workflow_type"])
-                    )
+                    self.host.offer("workflow", s.namespace, s.task_queue, Offer(self.run_id, wt.task_id, s.meta["workflow_type"]))
             for act in s.activities.values():
                 if act.status == "pending" and act.available_at <= now:
                     live[act.task_id] = ("activity", act.queue)
                     if act.task_id not in self.offered:
-                        self.host.queue("activity", s.namespace, act.queue).offer(
-                            Offer(self.run_id, act.task_id, act.activity_type, act.seq)
-                        )
+                        self.host.offer("activity", s.namespace, act.queue, Offer(self.run_id, act.task_id, act.activity_type, act.seq))
         for task_id, (kind, queue) in self.offered.items():
             if task_id not in live and not s.is_open:
                 self.host.queue(kind, s.namespace, queue).withdraw(task_id)
         self.offered = live
+
+    def reoffer(self) -> None:
+        """Send every still-ready offer again (queues drop duplicates)."""
+        s = self.state
+        if not s.is_open or self.committing:
+            return
+        self.offered = {}
+        self._sync_tasks()
 
     # --- handlers ------------------------------------------------------------------
 

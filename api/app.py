@@ -22,8 +22,10 @@ from werkzeug.exceptions import HTTPException
 from actors.commands import CommandError
 from actors.decide_workflow_task import GuardError
 from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
-from runtime.errors import ProtocolError
+from persistence.ids import shard_of_run
+from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
+from runtime.peers import FORWARDED_HEADER
 
 from .auth import authenticate, authorize
 from .envelope import Route, render
@@ -74,7 +76,10 @@ class Api:
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             async def view(**path_args: str) -> Response:
-                status, out = await self._pipeline(route, roles, version, namespace, auth, fn, path_args)
+                result = await self._pipeline(route, roles, version, namespace, auth, fn, path_args)
+                if isinstance(result, Response):
+                    return result
+                status, out = result
                 return self.render(route, status, out, path_args)
 
             view.__name__ = f"{fn.__name__}_{method.lower()}"
@@ -85,7 +90,7 @@ class Api:
 
     async def _pipeline(
         self, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool, fn: Handler, args: dict[str, str]
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any]] | Response:
         try:
             body = await self._body_gate()
             if auth:
@@ -120,7 +125,20 @@ class Api:
                 "reason": "run_unavailable",
                 "retryable": True,
             }
-        except NotOwner:
+        except ForwardTo as exc:
+            forwarded = await self._forward(exc.shard)
+            if forwarded is not None:
+                return forwarded
+            return 503, {
+                "message": "No node owns this shard right now (the cluster is rebalancing); retry shortly.",
+                "reason": "shard_not_owned",
+                "retryable": True,
+            }
+        except NotOwner as exc:
+            shard = shard_of_run(str(exc.args[0])) if exc.args else None
+            forwarded = await self._forward(shard) if shard is not None else None
+            if forwarded is not None:
+                return forwarded
             return 503, {
                 "message": "This node does not own the workflow's shard right now (the cluster is rebalancing); retry shortly.",
                 "reason": "shard_not_owned",
@@ -131,6 +149,23 @@ class Api:
                 task_id = args.get("task_id")
                 return 404, {"message": f"Task [{task_id}] was not found.", "reason": "task_not_found", "task_id": task_id}
             return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
+
+    async def _forward(self, shard: int) -> Response | None:
+        """Send the request, as received, to the node that owns ``shard``; None if that is not possible."""
+        peers = self.node.engine.peers
+        if peers is None or request.headers.get(FORWARDED_HEADER):
+            return None  # one hop only: a forwarded request that still misses answers 503
+        url = peers.url_of_shard(shard)
+        if url is None:
+            return None
+        path = request.full_path if request.query_string else request.path
+        try:
+            answer = await peers.forward(url, request.method, path, dict(request.headers), await request.get_data())
+        except Exception as exc:  # noqa: BLE001 - the owner is unreachable: the client retries
+            log.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, exc)
+            return None
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
+        return Response(answer.content, status=answer.status_code, headers=headers)
 
     async def _body_gate(self) -> Any:
         limit = self.cfg.max_payload_bytes
@@ -266,9 +301,10 @@ class Api:
 
 
 def create_app(node: Node) -> QuartTrio:
-    from . import control_routes, worker_routes
+    from . import control_routes, internal_routes, worker_routes
 
     api = Api(node)
     control_routes.register(api)
     worker_routes.register(api)
+    internal_routes.register(api)
     return api.app

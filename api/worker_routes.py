@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from persistence.ids import ulid
-from runtime.errors import ProtocolError
+from runtime.errors import ForwardTo, ProtocolError
 
 from . import schemas
 from .app import Api, Ctx
@@ -59,6 +59,8 @@ def register(api: Api) -> None:
 
         async def poll(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.Poll, ctx.body)
+            if not engine.is_local_queue(kind, ctx.namespace, req.task_queue):
+                raise ForwardTo(engine.queue_home(kind, ctx.namespace, req.task_queue))  # parked where tasks gather
             task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}

@@ -425,6 +425,19 @@ class PostgresJournal:
             )
             return shard_count
 
+    async def cluster_secret(self) -> bytes:
+        """The key nodes sign internal requests with: made once per cluster, kept in the database."""
+        import secrets
+
+        candidate = secrets.token_hex(32)
+        rows = await self._fetch(
+            "WITH ins AS (INSERT INTO cluster_settings(key, value) VALUES ('cluster_secret', $1)"
+            " ON CONFLICT (key) DO NOTHING RETURNING value)"
+            " SELECT value FROM ins UNION ALL SELECT value FROM cluster_settings WHERE key = 'cluster_secret'",
+            candidate,
+        )
+        return bytes.fromhex(rows[0][0])
+
     async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
         rows = await self._fetch("SELECT shard_id, owner_node, epoch FROM shards ORDER BY shard_id")
         return {r[0]: (r[1], r[2]) for r in rows}

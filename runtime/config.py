@@ -79,6 +79,9 @@ class Config:
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
+        if not cfg.advertise_url and cfg.port:
+            host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+            cfg.advertise_url = f"http://{host}:{cfg.port}"
         if not cfg.node_id:  # stable across restarts of the same listener, so a restart is not a new member
             cfg.node_id = f"{os.uname().nodename}:{cfg.port}" if cfg.port else f"{os.uname().nodename}-{os.getpid()}"
         return cfg

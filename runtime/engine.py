@@ -13,9 +13,9 @@ import trio
 
 from actors.clock import SystemClock, TrioClock
 from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
-from actors.task_queue import TaskQueue
+from actors.task_queue import Offer, TaskQueue
 from actors.timer_service import TimerService
-from persistence.ids import shard_of_run
+from persistence.ids import shard_of, shard_of_run
 
 log = logging.getLogger("dw.engine")
 QUARANTINE_SECONDS = 10.0
@@ -41,6 +41,7 @@ class Engine:
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
         self._quarantined: dict[str, float] = {}  # run id -> when its actor failed
+        self.peers: Any = None  # runtime.peers.Peers when clustered
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)
@@ -51,6 +52,8 @@ class Engine:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.timers.run)
+            if self.owned is not None:
+                nursery.start_soon(self._reoffer_loop)
             recovered = await self._recover()
             if recovered:
                 log.info("recovered %d open runs with outstanding tasks or timers", recovered)
@@ -103,6 +106,40 @@ class Engine:
             actor.changed.set()  # history long-polls answer now too
 
     # --- Host interface ------------------------------------------------------------
+
+    # --- task queues across the cluster ----------------------------------------------
+
+    def queue_home(self, kind: str, namespace: str, name: str) -> int:
+        """The shard whose owner hosts this queue's backlog and parked polls."""
+        return shard_of(namespace, f"{kind}-queue:{name}", self.shard_count)
+
+    def is_local_queue(self, kind: str, namespace: str, name: str) -> bool:
+        return self.owned is None or self.queue_home(kind, namespace, name) in self.owned
+
+    def offer(self, kind: str, namespace: str, name: str, offer: Offer) -> None:
+        """Make a ready task visible to pollers, on this node or on the queue's home node."""
+        if self.is_local_queue(kind, namespace, name):
+            self.queue(kind, namespace, name).offer(offer)
+            return
+        url = self.peers.url_of_shard(self.queue_home(kind, namespace, name)) if self.peers else None
+        if url is not None and self._nursery is not None:
+            self._nursery.start_soon(self._remote_offer, url, kind, namespace, name, offer)
+
+    async def _remote_offer(self, url: str, kind: str, namespace: str, name: str, offer: Offer) -> None:
+        try:
+            await self.peers.call(
+                url, "offer", kind=kind, namespace=namespace, queue=name, run_id=offer.run_id, task_id=offer.task_id,
+                type_name=offer.type_name, seq=offer.seq,
+            )
+        except Exception as exc:  # noqa: BLE001 - offers are hints; the re-offer loop sends it again
+            log.info("offer of %s to %s failed (%s); it is re-sent shortly", offer.task_id, url, exc)
+
+    async def _reoffer_loop(self) -> None:
+        """Offers can be lost when a queue's home moves or a node restarts: re-send the ready ones."""
+        while True:
+            await trio.sleep(2.0)
+            for actor in list(self.actors.values()):
+                actor.reoffer()
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue:
         key = (kind, namespace, name)

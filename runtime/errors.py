@@ -23,3 +23,11 @@ def validation(field: str, message: str) -> ProtocolError:
 
 class ConfigurationError(Exception):
     """The node cannot run with this configuration; the message tells the operator what to change."""
+
+
+class ForwardTo(Exception):
+    """The request belongs to the owner of ``shard``: send it there."""
+
+    def __init__(self, shard: int) -> None:
+        super().__init__(f"shard {shard}")
+        self.shard = shard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,9 +86,14 @@ class Node:
                     log.info("created the %r namespace", self.cfg.default_namespace)
                 await self.workers.load()
                 if self.cfg.database:
+                    from .peers import Peers
                     from .shard_manager import ShardManager
 
                     self.engine.owned = {}  # clustered: shards are adopted as they are claimed
+                    secret = os.environ.get("DW_CLUSTER_SECRET", "").encode() or await self.journal.cluster_secret()
+                    self.engine.peers = Peers(self.cfg.node_id, secret, self.clock)
+                    if not self.cfg.advertise_url:
+                        log.warning("no --advertise-url: other nodes cannot forward requests to %s", self.cfg.node_id)
                     await nursery.start(self.engine.run)
                     manager = ShardManager(
                         self.engine, self.journal, self.cfg.database, self.cfg.node_id,
@@ -99,6 +105,9 @@ class Node:
                 task_status.started()
                 await trio.sleep_forever()
         finally:
+            if self.engine.peers is not None:
+                with trio.CancelScope(shield=True):
+                    await self.engine.peers.aclose()
             log.info("journal: %d batches in %d commits", self.journal.batches, self.journal.commits)
             await self.journal.aclose()
 

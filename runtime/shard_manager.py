@@ -107,6 +107,10 @@ class ShardManager:
                 owners[shard] = None  # ours before a restart: the lock died with the old session
         for shard in held:
             owners[shard] = self.node_id
+        if self.engine.peers is not None:
+            nodes = await self.journal.list_nodes()
+            self.engine.peers.urls = {n.node_id: n.advertise_url for n in nodes if n.advertise_url}
+            self.engine.peers.owners = {s: o for s, o in owners.items() if o is not None and o in live}
         claims, releases = plan(self.shard_count, live, self.node_id, owners)
         for shard in releases:
             self.engine.drop_shards({shard})
@@ -118,6 +122,9 @@ class ShardManager:
             if epoch is not None:
                 claimed.append(shard)
         self.engine.owned = leases.owned()
+        if self.engine.peers is not None:
+            for shard in self.engine.owned:
+                self.engine.peers.owners[shard] = self.node_id
         if claimed or releases:
             log.info(
                 "node %s owns %d shards (claimed %s, handed over %s)",

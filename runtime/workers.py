@@ -7,6 +7,9 @@ from typing import Any
 
 import trio
 
+from actors.run_actor import NotOwner
+from actors.task_queue import Offer
+from persistence.ids import shard_of_run
 from persistence.journal import Batch, WorkerRow
 
 from .engine import Engine
@@ -94,8 +97,11 @@ class WorkerService:
         log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
         return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
 
-    def _registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
+    async def _registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
         row = self.workers.get((namespace, worker_id))
+        if row is None and self.engine.owned is not None:
+            await self.load()  # registered through another node of the cluster
+            row = self.workers.get((namespace, worker_id))
         if row is None:
             raise ProtocolError(
                 412,
@@ -117,7 +123,7 @@ class WorkerService:
     async def poll(self, kind: str, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
         worker_id, queue = body["worker_id"], body["task_queue"]
         page_size = body.get("history_page_size") or 500
-        row = self._registration(namespace, worker_id, queue)
+        row = await self._registration(namespace, worker_id, queue)
         request_id = body.get("poll_request_id")
         if not request_id:
             return await self._poll(kind, namespace, row, queue, hold, page_size)
@@ -139,6 +145,24 @@ class WorkerService:
             del self._inflight[key]
             done.set()
 
+    async def claim(self, kind: str, offer: Offer, owner: str, page_size: int) -> dict[str, Any] | None:
+        """Claim an offered task from its run, on this node or on the node owning the run."""
+        try:
+            if kind == "workflow":
+                return await self.engine.ask(offer.run_id, "claim_wt", task_id=offer.task_id, owner=owner, page_size=page_size)
+            return await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=owner)
+        except NotOwner:
+            peers = self.engine.peers
+            shard = shard_of_run(offer.run_id)
+            url = peers.url_of_shard(shard) if peers is not None and shard is not None else None
+            if url is None:
+                return None
+            reply = await peers.call(
+                url, "claim", kind=kind, run_id=offer.run_id, task_id=offer.task_id, seq=offer.seq, owner=owner,
+                page_size=page_size,
+            )
+            return reply.get("task")
+
     def _remember(self, key: tuple[str, str, str, str], kind: str, task: dict[str, Any]) -> None:
         now = self.engine.clock.now()
         if len(self._polls) > 10_000:
@@ -155,9 +179,12 @@ class WorkerService:
         if self.engine.clock.now() - remembered["at"] > POLL_MEMORY_SECONDS:
             return None
         args = {"task_id": remembered["task_id"], "owner": remembered["owner"], "attempt": remembered["attempt"]}
-        if kind == "workflow":
-            return await self.engine.ask(remembered["run_id"], "replay_wt", page_size=page_size, **args)
-        return await self.engine.ask(remembered["run_id"], "replay_act", **args)
+        try:
+            if kind == "workflow":
+                return await self.engine.ask(remembered["run_id"], "replay_wt", page_size=page_size, **args)
+            return await self.engine.ask(remembered["run_id"], "replay_act", **args)
+        except NotOwner:
+            return None  # the run lives elsewhere now: poll afresh
 
     async def _poll(
         self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float, page_size: int = 500
@@ -176,12 +203,7 @@ class WorkerService:
                 return None
             try:
                 with trio.CancelScope(shield=True):
-                    if kind == "workflow":
-                        task = await self.engine.ask(
-                            offer.run_id, "claim_wt", task_id=offer.task_id, owner=row.worker_id, page_size=page_size
-                        )
-                    else:
-                        task = await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=row.worker_id)
+                    task = await self.claim(kind, offer, row.worker_id, page_size)
             except Exception:  # noqa: BLE001 - a vanished or broken run must not fail the poll
                 log.exception("claim of %s failed; polling on", offer.task_id)
                 continue

@@ -1,0 +1,54 @@
+"""Node-to-node calls: CBOR bodies, signed with the cluster secret; not part of the public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+from quart import Response, request
+
+from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
+from actors.task_queue import Offer
+from runtime.peers import RPC_PATH
+
+from .app import Api
+
+
+def register(api: Api) -> None:
+    node = api.node
+    engine = node.engine
+
+    async def rpc() -> Response:
+        peers = engine.peers
+        body = await request.get_data()
+        if peers is None:
+            return Response(b"not a cluster member", status=404)
+        problem = peers.check("POST", RPC_PATH, body, request.headers)
+        if problem is not None:
+            return Response(f"refused: {problem}".encode(), status=401)
+        call = cbor2.loads(body)
+        result = await _dispatch(call)
+        return Response(cbor2.dumps(result), status=200, content_type="application/cbor")
+
+    async def _dispatch(call: dict[str, Any]) -> dict[str, Any]:
+        op = call["op"]
+        if op == "offer":
+            if engine.is_local_queue(call["kind"], call["namespace"], call["queue"]):
+                offer = Offer(call["run_id"], call["task_id"], call["type_name"], call["seq"])
+                engine.queue(call["kind"], call["namespace"], call["queue"]).offer(offer)
+                return {"accepted": True}
+            return {"accepted": False}
+        if op == "claim":
+            try:  # local only: a claim is never forwarded twice
+                if call["kind"] == "workflow":
+                    task = await engine.ask(
+                        call["run_id"], "claim_wt", task_id=call["task_id"], owner=call["owner"], page_size=call["page_size"]
+                    )
+                else:
+                    task = await engine.ask(call["run_id"], "claim_act", seq=call["seq"], owner=call["owner"])
+            except (NotOwner, RunNotFound, RunUnavailable):
+                task = None
+            return {"task": task}
+        return {"error": f"unknown op {op}"}
+
+    api.app.add_url_rule(RPC_PATH, endpoint="internal_rpc", view_func=rpc, methods=["POST"])

@@ -1,0 +1,66 @@
+"""Cluster: workflows started through one node complete with workers polling the other nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from durable_workflow import Client, Worker
+
+from tests.e2e import workflows as wf
+from tests.e2e.harness import unique
+from tests.e2e.server import ServerProcess
+from tests.e2e.stores import store
+
+pytestmark = pytest.mark.e2e
+SHARDS = 16
+
+
+def _node(tmp_path: Path, name: str, dsn: str) -> ServerProcess:
+    port = ServerProcess.free_port()
+    env = {"DW_NODE_ID": name, "DW_SHARD_COUNT": str(SHARDS), "DW_ADVERTISE_URL": f"http://127.0.0.1:{port}"}
+    node = ServerProcess(tmp_path / name, env=env, port=port, database=dsn)
+    node.start()
+    return node
+
+
+def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2, 3)]
+        try:
+            tq = unique("cluster")
+            ids = [unique("cw") for _ in range(12)]
+
+            async def scenario() -> list[object]:
+                await asyncio.sleep(3)  # let the three converge to their shares
+                async with Client(nodes[0].url) as starter, Client(nodes[1].url) as c2, Client(nodes[2].url) as c3:
+                    workers = [
+                        Worker(c, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                        for c in (c2, c3)
+                    ]
+                    tasks = [asyncio.create_task(w.run()) for w in workers]
+                    try:
+                        for i, wid in enumerate(ids):
+                            kind = "sequential_then_parallel" if i % 3 == 0 else "one_activity"
+                            args = [] if kind == "sequential_then_parallel" else [f"n{i}"]
+                            await starter.start_workflow(workflow_type=kind, workflow_id=wid, task_queue=tq, input=args)
+                        return [await starter.get_workflow_handle(wid).result(timeout=60) for wid in ids]
+                    finally:
+                        for w in workers:
+                            await w.stop()
+                        for t in tasks:
+                            await t
+
+            results = asyncio.run(scenario())
+            for i, result in enumerate(results):
+                if i % 3 == 0:
+                    assert result == {"sequential": 6, "parallel": [1, 4, 9, 16, 25]}
+                else:
+                    assert result == f"hello, n{i}"
+        finally:
+            for node in nodes:
+                node.stop()
+        for node in nodes:
+            assert "Traceback" not in node.log(), node.log()
