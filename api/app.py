@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -34,6 +35,7 @@ from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOC
 log = logging.getLogger("dw.api")
 _WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+OWNERSHIP_WAIT_SECONDS = 8.0
 
 
 def _reject_constant(name: str) -> None:
@@ -109,7 +111,7 @@ class Api:
                     namespace=ns,
                     remediation="Register the namespace via POST /api/namespaces, or send an X-Namespace header naming an existing namespace.",
                 )
-            return await fn(Ctx(ns, body, args, dict(request.args)))
+            return await self._handle(fn, Ctx(ns, body, args, dict(request.args)))
         except ProtocolError as exc:
             return exc.status, exc.body()
         except GuardError as exc:
@@ -125,22 +127,9 @@ class Api:
                 "reason": "run_unavailable",
                 "retryable": True,
             }
-        except ForwardTo as exc:
-            forwarded = await self._forward(exc.shard)
-            if forwarded is not None:
-                return forwarded
+        except (ForwardTo, NotOwner):
             return 503, {
                 "message": "No node owns this shard right now (the cluster is rebalancing); retry shortly.",
-                "reason": "shard_not_owned",
-                "retryable": True,
-            }
-        except NotOwner as exc:
-            shard = shard_of_run(str(exc.args[0])) if exc.args else None
-            forwarded = await self._forward(shard) if shard is not None else None
-            if forwarded is not None:
-                return forwarded
-            return 503, {
-                "message": "This node does not own the workflow's shard right now (the cluster is rebalancing); retry shortly.",
                 "reason": "shard_not_owned",
                 "retryable": True,
             }
@@ -149,6 +138,21 @@ class Api:
                 task_id = args.get("task_id")
                 return 404, {"message": f"Task [{task_id}] was not found.", "reason": "task_not_found", "task_id": task_id}
             return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
+
+    async def _handle(self, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
+        """Run the handler here, or forward to the shard's owner; ride out a rebalance for a few seconds."""
+        deadline = trio.current_time() + OWNERSHIP_WAIT_SECONDS
+        while True:
+            try:
+                return await fn(ctx)
+            except (ForwardTo, NotOwner) as exc:
+                shard = exc.shard if isinstance(exc, ForwardTo) else shard_of_run(str(exc.args[0]))
+                forwarded = await self._forward(shard) if shard is not None else None
+                if forwarded is not None:
+                    return forwarded
+                if trio.current_time() >= deadline:
+                    raise
+                await trio.sleep(0.25)  # a dead owner's shards are taken over within seconds
 
     async def _forward(self, shard: int) -> Response | None:
         """Send the request, as received, to the node that owns ``shard``; None if that is not possible."""

@@ -64,3 +64,45 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
                 node.stop()
         for node in nodes:
             assert "Traceback" not in node.log(), node.log()
+
+
+def test_sigkill_of_a_node_under_load_loses_nothing(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2, 3)]
+        try:
+            tq = unique("kill")
+            ids = [unique("kw") for _ in range(30)]
+
+            async def scenario() -> tuple[list[object], list[list[dict]]]:
+                await asyncio.sleep(3)
+                async with Client(nodes[0].url) as starter, Client(nodes[2].url) as c3:
+                    worker = Worker(c3, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        for i, wid in enumerate(ids):
+                            await starter.start_workflow(
+                                workflow_type="sequential_then_parallel", workflow_id=wid, task_queue=tq, input=[]
+                            )
+                            if i == len(ids) // 2:
+                                await asyncio.to_thread(nodes[1].kill)  # node 2 dies mid-stream
+                        results = [await starter.get_workflow_handle(wid).result(timeout=90) for wid in ids]
+                        histories = []
+                        for wid in ids:
+                            run_id = (await starter.describe_workflow(wid)).run_id
+                            histories.append((await starter.get_history(wid, run_id, page_size=1000))["events"])
+                        return results, histories
+                    finally:
+                        await worker.stop()
+                        await task
+
+            results, histories = asyncio.run(scenario())
+            assert results == [{"sequential": 6, "parallel": [1, 4, 9, 16, 25]}] * len(ids)
+            for events in histories:
+                assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+                steps = [(e["event_type"], e["payload"].get("sequence")) for e in events if e["event_type"] in (
+                    "ActivityScheduled", "ActivityCompleted", "WorkflowCompleted")]
+                assert len(steps) == len(set(steps)), steps
+        finally:
+            for node in nodes:
+                node.kill()
