@@ -7,7 +7,7 @@ from typing import Any
 import cbor2
 from quart import Response, request
 
-from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
+from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from runtime.peers import RPC_PATH
 
@@ -49,6 +49,14 @@ def register(api: Api) -> None:
             except (NotOwner, RunNotFound, RunUnavailable):
                 task = None
             return {"task": task}
+        if op == "terminal_info":
+            try:
+                return {"info": await engine.ask(call["run_id"], "terminal_info")}
+            except (NotOwner, RunNotFound, RunUnavailable):
+                return {"info": None}
+        if op == "post":
+            engine.post(call["run_id"], Msg(call["kind"], dict(call["args"])))
+            return {"accepted": True}
         return {"error": f"unknown op {op}"}
 
     api.app.add_url_rule(RPC_PATH, endpoint="internal_rpc", view_func=rpc, methods=["POST"])

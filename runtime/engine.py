@@ -172,7 +172,8 @@ class Engine:
         return actor
 
     def activate(self, run_id: str) -> None:
-        self.actor(run_id)
+        """Bring a run to life wherever its shard lives (a child or a continued run may live elsewhere)."""
+        self.post(run_id, Msg("tick"))
 
     def forget(self, actor: RunActor) -> None:
         if self.actors.get(actor.run_id) is actor:
@@ -182,11 +183,32 @@ class Engine:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""
         try:
             self.actor(run_id).send.send_nowait(msg)
-        except (NotOwner, RunNotFound, RunUnavailable):
-            log.warning("not delivering %s to run %s: its shard is not owned by this node", msg.kind, run_id)
+        except NotOwner:
+            self._post_remote(run_id, msg)
+        except (RunNotFound, RunUnavailable):
+            log.warning("not delivering %s to run %s: the run is not available here", msg.kind, run_id)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             assert self._nursery is not None
             self._nursery.start_soon(self.deliver, run_id, msg)
+
+    def _post_remote(self, run_id: str, msg: Msg) -> None:
+        """A message for a run on another node (child start, child closed, parent-close policy)."""
+        shard = shard_of_run(run_id)
+        url = self.peers.url_of_shard(shard) if self.peers is not None and shard is not None else None
+        if url is None or self._nursery is None or msg.reply is not None:
+            log.warning("cannot deliver %s to run %s: no reachable owner for its shard", msg.kind, run_id)
+            return
+        self._nursery.start_soon(self._send_remote, url, run_id, msg)
+
+    async def _send_remote(self, url: str, run_id: str, msg: Msg) -> None:
+        for attempt in range(5):
+            try:
+                await self.peers.call(url, "post", run_id=run_id, kind=msg.kind, args=msg.args)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried; the owner may be restarting
+                log.info("posting %s to run %s on %s failed (%s), attempt %d", msg.kind, run_id, url, exc, attempt + 1)
+                await trio.sleep(0.5 * (attempt + 1))
+        log.warning("gave up posting %s to run %s on %s", msg.kind, run_id, url)
 
     async def deliver(self, run_id: str, msg: Msg) -> None:
         while True:
@@ -212,7 +234,14 @@ class Engine:
                 return actor
 
     async def terminal_info(self, run_id: str) -> dict[str, Any] | None:
-        return await self.ask(run_id, "terminal_info")
+        try:
+            return await self.ask(run_id, "terminal_info")
+        except NotOwner:
+            shard = shard_of_run(run_id)
+            url = self.peers.url_of_shard(shard) if self.peers is not None and shard is not None else None
+            if url is None:
+                return None
+            return (await self.peers.call(url, "terminal_info", run_id=run_id)).get("info")
 
     async def _fire(self, run_id: str) -> None:
         self.post(run_id, Msg("tick"))

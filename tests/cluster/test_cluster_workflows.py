@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
                     tasks = [asyncio.create_task(w.run()) for w in workers]
                     try:
                         for i, wid in enumerate(ids):
-                            kind = "sequential_then_parallel" if i % 3 == 0 else "one_activity"
+                            kind = ("sequential_then_parallel", "parent", "one_activity")[i % 3]
                             args = [] if kind == "sequential_then_parallel" else [f"n{i}"]
                             await starter.start_workflow(workflow_type=kind, workflow_id=wid, task_queue=tq, input=args)
                         return [await starter.get_workflow_handle(wid).result(timeout=60) for wid in ids]
@@ -57,6 +58,8 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
             for i, result in enumerate(results):
                 if i % 3 == 0:
                     assert result == {"sequential": 6, "parallel": [1, 4, 9, 16, 25]}
+                elif i % 3 == 1:  # the child usually lives on another node's shard
+                    assert result == f"child said: hello, n{i}"
                 else:
                     assert result == f"hello, n{i}"
         finally:
@@ -103,6 +106,92 @@ def test_sigkill_of_a_node_under_load_loses_nothing(tmp_path: Path) -> None:
                 steps = [(e["event_type"], e["payload"].get("sequence")) for e in events if e["event_type"] in (
                     "ActivityScheduled", "ActivityCompleted", "WorkflowCompleted")]
                 assert len(steps) == len(set(steps)), steps
+        finally:
+            for node in nodes:
+                node.kill()
+
+
+def test_a_joining_node_gets_shards_and_a_leaving_node_hands_them_over_under_load(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2, 3)]
+        try:
+            tq = unique("churn")
+            ids = [unique("jw") for _ in range(30)]
+
+            async def scenario() -> list[object]:
+                await asyncio.sleep(3)
+                async with Client(nodes[0].url) as starter, Client(nodes[2].url) as c3:
+                    worker = Worker(c3, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        for i, wid in enumerate(ids):
+                            # Any failure here, after the SDK's own retries, fails the test.
+                            await starter.start_workflow(workflow_type="one_activity", workflow_id=wid, task_queue=tq, input=[wid])
+                            if i == 10:
+                                nodes.append(await asyncio.to_thread(_node, tmp_path, "node-4", dsn))
+                            if i == 20:
+                                nodes[1].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                            await asyncio.sleep(0.2)
+                        results = [await starter.get_workflow_handle(wid).result(timeout=90) for wid in ids]
+                        view = (await starter.get_cluster_info())["cluster"]
+                        return results, view
+                    finally:
+                        await worker.stop()
+                        await task
+
+            results, view = asyncio.run(scenario())
+            assert results == [f"hello, {wid}" for wid in ids]
+            assert nodes[1].proc.wait(15) == 0  # type: ignore[union-attr]
+            owned = {n["node_id"]: n["shards_owned"] for n in view["nodes"]}
+            assert owned.get("node-4", 0) > 0, owned  # the newcomer received its share
+            assert owned.get("node-2", 0) == 0, owned  # the leaver handed everything over
+            assert sum(owned.values()) == SHARDS
+        finally:
+            for node in nodes:
+                node.kill()
+
+
+def test_a_frozen_node_loses_its_shards_and_cannot_write_after_resuming(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2)]
+        try:
+            tq = unique("freeze")
+            ids = [unique("fz") for _ in range(12)]
+
+            async def scenario() -> tuple[list[object], list[list[dict]]]:
+                await asyncio.sleep(3)
+                async with Client(nodes[0].url) as client:
+                    worker = Worker(client, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        for wid in ids:
+                            await client.start_workflow(workflow_type="sleeper", workflow_id=wid, task_queue=tq, input=[3])
+                        await asyncio.sleep(1)
+                        nodes[1].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+                        await asyncio.sleep(14)  # past the lease session's idle timeout: node 1 takes over
+                        nodes[1].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                        results = [await client.get_workflow_handle(wid).result(timeout=90) for wid in ids]
+                        await asyncio.sleep(3)  # node 2 wakes up, tries its stale timers, finds itself fenced
+                        histories = []
+                        for wid in ids:
+                            run_id = (await client.describe_workflow(wid)).run_id
+                            histories.append((await client.get_history(wid, run_id, page_size=1000))["events"])
+                        return results, histories
+                    finally:
+                        await worker.stop()
+                        await task
+
+            results, histories = asyncio.run(scenario())
+            assert all(str(r).startswith("woke") for r in results), results
+            for events in histories:
+                assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+                fired = [e["payload"]["sequence"] for e in events if e["event_type"] == "TimerFired"]
+                assert len(fired) == len(set(fired)) == 1
+            woke = nodes[1].log()
+            assert "lost the shard lease session" in woke or "was taken over" in woke, woke
+            assert "Traceback" not in woke, woke
         finally:
             for node in nodes:
                 node.kill()
