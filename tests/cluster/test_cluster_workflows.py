@@ -77,6 +77,10 @@ def test_sigkill_of_a_node_under_load_loses_nothing(tmp_path: Path) -> None:
             tq = unique("kill")
             ids = [unique("kw") for _ in range(30)]
 
+            async def history(client: Client, wid: str) -> list[dict]:
+                run_id = (await client.describe_workflow(wid)).run_id
+                return (await client.get_history(wid, run_id, page_size=1000))["events"]
+
             async def scenario() -> tuple[list[object], list[list[dict]]]:
                 await asyncio.sleep(3)
                 async with Client(nodes[0].url) as starter, Client(nodes[2].url) as c3:
@@ -88,12 +92,15 @@ def test_sigkill_of_a_node_under_load_loses_nothing(tmp_path: Path) -> None:
                                 workflow_type="sequential_then_parallel", workflow_id=wid, task_queue=tq, input=[]
                             )
                             if i == len(ids) // 2:
+                                seen = {w: await history(starter, w) for w in ids[: i + 1]}  # acknowledged reads
                                 await asyncio.to_thread(nodes[1].kill)  # node 2 dies mid-stream
                         results = [await starter.get_workflow_handle(wid).result(timeout=90) for wid in ids]
-                        histories = []
-                        for wid in ids:
-                            run_id = (await starter.describe_workflow(wid)).run_id
-                            histories.append((await starter.get_history(wid, run_id, page_size=1000))["events"])
+                        histories = [await history(starter, wid) for wid in ids]
+                        for wid, events in zip(ids, histories, strict=True):
+                            before = seen.get(wid, [])
+                            assert [(e["sequence"], e["event_type"], e["payload"]) for e in events[: len(before)]] == [
+                                (e["sequence"], e["event_type"], e["payload"]) for e in before
+                            ], f"{wid}: an event read before the kill changed or vanished"
                         return results, histories
                     finally:
                         await worker.stop()
