@@ -39,6 +39,7 @@ from trio_asyncio import aio_as_trio
 # isort: split
 import asyncpg
 
+from .group_commit import GroupCommit, Pending
 from .journal import (
     SHARD_COUNT_KEY,
     Batch,
@@ -226,15 +227,6 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     default reset query and its round trip on every release."""
 
 
-class _Pending:
-    __slots__ = ("batch", "done", "error")
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-
 class PostgresJournal:
     """The journal on PostgreSQL, through asyncpg and trio-asyncio.
 
@@ -255,7 +247,7 @@ class PostgresJournal:
         self.dsn = dsn
         self.max_batch = max_batch
         self.pool_size = pool_size
-        self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
+        self._group = GroupCommit(max_batch)
         self._pool: asyncpg.Pool | None = None
         self.commits = 0
         self.batches = 0
@@ -299,25 +291,10 @@ class PostgresJournal:
 
     async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""
-        task_status.started()
-        while True:
-            first = await self._recv.receive()
-            group = [first]
-            while len(group) < self.max_batch:
-                try:
-                    group.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            try:
-                # Shielded: a commit under way finishes and its appenders learn the outcome.
-                with trio.CancelScope(shield=True):
-                    await aio_as_trio(self._commit_group)(group)
-            except Exception as exc:  # noqa: BLE001 - _commit_group reports per batch; this is a bug net
-                for pending in group:
-                    pending.error = exc
-            finally:
-                for pending in group:
-                    pending.done.set()
+        async def commit(group: list[Pending]) -> None:
+            await aio_as_trio(self._commit_group)(group)
+
+        await self._group.run(commit, task_status=task_status)
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
@@ -342,13 +319,9 @@ class PostgresJournal:
     # --- writes --------------------------------------------------------------------
 
     async def append(self, batch: Batch) -> None:
-        pending = _Pending(batch)
-        await self._send.send(pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
+        await self._group.append(batch)
 
-    async def _commit_group(self, group: list[_Pending]) -> None:
+    async def _commit_group(self, group: list[Pending]) -> None:
         """asyncio: commit the group in one transaction, or each batch alone if that fails.
 
         A fenced-out batch gets its ``FencedError`` and the rest of the group is written again

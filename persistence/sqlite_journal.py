@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from .group_commit import GroupCommit, Pending
 from .journal import (
     SHARD_COUNT_KEY,
     Batch,
@@ -45,21 +46,12 @@ _RUN_COLS = (
 )
 
 
-class _Pending:
-    __slots__ = ("batch", "done", "error")
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-
 class SqliteJournal:
     def __init__(self, path: str, *, synchronous: str = "FULL", max_batch: int = 512) -> None:
         self.path = path
         self.synchronous = synchronous
         self.max_batch = max_batch
-        self._send, self._recv = trio.open_memory_channel[_Pending](10_000)
+        self._group = GroupCommit(max_batch)
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
         self._wconn: sqlite3.Connection | None = None
@@ -114,19 +106,10 @@ class SqliteJournal:
 
     async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""
-        task_status.started()
-        while True:
-            first = await self._recv.receive()
-            group = [first]
-            while len(group) < self.max_batch:
-                try:
-                    group.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_lock)
-            for pending in group:
-                pending.done.set()
+        async def commit(group: list[Pending]) -> None:
+            await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_lock)
+
+        await self._group.run(commit, task_status=task_status)
 
     async def aclose(self) -> None:
         def close() -> None:
@@ -140,13 +123,9 @@ class SqliteJournal:
     # --- writes --------------------------------------------------------------------
 
     async def append(self, batch: Batch) -> None:
-        pending = _Pending(batch)
-        await self._send.send(pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
+        await self._group.append(batch)
 
-    def _commit_group(self, group: list[_Pending]) -> None:
+    def _commit_group(self, group: list[Pending]) -> None:
         conn = self._wconn
         assert conn is not None
         fenced: dict[int, FencedError] = {}  # index in group -> error, applied only if the group commits
