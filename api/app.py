@@ -141,7 +141,8 @@ class Api:
 
     async def _handle(self, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
         """Run the handler here, or forward to the shard's owner; ride out a rebalance for a few seconds."""
-        deadline = trio.current_time() + OWNERSHIP_WAIT_SECONDS
+        deadline: float | None = None  # counted from the first miss, not from arrival: a request
+        # that waited on a partitioned database still gets the whole grace once it learns it lost
         while True:
             try:
                 return await fn(ctx)
@@ -150,7 +151,9 @@ class Api:
                 forwarded = await self._forward(shard) if shard is not None else None
                 if forwarded is not None:
                     return forwarded
-                if trio.current_time() >= deadline:
+                if deadline is None:
+                    deadline = trio.current_time() + OWNERSHIP_WAIT_SECONDS
+                elif trio.current_time() >= deadline:
                     raise
                 await trio.sleep(0.25)  # a dead owner's shards are taken over within seconds
 
@@ -163,10 +166,27 @@ class Api:
         if url is None:
             return None
         path = request.full_path if request.query_string else request.path
+        answer = None
         try:
-            answer = await peers.forward(url, request.method, path, dict(request.headers), await request.get_data())
+            async with trio.open_nursery() as nursery:
+
+                async def watch_owner() -> None:
+                    # A frozen or partitioned owner never answers; once the directory says the
+                    # shard moved, stop waiting and send the request to the new owner instead.
+                    while peers.url_of_shard(shard) == url:
+                        await trio.sleep(0.5)
+                    log.info("shard %s moved away from %s while a request to it was open; re-routing", shard, url)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_owner)
+                try:
+                    answer = await peers.forward(url, request.method, path, dict(request.headers), await request.get_data())
+                finally:
+                    nursery.cancel_scope.cancel()
         except Exception as exc:  # noqa: BLE001 - the owner is unreachable: the client retries
             log.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, exc)
+            return None
+        if answer is None:
             return None
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
         return Response(answer.content, status=answer.status_code, headers=headers)

@@ -159,28 +159,66 @@ def test_a_joining_node_gets_shards_and_a_leaving_node_hands_them_over_under_loa
                 node.kill()
 
 
+def _shards_of(dsn: str, node_id: str) -> set[int]:
+    import asyncpg
+
+    async def query() -> set[int]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return {r["shard_id"] for r in await conn.fetch("SELECT shard_id FROM shards WHERE owner_node = $1", node_id)}
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
+
+
+def _queue_homed_on(shards: set[int], kind: str = "workflow") -> str:
+    """A task-queue name whose home shard (where its polls park) is one of ``shards``."""
+    from persistence.ids import shard_of
+
+    while True:
+        name = unique("freeze")
+        if shard_of("default", f"{kind}-queue:{name}", SHARDS) in shards:
+            return name
+
+
 def test_a_frozen_node_loses_its_shards_and_cannot_write_after_resuming(tmp_path: Path) -> None:
+    """Node 2 is frozen with SIGSTOP while it hosts the task queue's parked polls and half the
+    runs. While it is still frozen, node 1 takes its shards over, the worker's long poll that
+    node 1 had forwarded to node 2 is re-routed (not left hanging for the SDK's 35 s poll), and
+    every workflow completes. After SIGCONT node 2 finds it lost everything and writes nothing."""
     with store("postgresql") as dsn:
         assert dsn is not None
         nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2)]
         try:
-            tq = unique("freeze")
             ids = [unique("fz") for _ in range(12)]
 
-            async def scenario() -> tuple[list[object], list[list[dict]]]:
-                await asyncio.sleep(3)
+            async def converge() -> None:
                 async with Client(nodes[0].url) as client:
-                    worker = Worker(client, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                    for _ in range(60):
+                        view = (await client.get_cluster_info())["cluster"]
+                        if {n["node_id"]: n["shards_owned"] for n in view["nodes"]}.get("node-2") == SHARDS // 2:
+                            return
+                        await asyncio.sleep(0.5)
+                raise AssertionError("node 2 never got its share")
+
+            asyncio.run(converge())
+            tq = _queue_homed_on(_shards_of(dsn, "node-2"))
+
+            async def scenario() -> tuple[list[object], list[list[dict]]]:
+                async with Client(nodes[0].url) as client:
+                    worker = Worker(client, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES)
                     task = asyncio.create_task(worker.run())
                     try:
                         for wid in ids:
                             await client.start_workflow(workflow_type="sleeper", workflow_id=wid, task_queue=tq, input=[3])
                         await asyncio.sleep(1)
                         nodes[1].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-                        await asyncio.sleep(14)  # past the lease session's idle timeout: node 1 takes over
-                        nodes[1].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-                        results = [await client.get_workflow_handle(wid).result(timeout=90) for wid in ids]
-                        await asyncio.sleep(3)  # node 2 wakes up, tries its stale timers, finds itself fenced
+                        try:  # node 2 stays frozen until every workflow has finished without it
+                            results = [await client.get_workflow_handle(wid).result(timeout=30) for wid in ids]
+                        finally:
+                            nodes[1].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                        await asyncio.sleep(3)  # node 2 wakes up and finds itself without shards
                         histories = []
                         for wid in ids:
                             run_id = (await client.describe_workflow(wid)).run_id
@@ -196,9 +234,84 @@ def test_a_frozen_node_loses_its_shards_and_cannot_write_after_resuming(tmp_path
                 assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
                 fired = [e["payload"]["sequence"] for e in events if e["event_type"] == "TimerFired"]
                 assert len(fired) == len(set(fired)) == 1
+            assert "re-routing" in nodes[0].log(), nodes[0].log()  # the forwarded poll did not wait for node 2
             woke = nodes[1].log()
             assert "lost the shard lease session" in woke or "was taken over" in woke, woke
             assert "Traceback" not in woke, woke
         finally:
             for node in nodes:
                 node.kill()
+
+
+def test_a_partitioned_node_has_its_stale_writes_rejected_and_the_signals_land_once(tmp_path: Path) -> None:
+    """Node 2 is cut from PostgreSQL (its sessions stall, nothing closes) while signals for its
+    runs are in flight through it; node 1 takes the shards once the server ends node 2's idle
+    lease session. At the heal, node 2's held commits reach the server and are refused by the
+    fence (its log names the shard taken over), the requests are forwarded to the new owner,
+    and each signal is in its run's history exactly once."""
+    import httpx
+
+    from tests.cluster.partition import Partition
+
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        relay, relayed = Partition.for_dsn(dsn)
+        nodes = [_node(tmp_path, "node-1", dsn), _node(tmp_path, "node-2", relayed)]
+        try:
+            tq = unique("partition")
+            ids = [unique("pt") for _ in range(16)]
+
+            async def owned_by(client: Client, node_id: str) -> int:
+                view = (await client.get_cluster_info())["cluster"]
+                return {n["node_id"]: n["shards_owned"] for n in view["nodes"]}.get(node_id, 0)
+
+            async def scenario() -> list[list[dict]]:
+                async with Client(nodes[0].url) as client, httpx.AsyncClient(
+                    base_url=nodes[1].url, timeout=60, headers={"X-Durable-Workflow-Control-Plane-Version": "2"}
+                ) as via2:
+                    for _ in range(60):  # node 2 converges to its fair half
+                        if await owned_by(client, "node-2") == SHARDS // 2:
+                            break
+                        await asyncio.sleep(0.5)
+                    assert await owned_by(client, "node-2") == SHARDS // 2
+                    worker = Worker(client, task_queue=tq, workflows=wf.ALL_WORKFLOWS, activities=wf.ALL_ACTIVITIES, poll_timeout=2)
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        for wid in ids:
+                            await client.start_workflow(workflow_type="sleeper", workflow_id=wid, task_queue=tq, input=[60])
+                        await asyncio.sleep(1)
+                        relay.cut()
+                        signals = [
+                            asyncio.create_task(via2.post(f"/api/workflows/{wid}/signal/poke", json={"input": [wid]}))
+                            for wid in ids
+                        ]
+                        for _ in range(40):  # the server ends the silent lease session after its 10 s idle timeout
+                            await asyncio.sleep(0.5)
+                            if await owned_by(client, "node-2") == 0:
+                                break
+                        assert await owned_by(client, "node-2") == 0, "node 1 never took the partitioned node's shards"
+                        relay.heal()
+                        answers = [await s for s in signals]
+                        assert [a.status_code for a in answers] == [202] * len(ids), [a.text for a in answers]
+                        histories = []
+                        for wid in ids:
+                            await client.terminate_workflow(wid, reason="test over")
+                            run_id = (await client.describe_workflow(wid)).run_id
+                            histories.append((await client.get_history(wid, run_id, page_size=1000))["events"])
+                        return histories
+                    finally:
+                        await worker.stop()
+                        await task
+
+            histories = asyncio.run(scenario())
+            for events in histories:
+                assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+                assert [e["event_type"] for e in events].count("SignalReceived") == 1, events
+                assert events[-1]["event_type"] == "WorkflowTerminated", events
+            log = nodes[1].log()
+            assert "was taken over" in log, log  # the held commit, refused by the fence
+            assert "Traceback" not in log, log
+        finally:
+            for node in nodes:
+                node.kill()
+            relay.close()
