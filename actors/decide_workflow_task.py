@@ -114,6 +114,14 @@ def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
 def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Emitter:
     commands = validate_commands(raw_commands)
     em = Emitter(state, now, wt=task_id)
+    wt = state.wt
+    if state.cond is not None and state.last_signal is not None and wt is not None and state.last_signal_h > wt.snapshot:
+        # A signal reached the open wait after this task's snapshot. Replay binds it to that
+        # wait, so these commands were decided on a history the SDK will never replay again:
+        # applying them would make the next replay non-deterministic. Nothing is written; the
+        # next task (scheduled by wt_done) replays with the signal in place.
+        em.internal("wt_done", task=task_id)
+        return em
     step = state.step_seq
     satisfied: dict[str, Any] | None = None
     # A completion is proof the worker re-evaluated the open wait's predicate (spec 10.6).

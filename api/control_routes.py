@@ -200,6 +200,13 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
             hold=cfg.poll_timeout,
         )
 
+    @api.endpoint("/api/workflows/<workflow_id>/runs/<run_id>/history/export", "GET", Route("control"), OPERATOR)
+    async def export_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        key = cfg.export_signing_key.encode() if cfg.export_signing_key else None
+        return 200, await node.workflows.export(
+            ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"], key, cfg.export_signing_key_id or ("k1" if key else None)
+        )
+
     for prefix, scoped in (("/api/workflows/<workflow_id>", False), ("/api/workflows/<workflow_id>/runs/<run_id>", True)):
         _register_commands(api, prefix, scoped)
 
@@ -217,6 +224,14 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
 
     signal.__name__ = f"signal{suffix}"
     api.endpoint(f"{prefix}/signal/<name>", "POST", Route("control", "signal"), OPERATOR)(signal)
+
+    async def query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        name = _name(ctx.args["name"], "query_name")
+        req = schemas.parse(schemas.Query, ctx.body)
+        return await node.queries.query(ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id"))
+
+    query.__name__ = f"query{suffix}"
+    api.endpoint(f"{prefix}/query/<name>", "POST", Route("control", "query"), OPERATOR)(query)
 
     for kind in ("cancel", "terminate"):
 

@@ -9,6 +9,7 @@ from quart import Response, request
 
 from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
+from runtime.errors import ProtocolError
 from runtime.peers import RPC_PATH
 
 from .app import Api
@@ -54,6 +55,15 @@ def register(api: Api) -> None:
                 return {"info": await engine.ask(call["run_id"], "terminal_info")}
             except (NotOwner, RunNotFound, RunUnavailable):
                 return {"info": None}
+        if op == "query_submit":
+            if not engine.is_local_queue("query", call["namespace"], call["queue"]):
+                return {"error": {"status": 503, "reason": "query_task_queue_unavailable",
+                                  "message": "The task queue moved to another node; retry shortly."}}
+            try:
+                outcome = await node.queries.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
+            except ProtocolError as exc:
+                return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
+            return {"outcome": outcome}
         if op == "post":
             engine.post(call["run_id"], Msg(call["kind"], dict(call["args"])))
             return {"accepted": True}

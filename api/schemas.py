@@ -103,6 +103,15 @@ class Signal(_Model):
         return _check_envelope(v, "input")
 
 
+class Query(_Model):
+    input: Any = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
+
+
 class CloseRun(_Model):
     reason: Annotated[str, Field(max_length=1000)] | None = None
     request_id: Str255 | None = None
@@ -168,6 +177,20 @@ class Failure(BaseModel):
 
 
 class FailWorkflowTask(TaskLease):
+    failure: Failure
+
+
+class QueryTaskLease(_Model):
+    lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
+    query_task_attempt: Annotated[int, Field(ge=1)]
+
+
+class CompleteQueryTask(QueryTaskLease):
+    result: Any = None
+    result_envelope: Any = None
+
+
+class FailQueryTask(QueryTaskLease):
     failure: Failure
 
 

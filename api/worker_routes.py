@@ -69,6 +69,28 @@ def register(api: Api) -> None:
         poll.__name__ = f"poll_{kind}"
         api.endpoint(f"/api/worker/{kind}-tasks/poll", "POST", W, WORKER)(poll)
 
+    @api.endpoint("/api/worker/query-tasks/poll", "POST", W, WORKER)
+    async def poll_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.Poll, ctx.body)
+        if not engine.is_local_queue("query", ctx.namespace, req.task_queue):
+            raise ForwardTo(engine.queue_home("query", ctx.namespace, req.task_queue))
+        task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
+        return 200, {"task": task, "poll_status": "leased" if task else "empty"}
+
+    @api.endpoint("/api/worker/query-tasks/<query_task_id>/complete", "POST", W, WORKER)
+    async def complete_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.CompleteQueryTask, ctx.body)
+        outcome = {"result": req.result, "result_envelope": req.result_envelope}
+        qid = ctx.args["query_task_id"]
+        return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
+
+    @api.endpoint("/api/worker/query-tasks/<query_task_id>/fail", "POST", W, WORKER)
+    async def fail_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.FailQueryTask, ctx.body)
+        outcome = {"failure": req.failure.model_dump()}
+        qid = ctx.args["query_task_id"]
+        return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
+
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/history", "POST", W, WORKER)
     async def wt_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.WorkflowTaskHistory, ctx.body)

@@ -28,6 +28,7 @@ VALUE_SCHEMA: dict[str, Any] = json.loads(
     '{"type":"record","name":"MapValue","fields":[{"name":"entries",'
     '"type":{"type":"map","values":"Value"}}]}]}]}'
 )
+VALUE_SCHEMA_JSON = json.dumps(VALUE_SCHEMA, separators=(",", ":"))  # the canonical text bundles embed
 FINGERPRINT_HEX = "e2a33dff55802237"
 MAGIC = b"\xc3\x01"
 _PREFIX = MAGIC + bytes.fromhex(FINGERPRINT_HEX)

@@ -44,6 +44,10 @@ class Config:
     synchronous: str = "FULL"
     compression: bool = True
     history_retention_days: int = 30
+    query_timeout: float = 30.0
+    export_signing_key: str | None = None
+    export_signing_key_id: str | None = None
+    query_max_pending: int = 1024
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
@@ -69,6 +73,10 @@ class Config:
             synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
+            query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
+            export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
+            export_signing_key_id=_env("DW_HISTORY_EXPORT_SIGNING_KEY_ID"),
+            query_max_pending=_int("DW_QUERY_TASK_MAX_PENDING_PER_QUEUE", 1024),
             workflow_task_lease=float(_int("DW_WORKFLOW_TASK_LEASE_SECONDS", 60)),
             activity_lease=float(_int("DW_ACTIVITY_LEASE_SECONDS", 300)),
             idle_seconds=float(_int("DW_ACTOR_IDLE_SECONDS", 30)),

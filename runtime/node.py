@@ -17,6 +17,7 @@ from persistence.sqlite_journal import SqliteJournal
 from .config import Config
 from .engine import Engine
 from .namespaces import NamespaceService
+from .queries import QueryService
 from .workers import WorkerService
 from .workflows import WorkflowService
 
@@ -65,6 +66,10 @@ class Node:
         )
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)
+        self.queries = QueryService(
+            self.engine, self.workflows, self.workers,
+            timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,
+        )
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
 
     @property

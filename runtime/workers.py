@@ -97,7 +97,7 @@ class WorkerService:
         log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
         return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
 
-    async def _registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
+    async def registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
         row = self.workers.get((namespace, worker_id))
         if row is None and self.engine.owned is not None:
             await self.load()  # registered through another node of the cluster
@@ -123,7 +123,7 @@ class WorkerService:
     async def poll(self, kind: str, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
         worker_id, queue = body["worker_id"], body["task_queue"]
         page_size = body.get("history_page_size") or 500
-        row = await self._registration(namespace, worker_id, queue)
+        row = await self.registration(namespace, worker_id, queue)
         request_id = body.get("poll_request_id")
         if not request_id:
             return await self._poll(kind, namespace, row, queue, hold, page_size)

@@ -14,6 +14,7 @@ from persistence import avro, codec
 from persistence.ids import iso, run_ulid, shard_of, ulid
 from persistence.journal import Batch, InstanceRow, RunRow
 
+from . import history_export
 from .engine import Engine
 from .errors import ProtocolError, validation
 
@@ -314,6 +315,17 @@ class WorkflowService:
             "events": events,
             "next_page_token": encode_token(end) if end < actor.visible else None,
         }
+
+    async def export(self, namespace: str, workflow_id: str, run_id: str, signing_key: bytes | None, key_id: str | None) -> dict[str, Any]:
+        current = await self.current(namespace, workflow_id)
+        actor = await self.run(namespace, workflow_id, run_id)
+        s = actor.state
+        return history_export.build(
+            run_id=run_id, meta=s.meta, status=s.status, closed_reason=s.closed_reason, closed_at=s.closed_at,
+            last_progress_at=s.last_progress_at, output=s.output, search_attributes=s.search_attributes,
+            events=s.events[: actor.visible], current_run_id=current.run_id, now=self.engine.clock.now(),
+            signing_key=signing_key, key_id=key_id,
+        )
 
     # --- commands ------------------------------------------------------------------
 

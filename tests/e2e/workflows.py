@@ -203,8 +203,35 @@ class HeartbeatTimeout:
         )
 
 
+@workflow.defn(name="inspectable")
+class Inspectable:
+    """Answers queries about signals it has received while it waits for three of them."""
+
+    def __init__(self):
+        self.stage = "starting"
+        self.items = []
+
+    @workflow.signal("add")
+    def add(self, item):
+        self.items.append(item)
+
+    @workflow.query("status")
+    def status(self):
+        return {"stage": self.stage, "items": list(self.items)}
+
+    @workflow.query("item_at")
+    def item_at(self, index):
+        return self.items[index]
+
+    def run(self, ctx, label):
+        self.stage = f"waiting ({label})"
+        yield ctx.wait_condition(lambda: len(self.items) >= 3, key="three")
+        self.stage = "done"
+        return self.items
+
+
 ALL_WORKFLOWS = [
     OneActivity, ParentOfMany, SequentialThenParallel, Sleeper, Approval, Impatient, Waiter, ChildGreeter, Parent, Counter, Retrying,
-    NonRetryable, Raiser, Markers, HeartbeatTimeout,
+    NonRetryable, Raiser, Markers, HeartbeatTimeout, Inspectable,
 ]
 ALL_ACTIVITIES = [greet, add, slow_square, flaky, doomed, stalls_once]

@@ -492,6 +492,27 @@ def test_signal_seen_in_snapshot_does_not_wake_the_reopened_wait() -> None:
     assert run.state.wt is None
 
 
+def test_completion_that_missed_a_signal_to_its_open_wait_is_superseded() -> None:
+    """Two signals arrive before a wait opens and a third reaches the wait while the catch-up
+    task is leased. Replay binds the third to the open wait, so that task's commands (decided
+    without it) are dropped and a fresh task replays with it (found with three fast signals)."""
+    run = Run()
+    run.signal("add", T0 + 1, command_id="s1")
+    run.claim(T0 + 2)
+    run.signal("add", T0 + 3, command_id="s2")  # after the snapshot, no wait open yet
+    run.complete([open_wait(None)], T0 + 4)
+    assert run.state.wt is not None  # catch-up task for s2
+    run.claim(T0 + 5)
+    late = run.signal("add", T0 + 6, command_id="s3")  # reaches the open wait during the lease
+    assert late[0]["p"]["workflow_sequence"] == 1
+    records = run.complete([open_wait(None)], T0 + 7)
+    assert types(records) == []  # nothing written: no ConditionWaitSatisfied, no second wait
+    assert run.state.cond is not None and run.state.cond["seq"] == 1
+    assert run.state.wt is not None and run.state.wt.status == "ready"
+    run.claim(T0 + 8)
+    assert types(run.complete([{"type": "complete_workflow"}], T0 + 9)) == ["ConditionWaitSatisfied", "WorkflowCompleted"]
+
+
 def test_condition_timeout_fires_when_no_task_is_leased() -> None:
     run = Run()
     run.turn([open_wait(10)], T0 + 1)
