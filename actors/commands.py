@@ -22,7 +22,8 @@ STEP_COMMANDS = frozenset(
     }
 )
 TERMINAL_COMMANDS = frozenset({"complete_workflow", "fail_workflow", "continue_as_new"})
-SUPPORTED_COMMANDS = sorted(STEP_COMMANDS | TERMINAL_COMMANDS)
+UPDATE_COMMANDS = frozenset({"complete_update", "fail_update"})
+SUPPORTED_COMMANDS = sorted(STEP_COMMANDS | TERMINAL_COMMANDS | UPDATE_COMMANDS)
 PARALLEL_KEYS = (
     "parallel_group_id",
     "parallel_group_kind",
@@ -140,7 +141,7 @@ def validate_commands(commands: Any) -> list[dict[str, Any]]:
         if not isinstance(cmd, dict):
             raise _invalid(f"{path}.type", f"Command {i} must be an object with a type.")
         ctype = cmd.get("type")
-        if not isinstance(ctype, str) or ctype not in STEP_COMMANDS | TERMINAL_COMMANDS:
+        if not isinstance(ctype, str) or ctype not in STEP_COMMANDS | TERMINAL_COMMANDS | UPDATE_COMMANDS:
             raise _invalid(
                 f"{path}.type",
                 f"Unsupported command type [{ctype}]. Supported: {', '.join(SUPPORTED_COMMANDS)}.",
@@ -295,7 +296,41 @@ def _continue(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     }
 
 
+def _update_id(cmd: dict[str, Any], path: str) -> str:
+    value = cmd.get("update_id")
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"{path}.update_id", "The update_id field is required.")
+    return value
+
+
+def _complete_update(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    update_id = _update_id(cmd, path)
+    _envelope(cmd.get("result"), f"{path}.result", bare_ok=True)
+    return {"type": "complete_update", "update_id": update_id, "result": cmd.get("result")}
+
+
+def _fail_update(cmd: dict[str, Any], path: str) -> dict[str, Any]:
+    update_id = _update_id(cmd, path)
+    if not isinstance(cmd.get("message"), str) or not cmd["message"]:
+        raise _invalid(f"{path}.message", "The message field is required.")
+    for key in ("exception_type", "exception_class"):
+        if cmd.get(key) is not None and not isinstance(cmd[key], str):
+            raise _invalid(f"{path}.{key}", f"The {key} field must be a string.")
+    if cmd.get("non_retryable") is not None and not isinstance(cmd["non_retryable"], bool):
+        raise _invalid(f"{path}.non_retryable", "The non_retryable field must be a boolean.")
+    return {
+        "type": "fail_update",
+        "update_id": update_id,
+        "message": cmd["message"],
+        "exception_type": cmd.get("exception_type"),
+        "exception_class": cmd.get("exception_class"),
+        "non_retryable": cmd.get("non_retryable", True),
+    }
+
+
 _VALIDATORS = {
+    "complete_update": _complete_update,
+    "fail_update": _fail_update,
     "schedule_activity": _schedule_activity,
     "start_timer": _start_timer,
     "start_child_workflow": _start_child,

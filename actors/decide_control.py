@@ -29,6 +29,23 @@ def signal(state: RunState, name: str, arguments: Any, command_id: str, now: flo
     return em
 
 
+def update(state: RunState, name: str, arguments: Any, command_id: str, update_id: str, now: float) -> Emitter:
+    """Accept an update: recorded now, applied by an update task of its own (worker-plane §8.2)."""
+    em = Emitter(state, now)
+    payload: dict[str, Any] = {
+        "update_id": update_id,
+        "update_name": name,
+        "arguments": blob_of(arguments),
+        "payload_codec": "avro",
+        "workflow_command_id": command_id,
+        "workflow_instance_id": state.meta["workflow_id"],
+        "workflow_run_id": state.run_id,
+        "ordering_state": "ready",
+    }
+    em.event("UpdateAccepted", payload, cmd=command_id)
+    return em
+
+
 def cancel_or_terminate(state: RunState, kind: str, reason: str | None, command_id: str, now: float) -> Emitter:
     em = Emitter(state, now)
     ids = {

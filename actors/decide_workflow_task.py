@@ -7,7 +7,7 @@ from typing import Any
 
 from persistence.ids import iso, run_ulid, shard_of, ulid
 
-from .commands import STEP_COMMANDS, CommandError, validate_commands
+from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
 from .run_state import TERMINAL, RunState
 
@@ -115,6 +115,8 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Em
     commands = validate_commands(raw_commands)
     em = Emitter(state, now, wt=task_id)
     wt = state.wt
+    if wt is not None and wt.update_id is not None:
+        return _complete_update_task(state, em, task_id, wt.update_id, commands)
     if state.cond is not None and state.last_signal is not None and wt is not None and state.last_signal_h > wt.snapshot:
         # A signal reached the open wait after this task's snapshot. Replay binds it to that
         # wait, so these commands were decided on a history the SDK will never replay again:
@@ -130,9 +132,15 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Em
         _satisfy_condition(state, em, satisfied)
     closes = False
     duplicates = _check_groups(state, commands)
+    updated: set[str] = set()
     for i, cmd in enumerate(commands):
         ctype = cmd["type"]
-        if ctype in STEP_COMMANDS:
+        if ctype in UPDATE_COMMANDS:
+            if cmd["update_id"] in updated:
+                raise CommandError(409, "invalid_commands", f"Update [{cmd['update_id']}] is answered twice in one completion.")
+            updated.add(cmd["update_id"])
+            apply_update(state, em, cmd, None)
+        elif ctype in STEP_COMMANDS:
             par = cmd.get("par")
             if i in duplicates:
                 continue
@@ -152,6 +160,53 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Em
     if closes:
         closure_effects(state, em)
     return em
+
+
+def _complete_update_task(state: RunState, em: Emitter, task_id: str, update_id: str, commands: list[dict[str, Any]]) -> Emitter:
+    """An update task answers exactly its update; the open wait (if any) is not re-evaluated by
+    it, so it stays open and the applied update wakes an ordinary task (spec 8.2 step 6)."""
+    if len(commands) != 1 or commands[0]["type"] not in UPDATE_COMMANDS or commands[0]["update_id"] != update_id:
+        raise CommandError(
+            409, "invalid_commands",
+            f"This is an update task: complete it with exactly one complete_update or fail_update for update [{update_id}].",
+        )
+    apply_update(state, em, commands[0], state.cond["seq"] if state.cond is not None else None)
+    em.internal("wt_done", task=task_id)
+    return em
+
+
+def apply_update(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int | None) -> None:
+    up = state.updates.get(cmd["update_id"])
+    if up is None or up["status"] != "accepted" or cmd["update_id"] not in state.pending_updates:
+        raise CommandError(409, "invalid_commands", f"Update [{cmd['update_id']}] is not an accepted update of this run.")
+    ids = {
+        "workflow_command_id": up["command_id"],
+        "workflow_instance_id": state.meta["workflow_id"],
+        "workflow_run_id": state.run_id,
+    }
+    at = {"sequence": seq} if seq is not None else {}
+    base = {"update_id": up["update_id"], "update_name": up["name"]}
+    if cmd["type"] == "complete_update":
+        em.event("UpdateApplied", {**base, "arguments": up["arguments"], **ids, **at}, cmd=up["command_id"])
+        em.event("UpdateCompleted", {**base, **at, "result": blob_of(cmd["result"]), "payload_codec": "avro", **ids}, cmd=up["command_id"])
+        return
+    exc_type = cmd.get("exception_type")
+    exc_class = cmd.get("exception_class") or exc_type or "UpdateFailed"
+    em.event(
+        "UpdateCompleted",
+        {
+            **base,
+            "failure_id": f"{up['update_id']}-failure",
+            "failure_category": "application",
+            "non_retryable": cmd.get("non_retryable", True),
+            "exception_type": exc_type,
+            "exception_class": exc_class,
+            "message": cmd["message"],
+            "exception": {"class": exc_class, "type": exc_type, "message": cmd["message"]},
+            **ids,
+        },
+        cmd=up["command_id"],
+    )
 
 
 def _satisfy_condition(state: RunState, em: Emitter, cond: dict[str, Any]) -> None:

@@ -363,7 +363,7 @@ class RunActor:
             "last_history_sequence": wt.snapshot,
             "total_history_events": wt.snapshot,
             "next_history_page_token": page_token(len(events)) if more else None,
-            "workflow_update_id": None,
+            "workflow_update_id": wt.update_id,
             "workflow_command_id": None,
         }
 
@@ -574,8 +574,19 @@ class RunActor:
         em = decide_control.cancel_or_terminate(s, kind, reason, command_id, now)
         return await self._commit_command(em, request_id, command_id)
 
-    async def _commit_command(self, em: Emitter, request_id: str | None, command_id: str) -> dict[str, Any]:
-        answer = {"sequence": em.records[0]["h"], "command_id": command_id}
+    async def _on_update(
+        self, name: str, arguments: Any, command_id: str, update_id: str, request_id: str | None = None
+    ) -> dict[str, Any]:
+        s = self.state
+        if request_id and request_id in s.commands:
+            return s.commands[request_id]  # a client retry: the receipt of the first, not a second update
+        if not s.is_open:
+            return {"rejected": "run_not_active"}
+        em = decide_control.update(s, name, arguments, command_id, update_id, self.host.clock.now())
+        return await self._commit_command(em, request_id, command_id, update_id=update_id)
+
+    async def _commit_command(self, em: Emitter, request_id: str | None, command_id: str, **extra: Any) -> dict[str, Any]:
+        answer = {"sequence": em.records[0]["h"], "command_id": command_id, **extra}
         if request_id:
             em.internal("command", request_id=request_id, answer=answer)
         await self.commit(em)

@@ -37,6 +37,7 @@ class WorkflowTask:
     owner: str | None = None
     lease_expires_at: float | None = None
     snapshot: int = 0
+    update_id: str | None = None  # an update task applies only this update (worker-plane §8.2)
 
 
 @dataclass
@@ -119,6 +120,8 @@ class RunState:
     search_attributes: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)
     late_outcomes: dict[int, int] = field(default_factory=dict)  # seq -> attempt still running at close
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # update id -> its record
+    pending_updates: list[str] = field(default_factory=list)  # accepted, not yet applied (FIFO)
 
     @property
     def is_open(self) -> bool:
@@ -184,10 +187,12 @@ def _history(state: RunState, rec: dict[str, Any]) -> None:
 
 
 def _schedule(state: RunState, at: float) -> None:
-    """The scheduler: at most one workflow task per run, created only when woken."""
-    if state.is_open and state.wt is None and state.wake:
+    """The scheduler: at most one workflow task per run, created only when woken; the oldest
+    accepted update gets a task of its own first (never merged with an ordinary wake-up)."""
+    if state.is_open and state.wt is None and (state.pending_updates or state.wake):
         state.wt_counter += 1
-        state.wt = WorkflowTask(f"{state.run_id}-wt{state.wt_counter}", "ready", at)
+        update_id = state.pending_updates[0] if state.pending_updates else None
+        state.wt = WorkflowTask(f"{state.run_id}-wt{state.wt_counter}", "ready", at, update_id=update_id)
 
 
 def _set_wake(state: RunState, at: float) -> None:
@@ -376,7 +381,54 @@ def _signal(state: RunState, rec: dict[str, Any]) -> None:
         _set_wake(state, rec["at"])
 
 
+def _update_accepted(state: RunState, rec: dict[str, Any]) -> None:
+    p = rec["p"]
+    state.updates[p["update_id"]] = {
+        "update_id": p["update_id"],
+        "name": p["update_name"],
+        "arguments": p.get("arguments"),
+        "command_id": p.get("workflow_command_id"),
+        "status": "accepted",
+        "h": rec["h"],
+        "accepted_at": rec["at"],
+        "applied_at": None,
+        "closed_at": None,
+        "result": None,
+        "failure": None,
+    }
+    state.pending_updates.append(p["update_id"])
+
+
+def _update_applied(state: RunState, rec: dict[str, Any]) -> None:
+    up = state.updates.get(rec["p"]["update_id"])
+    if up is not None:
+        up["applied_at"] = rec["at"]
+
+
+def _update_completed(state: RunState, rec: dict[str, Any]) -> None:
+    p = rec["p"]
+    up = state.updates.get(p["update_id"])
+    if up is not None:
+        up["closed_at"] = rec["at"]
+        if p.get("failure_id"):
+            up["status"] = "failed"
+            up["failure"] = {"failure_id": p["failure_id"], "message": p.get("message"), "exception_type": p.get("exception_type")}
+        else:
+            up["status"] = "completed"
+            up["result"] = p.get("result")
+    if p["update_id"] in state.pending_updates:
+        state.pending_updates.remove(p["update_id"])
+    if state.cond is not None:
+        _set_wake(state, rec["at"])  # the handler may have made the open wait's predicate true
+
+
 def _closed(state: RunState, rec: dict[str, Any]) -> None:
+    for update_id in state.pending_updates:  # accepted but never applied: their callers are released
+        up = state.updates[update_id]
+        up["status"] = "failed"
+        up["closed_at"] = rec["at"]
+        up["failure"] = {"failure_id": None, "message": "The workflow run closed before the update was applied.", "reason": "run_closed"}
+    state.pending_updates = []
     status, reason = TERMINAL_EVENTS[rec["t"]]
     state.status = status
     state.closed_reason = reason
@@ -416,6 +468,9 @@ _EVENT_FOLDS: dict[str, Any] = {
     "ConditionWaitOpened": _cond_opened,
     "ConditionWaitSatisfied": _cond_satisfied,
     "SignalReceived": _signal,
+    "UpdateAccepted": _update_accepted,
+    "UpdateApplied": _update_applied,
+    "UpdateCompleted": _update_completed,
     "CancelRequested": None,
     "TerminateRequested": None,
     **{name: _closed for name in TERMINAL_EVENTS},
@@ -433,7 +488,8 @@ def _wt_claim(state: RunState, rec: dict[str, Any]) -> None:
     wt.owner = rec["owner"]
     wt.lease_expires_at = rec["lease"]
     wt.snapshot = rec["snap"]
-    state.wake = False
+    if wt.update_id is None:
+        state.wake = False  # the snapshot holds every event that set it; update tasks leave it
     if state.status == "waiting" or state.status == "pending":
         state.status = "running" if state.status == "waiting" else state.status
 

@@ -233,6 +233,21 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     query.__name__ = f"query{suffix}"
     api.endpoint(f"{prefix}/query/<name>", "POST", Route("control", "query"), OPERATOR)(query)
 
+    async def update(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        name = _name(ctx.args["name"], "update_name")
+        if isinstance(ctx.body, dict) and "wait_policy" in ctx.body:
+            raise schemas.invalid({"wait_policy": ["The wait_policy field is no longer supported. Use wait_for."]})
+        req = schemas.parse(schemas.Update, ctx.body)
+        wait_for = req.wait_for or "accepted"
+        timeout = float(min(req.wait_timeout_seconds or 10, 55))  # under the SDK's 60 s client timeout
+        return await node.workflows.update(
+            ctx.namespace, ctx.args["workflow_id"], name, _input(req.input) if req.input is not None else avro.envelope([]),
+            ctx.args.get("run_id"), req.request_id, wait_for, timeout,
+        )
+
+    update.__name__ = f"update{suffix}"
+    api.endpoint(f"{prefix}/update/<name>", "POST", Route("control", "update"), OPERATOR)(update)
+
     for kind in ("cancel", "terminate"):
 
         async def close(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:

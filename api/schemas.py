@@ -103,6 +103,18 @@ class Signal(_Model):
         return _check_envelope(v, "input")
 
 
+class Update(_Model):
+    input: Any = None
+    request_id: Str255 | None = None
+    wait_for: Literal["accepted", "completed"] | None = None
+    wait_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
+
+
 class Query(_Model):
     input: Any = None
 

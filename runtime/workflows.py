@@ -342,6 +342,72 @@ class WorkflowService:
             return 409, self._rejected(body, "run_not_active")
         return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}
 
+    async def update(
+        self,
+        namespace: str,
+        workflow_id: str,
+        name: str,
+        arguments: Any,
+        run_id: str | None,
+        request_id: str | None,
+        wait_for: str,
+        wait_timeout: float,
+    ) -> tuple[int, dict[str, Any]]:
+        actor = await self._target(namespace, workflow_id, run_id)
+        result = await self.engine.ask(
+            actor.run_id, "update", name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id
+        )
+        body = self._command_body(actor, run_id, result.get("command_id", ""))
+        body.update(update_name=name, wait_for=wait_for, wait_timeout_seconds=int(wait_timeout) if wait_for == "completed" else None)
+        if "rejected" in result:
+            return 409, {**self._rejected(body, "run_not_active"), "update_status": "rejected", "update_id": None}
+        update_id = result["update_id"]
+        body["update_id"] = update_id
+        body["command_sequence"] = result["sequence"]
+        timed_out = False
+        if wait_for == "completed":
+            with trio.move_on_after(wait_timeout) as scope:
+                while True:
+                    actor = await self.engine.loaded(actor.run_id)
+                    up = actor.state.updates.get(update_id)
+                    if up is None or up["status"] != "accepted" or self.engine.draining.is_set():
+                        break
+                    await actor.changed.wait()
+            timed_out = scope.cancelled_caught
+        up = actor.state.updates.get(update_id) or {"status": "accepted"}
+        body.update(
+            wait_timed_out=timed_out,
+            workflow_sequence=None,
+            accepted_at=iso(up.get("accepted_at")),
+            applied_at=iso(up.get("applied_at")),
+            rejected_at=None,
+            closed_at=iso(up.get("closed_at")),
+            result=None,
+            result_envelope=None,
+            failure_id=None,
+            failure_message=None,
+        )
+        if up["status"] == "completed" and wait_for == "completed":
+            envelope = {"codec": "avro", "blob": up["result"]} if isinstance(up["result"], str) else up["result"]
+            return 200, {
+                **body, "outcome": "update_completed", "update_status": "completed",
+                "result": avro.decode_envelope(envelope), "result_envelope": envelope,
+            }
+        if up["status"] == "failed" and wait_for == "completed":
+            failure = up.get("failure") or {}
+            if failure.get("reason") == "run_closed":
+                return 409, {
+                    **body, "outcome": "rejected_run_closed", "update_status": "rejected", "command_status": "rejected",
+                    "reason": "run_closed", "rejection_reason": "run_closed", "rejected_at": iso(up.get("closed_at")),
+                    "message": failure.get("message"),
+                }
+            return 422, {
+                **body, "outcome": "update_failed", "update_status": "failed", "reason": "update_failed",
+                "failure_id": failure.get("failure_id"), "failure_message": failure.get("message"),
+                "message": failure.get("message") or "The update handler failed.",
+            }
+        return 202, {**body, "outcome": None, "update_status": "accepted"}
+
     async def close(
         self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
     ) -> tuple[int, dict[str, Any]]:

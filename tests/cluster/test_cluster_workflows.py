@@ -54,8 +54,9 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
                         await handle.signal("add", ["x"])
                         await asyncio.sleep(0.5)
                         answer = await starter.query_workflow(asked, "status")
+                        pushed = await starter.update_workflow(asked, "push", args=["y"], wait_for="completed")
                         await starter.terminate_workflow(asked)
-                        return [*results, answer["result"]]
+                        return [*results, (answer["result"], pushed["result"])]
                     finally:
                         for w in workers:
                             await w.stop()
@@ -63,7 +64,7 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
                             await t
 
             *results, answer = asyncio.run(scenario())
-            assert answer == {"stage": "waiting (cluster)", "items": ["x"]}
+            assert answer == ({"stage": "waiting (cluster)", "items": ["x"]}, 2)  # a query and an update, asked on node 1
             for i, result in enumerate(results):
                 if i % 3 == 0:
                     assert result == {"sequential": 6, "parallel": [1, 4, 9, 16, 25]}

@@ -219,6 +219,13 @@ class Inspectable:
     def status(self):
         return {"stage": self.stage, "items": list(self.items)}
 
+    @workflow.update("push")
+    def push(self, item):
+        if item == "bad":
+            raise ValueError("bad items are refused")
+        self.items.append(item)
+        return len(self.items)
+
     @workflow.query("item_at")
     def item_at(self, index):
         return self.items[index]

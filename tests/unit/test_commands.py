@@ -183,17 +183,22 @@ def test_non_object_command_error_is_keyed_on_type_field() -> None:
     assert_field_error([activity(), "complete_workflow"], "commands.1.type")
 
 
+def test_update_commands_need_an_update_id_and_a_failure_message() -> None:
+    assert_field_error([{"type": "complete_update"}], "commands.0.update_id")
+    assert_field_error([{"type": "fail_update", "update_id": "u1"}], "commands.0.message")
+    assert_field_error([{"type": "fail_update", "update_id": "u1", "message": "m", "non_retryable": "yes"}], "commands.0.non_retryable")
+
+
 @pytest.mark.parametrize(
     "command",
     [
         {"type": "upsert_memo", "entries": ENV},
         {"type": "record_local_activity"},
-        {"type": "complete_update", "update_id": "u1"},
         {"type": ""},
         {"type": None},
         {"activity_type": "no.type"},
     ],
-    ids=["ext-upsert_memo", "ext-local_activity", "complete_update", "empty", "null", "missing"],
+    ids=["ext-upsert_memo", "ext-local_activity", "empty", "null", "missing"],
 )
 def test_unknown_or_missing_type_rejected_on_type_field(command: dict[str, Any]) -> None:
     err = assert_field_error([{"type": "start_timer", "delay_seconds": 1}, command], "commands.1.type")

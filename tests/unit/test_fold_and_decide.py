@@ -1123,3 +1123,57 @@ def test_next_deadline_after_idle_tick_lies_in_the_future(build: Any) -> None:
     assert run.tick(now) == []  # nothing is due: tick emits nothing
     deadline = decide_time.next_deadline(run.state, now)
     assert deadline is None or deadline > now
+
+
+# --- updates ---------------------------------------------------------------------------
+
+
+def accept_update(run: Run, update_id: str, now: float, name: str = "push") -> list[dict[str, Any]]:
+    return run.commit(decide_control.update(run.state, name, {"codec": "avro", "blob": "AAAA"}, f"cmd-{update_id}", update_id, now))
+
+
+def test_an_accepted_update_gets_a_task_of_its_own_that_does_not_clear_the_wake() -> None:
+    run = Run()
+    run.turn([open_wait(None)], T0 + 1)
+    assert run.state.wt is None
+    records = accept_update(run, "u1", T0 + 2)
+    assert types(records) == ["UpdateAccepted"]
+    assert only(records, "UpdateAccepted")["p"]["arguments"] == "AAAA"
+    assert run.state.wt is not None and run.state.wt.update_id == "u1"
+    run.state.wake = True  # as if something else woke the run meanwhile
+    run.claim(T0 + 3)
+    assert run.state.wake  # an update task's snapshot does not stand for an ordinary wake-up
+
+
+def test_update_task_completion_records_applied_then_completed_at_the_open_wait() -> None:
+    run = Run()
+    run.turn([open_wait(None)], T0 + 1)
+    accept_update(run, "u1", T0 + 2)
+    run.claim(T0 + 3)
+    with pytest.raises(CommandError) as wrong:
+        dwt.complete(run.state, run.state.wt.task_id, [{"type": "complete_update", "update_id": "u2"}], T0 + 4)
+    assert wrong.value.reason == "invalid_commands"
+    records = run.complete([{"type": "complete_update", "update_id": "u1", "result": {"codec": "avro", "blob": "BBBB"}}], T0 + 4)
+    assert types(records) == ["UpdateApplied", "UpdateCompleted"]
+    applied, done = history(records)
+    assert applied["p"]["update_name"] == "push" and applied["p"]["arguments"] == "AAAA" and applied["p"]["sequence"] == 1
+    assert done["p"]["result"] == "BBBB" and done["p"]["payload_codec"] == "avro"
+    assert run.state.updates["u1"]["status"] == "completed" and run.state.pending_updates == []
+    assert run.state.cond is not None  # an update task does not answer the wait's predicate...
+    assert run.state.wt is not None and run.state.wt.update_id is None  # ...an ordinary task re-evaluates it
+
+
+def test_failed_update_and_updates_left_pending_when_the_run_closes() -> None:
+    run = Run()
+    run.turn([open_wait(None)], T0 + 1)
+    accept_update(run, "u1", T0 + 2)
+    accept_update(run, "u2", T0 + 2)
+    run.claim(T0 + 3)
+    records = run.complete([{"type": "fail_update", "update_id": "u1", "message": "refused", "exception_type": "ValueError"}], T0 + 4)
+    assert types(records) == ["UpdateCompleted"]
+    assert records[0]["p"]["failure_id"] and records[0]["p"]["exception"]["message"] == "refused"
+    assert run.state.updates["u1"]["status"] == "failed"
+    assert run.state.wt is not None and run.state.wt.update_id == "u2"  # the next update goes first
+    run.commit(decide_control.cancel_or_terminate(run.state, "terminate", None, "cmd-t", T0 + 5))
+    assert run.state.updates["u2"]["status"] == "failed"
+    assert run.state.updates["u2"]["failure"]["reason"] == "run_closed"
