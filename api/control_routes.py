@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from persistence import avro
 from persistence.ids import iso
+from persistence.journal import Predicate
 from runtime.errors import ProtocolError, validation
 from runtime.membership import cluster_view
 
@@ -132,6 +134,20 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
                     raise ValueError
             except ValueError:
                 errors["page_size"] = ["The page_size must be an integer between 1 and 200."]
+        time_filters = []
+        for param, column, op in (
+            ("started_after", "started_at", ">="), ("started_before", "started_at", "<"),
+            ("closed_after", "closed_at", ">="), ("closed_before", "closed_at", "<"),
+        ):
+            if q.get(param):
+                try:
+                    when = datetime.fromisoformat(q[param].replace("Z", "+00:00"))
+                    if when.tzinfo is None:
+                        raise ValueError
+                except ValueError:
+                    errors[param] = [f"The {param} filter must be an ISO-8601 time with a zone, e.g. 2026-01-01T00:00:00Z."]
+                    continue
+                time_filters.append(Predicate(column=column, op=op, value=when.timestamp(), type="datetime"))
         if errors:
             raise schemas.invalid(errors)
         args = {
@@ -140,8 +156,25 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
             "query": (q.get("query") or "").strip() or None,
             "page_size": size,
             "next_page_token": q.get("next_page_token"),
+            "time_filters": time_filters,
+            "time_key": [q.get(k) for k in ("started_after", "started_before", "closed_after", "closed_before")],
         }
         return 200, await node.workflows.list(ctx.namespace, args)
+
+    # --- search attributes -------------------------------------------------------------
+
+    @api.endpoint("/api/search-attributes", "GET", Route("control"), OPERATOR)
+    async def list_search_attributes(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        await node.search_attributes.load()
+        return 200, node.search_attributes.view(ctx.namespace)
+
+    @api.endpoint("/api/search-attributes", "POST", Route("control"), ADMIN)
+    async def create_search_attribute(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 201, await node.search_attributes.create(ctx.namespace, ctx.body)
+
+    @api.endpoint("/api/search-attributes/<name>", "DELETE", Route("control"), ADMIN)
+    async def delete_search_attribute(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await node.search_attributes.delete(ctx.namespace, ctx.args["name"])
 
     @api.endpoint("/api/workflows", "POST", _op("start"), OPERATOR)
     async def start(ctx: Ctx) -> tuple[int, dict[str, Any]]:

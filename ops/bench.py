@@ -206,7 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="SDK worker processes")
     p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database (fresh schema)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="SDK result() polling interval")
+    p = sub.add_parser("list", help="list-workflows latency with many runs in PostgreSQL")
+    p.add_argument("--database", required=True, help="a PostgreSQL database (a fresh schema is created and dropped)")
+    p.add_argument("--runs", type=int, default=100_000)
+    p.add_argument("--samples", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.workload == "list":
+        from .bench_list import list_bench
+
+        print(json.dumps(list_bench(args.database, args.runs, args.samples), indent=2))
+        return 0
     print(json.dumps(hello(args), indent=2))
     return 0
 

@@ -72,6 +72,34 @@ class WorkerRow:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class Predicate:
+    """One condition of a list filter: a projection column or a custom search attribute.
+
+    ``op`` is one of = != > >= < <= (``in``/``not_in`` for a column and a list of values).
+    ``type`` is the attribute's registered type; a ``keyword_list`` attribute matches when
+    its list contains the value."""
+
+    op: str
+    value: Any
+    column: str | None = None
+    attribute: str | None = None
+    type: str = "keyword"
+
+
+@dataclass
+class ObjectRow:
+    """A small named object of a namespace (a search-attribute definition, a schedule's
+    projection): ``body`` is its JSON state; a deleted object keeps its row with
+    ``body["deleted"]`` so names stay reserved and audit trails resolvable."""
+
+    namespace: str
+    kind: str
+    name: str
+    body: dict[str, Any]
+    updated_at: float
+
+
 @dataclass
 class Batch:
     records: list[tuple[str, int, bytes]] = field(default_factory=list)  # (run_id, jseq, cbor body)
@@ -79,6 +107,7 @@ class Batch:
     instances: list[InstanceRow] = field(default_factory=list)
     namespaces: list[NamespaceRow] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
+    objects: list[ObjectRow] = field(default_factory=list)
     # shard id -> epoch the writer holds; empty: not fenced (single node).
     fence: dict[int, int] = field(default_factory=dict)
 

@@ -85,6 +85,19 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        3,
+        [
+            """CREATE TABLE objects (
+                namespace TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                body TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (namespace, kind, name)
+            ) WITHOUT ROWID""",
+        ],
+    ),
 ]
 
 
@@ -179,6 +192,29 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
                 heartbeat_at DOUBLE PRECISION,
                 status TEXT COLLATE "C" NOT NULL
             )""",
+        ],
+    ),
+    (
+        3,
+        [
+            """CREATE TABLE objects (
+                namespace TEXT COLLATE "C" NOT NULL,
+                kind TEXT COLLATE "C" NOT NULL,
+                name TEXT COLLATE "C" NOT NULL,
+                body TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (namespace, kind, name)
+            )""",
+            # Search-attribute filters use jsonb containment on an expression index. The column
+            # stays text (see above); a value jsonb cannot hold is simply not indexed (NULL).
+            """CREATE FUNCTION dw_sa_jsonb(t text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+            BEGIN
+                RETURN t::jsonb;
+            EXCEPTION WHEN others THEN
+                RETURN NULL;
+            END $$""",
+            "CREATE INDEX runs_search ON runs USING gin (dw_sa_jsonb(search_attributes) jsonb_path_ops)",
+            "CREATE INDEX runs_type_list ON runs(namespace, workflow_type, started_at DESC, run_id DESC)",
         ],
     ),
 ]

@@ -47,6 +47,8 @@ from .journal import (
     InstanceRow,
     NamespaceRow,
     NodeRow,
+    ObjectRow,
+    Predicate,
     RunRow,
     WorkerRow,
     check_shard_count,
@@ -112,6 +114,11 @@ _UPSERTS: list[tuple[str, list[tuple[str, str]], tuple[str, ...]]] = [
             ("registered_at", "float8"), ("last_seen", "float8"), ("info", "text"),
         ],
         ("namespace", "worker_id"),
+    ),
+    (
+        "objects",
+        [("namespace", "text"), ("kind", "text"), ("name", "text"), ("body", "text"), ("updated_at", "float8")],
+        ("namespace", "kind", "name"),
     ),
 ]
 
@@ -183,7 +190,10 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
     instances: dict[tuple[str, str], tuple[Any, ...]] = {}
     namespaces: dict[str, tuple[Any, ...]] = {}
     workers: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
+    objects: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     for batch in batches:
+        for o in batch.objects:
+            objects[(o.namespace, o.kind, o.name)] = (o.namespace, o.kind, o.name, json.dumps(o.body), o.updated_at)
         records.extend(batch.records)
         fences.update(batch.fence.items())
         for r in batch.runs:
@@ -206,7 +216,7 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
     deleted_workers = [k for k, v in workers.items() if v is None]
     params: list[Any] = _columns(sorted(fences), 2)
     params += _columns(sorted(records, key=lambda r: (r[0], r[1])), 3)
-    for rows, (_, cols, _) in zip((runs, instances, namespaces, upserted_workers), _UPSERTS, strict=True):
+    for rows, (_, cols, _) in zip((runs, instances, namespaces, upserted_workers, objects), _UPSERTS, strict=True):
         params += _columns((rows[k] for k in sorted(rows)), len(cols))
     params += _columns(sorted(deleted_workers), 2)
     return params
@@ -501,6 +511,8 @@ class PostgresJournal:
         workflow_type: str | None = None,
         statuses: list[str] | None = None,
         query: str | None = None,
+        predicates: Sequence[Predicate] = (),
+        after: tuple[float, str] | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> list[RunRow]:
@@ -520,6 +532,10 @@ class PostgresJournal:
             # columns folds ASCII case only, like SQLite's LIKE.
             like = param("%" + query.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
             where.append(f"(workflow_id ILIKE {like} ESCAPE '!' OR business_key ILIKE {like} ESCAPE '!')")
+        for pred in predicates:
+            where.append(_pg_predicate(pred, param))
+        if after is not None:  # keyset: the (namespace, started_at DESC, run_id DESC) index walks on
+            where.append(f"(started_at, run_id) < ({param(after[0])}::float8, {param(after[1])}::text)")
         # SQLite reads a negative LIMIT as "no limit" and a negative OFFSET as 0; PostgreSQL
         # rejects both, so they are mapped to the same meaning.
         sql = (
@@ -540,6 +556,41 @@ class PostgresJournal:
         rows = await self._fetch(f"SELECT {_NAMESPACE_COLS} FROM namespaces ORDER BY name")
         return [NamespaceRow(*r) for r in rows]
 
+    async def list_objects(self, kind: str, namespace: str | None = None) -> list[ObjectRow]:
+        if namespace is None:
+            rows = await self._fetch("SELECT namespace, kind, name, body, updated_at FROM objects WHERE kind = $1 ORDER BY namespace, name", kind)
+        else:
+            rows = await self._fetch(
+                "SELECT namespace, kind, name, body, updated_at FROM objects WHERE kind = $1 AND namespace = $2 ORDER BY name",
+                kind, namespace,
+            )
+        return [ObjectRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
     async def list_workers(self) -> list[WorkerRow]:
         rows = await self._fetch(f"SELECT {_WORKER_COLS} FROM workers ORDER BY namespace, worker_id")
         return [WorkerRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}")) for r in rows]
+
+
+_PG_OPS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+def _pg_predicate(pred: Predicate, param: Any) -> str:
+    """SQL for one filter condition. Equality on a custom attribute is jsonb containment,
+    which the GIN index on ``dw_sa_jsonb(search_attributes)`` answers."""
+    if pred.column is not None:
+        if pred.op in ("in", "not_in"):
+            clause = f"{pred.column} = ANY({param(list(pred.value))}::text[])"
+            return f"NOT ({clause})" if pred.op == "not_in" else clause
+        cast = "::float8" if isinstance(pred.value, float) else "::text"
+        if pred.op == "!=":
+            return f"({pred.column} IS NULL OR {pred.column} <> {param(pred.value)}{cast})"
+        return f"{pred.column} {_PG_OPS[pred.op]} {param(pred.value)}{cast}"
+    doc = "dw_sa_jsonb(search_attributes)"
+    name = str(pred.attribute)
+    if pred.op in ("=", "!="):
+        value = [pred.value] if pred.type == "keyword_list" else pred.value
+        clause = f"{doc} @> {param(json.dumps({name: value}))}::jsonb"
+        return f"NOT COALESCE({clause}, FALSE)" if pred.op == "!=" else clause
+    if pred.type in ("int", "double"):
+        return f"({doc} ->> {param(name)})::numeric {_PG_OPS[pred.op]} {param(str(pred.value))}::numeric"
+    return f"({doc} ->> {param(name)}) {_PG_OPS[pred.op]} {param(str(pred.value))}::text"

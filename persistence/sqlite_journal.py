@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -30,6 +31,8 @@ from .journal import (
     InstanceRow,
     NamespaceRow,
     NodeRow,
+    ObjectRow,
+    Predicate,
     RunRow,
     WorkerRow,
     check_shard_count,
@@ -200,6 +203,11 @@ class SqliteJournal:
                 " VALUES (?,?,?,?,?,?)",
                 (n.name, n.description, n.retention_days, n.status, n.created_at, n.updated_at),
             )
+        for o in batch.objects:
+            conn.execute(
+                "INSERT OR REPLACE INTO objects(namespace, kind, name, body, updated_at) VALUES (?,?,?,?,?)",
+                (o.namespace, o.kind, o.name, json.dumps(o.body), o.updated_at),
+            )
         for w in batch.workers:
             if w.deleted:
                 conn.execute("DELETE FROM workers WHERE namespace=? AND worker_id=?", (w.namespace, w.worker_id))
@@ -335,6 +343,8 @@ class SqliteJournal:
         workflow_type: str | None = None,
         statuses: list[str] | None = None,
         query: str | None = None,
+        predicates: Sequence[Predicate] = (),
+        after: tuple[float, str] | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> list[RunRow]:
@@ -350,6 +360,13 @@ class SqliteJournal:
             where.append("(workflow_id LIKE ? ESCAPE '\\' OR business_key LIKE ? ESCAPE '\\')")
             like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args.extend([like, like])
+        for pred in predicates:
+            clause, values = _sqlite_predicate(pred)
+            where.append(clause)
+            args.extend(values)
+        if after is not None:  # keyset: strictly after the last row of the previous page
+            where.append("(started_at < ? OR (started_at = ? AND run_id < ?))")
+            args.extend([after[0], after[0], after[1]])
         sql = (
             f"SELECT {_RUN_COLS} FROM runs WHERE {' AND '.join(where)}"
             " ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?"
@@ -370,8 +387,40 @@ class SqliteJournal:
         )
         return [NamespaceRow(*r) for r in rows]
 
+    async def list_objects(self, kind: str, namespace: str | None = None) -> list[ObjectRow]:
+        if namespace is None:
+            sql, args = "SELECT namespace, kind, name, body, updated_at FROM objects WHERE kind=? ORDER BY namespace, name", (kind,)
+        else:
+            sql, args = (
+                "SELECT namespace, kind, name, body, updated_at FROM objects WHERE kind=? AND namespace=? ORDER BY name",
+                (kind, namespace),
+            )
+        rows = await self._read(sql, args)
+        return [ObjectRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
     async def list_workers(self) -> list[WorkerRow]:
         rows = await self._read(
             "SELECT namespace, worker_id, task_queue, runtime, registered_at, last_seen, info FROM workers"
         )
         return [WorkerRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}")) for r in rows]
+
+
+_SQL_OPS = {"=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+def _sqlite_predicate(pred: Predicate) -> tuple[str, list[Any]]:
+    if pred.column is not None:
+        if pred.op in ("in", "not_in"):
+            marks = ",".join("?" * len(pred.value))
+            return f"{pred.column} {'NOT IN' if pred.op == 'not_in' else 'IN'} ({marks})", list(pred.value)
+        if pred.op == "!=":
+            return f"({pred.column} IS NULL OR {pred.column} != ?)", [pred.value]
+        return f"{pred.column} {_SQL_OPS[pred.op]} ?", [pred.value]
+    path = '$."' + str(pred.attribute).replace('"', '""') + '"'
+    if pred.type == "keyword_list":
+        contains = "EXISTS (SELECT 1 FROM json_each(search_attributes, ?) WHERE value = ?)"
+        return (f"NOT {contains}" if pred.op == "!=" else contains), [path, pred.value]
+    value = int(pred.value) if isinstance(pred.value, bool) else pred.value
+    if pred.op == "!=":
+        return "(json_extract(search_attributes, ?) IS NULL OR json_extract(search_attributes, ?) != ?)", [path, path, value]
+    return f"json_extract(search_attributes, ?) {_SQL_OPS[pred.op]} ?", [path, value]

@@ -18,6 +18,7 @@ from .config import Config
 from .engine import Engine
 from .namespaces import NamespaceService
 from .queries import QueryService
+from .search_attributes import SearchAttributeService
 from .workers import WorkerService
 from .workflows import WorkflowService
 
@@ -70,6 +71,8 @@ class Node:
             self.engine, self.workflows, self.workers,
             timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,
         )
+        self.search_attributes = SearchAttributeService(self.engine)
+        self.workflows.search_attributes = self.search_attributes
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
 
     @property
@@ -90,6 +93,7 @@ class Node:
                 if await self.namespaces.ensure_default():
                     log.info("created the %r namespace", self.cfg.default_namespace)
                 await self.workers.load()
+                await self.search_attributes.load()
                 if self.cfg.database:
                     from .peers import Peers
                     from .shard_manager import ShardManager

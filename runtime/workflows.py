@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+import re
 from typing import Any
 
 import trio
@@ -14,7 +17,7 @@ from persistence import avro, codec
 from persistence.ids import iso, run_ulid, shard_of, ulid
 from persistence.journal import Batch, InstanceRow, RunRow
 
-from . import history_export
+from . import history_export, visibility
 from .engine import Engine
 from .errors import ProtocolError, validation
 
@@ -49,6 +52,40 @@ def decode_token(token: Any) -> int:
         return 0
 
 
+def list_token(started_at: float, run_id: str, fingerprint: str) -> str:
+    """A keyset position (stable while runs start and close), bound to the filter it pages."""
+    raw = json.dumps({"v": 1, "s": started_at, "r": run_id, "f": fingerprint}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def read_list_token(token: Any, fingerprint: str) -> tuple[int, tuple[float, str] | None]:
+    """(offset, keyset position). A decimal offset token (the reference's) is still read."""
+    if not token:
+        return 0, None
+    text = str(token)
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        if raw.isdigit():
+            return int(raw), None
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError
+        position = (float(data["s"]), str(data["r"]))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise ProtocolError(
+            400, "invalid_page_token",
+            "The next_page_token is not one this server issued; start again without it.",
+            errors={"next_page_token": ["The page token is malformed."]},
+        ) from None
+    if data.get("f") != fingerprint:
+        raise ProtocolError(
+            400, "page_token_filter_mismatch",
+            "The next_page_token belongs to a listing with other filters; use it with the same filters or start over.",
+            errors={"next_page_token": ["The page token was issued for different filters."]},
+        )
+    return 0, position
+
+
 def encode_token(value: int) -> str:
     return base64.b64encode(str(value).encode()).decode()
 
@@ -59,6 +96,7 @@ class WorkflowService:
         self.journal = engine.journal
         self._locks: dict[tuple[str, str], trio.Lock] = {}
         self._instances: dict[tuple[str, str], InstanceRow] = {}
+        self.search_attributes: Any = None  # SearchAttributeService, set by the node
 
     async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
         key = (namespace, workflow_id)
@@ -278,24 +316,34 @@ class WorkflowService:
         return out
 
     async def list(self, namespace: str, args: dict[str, Any]) -> dict[str, Any]:
-        offset = decode_token(args.get("next_page_token"))
         size = args["page_size"]
         statuses = BUCKET_STATUSES[args["status"]] if args.get("status") else None
+        query = args.get("query")
+        predicates: list[Any] = list(args.get("time_filters") or [])
+        if query and visibility.is_filter(query):
+            names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query))
+            custom = await self.search_attributes.types(namespace, names) if self.search_attributes else {}
+            predicates += visibility.parse(query, custom)
+            query = None
+        fingerprint = hashlib.sha256(
+            json.dumps([namespace, args.get("workflow_type"), args.get("status"), args.get("query"), args.get("time_key")]).encode()
+        ).hexdigest()[:16]
+        offset, after = read_list_token(args.get("next_page_token"), fingerprint)
         rows = await self.journal.list_runs(
             namespace,
             workflow_type=args.get("workflow_type"),
             statuses=statuses,
-            query=args.get("query"),
+            query=query,
+            predicates=predicates,
+            after=after,
             offset=offset,
             limit=size + 1,
         )
         more = len(rows) > size
-        items = [self._summary(r) for r in rows[:size]]
-        return {
-            "workflows": items,
-            "workflow_count": len(items),
-            "next_page_token": encode_token(offset + size) if more else None,
-        }
+        page = rows[:size]
+        items = [self._summary(r) for r in page]
+        token = list_token(page[-1].started_at, page[-1].run_id, fingerprint) if more and page else None
+        return {"workflows": items, "workflow_count": len(items), "next_page_token": token}
 
     async def history(
         self, namespace: str, workflow_id: str, run_id: str, *, page_size: int, token: Any, wait: bool, hold: float

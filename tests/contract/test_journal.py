@@ -40,6 +40,8 @@ from persistence.journal import (
     InstanceRow,
     NamespaceRow,
     NodeRow,
+    ObjectRow,
+    Predicate,
     RunRow,
     WorkerRow,
 )
@@ -971,3 +973,54 @@ async def test_nodes_upsert_and_list(journal: Any) -> None:
     b2 = replace(b, heartbeat_at=T0 + 4.25, status="leaving")
     await journal.upsert_node(b2.node_id, b2.advertise_url, b2.started_at, b2.heartbeat_at, b2.status)
     assert await journal.list_nodes() == [a2, b2]
+
+
+# --- objects, search-attribute filters and keyset pages --------------------------------
+
+
+async def test_objects_upsert_and_list_per_kind_and_namespace(journal: Any) -> None:
+    await journal.append(Batch(objects=[ObjectRow(NS, "search_attribute", "Priority", {"type": "int"}, T0)]))
+    await journal.append(Batch(objects=[ObjectRow(NS, "search_attribute", "Priority", {"type": "int", "deleted": True}, T0 + 1)]))
+    await journal.append(Batch(objects=[ObjectRow("other", "search_attribute", "Stage", {"type": "keyword"}, T0)]))
+    await journal.append(Batch(objects=[ObjectRow(NS, "schedule", "nightly", {"x": [1, "é"]}, T0)]))
+    rows = await journal.list_objects("search_attribute")
+    assert [(r.namespace, r.name, r.body) for r in rows] == [
+        (NS, "Priority", {"type": "int", "deleted": True}),
+        ("other", "Stage", {"type": "keyword"}),
+    ]
+    assert [r.name for r in await journal.list_objects("schedule", NS)] == ["nightly"]
+    assert (await journal.list_objects("schedule", NS))[0].body == {"x": [1, "é"]}
+
+
+async def test_search_attribute_predicates_filter_runs(journal: Any) -> None:
+    rows = [
+        run_row("r1", started_at=T0 + 1, search_attributes={"Stage": "gold", "Priority": 5, "Tags": ["a", "b"], "Vip": True}),
+        run_row("r2", started_at=T0 + 2, search_attributes={"Stage": "silver", "Priority": 7, "Tags": ["b"]}),
+        run_row("r3", started_at=T0 + 3, workflow_type="Refund", search_attributes={"Priority": 9.5}),
+    ]
+    await journal.append(Batch(runs=rows))
+
+    def attr(name: str, op: str, value: Any, kind: str) -> Predicate:
+        return Predicate(op=op, value=value, attribute=name, type=kind)
+
+    assert await run_ids(journal, predicates=[attr("Stage", "=", "gold", "keyword")]) == ["r1"]
+    assert await run_ids(journal, predicates=[attr("Stage", "!=", "gold", "keyword")]) == ["r3", "r2"]
+    assert await run_ids(journal, predicates=[attr("Priority", ">=", 7, "int")]) == ["r3", "r2"]
+    assert await run_ids(journal, predicates=[attr("Priority", "<", 7, "int")]) == ["r1"]
+    assert await run_ids(journal, predicates=[attr("Tags", "=", "b", "keyword_list")]) == ["r2", "r1"]
+    assert await run_ids(journal, predicates=[attr("Tags", "=", "a", "keyword_list")]) == ["r1"]
+    assert await run_ids(journal, predicates=[attr("Vip", "=", True, "bool")]) == ["r1"]
+    column = Predicate(op="=", value="Refund", column="workflow_type")
+    assert await run_ids(journal, predicates=[column]) == ["r3"]
+    assert await run_ids(journal, predicates=[Predicate(op=">=", value=T0 + 2, column="started_at", type="datetime")]) == ["r3", "r2"]
+    assert await run_ids(journal, predicates=[Predicate(op="in", value=["running"], column="status")]) == ["r3", "r2", "r1"]
+
+
+async def test_keyset_pages_continue_after_the_last_row(journal: Any) -> None:
+    await journal.append(Batch(runs=[run_row(f"r{i}", started_at=T0 + (i // 2)) for i in range(6)]))
+    first = await list_runs(journal, limit=2)
+    assert [r.run_id for r in first] == ["r5", "r4"]
+    rest = await run_ids(journal, after=(first[-1].started_at, first[-1].run_id), limit=10)
+    assert rest == ["r3", "r2", "r1", "r0"]
+    await journal.append(Batch(runs=[run_row("r9", started_at=T0 + 10)]))  # a newer run does not shift the pages
+    assert await run_ids(journal, after=(first[-1].started_at, first[-1].run_id), limit=10) == rest

@@ -203,6 +203,15 @@ class HeartbeatTimeout:
         )
 
 
+@workflow.defn(name="tagger")
+class Tagger:
+    """Upserts the search attributes it is given, then finishes."""
+
+    def run(self, ctx, attributes):
+        yield ctx.upsert_search_attributes(attributes)
+        return sorted(attributes)
+
+
 @workflow.defn(name="inspectable")
 class Inspectable:
     """Answers queries about signals it has received while it waits for three of them."""
@@ -239,6 +248,6 @@ class Inspectable:
 
 ALL_WORKFLOWS = [
     OneActivity, ParentOfMany, SequentialThenParallel, Sleeper, Approval, Impatient, Waiter, ChildGreeter, Parent, Counter, Retrying,
-    NonRetryable, Raiser, Markers, HeartbeatTimeout, Inspectable,
+    NonRetryable, Raiser, Markers, HeartbeatTimeout, Inspectable, Tagger,
 ]
 ALL_ACTIVITIES = [greet, add, slow_square, flaky, doomed, stalls_once]
