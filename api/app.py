@@ -325,10 +325,11 @@ class Api:
 
 
 def create_app(node: Node) -> QuartTrio:
-    from . import control_routes, internal_routes, worker_routes
+    from . import control_routes, internal_routes, schedule_routes, worker_routes
 
     api = Api(node)
     control_routes.register(api)
+    schedule_routes.register(api)
     worker_routes.register(api)
     internal_routes.register(api)
     return api.app

@@ -177,7 +177,7 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
         "supported_sdk_versions": {"php": ">=1.0", "python": ">=0.2", "cli": ">=0.1"},
         "capabilities": {
             "workflow_tasks": True, "activity_tasks": True, "signals": True, "queries": True, "updates": True,
-            "schedules": False, "schedule_jitter": False, "schedule_max_runs": False, "search_attributes": True,
+            "schedules": True, "schedule_jitter": True, "schedule_max_runs": True, "search_attributes": True,
             "history_export": True, "continue_as_new": True, "child_workflows": True, "activity_timeouts": True,
             "activity_retry_policy": True, "child_workflow_retry_policy": False, "child_workflow_timeouts": True,
             "parent_close_policy": True, "non_retryable_failures": True, "history_retention": False,

@@ -210,7 +210,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database", required=True, help="a PostgreSQL database (a fresh schema is created and dropped)")
     p.add_argument("--runs", type=int, default=100_000)
     p.add_argument("--samples", type=int, default=50)
+    p = sub.add_parser("interact", help="query and update round trips with one SDK worker")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
+    p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
+    p.add_argument("-n", type=int, default=200)
     args = parser.parse_args(argv)
+    if args.workload == "interact":
+        from .bench_interact import interact
+
+        proc, url = _start_server(args.database) if args.server else (None, args.url)
+        try:
+            print(json.dumps(interact(url, args.n), indent=2))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        return 0
     if args.workload == "list":
         from .bench_list import list_bench
 

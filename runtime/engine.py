@@ -38,6 +38,7 @@ class Engine:
         self.wt_lease = wt_lease
         self.act_lease = act_lease
         self.shard_count = shard_count
+        self.shard_hooks: list[Any] = []  # services with per-shard state: adopt(shards), drop(shards)
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
         self._quarantined: dict[str, float] = {}  # run id -> when its actor failed
@@ -83,12 +84,16 @@ class Engine:
         return {shard: epoch}  # type: ignore[dict-item]
 
     async def adopt_shards(self, shards: set[int]) -> None:
+        for hook in self.shard_hooks:  # schedules and other per-shard services
+            await hook.adopt(shards)
         recovered = await self._recover(shards)
         if recovered:
             log.info("recovered %d open runs of %d adopted shards", recovered, len(shards))
 
     def drop_shards(self, shards: set[int]) -> None:
         """Stop the actors of shards this node no longer owns; their state stays in the journal."""
+        for hook in self.shard_hooks:
+            hook.drop(shards)
         if self.owned is not None:
             for shard in shards:
                 self.owned.pop(shard, None)

@@ -18,6 +18,7 @@ from .config import Config
 from .engine import Engine
 from .namespaces import NamespaceService
 from .queries import QueryService
+from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
 from .workers import WorkerService
 from .workflows import WorkflowService
@@ -72,6 +73,8 @@ class Node:
             timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,
         )
         self.search_attributes = SearchAttributeService(self.engine)
+        self.schedules = ScheduleService(self.engine, self.workflows, max_memo_bytes=cfg.max_memo_bytes)
+        self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
 
@@ -111,6 +114,7 @@ class Node:
                     await nursery.start(manager.run)
                 else:
                     await nursery.start(self.engine.run)
+                await nursery.start(self.schedules.run)
                 task_status.started()
                 await trio.sleep_forever()
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,49 @@ def test_a_partitioned_node_has_its_stale_writes_rejected_and_the_signals_land_o
             for node in nodes:
                 node.kill()
             relay.close()
+
+
+def test_a_schedule_keeps_firing_after_its_shard_moves(tmp_path: Path) -> None:
+    """A schedule on node 2's shard is created through node 1; node 2 leaves (SIGTERM) and
+    node 1 takes the shard over: the schedule goes on firing there, no run started twice."""
+    import time
+
+    import httpx
+
+    from persistence.ids import shard_of
+
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2)]
+        try:
+            cp = {"X-Durable-Workflow-Control-Plane-Version": "2"}
+            with httpx.Client(base_url=nodes[0].url, headers=cp, timeout=30) as http:
+                for _ in range(60):
+                    view = http.get("/api/cluster/info").json()["cluster"]
+                    if {n["node_id"]: n["shards_owned"] for n in view["nodes"]}.get("node-2") == SHARDS // 2:
+                        break
+                    time.sleep(0.5)
+                theirs = _shards_of(dsn, "node-2")
+                sid = next(s for s in (unique("moving") for _ in range(1000)) if shard_of("default", f"schedule:{s}", SHARDS) in theirs)
+                created = http.post("/api/schedules", json={
+                    "schedule_id": sid, "spec": {"intervals": [{"every": "PT1S"}]}, "overlap_policy": "allow_all",
+                    "action": {"workflow_type": "one_activity", "task_queue": unique("idle"), "input": ["x"]},
+                })
+                assert created.status_code == 201, created.text
+                time.sleep(2.5)
+                nodes[1].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                assert nodes[1].proc.wait(15) == 0  # type: ignore[union-attr]
+                moved_at = time.time()
+                time.sleep(4)
+                events = http.get(f"/api/schedules/{sid}/history", params={"limit": 500}).json()["events"]
+                http.delete(f"/api/schedules/{sid}")
+            fired = [e for e in events if e["event_type"] == "ScheduleTriggered"]
+            ids = [e["workflow_instance_id"] for e in fired]
+            assert len(ids) == len(set(ids))
+            before = [e for e in fired if datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00")).timestamp() < moved_at]
+            after = [e for e in fired if e not in before]
+            assert before and len(after) >= 2, [(e["recorded_at"], e["payload"]["occurrence_time"]) for e in fired]
+            assert "Traceback" not in nodes[0].log()
+        finally:
+            for node in nodes:
+                node.kill()

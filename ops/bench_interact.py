@@ -1,0 +1,97 @@
+"""Query and update round trips through the official SDK, one worker (not a test: it measures).
+
+``python -m ops.bench interact --server -n 200`` starts a server on a fresh data dir (or uses
+``--url``), one SDK worker process, one waiting workflow, then asks N queries one after
+another and N updates one after another (``wait_for="completed"``), and prints the p50/p99
+of each round trip as the caller sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+import uuid
+from typing import Any
+
+from durable_workflow import Client, Worker, workflow
+
+
+@workflow.defn(name="bench_counter")
+class CounterWorkflow:
+    def __init__(self) -> None:
+        self.count = 0
+        self.done = False
+
+    @workflow.query("count")
+    def read(self) -> int:
+        return self.count
+
+    @workflow.update("add")
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    @workflow.signal("finish")
+    def finish(self) -> None:
+        self.done = True
+
+    def run(self, ctx):  # type: ignore[no-untyped-def]
+        yield ctx.wait_condition(lambda: self.done, key="finish")
+        return self.count
+
+
+def _worker_main(url: str, task_queue: str, ready: Any, stop: Any) -> None:
+    async def main() -> None:
+        async with Client(url) as client:
+            worker = Worker(client, task_queue=task_queue, workflows=[CounterWorkflow], activities=[], poll_timeout=5)
+            task = asyncio.create_task(worker.run())
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            await worker.stop()
+            await task
+
+    asyncio.run(main())
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def _drive(url: str, task_queue: str, n: int) -> dict[str, Any]:
+    async with Client(url) as client:
+        wid = f"bench-counter-{uuid.uuid4().hex[:8]}"
+        handle = await client.start_workflow(workflow_type="bench_counter", workflow_id=wid, task_queue=task_queue, input=[])
+        await client.query_workflow(wid, "count")  # warm: the first task has run
+        queries, updates = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await client.query_workflow(wid, "count")
+            queries.append(time.perf_counter() - t0)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await client.update_workflow(wid, "add", args=[1], wait_for="completed")
+            updates.append(time.perf_counter() - t0)
+        final = await client.query_workflow(wid, "count")
+        await handle.signal("finish")
+        return {
+            "queries": n, "updates": n, "final_count": final["result"],
+            "query_p50_ms": round(_pct(queries, 0.5) * 1000, 1), "query_p99_ms": round(_pct(queries, 0.99) * 1000, 1),
+            "update_p50_ms": round(_pct(updates, 0.5) * 1000, 1), "update_p99_ms": round(_pct(updates, 0.99) * 1000, 1),
+        }
+
+
+def interact(url: str, n: int) -> dict[str, Any]:
+    task_queue = f"bench-interact-{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop))
+    proc.start()
+    ready.wait(30)
+    try:
+        return {"workload": "interact", **asyncio.run(_drive(url, task_queue, n))}
+    finally:
+        stop.set()
+        proc.join(60)
