@@ -28,7 +28,7 @@ from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
 from runtime.peers import FORWARDED_HEADER
 
-from .auth import authenticate, authorize
+from .auth import Authenticator, authorize
 from .envelope import Route, render
 from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER, server_capabilities
 
@@ -60,6 +60,10 @@ class Api:
         self.app = QuartTrio(__name__)
         self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
         self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression)
+        self.auth = Authenticator(
+            self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
+            backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,
+        )
         self.app.register_error_handler(HTTPException, self._http_error)
         self.app.register_error_handler(Exception, self._unexpected)
 
@@ -96,7 +100,10 @@ class Api:
         try:
             body = await self._body_gate()
             if auth:
-                principal = authenticate(self.cfg.auth_driver, self.cfg.auth_tokens, request.headers.get("Authorization"))
+                principal = self.auth.authenticate(
+                    method=request.method, path=request.path, query_string=request.query_string.decode("latin-1"),
+                    headers=request.headers, body=await request.get_data(cache=True),
+                )
                 authorize(principal, roles)
             if route.plane == "worker":
                 self._worker_version()

@@ -60,7 +60,7 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
     async def ready(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         ok = await node.journal.ping()
         has_default = node.namespaces.exists(cfg.default_namespace)
-        auth_ok = cfg.auth_driver == "none" or bool(cfg.auth_tokens)
+        auth_ok = api.auth.configured()
         checks = {
             "database": {"status": "ok" if ok else "unavailable"},
             "migrations": {"status": "ok"},
@@ -168,11 +168,11 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
         await node.search_attributes.load()
         return 200, node.search_attributes.view(ctx.namespace)
 
-    @api.endpoint("/api/search-attributes", "POST", Route("control"), ADMIN)
+    @api.endpoint("/api/search-attributes", "POST", Route("control"), OPERATOR)
     async def create_search_attribute(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 201, await node.search_attributes.create(ctx.namespace, ctx.body)
 
-    @api.endpoint("/api/search-attributes/<name>", "DELETE", Route("control"), ADMIN)
+    @api.endpoint("/api/search-attributes/<name>", "DELETE", Route("control"), OPERATOR)
     async def delete_search_attribute(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await node.search_attributes.delete(ctx.namespace, ctx.args["name"])
 

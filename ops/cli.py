@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hyper_serve
 from api.app import create_app
 from api.auth import SUPPORTED_DRIVERS
 from persistence.ids import MAX_SHARDS
-from runtime.config import Config
+from runtime.config import Config, ConfigError
 from runtime.errors import ConfigurationError
 from runtime.membership import render_table
 from runtime.node import Node, bootstrap, cluster_status, journal_loop
@@ -40,6 +40,13 @@ def _check_config(cfg: Config) -> str | None:
         return f"auth driver {cfg.auth_driver!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
     if cfg.auth_driver == "token" and not cfg.auth_tokens:
         return "auth driver 'token' needs DW_AUTH_TOKEN or a role token (DW_WORKER_TOKEN, DW_OPERATOR_TOKEN, DW_ADMIN_TOKEN)"
+    if cfg.auth_driver == "signature" and not cfg.signature_keys:
+        return (
+            "auth driver 'signature' needs DW_SIGNATURE_KEY or a role key "
+            "(DW_WORKER_SIGNATURE_KEY, DW_OPERATOR_SIGNATURE_KEY, DW_ADMIN_SIGNATURE_KEY)"
+        )
+    if cfg.signature_compat not in (None, "body-only"):
+        return f"DW_SIGNATURE_COMPAT must be 'body-only' or unset, not {cfg.signature_compat!r}"
     if cfg.auth_driver == "none" and not _is_loopback(cfg.host) and not cfg.insecure:
         return (
             f"refusing to serve {cfg.host} without authentication; set DW_AUTH_DRIVER=token with a token, "
@@ -116,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update(
             host=args.host, port=args.port, insecure=args.insecure, node_id=args.node_id, advertise_url=args.advertise_url
         )
-    cfg = Config.from_env(**overrides)
+    try:
+        cfg = Config.from_env(**overrides)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     if args.command == "bootstrap":
         for line in trio.run(bootstrap, cfg):
             log.info("%s", line)

@@ -14,6 +14,28 @@ def _env(name: str, default: str | None = None, *aliases: str) -> str | None:
     return default
 
 
+def _secret(name: str) -> str | None:
+    """A credential from ``NAME`` or from the file named by ``NAME_FILE`` (so secrets need not
+    sit in the environment listing); one trailing newline of the file is dropped."""
+    value = _env(name)
+    if value is not None:
+        return value
+    path = _env(f"{name}_FILE")
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE names {path!r}, which cannot be read: {exc.strerror}") from None
+    text = text[:-1] if text.endswith("\n") else text
+    return text or None
+
+
+class ConfigError(ValueError):
+    """A configuration value the operator must fix; the message says which and why."""
+
+
 def _int(name: str, default: int) -> int:
     value = _env(name)
     return int(value) if value is not None else default
@@ -28,6 +50,9 @@ class Config:
     insecure: bool = False
     auth_driver: str = "none"
     auth_tokens: dict[str, str] = field(default_factory=dict)
+    signature_keys: dict[str, str] = field(default_factory=dict)
+    auth_backward_compatible: bool = True
+    signature_compat: str | None = None  # "body-only": the reference's replayable scheme
     default_namespace: str = "default"
     server_id: str = "dw-server-1"
     app_version: str = "2.0.0"
@@ -57,13 +82,25 @@ class Config:
             auth_tokens={
                 role: token
                 for role, token in (
-                    ("legacy", _env("DW_AUTH_TOKEN")),
-                    ("worker", _env("DW_WORKER_TOKEN")),
-                    ("operator", _env("DW_OPERATOR_TOKEN")),
-                    ("admin", _env("DW_ADMIN_TOKEN")),
+                    ("legacy", _secret("DW_AUTH_TOKEN")),
+                    ("worker", _secret("DW_WORKER_TOKEN")),
+                    ("operator", _secret("DW_OPERATOR_TOKEN")),
+                    ("admin", _secret("DW_ADMIN_TOKEN")),
                 )
                 if token
             },
+            signature_keys={
+                role: key
+                for role, key in (
+                    ("legacy", _secret("DW_SIGNATURE_KEY")),
+                    ("worker", _secret("DW_WORKER_SIGNATURE_KEY")),
+                    ("operator", _secret("DW_OPERATOR_SIGNATURE_KEY")),
+                    ("admin", _secret("DW_ADMIN_SIGNATURE_KEY")),
+                )
+                if key
+            },
+            auth_backward_compatible=(_env("DW_AUTH_BACKWARD_COMPATIBLE", "true") or "true").lower() not in ("0", "false", "no"),
+            signature_compat=(_env("DW_SIGNATURE_COMPAT") or "").lower() or None,
             default_namespace=(_env("DW_DEFAULT_NAMESPACE", "default") or "default").lower(),
             server_id=_env("DW_SERVER_ID", os.uname().nodename) or "dw-server-1",
             app_version=_env("APP_VERSION", "2.0.0") or "2.0.0",

@@ -1,0 +1,153 @@
+"""Who may do what: the route × credential matrix of control-plane §1.5, and signed requests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
+WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
+TOKENS = {"worker": "tok-worker", "operator": "tok-operator", "admin": "tok-admin"}
+OPS = ("operator", "admin")
+RUN = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+# (method, path, json body, the roles the spec allows); written from the spec's table, not the app's
+MATRIX: list[tuple[str, str, dict | None, tuple[str, ...]]] = [
+    ("GET", "/api/cluster/info", None, ("worker", "operator", "admin")),
+    ("GET", "/api/namespaces", None, OPS),
+    ("GET", "/api/namespaces/default", None, OPS),
+    ("POST", "/api/namespaces", {}, ("admin",)),
+    ("PUT", "/api/namespaces/default", {}, ("admin",)),
+    ("GET", "/api/workflows", None, OPS),
+    ("POST", "/api/workflows", {}, OPS),
+    ("GET", "/api/workflows/wf-x", None, OPS),
+    ("GET", "/api/workflows/wf-x/runs", None, OPS),
+    ("GET", f"/api/workflows/wf-x/runs/{RUN}", None, OPS),
+    ("GET", f"/api/workflows/wf-x/runs/{RUN}/history", None, OPS),
+    ("GET", f"/api/workflows/wf-x/runs/{RUN}/history/export", None, OPS),
+    ("POST", "/api/workflows/wf-x/signal/s", {}, OPS),
+    ("POST", "/api/workflows/wf-x/query/q", {}, OPS),
+    ("POST", "/api/workflows/wf-x/update/u", {}, OPS),
+    ("POST", "/api/workflows/wf-x/cancel", {}, OPS),
+    ("POST", "/api/workflows/wf-x/terminate", {}, OPS),
+    ("POST", f"/api/workflows/wf-x/runs/{RUN}/signal/s", {}, OPS),
+    ("POST", f"/api/workflows/wf-x/runs/{RUN}/terminate", {}, OPS),
+    ("GET", "/api/schedules", None, OPS),
+    ("POST", "/api/schedules", {}, OPS),
+    ("GET", "/api/schedules/s-x", None, OPS),
+    ("PUT", "/api/schedules/s-x", {}, OPS),
+    ("DELETE", "/api/schedules/s-x", None, OPS),
+    ("POST", "/api/schedules/s-x/pause", {}, OPS),
+    ("POST", "/api/schedules/s-x/resume", {}, OPS),
+    ("POST", "/api/schedules/s-x/trigger", {}, OPS),
+    ("POST", "/api/schedules/s-x/backfill", {}, OPS),
+    ("GET", "/api/schedules/s-x/history", None, OPS),
+    ("GET", "/api/search-attributes", None, OPS),
+    ("POST", "/api/search-attributes", {}, OPS),
+    ("DELETE", "/api/search-attributes/Nope", None, OPS),
+    ("POST", "/api/worker/register", {}, ("worker",)),
+    ("POST", "/api/worker/heartbeat", {}, ("worker",)),
+    ("POST", "/api/worker/workflow-tasks/poll", {"worker_id": "nobody", "task_queue": "q", "timeout_seconds": 0}, ("worker",)),
+    ("POST", "/api/worker/activity-tasks/poll", {"worker_id": "nobody", "task_queue": "q", "timeout_seconds": 0}, ("worker",)),
+    ("POST", "/api/worker/query-tasks/poll", {"worker_id": "nobody", "task_queue": "q", "timeout_seconds": 0}, ("worker",)),
+    ("POST", f"/api/worker/workflow-tasks/{RUN}-wt1/complete", {}, ("worker",)),
+    ("POST", f"/api/worker/activity-tasks/{RUN}-a1/complete", {}, ("worker",)),
+    ("POST", f"/api/worker/query-tasks/{RUN}/complete", {}, ("worker",)),
+    ("DELETE", "/api/worker/registrations/nobody", None, ("worker",)),
+]
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    env = {"DW_AUTH_DRIVER": "token", **{f"DW_{role.upper()}_TOKEN": tok for role, tok in TOKENS.items()}}
+    server = ServerProcess(tmp_path_factory.mktemp("auth") / "data", env=env, port=ServerProcess.free_port())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.mark.parametrize(("method", "path", "body", "allowed"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+def test_every_route_for_every_credential(token_server: str, method: str, path: str, body: dict | None, allowed: tuple[str, ...]) -> None:
+    headers = {**CP, **WP}
+    with httpx.Client(base_url=token_server, timeout=30) as http:
+        def send(auth: str | None) -> httpx.Response:
+            h = dict(headers)
+            if auth is not None:
+                h["Authorization"] = f"Bearer {auth}"
+            return http.request(method, path, headers=h, json=body)
+
+        for credential in (None, "not-a-token"):
+            r = send(credential)
+            assert r.status_code == 401 and r.json()["reason"] == "unauthorized", (credential, r.text)
+        for role, token in TOKENS.items():
+            r = send(token)
+            if role in allowed:
+                assert r.status_code not in (401, 403) and r.status_code < 500, (role, r.status_code, r.text)
+            else:
+                assert r.status_code == 403, (role, r.status_code, r.text)
+                assert r.json()["reason"] == "forbidden" and r.json()["role"] == role
+                assert sorted(r.json()["allowed_roles"]) == sorted(allowed)
+        for open_path in ("/api/health", "/api/ready"):
+            assert http.get(open_path).status_code == 200
+
+
+def _signed(key: str, method: str, path: str, body: bytes, *, ts: int | None = None, query: str = "") -> dict[str, str]:
+    ts = int(time.time()) if ts is None else ts
+    text = "\n".join(["DW-HMAC-SHA256", method, path, query, "", str(ts), hashlib.sha256(body).hexdigest()])
+    return {"X-DW-Timestamp": str(ts), "X-Signature": hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest(),
+            "Content-Type": "application/json", **CP}
+
+
+def test_signature_driver_default_scheme(tmp_path: Path) -> None:
+    env = {"DW_AUTH_DRIVER": "signature", "DW_OPERATOR_SIGNATURE_KEY": "op-key", "DW_WORKER_SIGNATURE_KEY": "wk-key"}
+    key_file = tmp_path / "admin.key"
+    key_file.write_text("admin-key\n")
+    env["DW_ADMIN_SIGNATURE_KEY_FILE"] = str(key_file)  # keys can come from files
+    server = ServerProcess(tmp_path / "data", env=env, port=ServerProcess.free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            body = b'{"workflow_type":"signed","task_queue":"nowhere"}'
+            ok = http.post("/api/workflows", content=body, headers=_signed("op-key", "POST", "/api/workflows", body))
+            assert ok.status_code == 201, ok.text
+            replay = http.post("/api/workflows", content=body, headers=ok.request.headers)
+            assert replay.status_code == 401 and "already used" in replay.json()["message"]
+            old = http.post("/api/workflows", content=body, headers=_signed("op-key", "POST", "/api/workflows", body, ts=int(time.time()) - 600))
+            assert old.status_code == 401 and "expired" in old.json()["message"]
+            headers = _signed("op-key", "POST", "/api/workflows", body)
+            tampered = http.post("/api/workflows", content=body.replace(b"nowhere", b"elsewhere"), headers=headers)
+            assert tampered.status_code == 401 and tampered.json()["message"] == "Invalid request signature."
+            headers = _signed("op-key", "GET", "/api/workflows", b"")
+            moved = http.get("/api/namespaces", headers=headers)
+            assert moved.status_code == 401
+            listed = http.get("/api/workflows", params={"page_size": "5"}, headers=_signed("op-key", "GET", "/api/workflows", b"", query="page_size=5"))
+            assert listed.status_code == 200, listed.text
+            wrong_role = http.get("/api/workflows", headers=_signed("wk-key", "GET", "/api/workflows", b""))
+            assert wrong_role.status_code == 403
+            admin = http.get("/api/namespaces", headers=_signed("admin-key", "GET", "/api/namespaces", b""))
+            assert admin.status_code == 200, admin.text
+            unsigned = http.get("/api/workflows", headers=CP)
+            assert unsigned.status_code == 401 and unsigned.json()["message"] == "Missing request signature."
+    finally:
+        server.stop()
+
+
+def test_signature_compat_mode_accepts_body_only_signatures(tmp_path: Path) -> None:
+    env = {"DW_AUTH_DRIVER": "signature", "DW_SIGNATURE_KEY": "legacy-key", "DW_SIGNATURE_COMPAT": "body-only"}
+    server = ServerProcess(tmp_path / "data", env=env, port=ServerProcess.free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            sig = hmac.new(b"legacy-key", b"", hashlib.sha256).hexdigest()
+            for _ in range(2):  # the reference's scheme: the same signed GET is accepted again
+                assert http.get("/api/namespaces", headers={**CP, "X-Signature": sig}).status_code == 200
+            assert http.get("/api/namespaces", headers={**CP, "X-Signature": "00" * 32}).status_code == 401
+    finally:
+        server.stop()
