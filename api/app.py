@@ -332,11 +332,12 @@ class Api:
 
 
 def create_app(node: Node) -> QuartTrio:
-    from . import control_routes, internal_routes, schedule_routes, worker_routes
+    from . import control_routes, internal_routes, operator_routes, schedule_routes, worker_routes
 
     api = Api(node)
     control_routes.register(api)
     schedule_routes.register(api)
+    operator_routes.register(api)
     worker_routes.register(api)
     internal_routes.register(api)
     return api.app

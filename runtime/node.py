@@ -17,6 +17,7 @@ from persistence.sqlite_journal import SqliteJournal
 from .config import Config
 from .engine import Engine
 from .namespaces import NamespaceService
+from .operator_views import OperatorViews
 from .queries import QueryService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
@@ -73,6 +74,7 @@ class Node:
             timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,
         )
         self.search_attributes = SearchAttributeService(self.engine)
+        self.operator = OperatorViews(self.engine, self.workers)
         self.schedules = ScheduleService(self.engine, self.workflows, max_memo_bytes=cfg.max_memo_bytes)
         self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes
