@@ -39,9 +39,11 @@ class HelloWorkflow:
         return (yield ctx.schedule_activity("bench_hello", [name]))
 
 
-def _worker_main(url: str, task_queue: str, ready: multiprocessing.Event, stop: multiprocessing.Event, slots: int) -> None:
+def _worker_main(
+    url: str, task_queue: str, ready: multiprocessing.Event, stop: multiprocessing.Event, slots: int, token: str | None = None
+) -> None:
     async def main() -> None:
-        async with Client(url) as client:
+        async with Client(url, token=token) as client:
             worker = Worker(
                 client, task_queue=task_queue, workflows=[HelloWorkflow], activities=[bench_hello], poll_timeout=5,
                 max_concurrent_workflow_tasks=slots, max_concurrent_activity_tasks=slots,
@@ -57,14 +59,14 @@ def _worker_main(url: str, task_queue: str, ready: multiprocessing.Event, stop: 
 
 
 async def _drive(
-    url: str, task_queue: str, n: int, concurrency: int, poll_interval: float
+    url: str, task_queue: str, n: int, concurrency: int, poll_interval: float, token: str | None = None
 ) -> tuple[float, list[float], list[float]]:
     latencies: list[float] = []
     handles: list[tuple[str, str]] = []
     sem = asyncio.Semaphore(concurrency)
     run_id = uuid.uuid4().hex[:8]
 
-    async with Client(url) as client:
+    async with Client(url, token=token) as client:
 
         async def one(i: int) -> None:
             async with sem:
@@ -119,12 +121,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server(database: str | None) -> tuple[subprocess.Popen[str], str]:
+def _start_server(database: str | None, token: str | None = None) -> tuple[subprocess.Popen[str], str]:
     data = tempfile.mkdtemp(prefix="dw-bench-")
     extra = ["--database", database] if database else []
+    env = {**os.environ, **({"DW_AUTH_DRIVER": "token", "DW_AUTH_TOKEN": token} if token else {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -140,7 +143,7 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
     url = args.url
     sampler = None
     if args.server:
-        proc, url = _start_server(args.database)
+        proc, url = _start_server(args.database, args.token)
         sampler = _RssSampler(proc.pid)
         sampler.start()
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -149,16 +152,18 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
     workers = []
     for _ in range(args.workers):
         ready = ctx.Event()
-        proc_w = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop, args.concurrency))
+        proc_w = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop, args.concurrency, args.token))
         proc_w.start()
         ready.wait(30)
         workers.append(proc_w)
     try:
         if args.warmup:
-            asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval))
+            asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval, args.token))
         cpu_before = _cpu_seconds(proc.pid) if proc is not None else 0.0
         worker_before, client_before = sum(_cpu_seconds(w.pid) for w in workers), time.process_time()
-        elapsed, latencies, engine = asyncio.run(_drive(url, task_queue, args.n, args.concurrency, args.poll_interval))
+        elapsed, latencies, engine = asyncio.run(
+            _drive(url, task_queue, args.n, args.concurrency, args.poll_interval, args.token)
+        )
         cpu_used = _cpu_seconds(proc.pid) - cpu_before if proc is not None else 0.0
         worker_cpu = sum(_cpu_seconds(w.pid) for w in workers) - worker_before
         client_cpu = time.process_time() - client_before
@@ -174,6 +179,7 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
     report: dict[str, object] = {
         "workload": "hello",
         "journal": "postgresql" if args.database else "sqlite",
+        "auth": "token" if args.token else "none",
         "workflows": args.n,
         "concurrency": args.concurrency,
         "sdk_worker_processes": args.workers,
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="SDK worker processes")
     p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database (fresh schema)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="SDK result() polling interval")
+    p.add_argument("--token", default=None, help="with --server: run it with DW_AUTH_DRIVER=token and this token")
     p = sub.add_parser("list", help="list-workflows latency with many runs in PostgreSQL")
     p.add_argument("--database", required=True, help="a PostgreSQL database (a fresh schema is created and dropped)")
     p.add_argument("--runs", type=int, default=100_000)
