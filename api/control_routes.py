@@ -117,6 +117,29 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
         row = await node.namespaces.update(ctx.args["name"], req.model_dump())
         return 200, node.namespaces.view(row)
 
+    @api.endpoint("/api/namespaces/<name>", "DELETE", Route("control"), ADMIN, namespace=False)
+    async def delete_namespace(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        out = await node.namespaces.delete(ctx.args["name"])
+        node.workflows.forget_namespace(out["name"])
+        node.workers.forget_namespace(out["name"])
+        await node.search_attributes.load()
+        node.schedules.drop_namespace(out["name"])
+        return 200, out
+
+    @api.endpoint("/api/system/retention", "GET", Route("control"), ADMIN)
+    async def retention_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        try:
+            limit = max(1, min(int(ctx.query.get("limit") or 100), 1000))
+        except ValueError:
+            raise schemas.invalid({"limit": ["The limit must be a positive integer."]}) from None
+        return 200, await node.retention.status(ctx.namespace, limit)
+
+    @api.endpoint("/api/system/retention/pass", "POST", Route("control"), ADMIN)
+    async def retention_pass(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RetentionPass, ctx.body)
+        out = await node.retention.run_pass(ctx.namespace, req.run_ids, req.limit or 100)
+        return (207 if out["failed"] else 200), out
+
     # --- workflows -----------------------------------------------------------------
 
     @api.endpoint("/api/workflows", "GET", _op("list"), OPERATOR)

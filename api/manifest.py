@@ -180,7 +180,7 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
             "schedules": True, "schedule_jitter": True, "schedule_max_runs": True, "search_attributes": True,
             "history_export": True, "continue_as_new": True, "child_workflows": True, "activity_timeouts": True,
             "activity_retry_policy": True, "child_workflow_retry_policy": False, "child_workflow_timeouts": True,
-            "parent_close_policy": True, "non_retryable_failures": True, "history_retention": False,
+            "parent_close_policy": True, "non_retryable_failures": True, "history_retention": True,
             "payload_codec_envelope": True, "payload_codec_envelope_responses": True,
             "bridge_adapter_outcome_contract": False, "external_executor_config_contract": False,
             "invocable_carrier_contract": False, "payload_codecs": ["avro"], "response_compression": compression,

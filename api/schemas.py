@@ -115,6 +115,11 @@ class Update(_Model):
         return _check_envelope(v, "input")
 
 
+class RetentionPass(_Model):
+    run_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=100)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
 class Query(_Model):
     input: Any = None
 

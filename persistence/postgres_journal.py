@@ -408,6 +408,57 @@ class PostgresJournal:
             )
             return shard_count
 
+    # --- retention and namespace deletion --------------------------------------------
+
+    async def expired_runs(self, namespace: str, cutoff: float, limit: int) -> list[str]:
+        rows = await self._fetch(
+            "SELECT run_id FROM runs WHERE namespace = $1 AND closed_at IS NOT NULL AND closed_at < $2"
+            " ORDER BY closed_at, run_id LIMIT $3",
+            namespace, cutoff, limit,
+        )
+        return [r[0] for r in rows]
+
+    async def purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
+        return await aio_as_trio(self._aio_purge_runs)(namespace, run_ids)
+
+    async def _aio_purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
+        async with self._require_pool().acquire() as conn, conn.transaction():
+            closed = [
+                r[0] for r in await conn.fetch(
+                    "SELECT run_id FROM runs WHERE run_id = ANY($1::text[]) AND namespace = $2 AND closed_at IS NOT NULL",
+                    run_ids, namespace,
+                )
+            ]
+            events = await conn.execute("DELETE FROM records WHERE run_id = ANY($1::text[])", closed)
+            runs = await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::text[])", closed)
+            await conn.execute("DELETE FROM instances WHERE namespace = $1 AND current_run_id = ANY($2::text[])", namespace, closed)
+            return {"runs": int(runs.split()[-1]), "history_events": int(events.split()[-1])}
+
+    async def delete_namespace(self, namespace: str) -> dict[str, int]:
+        return await aio_as_trio(self._aio_delete_namespace)(namespace)
+
+    async def _aio_delete_namespace(self, namespace: str) -> dict[str, int]:
+        async with self._require_pool().acquire() as conn, conn.transaction():
+            like = namespace.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+            async def count(sql: str, *args: Any) -> int:
+                return int((await conn.execute(sql, *args)).split()[-1])
+
+            await conn.execute("DELETE FROM records WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = $1)", namespace)
+            await conn.execute("DELETE FROM records WHERE run_id LIKE $1 ESCAPE '!'", f"schedule:{like}:%")
+            out = {
+                "workflow_runs": await count("DELETE FROM runs WHERE namespace = $1", namespace),
+                "workflow_schedules": await count("DELETE FROM objects WHERE namespace = $1 AND kind = 'schedule'", namespace),
+                "search_attribute_definitions": await count(
+                    "DELETE FROM objects WHERE namespace = $1 AND kind = 'search_attribute'", namespace
+                ),
+                "workflow_worker_registrations": await count("DELETE FROM workers WHERE namespace = $1", namespace),
+            }
+            await conn.execute("DELETE FROM instances WHERE namespace = $1", namespace)
+            await conn.execute("DELETE FROM objects WHERE namespace = $1", namespace)
+            await conn.execute("DELETE FROM namespaces WHERE name = $1", namespace)
+            return out
+
     async def cluster_secret(self) -> bytes:
         """The key nodes sign internal requests with: made once per cluster, kept in the database."""
         import secrets

@@ -259,6 +259,52 @@ class SqliteJournal:
             raise shard_count_mismatch(stored, shard_count)
         return stored
 
+    # --- retention and namespace deletion --------------------------------------------
+
+    async def expired_runs(self, namespace: str, cutoff: float, limit: int) -> list[str]:
+        rows = await self._read(
+            "SELECT run_id FROM runs WHERE namespace=? AND closed_at IS NOT NULL AND closed_at < ?"
+            " ORDER BY closed_at, run_id LIMIT ?",
+            (namespace, cutoff, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
+        """Delete closed runs, their journals and (when it pointed at one of them) the instance."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            events = runs = 0
+            for run_id in run_ids:
+                row = conn.execute("SELECT closed_at FROM runs WHERE run_id=? AND namespace=?", (run_id, namespace)).fetchone()
+                if row is None or row[0] is None:
+                    continue
+                events += conn.execute("DELETE FROM records WHERE run_id=?", (run_id,)).rowcount
+                runs += conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,)).rowcount
+                conn.execute("DELETE FROM instances WHERE namespace=? AND current_run_id=?", (namespace, run_id))
+            return {"runs": runs, "history_events": events}
+
+        return await self._write_txn(work)
+
+    async def delete_namespace(self, namespace: str) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            like = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conn.execute("DELETE FROM records WHERE run_id IN (SELECT run_id FROM runs WHERE namespace=?)", (namespace,))
+            conn.execute("DELETE FROM records WHERE run_id LIKE ? ESCAPE '\\'", (f"schedule:{like}:%",))
+            out = {
+                "workflow_runs": conn.execute("DELETE FROM runs WHERE namespace=?", (namespace,)).rowcount,
+                "workflow_schedules": conn.execute("DELETE FROM objects WHERE namespace=? AND kind='schedule'", (namespace,)).rowcount,
+                "search_attribute_definitions": conn.execute(
+                    "DELETE FROM objects WHERE namespace=? AND kind='search_attribute'", (namespace,)
+                ).rowcount,
+                "workflow_worker_registrations": conn.execute("DELETE FROM workers WHERE namespace=?", (namespace,)).rowcount,
+            }
+            conn.execute("DELETE FROM instances WHERE namespace=?", (namespace,))
+            conn.execute("DELETE FROM objects WHERE namespace=?", (namespace,))
+            conn.execute("DELETE FROM namespaces WHERE name=?", (namespace,))
+            return out
+
+        return await self._write_txn(work)
+
     async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
         rows = await self._read("SELECT shard_id, owner_node, epoch FROM shards ORDER BY shard_id")
         return {r[0]: (r[1], r[2]) for r in rows}

@@ -70,6 +70,7 @@ class Config:
     compression: bool = True
     history_retention_days: int = 30
     query_timeout: float = 30.0
+    retention_interval: float = 3600.0
     export_signing_key: str | None = None
     export_signing_key_id: str | None = None
     query_max_pending: int = 1024
@@ -110,6 +111,7 @@ class Config:
             synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
+            retention_interval=float(_int("DW_RETENTION_PASS_SECONDS", 3600)),
             query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
             export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
             export_signing_key_id=_env("DW_HISTORY_EXPORT_SIGNING_KEY_ID"),

@@ -19,8 +19,7 @@ class NamespaceService:
         self.rows: dict[str, NamespaceRow] = {}
 
     async def load(self) -> None:
-        for row in await self.engine.journal.list_namespaces():
-            self.rows[row.name] = row
+        self.rows = {row.name: row for row in await self.engine.journal.list_namespaces()}
 
     async def ensure_default(self) -> bool:
         if self.default in self.rows:
@@ -73,3 +72,31 @@ class NamespaceService:
         await self.engine.journal.append(Batch(namespaces=[updated]))
         self.rows[row.name] = updated
         return updated
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        """Delete a namespace and everything in it, once nothing in it is running.
+
+        The default namespace cannot be deleted (requests without a namespace land there).
+        Open runs must be closed first: deleting them would silently drop work in flight.
+        """
+        row = self.get(name)
+        if row.name == self.default:
+            raise ProtocolError(
+                409, "namespace_protected", f"The default namespace [{row.name}] cannot be deleted.", namespace=row.name
+            )
+        open_runs = await self.engine.journal.list_runs(
+            row.name, statuses=["pending", "running", "waiting"], limit=1
+        )
+        if open_runs:
+            raise ProtocolError(
+                409, "namespace_not_empty",
+                f"Namespace [{row.name}] still has running workflows; cancel or terminate them before deleting it.",
+                namespace=row.name,
+            )
+        deleted = await self.engine.journal.delete_namespace(row.name)
+        self.rows.pop(row.name, None)
+        for actor in list(self.engine.actors.values()):
+            if actor.state.namespace == row.name:
+                actor.stop()
+                self.engine.forget(actor)
+        return {"name": row.name, "status": "deleted", "deleted": deleted}

@@ -19,6 +19,7 @@ from .engine import Engine
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
 from .queries import QueryService
+from .retention import RetentionService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
 from .workers import WorkerService
@@ -79,6 +80,7 @@ class Node:
         self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
+        self.retention = RetentionService(self.engine, self.namespaces, interval=cfg.retention_interval)
 
     @property
     def store_description(self) -> str:
@@ -117,6 +119,7 @@ class Node:
                 else:
                     await nursery.start(self.engine.run)
                 await nursery.start(self.schedules.run)
+                await nursery.start(self.retention.run)
                 task_status.started()
                 await trio.sleep_forever()
         finally:

@@ -87,6 +87,10 @@ class ScheduleService:
                 self.active[(row.namespace, row.name)] = st
         self._poke.set()
 
+    def drop_namespace(self, namespace: str) -> None:
+        for key in [k for k in self.active if k[0] == namespace]:
+            del self.active[key]
+
     def drop(self, shards: set[int]) -> None:
         for key in list(self.active):
             if self.shard(*key) in shards:

@@ -33,6 +33,10 @@ class WorkerService:
         for row in await self.engine.journal.list_workers():
             self.workers[(row.namespace, row.worker_id)] = row
 
+    def forget_namespace(self, namespace: str) -> None:
+        for key in [k for k in self.workers if k[0] == namespace]:
+            del self.workers[key]
+
     async def register(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         now = self.engine.clock.now()
         worker_id = body["worker_id"]

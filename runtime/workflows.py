@@ -113,6 +113,9 @@ class WorkflowService:
         if inst is None:
             raise not_found(workflow_id)
         actor = await self.engine.loaded(inst.current_run_id)
+        if actor.state.status == "new":  # its journal is gone (retention, namespace deleted)
+            self._instances.pop((namespace, workflow_id), None)
+            raise not_found(workflow_id)
         # Follow continue-as-new links the cached instance row may not know yet.
         while actor.state.closed_reason == "continued":
             nxt = actor.state.events[-1]["payload"]["continued_to_run_id"]
@@ -133,6 +136,11 @@ class WorkflowService:
         return actor
 
     # --- start ---------------------------------------------------------------------
+
+    def forget_namespace(self, namespace: str) -> None:
+        """Drop cached instances of a deleted namespace (a re-created one starts empty)."""
+        for key in [k for k in self._instances if k[0] == namespace]:
+            del self._instances[key]
 
     async def start(self, namespace: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         workflow_id = req.get("workflow_id") or ulid()

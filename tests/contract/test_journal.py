@@ -1024,3 +1024,35 @@ async def test_keyset_pages_continue_after_the_last_row(journal: Any) -> None:
     assert rest == ["r3", "r2", "r1", "r0"]
     await journal.append(Batch(runs=[run_row("r9", started_at=T0 + 10)]))  # a newer run does not shift the pages
     assert await run_ids(journal, after=(first[-1].started_at, first[-1].run_id), limit=10) == rest
+
+
+async def test_retention_purges_only_expired_closed_runs(journal: Any) -> None:
+    rows = [
+        run_row("old", status="completed", closed_at=T0 - 100, started_at=T0 - 200),
+        run_row("young", status="completed", closed_at=T0 + 100),
+        run_row("open", status="running"),
+    ]
+    await journal.append(Batch(runs=rows, records=[("old", 1, body("old", 1)), ("old", 2, body("old", 2)), ("young", 1, body("young", 1))],
+                               instances=[instance_row("wf-old", "old")]))
+    assert await journal.expired_runs(NS, T0, 10) == ["old"]
+    assert await journal.purge_runs(NS, ["old", "open"]) == {"runs": 1, "history_events": 2}
+    assert await journal.read_records("old") == [] and await journal.get_run("old") is None
+    assert await journal.get_instance(NS, "wf-old") is None
+    assert len(await journal.read_records("young")) == 1 and await journal.get_run("open") is not None
+
+
+async def test_deleting_a_namespace_removes_everything_in_it(journal: Any) -> None:
+    await journal.append(Batch(
+        namespaces=[namespace_row("doomed"), namespace_row("kept")],
+        runs=[run_row("d1", namespace="doomed"), run_row("k1", namespace="kept")],
+        records=[("d1", 1, body("d1", 1)), ("k1", 1, body("k1", 1)), ("schedule:doomed:s", 1, b"x"), ("schedule:kept:s", 1, b"y")],
+        objects=[ObjectRow("doomed", "schedule", "s", {}, T0), ObjectRow("doomed", "search_attribute", "A", {"type": "int"}, T0),
+                 ObjectRow("kept", "schedule", "s", {}, T0)],
+        workers=[worker_row("w", namespace="doomed")],
+    ))
+    counts = await journal.delete_namespace("doomed")
+    assert counts == {"workflow_runs": 1, "workflow_schedules": 1, "search_attribute_definitions": 1, "workflow_worker_registrations": 1}
+    assert await journal.read_records("d1") == [] and await journal.read_records("schedule:doomed:s") == []
+    assert len(await journal.read_records("k1")) == 1 and len(await journal.read_records("schedule:kept:s")) == 1
+    assert [n.name for n in await journal.list_namespaces() if n.name in ("doomed", "kept")] == ["kept"]
+    assert [r.namespace for r in await journal.list_objects("schedule")] == ["kept"]
