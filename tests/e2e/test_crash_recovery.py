@@ -33,7 +33,7 @@ STEP_EVENTS = (
 
 @activity.defn(name="crash_echo")
 def crash_echo(value: int) -> int:
-    time.sleep(random.uniform(0.2, 1.5))
+    time.sleep(random.uniform(0.5, 2.5))  # slow enough that some are always mid-way at the kill
     return value
 
 
@@ -89,7 +89,7 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
     async def scenario() -> None:
         async with Client(url) as client, httpx.AsyncClient(base_url=url, headers=CP, timeout=30) as http:
             worker = Worker(client, task_queue=tq, workflows=[Crashy], activities=[crash_echo], poll_timeout=2,
-                            max_concurrent_activity_tasks=20)
+                            max_concurrent_activity_tasks=10)
             worker_task = asyncio.create_task(worker.run())
             for i, wid in enumerate(ids):
                 await client.start_workflow(workflow_type="crashy", workflow_id=wid, task_queue=tq, input=[i])
