@@ -624,6 +624,19 @@ class RunActor:
         for child in list(self.state.children.values()):
             self.host.post(self.run_id, Msg("child_closed", {"child_run_id": child.run_id}))
 
+    async def _on_repair(self) -> bool:
+        """Give an open run that has no workflow task and is not waiting on anything a task.
+
+        True when it needed one. The wake is journaled, so the task survives a restart."""
+        s = self.state
+        if not s.is_open or s.wt is not None or s.status not in ("pending", "running"):
+            return False
+        em = Emitter(s, self.host.clock.now())
+        em.internal("repair_wake")
+        await self.commit(em)
+        self._after_change()
+        return True
+
     async def _on_ping(self) -> None:
         return None
 

@@ -552,4 +552,5 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_release": _act_release,
     "act_late": _act_late,
     "command": _command,
+    "repair_wake": lambda state, rec: _set_wake(state, rec["at"]),  # an operator's repair pass
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import schemas
 from .app import Api, Ctx
 from .envelope import Route
 
@@ -36,3 +37,31 @@ def register(api: Api) -> None:
     @api.endpoint("/api/task-queues/<name>", "GET", R, OPERATOR)
     async def describe_task_queue(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await views.describe_task_queue(ctx.namespace, ctx.args["name"])
+
+    # --- system passes (§9.1-9.2): admin only ---------------------------------------
+
+    @api.endpoint("/api/system/repair", "GET", R, ADMIN)
+    async def repair_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, node.system.repair_status()
+
+    @api.endpoint("/api/system/repair/pass", "POST", R, ADMIN)
+    async def repair_pass(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RepairPass, ctx.body)
+        out = await node.system.repair_pass(req.run_ids, req.instance_id)
+        return (207 if out["existing_task_failures"] or out["missing_run_failures"] else 200), out
+
+    @api.endpoint("/api/system/activity-timeouts", "GET", R, ADMIN)
+    async def activity_timeouts(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        try:
+            limit = int(ctx.query.get("limit") or 100)
+            if limit < 1:
+                raise ValueError
+        except ValueError:
+            raise schemas.invalid({"limit": ["The limit must be an integer of at least 1."]}) from None
+        return 200, node.system.activity_timeout_status(min(limit, 100))
+
+    @api.endpoint("/api/system/activity-timeouts/pass", "POST", R, ADMIN)
+    async def activity_timeout_pass(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.ActivityTimeoutPass, ctx.body)
+        out = await node.system.activity_timeout_pass(req.execution_ids, min(req.limit or 100, 100))
+        return (207 if out["failed"] else 200), out

@@ -120,6 +120,16 @@ class RetentionPass(_Model):
     limit: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
+class RepairPass(_Model):
+    run_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=100)] | None = None
+    instance_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class ActivityTimeoutPass(_Model):
+    execution_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=100)] | None = None
+    limit: Annotated[int, Field(ge=1)] | None = None
+
+
 class Query(_Model):
     input: Any = None
 

@@ -22,6 +22,7 @@ from .queries import QueryService
 from .retention import RetentionService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
+from .system_ops import SystemOps
 from .workers import WorkerService
 from .workflows import WorkflowService
 
@@ -76,6 +77,7 @@ class Node:
         )
         self.search_attributes = SearchAttributeService(self.engine)
         self.operator = OperatorViews(self.engine, self.workers)
+        self.system = SystemOps(self.engine)
         self.schedules = ScheduleService(self.engine, self.workflows, max_memo_bytes=cfg.max_memo_bytes)
         self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes

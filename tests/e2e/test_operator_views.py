@@ -55,3 +55,20 @@ def test_workers_and_task_queues_show_pollers_backlog_and_leases(server_url: str
     assert missing.status_code == 404 and missing.json()["reason"] == "worker_not_found"
     assert gone.status_code == 200 and gone.json()["outcome"] == "deregistered" and gone.json()["recovered_workflow_task_count"] == 1
     assert after["workers"] == []
+
+
+def test_system_passes_through_the_sdk(server_url: str) -> None:
+    async def body() -> tuple:
+        async with Client(server_url) as client:
+            return (await client.repair_status(), await client.repair_pass(), await client.activity_timeout_status(),
+                    await client.activity_timeout_pass())
+
+    repair, repaired, timeouts, enforced = run(body())
+    as_dict = [x if isinstance(x, dict) else vars(x) for x in (repair, repaired, timeouts, enforced)]
+    assert as_dict[0]["policy"]["redispatch_after_seconds"] == 3.0 or "candidates" in str(repair)
+    assert "dispatched_tasks" in str(repaired) and "expired_count" in str(timeouts) and "processed" in str(enforced)
+    with httpx.Client(base_url=server_url, headers=CP, timeout=30) as http:
+        assert http.post("/api/system/repair/pass", json={"run_ids": "all"}).status_code == 422
+        assert http.get("/api/system/activity-timeouts", params={"limit": "0"}).status_code == 422
+        out = http.post("/api/system/activity-timeouts/pass", json={"execution_ids": ["not-expired"]}).json()
+        assert out["results"] == [{"execution_id": "not-expired", "outcome": "skipped", "reason": "not_expired"}]
