@@ -9,6 +9,8 @@ from persistence.ids import iso, run_ulid, shard_of, ulid
 
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
+from .limits import DEFAULT as DEFAULT_LIMITS
+from .limits import Limits, check_completion
 from .run_state import TERMINAL, RunState
 
 WORKFLOW_TASK_LEASE = 60.0
@@ -111,7 +113,7 @@ def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
     """Nothing to do here: a deferred condition timeout fires on the actor's next tick."""
 
 
-def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Emitter:
+def complete(state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS) -> Emitter:
     commands = validate_commands(raw_commands)
     em = Emitter(state, now, wt=task_id)
     wt = state.wt
@@ -132,6 +134,7 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float) -> Em
         _satisfy_condition(state, em, satisfied)
     closes = False
     duplicates = _check_groups(state, commands)
+    check_completion(state, [c for i, c in enumerate(commands) if i not in duplicates], limits)
     updated: set[str] = set()
     for i, cmd in enumerate(commands):
         ctype = cmd["type"]

@@ -22,6 +22,7 @@ from . import decide_activity, decide_control, decide_time, decide_workflow_task
 from .clock import SystemClock, TrioClock
 from .decide_workflow_task import GuardError
 from .emit import Emitter
+from .limits import DEFAULT as DEFAULT_LIMITS
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
@@ -419,7 +420,7 @@ class RunActor:
         s = self.state
         now = self.host.clock.now()
         await self._guard_wt(task_id, owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, commands, now)
+        em = decide_workflow_task.complete(s, task_id, commands, now, getattr(self.host, "limits", DEFAULT_LIMITS))
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from actors.limits import search_attribute_problem
 from persistence import avro
 from persistence.ids import iso
 from persistence.journal import Predicate
@@ -26,9 +27,9 @@ def _op(operation: str) -> Route:
     return Route("control", operation)
 
 
-def _name(name: str, field: str) -> str:
-    if not name or len(name.encode()) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise validation(field, f"The {field} must be 1-256 bytes without control characters.")
+def _name(name: str, field: str, limit: int = 256) -> str:
+    if not name or len(name.encode()) > limit or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise validation(field, f"The {field} must be 1-{limit} bytes without control characters.")
     return name
 
 
@@ -211,6 +212,9 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
                 422, "memo_too_large", f"The memo must be at most {cfg.max_memo_bytes} bytes of JSON.",
                 errors={"memo": ["The memo is too large."]}, validation_errors={"memo": ["The memo is too large."]},
             )
+        problem = search_attribute_problem(req.search_attributes or {}, cfg.limits)
+        if problem is not None:
+            raise validation(problem[0], problem[1])
         body = req.model_dump()
         body["input"] = _input(body.get("input"))
         if body.get("workflow_id") is None:
@@ -272,7 +276,7 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     suffix = "_run" if scoped else ""
 
     async def signal(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        name = _name(ctx.args["name"], "signal_name")
+        name = _name(ctx.args["name"], "signal_name", api.cfg.max_operation_name_length)
         req = schemas.parse(schemas.Signal, ctx.body)
         return await node.workflows.signal(
             ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id"), req.request_id
@@ -282,7 +286,7 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     api.endpoint(f"{prefix}/signal/<name>", "POST", Route("control", "signal"), OPERATOR)(signal)
 
     async def query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        name = _name(ctx.args["name"], "query_name")
+        name = _name(ctx.args["name"], "query_name", api.cfg.max_operation_name_length)
         req = schemas.parse(schemas.Query, ctx.body)
         return await node.queries.query(ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id"))
 
@@ -290,7 +294,7 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     api.endpoint(f"{prefix}/query/<name>", "POST", Route("control", "query"), OPERATOR)(query)
 
     async def update(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        name = _name(ctx.args["name"], "update_name")
+        name = _name(ctx.args["name"], "update_name", api.cfg.max_operation_name_length)
         if isinstance(ctx.body, dict) and "wait_policy" in ctx.body:
             raise schemas.invalid({"wait_policy": ["The wait_policy field is no longer supported. Use wait_for."]})
         req = schemas.parse(schemas.Update, ctx.body)

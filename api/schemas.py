@@ -73,13 +73,9 @@ class StartWorkflow(_Model):
     def _attrs(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         import re
 
-        for key, value in (v or {}).items():
-            if not key or len(key.encode()) > 128 or not re.match(r"^[a-zA-Z][a-zA-Z0-9_]*$", key):
-                raise ValueError(f"search attribute key [{key}] must match ^[a-zA-Z][a-zA-Z0-9_]*$ and be at most 128 bytes")
-            values = value if isinstance(value, list) else [value]
-            for item in values:
-                if isinstance(item, str) and len(item.encode()) > 2048:
-                    raise ValueError(f"search attribute [{key}] values must be at most 2048 bytes")
+        for key in v or {}:  # sizes and counts are the configurable limits (actors.limits)
+            if not key or not re.match(r"^[a-zA-Z][a-zA-Z0-9_]*$", key):
+                raise ValueError(f"search attribute key [{key}] must match ^[a-zA-Z][a-zA-Z0-9_]*$")
         return v
 
 

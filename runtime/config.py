@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from actors.limits import Limits
+
 
 def _env(name: str, default: str | None = None, *aliases: str) -> str | None:
     for key in (name, *aliases):
@@ -71,6 +73,13 @@ class Config:
     history_retention_days: int = 30
     query_timeout: float = 30.0
     retention_interval: float = 3600.0
+    max_pending_activities: int = 2000
+    max_pending_children: int = 2000
+    max_pending_timers: int = 2000
+    max_search_attributes: int = 100
+    max_search_attribute_key_length: int = 128
+    max_search_attribute_value_bytes: int = 2048
+    max_operation_name_length: int = 256
     export_signing_key: str | None = None
     export_signing_key_id: str | None = None
     query_max_pending: int = 1024
@@ -112,6 +121,13 @@ class Config:
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
             retention_interval=float(_int("DW_RETENTION_PASS_SECONDS", 3600)),
+            max_pending_activities=_int("DW_MAX_PENDING_ACTIVITIES", 2000),
+            max_pending_children=_int("DW_MAX_PENDING_CHILDREN", 2000),
+            max_pending_timers=_int("DW_MAX_PENDING_TIMERS", 2000),
+            max_search_attributes=_int("DW_MAX_SEARCH_ATTRIBUTES", 100),
+            max_search_attribute_key_length=_int("DW_MAX_SEARCH_ATTRIBUTE_KEY_LENGTH", 128),
+            max_search_attribute_value_bytes=_int("DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES", 2048),
+            max_operation_name_length=_int("DW_MAX_OPERATION_NAME_LENGTH", 256),
             query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
             export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
             export_signing_key_id=_env("DW_HISTORY_EXPORT_SIGNING_KEY_ID"),
@@ -132,6 +148,16 @@ class Config:
         if not cfg.node_id:  # stable across restarts of the same listener, so a restart is not a new member
             cfg.node_id = f"{os.uname().nodename}:{cfg.port}" if cfg.port else f"{os.uname().nodename}-{os.getpid()}"
         return cfg
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            pending_activities=self.max_pending_activities, pending_children=self.max_pending_children,
+            pending_timers=self.max_pending_timers, search_attributes=self.max_search_attributes,
+            search_attribute_key_length=self.max_search_attribute_key_length,
+            search_attribute_value_bytes=self.max_search_attribute_value_bytes,
+            operation_name_length=self.max_operation_name_length,
+        )
 
     @property
     def sqlite_path(self) -> str:

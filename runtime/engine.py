@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from actors.clock import SystemClock, TrioClock
+from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import Offer, TaskQueue
 from actors.timer_service import TimerService
@@ -38,7 +39,8 @@ class Engine:
         self.wt_lease = wt_lease
         self.act_lease = act_lease
         self.shard_count = shard_count
-        self.shard_hooks: list[Any] = []  # services with per-shard state: adopt(shards), drop(shards)
+        self.shard_hooks: list[Any] = []
+        self.limits = DEFAULT_LIMITS  # the node sets the configured ones  # services with per-shard state: adopt(shards), drop(shards)
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
         self._quarantined: dict[str, float] = {}  # run id -> when its actor failed

@@ -69,6 +69,7 @@ class Node:
             self.journal, self.clock, idle_seconds=cfg.idle_seconds, wt_lease=cfg.workflow_task_lease, act_lease=cfg.activity_lease,
             shard_count=cfg.shard_count,
         )
+        self.engine.limits = cfg.limits
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)
         self.queries = QueryService(

@@ -14,6 +14,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from actors.limits import DEFAULT as DEFAULT_LIMITS
+from actors.limits import Limits, search_attribute_problem
 from persistence import avro, codec
 from persistence.ids import iso, ulid
 
@@ -55,7 +57,7 @@ def _action(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
-def _options(body: dict[str, Any], st: dict[str, Any], max_memo: int) -> list[str]:
+def _options(body: dict[str, Any], st: dict[str, Any], max_memo: int, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """Apply the optional fields common to create and update; returns the names changed."""
     changed = []
     if "overlap_policy" in body and body["overlap_policy"] is not None:
@@ -83,6 +85,10 @@ def _options(body: dict[str, Any], st: dict[str, Any], max_memo: int) -> list[st
             value = body[key] or {}
             if not isinstance(value, dict):
                 raise validation(key, f"The {key} must be an object.")
+            if key == "search_attributes":
+                problem = search_attribute_problem(value, limits)
+                if problem is not None:
+                    raise validation(problem[0], problem[1])
             if key == "memo" and _json_size(value) > max_memo:
                 raise ProtocolError(422, "memo_too_large", f"The memo exceeds the maximum allowed size of {max_memo} bytes.", limit=max_memo)
             st[key] = value
@@ -116,7 +122,7 @@ async def create(svc: ScheduleService, namespace: str, body: Any) -> tuple[int, 
         "fires_count": 0, "failures_count": 0, "recent_actions": [], "buffered_actions": [], "skipped_trigger_count": 0,
         "last_skip_reason": None, "last_skipped_at": None, "latest_workflow_instance_id": None, "event_seq": 0,
     }
-    _options(body, st, svc.max_memo_bytes)
+    _options(body, st, svc.max_memo_bytes, svc.engine.limits)
     if body.get("paused") is not None and not isinstance(body["paused"], bool):
         raise validation("paused", "The paused field must be a boolean.")
     async with svc._lock((namespace, sid)):
@@ -245,7 +251,7 @@ async def update(svc: ScheduleService, namespace: str, sid: str, body: Any) -> d
         if body.get("action") is not None:
             st["action"] = _action(body["action"], st["action"])
             changed.append("action")
-        changed += _options(body, st, svc.max_memo_bytes)
+        changed += _options(body, st, svc.max_memo_bytes, svc.engine.limits)
         if st["status"] == "active":
             svc._plan_next(st, now)
         events.append(("ScheduleUpdated", {"changed_fields": changed, "spec": st["spec"], "action": st["action"],
