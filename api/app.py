@@ -64,6 +64,7 @@ class Api:
             self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
             backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,
         )
+        self.registry: list[dict[str, Any]] = []  # every endpoint, for the OpenAPI document
         self.app.register_error_handler(HTTPException, self._http_error)
         self.app.register_error_handler(Exception, self._unexpected)
 
@@ -89,6 +90,10 @@ class Api:
                 return self.render(route, status, out, path_args)
 
             view.__name__ = f"{fn.__name__}_{method.lower()}"
+            self.registry.append(
+                {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
+                 "auth": auth, "fn": fn}
+            )
             self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
             return fn
 
@@ -332,7 +337,7 @@ class Api:
 
 
 def create_app(node: Node) -> QuartTrio:
-    from . import control_routes, internal_routes, operator_routes, schedule_routes, worker_routes
+    from . import control_routes, internal_routes, openapi, operator_routes, schedule_routes, worker_routes
 
     api = Api(node)
     control_routes.register(api)
@@ -340,4 +345,10 @@ def create_app(node: Node) -> QuartTrio:
     operator_routes.register(api)
     worker_routes.register(api)
     internal_routes.register(api)
+
+    @api.endpoint("/api/openapi.json", "GET", Route("open"), (), auth=False, version=False, namespace=False)
+    async def openapi_document(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        """The OpenAPI 3.1 description of this server, generated from its routes and schemas."""
+        return 200, openapi.build(api.registry, version=api.cfg.app_version)
+
     return api.app
