@@ -10,7 +10,7 @@ from persistence.ids import iso, run_ulid, shard_of, ulid
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
 from .limits import DEFAULT as DEFAULT_LIMITS
-from .limits import Limits, check_completion
+from .limits import Limits, check_completion, check_history
 from .run_state import TERMINAL, RunState
 
 WORKFLOW_TASK_LEASE = 60.0
@@ -159,6 +159,8 @@ def complete(state: RunState, task_id: str, raw_commands: Any, now: float, limit
         else:
             closes = True
             _TERMINAL_APPLY[ctype](state, em, cmd, step)
+    if not closes:  # closing a run may always be recorded, whatever its length
+        check_history(state, sum(1 for r in em.records if "h" in r), limits)
     em.internal("wt_done", task=task_id)
     if closes:
         closure_effects(state, em)

@@ -25,6 +25,8 @@ class Limits:
     search_attribute_key_length: int = 128
     search_attribute_value_bytes: int = 2048
     operation_name_length: int = 256
+    history_events: int = 50_000
+    parked_polls_per_queue: int = 1000
 
 
 DEFAULT = Limits()
@@ -53,6 +55,22 @@ def search_attribute_problem(attrs: dict[str, Any], limits: Limits) -> tuple[str
                 f"The value of search attribute {key} is {size} bytes; the limit is {limits.search_attribute_value_bytes}."
             )
     return None
+
+
+def check_history(state: RunState, new_events: int, limits: Limits) -> None:
+    """A run's history is bounded (``DW_MAX_HISTORY_EVENTS``): past it, continue as new."""
+    total = len(state.events) + new_events
+    if total > limits.history_events:
+        raise CommandError(
+            422, "structural_limit_exceeded",
+            f"This completion would grow the history to {total} events; the limit is {limits.history_events}. "
+            "Continue the workflow as new to start a fresh history.",
+            extra={"limit_kind": "history_event_count", "current_value": total, "configured_limit": limits.history_events},
+        )
+
+
+def history_full(state: RunState, limits: Limits) -> bool:
+    return len(state.events) >= limits.history_events
 
 
 def check_completion(state: RunState, commands: list[dict[str, Any]], limits: Limits) -> None:

@@ -23,6 +23,7 @@ from .clock import SystemClock, TrioClock
 from .decide_workflow_task import GuardError
 from .emit import Emitter
 from .limits import DEFAULT as DEFAULT_LIMITS
+from .limits import history_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
@@ -557,6 +558,8 @@ class RunActor:
             return s.commands[request_id]  # a client retry: the first answer, not a second event
         if not s.is_open:
             return {"rejected": "run_not_active"}
+        if history_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+            return {"rejected": "history_limit_exceeded"}
         em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
         return await self._commit_command(em, request_id, command_id)
 
@@ -583,6 +586,8 @@ class RunActor:
             return s.commands[request_id]  # a client retry: the receipt of the first, not a second update
         if not s.is_open:
             return {"rejected": "run_not_active"}
+        if history_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+            return {"rejected": "history_limit_exceeded"}
         em = decide_control.update(s, name, arguments, command_id, update_id, self.host.clock.now())
         return await self._commit_command(em, request_id, command_id, update_id=update_id)
 

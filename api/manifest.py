@@ -193,7 +193,8 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
             "max_search_attribute_value_bytes": cfg.max_search_attribute_value_bytes,
             "max_operation_name_length": cfg.max_operation_name_length,
             "max_pending_activities": cfg.max_pending_activities, "max_pending_children": cfg.max_pending_children,
-            "max_pending_timers": cfg.max_pending_timers, "max_query_tasks_pending_per_queue": cfg.query_max_pending,
+            "max_pending_timers": cfg.max_pending_timers, "max_history_events": cfg.max_history_events,
+            "max_parked_polls_per_queue": cfg.max_parked_polls_per_queue, "max_query_tasks_pending_per_queue": cfg.query_max_pending,
         },
         "structural_limits": {
             "pending_activity_count": cfg.max_pending_activities, "pending_child_count": cfg.max_pending_children,

@@ -36,6 +36,17 @@ def register(api: Api) -> None:
     engine = node.engine
     cfg = api.cfg
 
+    def admit_poll(kind: str, namespace: str, queue: str) -> None:
+        """Parked polls per queue are bounded; past it the SDK backs off for the advertised time."""
+        limit = cfg.max_parked_polls_per_queue
+        if len(engine.queue(kind, namespace, queue).waiters) >= limit:
+            raise ProtocolError(
+                429, "long_poll_capacity_exhausted",
+                f"Task queue [{queue}] already holds {limit} parked {kind}-task polls; retry after the advertised delay.",
+                poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
+                retryable=True, retry_after_seconds=1, limit=limit,
+            )
+
     async def ask(tid: str, kind: str, /, **args: Any) -> Any:
         return await engine.ask(run_of(tid), kind, namespace=args.pop("ns"), **args)
 
@@ -61,6 +72,7 @@ def register(api: Api) -> None:
             req = schemas.parse(schemas.Poll, ctx.body)
             if not engine.is_local_queue(kind, ctx.namespace, req.task_queue):
                 raise ForwardTo(engine.queue_home(kind, ctx.namespace, req.task_queue))  # parked where tasks gather
+            admit_poll(kind, ctx.namespace, req.task_queue)
             task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
@@ -74,6 +86,7 @@ def register(api: Api) -> None:
         req = schemas.parse(schemas.Poll, ctx.body)
         if not engine.is_local_queue("query", ctx.namespace, req.task_queue):
             raise ForwardTo(engine.queue_home("query", ctx.namespace, req.task_queue))
+        admit_poll("query", ctx.namespace, req.task_queue)
         task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
         return 200, {"task": task, "poll_status": "leased" if task else "empty"}
 

@@ -80,6 +80,8 @@ class Config:
     max_search_attribute_key_length: int = 128
     max_search_attribute_value_bytes: int = 2048
     max_operation_name_length: int = 256
+    max_history_events: int = 50_000
+    max_parked_polls_per_queue: int = 1000
     export_signing_key: str | None = None
     export_signing_key_id: str | None = None
     query_max_pending: int = 1024
@@ -128,6 +130,8 @@ class Config:
             max_search_attribute_key_length=_int("DW_MAX_SEARCH_ATTRIBUTE_KEY_LENGTH", 128),
             max_search_attribute_value_bytes=_int("DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES", 2048),
             max_operation_name_length=_int("DW_MAX_OPERATION_NAME_LENGTH", 256),
+            max_history_events=_int("DW_MAX_HISTORY_EVENTS", 50_000),
+            max_parked_polls_per_queue=_int("DW_MAX_PARKED_POLLS_PER_QUEUE", 1000),
             query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
             export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
             export_signing_key_id=_env("DW_HISTORY_EXPORT_SIGNING_KEY_ID"),
@@ -157,6 +161,8 @@ class Config:
             search_attribute_key_length=self.max_search_attribute_key_length,
             search_attribute_value_bytes=self.max_search_attribute_value_bytes,
             operation_name_length=self.max_operation_name_length,
+            history_events=self.max_history_events,
+            parked_polls_per_queue=self.max_parked_polls_per_queue,
         )
 
     @property

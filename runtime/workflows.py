@@ -394,6 +394,8 @@ class WorkflowService:
         )
         body = self._command_body(actor, run_id, result.get("command_id", ""))
         body["signal_name"] = name
+        if result.get("rejected") == "history_limit_exceeded":
+            raise self._history_full(body)
         if "rejected" in result:
             return 409, self._rejected(body, "run_not_active")
         return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}
@@ -415,6 +417,8 @@ class WorkflowService:
         )
         body = self._command_body(actor, run_id, result.get("command_id", ""))
         body.update(update_name=name, wait_for=wait_for, wait_timeout_seconds=int(wait_timeout) if wait_for == "completed" else None)
+        if result.get("rejected") == "history_limit_exceeded":
+            raise self._history_full(body)
         if "rejected" in result:
             return 409, {**self._rejected(body, "run_not_active"), "update_status": "rejected", "update_id": None}
         update_id = result["update_id"]
@@ -506,6 +510,15 @@ class WorkflowService:
             "rejection_reason": None,
             "validation_errors": {},
         }
+
+    def _history_full(self, body: dict[str, Any]) -> ProtocolError:
+        limit = self.engine.limits.history_events
+        return ProtocolError(
+            422, "history_limit_exceeded",
+            f"The run's history has reached its limit of {limit} events; it accepts no more signals or updates "
+            "until it continues as new.",
+            limit=limit, workflow_id=body["workflow_id"], run_id=body["run_id"],
+        )
 
     @staticmethod
     def _rejected(body: dict[str, Any], code: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ ENV = {
     "DW_MAX_PAYLOAD_BYTES": "2000", "DW_MAX_MEMO_BYTES": "40", "DW_MAX_SEARCH_ATTRIBUTES": "2",
     "DW_MAX_SEARCH_ATTRIBUTE_KEY_LENGTH": "6", "DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES": "5", "DW_MAX_OPERATION_NAME_LENGTH": "8",
     "DW_MAX_PENDING_ACTIVITIES": "2", "DW_QUERY_TASK_MAX_PENDING_PER_QUEUE": "1", "DW_QUERY_TASK_TIMEOUT": "3",
+    "DW_MAX_HISTORY_EVENTS": "6", "DW_MAX_PARKED_POLLS_PER_QUEUE": "1",
 }
 
 
@@ -93,3 +94,29 @@ def test_pending_activities_and_pending_queries_at_the_boundary(small: str) -> N
                 return [(await first).status_code, second.status_code]
 
         assert asyncio.run(two_queries()) == [504, 429]
+
+
+def test_history_length_and_parked_polls_at_the_boundary(small: str) -> None:
+    with httpx.Client(base_url=small, headers=CP, timeout=30) as http:
+        wid = _start(http, task_queue="no-worker-here").json()["workflow_id"]  # StartAccepted, WorkflowStarted
+        statuses = [http.post(f"/api/workflows/{wid}/signal/s", json={}).status_code for _ in range(4)]
+        assert statuses == [202] * 4  # the fourth brings the history to exactly 6 events
+        full = http.post(f"/api/workflows/{wid}/signal/s", json={})
+        assert full.status_code == 422 and full.json()["reason"] == "history_limit_exceeded" and full.json()["limit"] == 6
+        assert http.post(f"/api/workflows/{wid}/update/u", json={}).json()["reason"] == "history_limit_exceeded"
+        assert http.post(f"/api/workflows/{wid}/terminate", json={}).status_code == 200  # closing is always possible
+
+    async def two_polls() -> tuple[int, dict]:
+        async with httpx.AsyncClient(base_url=small, headers=WP, timeout=30) as client:
+            await client.post("/api/worker/register", json={"worker_id": "pw", "task_queue": "parked", "runtime": "python"})
+            body = {"worker_id": "pw", "task_queue": "parked", "timeout_seconds": 2}
+            first = asyncio.create_task(client.post("/api/worker/activity-tasks/poll", json=body))
+            await asyncio.sleep(0.5)
+            second = await client.post("/api/worker/activity-tasks/poll", json=body)
+            assert (await first).status_code == 200
+            return second.status_code, second.json()
+
+    status, body = asyncio.run(two_polls())
+    assert status == 429 and body["reason"] == "long_poll_capacity_exhausted"
+    assert (body["task_kind"], body["task_queue"], body["retryable"], body["task"]) == ("activity_task", "parked", True, None)
+    assert 0 < body["retry_after_seconds"] <= 60

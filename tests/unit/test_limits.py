@@ -55,3 +55,19 @@ def test_search_attributes_count_key_and_value() -> None:
     assert search_attribute_problem({"a": ["1234", "12"]}, SMALL) is None
     complete(Run(), [{"type": "upsert_search_attributes", "attributes": {"a": "1", "b": "2"}}])
     assert refused([{"type": "upsert_search_attributes", "attributes": {"a": "1", "b": "2", "c": "3"}}]).extra["limit_kind"] == "search_attributes"
+
+
+def test_history_length_at_the_boundary() -> None:
+    from dataclasses import replace
+
+    limits = replace(SMALL, history_events=4, pending_activities=10)  # a started run has 2 events
+    ok, over = Run(), Run()
+    ok.claim(T0 + 1)
+    ok.commit(dwt.complete(ok.state, ok.state.wt.task_id, [activity(), activity("b")], T0 + 1, limits))
+    assert len(ok.state.events) == 4
+    over.claim(T0 + 1)
+    with pytest.raises(CommandError) as err:
+        dwt.complete(over.state, over.state.wt.task_id, [activity(), activity("b"), activity("c")], T0 + 1, limits)
+    assert err.value.extra == {"limit_kind": "history_event_count", "current_value": 5, "configured_limit": 4}
+    done = dwt.complete(over.state, over.state.wt.task_id, [{"type": "complete_workflow"}], T0 + 1, replace(limits, history_events=2))
+    assert [r["t"] for r in done.records if "h" in r] == ["WorkflowCompleted"]  # closing is never refused
