@@ -26,6 +26,7 @@ class Limits:
     search_attribute_value_bytes: int = 2048
     operation_name_length: int = 256
     history_events: int = 50_000
+    pending_signals: int = 5000
     parked_polls_per_queue: int = 1000
 
 
@@ -71,6 +72,11 @@ def check_history(state: RunState, new_events: int, limits: Limits) -> None:
 
 def history_full(state: RunState, limits: Limits) -> bool:
     return len(state.events) >= limits.history_events
+
+
+def signals_full(state: RunState, limits: Limits) -> bool:
+    """Signals received that no completed workflow task has seen yet are bounded."""
+    return len(state.unseen_signals) >= limits.pending_signals
 
 
 def check_completion(state: RunState, commands: list[dict[str, Any]], limits: Limits) -> None:

@@ -23,7 +23,7 @@ from .clock import SystemClock, TrioClock
 from .decide_workflow_task import GuardError
 from .emit import Emitter
 from .limits import DEFAULT as DEFAULT_LIMITS
-from .limits import history_full
+from .limits import history_full, signals_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
@@ -560,6 +560,8 @@ class RunActor:
             return {"rejected": "run_not_active"}
         if history_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
             return {"rejected": "history_limit_exceeded"}
+        if signals_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+            return {"rejected": "pending_signal_limit_exceeded"}
         em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
         return await self._commit_command(em, request_id, command_id)
 

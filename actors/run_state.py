@@ -122,6 +122,7 @@ class RunState:
     late_outcomes: dict[int, int] = field(default_factory=dict)  # seq -> attempt still running at close
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # update id -> its record
     pending_updates: list[str] = field(default_factory=list)  # accepted, not yet applied (FIFO)
+    unseen_signals: list[int] = field(default_factory=list)  # h of signals no completed task has seen yet
 
     @property
     def is_open(self) -> bool:
@@ -377,6 +378,7 @@ def _cond_satisfied(state: RunState, rec: dict[str, Any]) -> None:
 def _signal(state: RunState, rec: dict[str, Any]) -> None:
     state.last_signal = {"signal_name": rec["p"]["signal_name"], "workflow_signal_id": rec["p"]["signal_id"]}
     state.last_signal_h = rec["h"]
+    state.unseen_signals.append(rec["h"])
     if state.cond is not None:
         _set_wake(state, rec["at"])
 
@@ -496,6 +498,7 @@ def _wt_claim(state: RunState, rec: dict[str, Any]) -> None:
 
 def _wt_done(state: RunState, rec: dict[str, Any]) -> None:
     snapshot = state.wt.snapshot if state.wt is not None else 0
+    state.unseen_signals = [h for h in state.unseen_signals if h > snapshot]
     state.wt = None
     state.wt_failures = 0
     if state.is_open:

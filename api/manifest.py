@@ -199,7 +199,7 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
         "structural_limits": {
             "pending_activity_count": cfg.max_pending_activities, "pending_child_count": cfg.max_pending_children,
             "pending_timer_count": cfg.max_pending_timers,
-            "pending_signal_count": 5000, "pending_update_count": 500, "command_batch_size": 1000,
+            "pending_signal_count": cfg.max_pending_signals, "pending_update_count": 500, "command_batch_size": 1000,
             "payload_size_bytes": cfg.max_payload_bytes, "memo_size_bytes": cfg.max_memo_bytes,
             "search_attribute_size_bytes": 40960, "history_transaction_size": 5000, "warning_threshold_percent": 80,
         },

@@ -81,6 +81,7 @@ class Config:
     max_search_attribute_value_bytes: int = 2048
     max_operation_name_length: int = 256
     max_history_events: int = 50_000
+    max_pending_signals: int = 5000
     max_parked_polls_per_queue: int = 1000
     export_signing_key: str | None = None
     export_signing_key_id: str | None = None
@@ -131,6 +132,7 @@ class Config:
             max_search_attribute_value_bytes=_int("DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES", 2048),
             max_operation_name_length=_int("DW_MAX_OPERATION_NAME_LENGTH", 256),
             max_history_events=_int("DW_MAX_HISTORY_EVENTS", 50_000),
+            max_pending_signals=_int("DW_MAX_PENDING_SIGNALS", 5000),
             max_parked_polls_per_queue=_int("DW_MAX_PARKED_POLLS_PER_QUEUE", 1000),
             query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
             export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
@@ -162,6 +164,7 @@ class Config:
             search_attribute_value_bytes=self.max_search_attribute_value_bytes,
             operation_name_length=self.max_operation_name_length,
             history_events=self.max_history_events,
+            pending_signals=self.max_pending_signals,
             parked_polls_per_queue=self.max_parked_polls_per_queue,
         )
 

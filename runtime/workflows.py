@@ -396,6 +396,13 @@ class WorkflowService:
         body["signal_name"] = name
         if result.get("rejected") == "history_limit_exceeded":
             raise self._history_full(body)
+        if result.get("rejected") == "pending_signal_limit_exceeded":
+            limit = self.engine.limits.pending_signals
+            raise ProtocolError(
+                422, "pending_signal_limit_exceeded",
+                f"The run already holds {limit} signals its workflow has not processed yet; retry once it catches up.",
+                limit=limit, workflow_id=body["workflow_id"], run_id=body["run_id"],
+            )
         if "rejected" in result:
             return 409, self._rejected(body, "run_not_active")
         return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}

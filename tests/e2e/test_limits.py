@@ -16,7 +16,7 @@ ENV = {
     "DW_MAX_PAYLOAD_BYTES": "2000", "DW_MAX_MEMO_BYTES": "40", "DW_MAX_SEARCH_ATTRIBUTES": "2",
     "DW_MAX_SEARCH_ATTRIBUTE_KEY_LENGTH": "6", "DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES": "5", "DW_MAX_OPERATION_NAME_LENGTH": "8",
     "DW_MAX_PENDING_ACTIVITIES": "2", "DW_QUERY_TASK_MAX_PENDING_PER_QUEUE": "1", "DW_QUERY_TASK_TIMEOUT": "3",
-    "DW_MAX_HISTORY_EVENTS": "6", "DW_MAX_PARKED_POLLS_PER_QUEUE": "1",
+    "DW_MAX_HISTORY_EVENTS": "6", "DW_MAX_PARKED_POLLS_PER_QUEUE": "1", "DW_MAX_PENDING_SIGNALS": "5",
 }
 
 
@@ -37,6 +37,8 @@ def test_limits_are_advertised(small: str) -> None:
     assert info["limits"]["max_payload_bytes"] == 2000 and info["limits"]["max_memo_bytes"] == 40
     assert info["limits"]["max_search_attributes"] == 2 and info["limits"]["max_operation_name_length"] == 8
     assert info["limits"]["max_pending_activities"] == 2 and info["structural_limits"]["pending_activity_count"] == 2
+    assert info["limits"]["max_history_events"] == 6 and info["limits"]["max_parked_polls_per_queue"] == 1
+    assert info["structural_limits"]["pending_signal_count"] == 5
 
 
 def test_payload_memo_search_attributes_and_names_at_the_boundary(small: str) -> None:

@@ -71,3 +71,22 @@ def test_history_length_at_the_boundary() -> None:
     assert err.value.extra == {"limit_kind": "history_event_count", "current_value": 5, "configured_limit": 4}
     done = dwt.complete(over.state, over.state.wt.task_id, [{"type": "complete_workflow"}], T0 + 1, replace(limits, history_events=2))
     assert [r["t"] for r in done.records if "h" in r] == ["WorkflowCompleted"]  # closing is never refused
+
+
+def test_unseen_signals_are_counted_until_a_task_sees_them() -> None:
+    from dataclasses import replace
+
+    from actors.limits import signals_full
+
+    limits = replace(SMALL, pending_signals=2)
+    run = Run()
+    run.claim(T0 + 1)  # the first task's snapshot predates both signals
+    run.signal("s", T0 + 2, command_id="a")
+    assert not signals_full(run.state, limits)
+    run.signal("s", T0 + 3, command_id="b")
+    assert signals_full(run.state, limits)  # at the limit: the next one is refused
+    run.complete([{"type": "open_condition_wait", "condition_key": "k"}], T0 + 4)  # this task saw neither
+    assert signals_full(run.state, limits)
+    run.claim(T0 + 5)
+    run.complete([{"type": "open_condition_wait", "condition_key": "k"}], T0 + 6)  # this one saw both
+    assert run.state.unseen_signals == [] and not signals_full(run.state, limits)
