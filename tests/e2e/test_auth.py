@@ -163,3 +163,18 @@ def test_signature_compat_mode_accepts_body_only_signatures(tmp_path: Path) -> N
             assert http.get("/api/namespaces", headers={**CP, "X-Signature": "00" * 32}).status_code == 401
     finally:
         server.stop()
+
+
+def test_refusals_of_workflow_operations_carry_the_control_plane_block(token_server: str) -> None:
+    with httpx.Client(base_url=token_server, headers=CP, timeout=30) as http:
+        r = http.post("/api/workflows/wf-x/signal/approve", json={})
+        assert r.status_code == 401
+        block = r.json()["control_plane"]
+        assert (block["operation"], block["workflow_id"], block["operation_name"], block["operation_name_field"]) == (
+            "signal", "wf-x", "approve", "signal_name")
+        assert block["contract"]["required_fields"] == ["workflow_id", "operation_name", "operation_name_field"]
+        assert block["reason"] == "unauthorized" and r.json()["workflow_id"] == "wf-x"
+        forbidden = http.get("/api/workflows/wf-x/runs", headers={"Authorization": "Bearer tok-worker"})
+        assert forbidden.status_code == 403 and forbidden.json()["control_plane"]["operation"] == "list_runs"
+        for path in ("/api/namespaces", "/api/schedules", f"/api/workflows/wf-x/runs/{RUN}/history/export"):
+            assert "control_plane" not in http.get(path).json(), path
