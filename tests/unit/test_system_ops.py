@@ -90,3 +90,20 @@ def test_repair_reoffers_stale_tasks_and_gives_a_task_to_a_run_without_one() -> 
     assert engine.actors["stale"].reoffered == 1
     assert stuck.state.wt is not None and stuck.state.wt.status == "ready"
     assert ops.repair_status()["candidates"]["missing_task_candidates"] == 0
+
+
+def test_a_failing_run_is_reported_and_the_pass_goes_on() -> None:
+    """The routes answer 207 when a pass reports failures; here one run's actor is unreachable."""
+    good, bad = Run(), Run()
+    engine = _engine({"good": good, "bad": bad}, T0 + 60)
+    original = engine.ask
+
+    async def ask(run_id: str, kind: str, **kw: Any) -> Any:
+        if run_id == "bad":
+            raise RuntimeError("the run's journal could not be loaded")
+        return await original(run_id, kind, **kw)
+
+    engine.ask = ask  # type: ignore[method-assign]
+    out = trio.run(SystemOps(engine).repair_pass, None, None)  # type: ignore[arg-type]
+    assert out["repaired_existing_tasks"] == 1
+    assert [f["run_id"] for f in out["existing_task_failures"]] == ["bad"] and "journal" in out["existing_task_failures"][0]["error"]
