@@ -22,8 +22,7 @@ from . import decide_activity, decide_control, decide_time, decide_workflow_task
 from .clock import SystemClock, TrioClock
 from .decide_workflow_task import GuardError
 from .emit import Emitter
-from .limits import DEFAULT as DEFAULT_LIMITS
-from .limits import history_full, signals_full
+from .limits import Limits, history_full, signals_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
@@ -38,6 +37,7 @@ class Host(Protocol):
     idle_seconds: float
     wt_lease: float
     act_lease: float
+    limits: Limits
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
@@ -421,7 +421,7 @@ class RunActor:
         s = self.state
         now = self.host.clock.now()
         await self._guard_wt(task_id, owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, commands, now, getattr(self.host, "limits", DEFAULT_LIMITS))
+        em = decide_workflow_task.complete(s, task_id, commands, now, self.host.limits)
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:
@@ -558,9 +558,9 @@ class RunActor:
             return s.commands[request_id]  # a client retry: the first answer, not a second event
         if not s.is_open:
             return {"rejected": "run_not_active"}
-        if history_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+        if history_full(s, self.host.limits):
             return {"rejected": "history_limit_exceeded"}
-        if signals_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+        if signals_full(s, self.host.limits):
             return {"rejected": "pending_signal_limit_exceeded"}
         em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
         return await self._commit_command(em, request_id, command_id)
@@ -588,7 +588,7 @@ class RunActor:
             return s.commands[request_id]  # a client retry: the receipt of the first, not a second update
         if not s.is_open:
             return {"rejected": "run_not_active"}
-        if history_full(s, getattr(self.host, "limits", DEFAULT_LIMITS)):
+        if history_full(s, self.host.limits):
             return {"rejected": "history_limit_exceeded"}
         em = decide_control.update(s, name, arguments, command_id, update_id, self.host.clock.now())
         return await self._commit_command(em, request_id, command_id, update_id=update_id)

@@ -9,6 +9,7 @@ from actors.limits import search_attribute_problem
 from persistence import avro
 from persistence.ids import iso
 from persistence.journal import Predicate
+from runtime import page_tokens
 from runtime.errors import ProtocolError, validation
 from runtime.membership import cluster_view
 
@@ -150,14 +151,7 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
         status = q.get("status") or None
         if status is not None and status not in ("running", "completed", "failed"):
             errors["status"] = [f"The status filter [{status}] is not supported; use running, completed or failed."]
-        size = 50
-        if q.get("page_size"):
-            try:
-                size = int(q["page_size"])
-                if not 1 <= size <= 200:
-                    raise ValueError
-            except ValueError:
-                errors["page_size"] = ["The page_size must be an integer between 1 and 200."]
+        size = page_tokens.page_size(q, errors)
         time_filters = []
         for param, column, op in (
             ("started_after", "started_at", ">="), ("started_before", "started_at", "<"),
@@ -237,14 +231,7 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
     async def history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         q = ctx.query
         errors: dict[str, list[str]] = {}
-        size = 100
-        if q.get("page_size"):
-            try:
-                size = int(q["page_size"])
-                if not 1 <= size <= 1000:
-                    raise ValueError
-            except ValueError:
-                errors["page_size"] = ["The page_size must be an integer between 1 and 1000."]
+        size = page_tokens.page_size(q, errors, default=100, maximum=1000)
         wait_raw = (q.get("wait_new_event") or "0").lower()
         if wait_raw not in ("0", "1", "true", "false"):
             errors["wait_new_event"] = ["The wait_new_event field must be 1, 0, true or false."]

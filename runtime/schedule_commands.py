@@ -6,9 +6,7 @@ its audit event before answering; the service installs the new state only once i
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -19,6 +17,7 @@ from actors.limits import Limits, search_attribute_problem
 from persistence import avro, codec
 from persistence.ids import iso, ulid
 
+from . import page_tokens
 from .errors import ProtocolError, validation
 from .schedules import KIND, OVERLAP_POLICIES, ScheduleService
 
@@ -180,19 +179,12 @@ async def list_(svc: ScheduleService, namespace: str, q: dict[str, str]) -> dict
     status = q.get("status") or None
     if status is not None and status not in ("active", "paused"):
         errors["status"] = ["The status filter must be active or paused."]
-    size = 50
-    if q.get("page_size"):
-        try:
-            size = int(q["page_size"])
-            if not 1 <= size <= 200:
-                raise ValueError
-        except ValueError:
-            errors["page_size"] = ["The page_size must be an integer between 1 and 200."]
+    size = page_tokens.page_size(q, errors)
     if errors:
         msg = next(iter(errors.values()))[0]
         raise ProtocolError(422, "validation_failed", msg, errors=errors, validation_errors=errors, field=next(iter(errors)))
     wtype = q.get("workflow_type") or None
-    fingerprint = hashlib.sha256(json.dumps([namespace, status, wtype]).encode()).hexdigest()[:16]
+    fingerprint = page_tokens.fingerprint(namespace, status, wtype)
     after = _read_token(q.get("next_page_token"), namespace, fingerprint)
     rows = [r.body for r in await svc.engine.journal.list_objects(KIND, namespace)]
     rows = [
@@ -207,8 +199,7 @@ async def list_(svc: ScheduleService, namespace: str, q: dict[str, str]) -> dict
     page, more = rows[:size], len(rows) > size
     token = None
     if more:
-        raw = json.dumps({"c": page[-1]["created_at"], "s": page[-1]["schedule_id"], "n": namespace, "f": fingerprint})
-        token = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        token = page_tokens.encode({"c": page[-1]["created_at"], "s": page[-1]["schedule_id"], "n": namespace, "f": fingerprint})
     return {"namespace": namespace, "schedules": [view(st) for st in page], "schedule_count": len(page), "next_page_token": token}
 
 
@@ -216,8 +207,7 @@ def _read_token(token: Any, namespace: str, fingerprint: str) -> tuple[str, str]
     if not token:
         return None
     try:
-        text = str(token)
-        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+        data = json.loads(page_tokens.decode_raw(token))
         position = (str(data["c"]), str(data["s"]))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise ProtocolError(400, "malformed_schedule_page_token", "The next_page_token is malformed; start again without it.") from None

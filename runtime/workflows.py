@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from typing import Any
@@ -17,7 +16,7 @@ from persistence import avro, codec
 from persistence.ids import iso, run_ulid, shard_of, ulid
 from persistence.journal import Batch, InstanceRow, RunRow
 
-from . import history_export, visibility
+from . import history_export, page_tokens, visibility
 from .engine import Engine
 from .errors import ProtocolError, validation
 
@@ -54,17 +53,15 @@ def decode_token(token: Any) -> int:
 
 def list_token(started_at: float, run_id: str, fingerprint: str) -> str:
     """A keyset position (stable while runs start and close), bound to the filter it pages."""
-    raw = json.dumps({"v": 1, "s": started_at, "r": run_id, "f": fingerprint}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return page_tokens.encode({"v": 1, "s": started_at, "r": run_id, "f": fingerprint})
 
 
 def read_list_token(token: Any, fingerprint: str) -> tuple[int, tuple[float, str] | None]:
     """(offset, keyset position). A decimal offset token (the reference's) is still read."""
     if not token:
         return 0, None
-    text = str(token)
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        raw = page_tokens.decode_raw(token)
         if raw.isdigit():
             return int(raw), None
         data = json.loads(raw)
@@ -333,9 +330,9 @@ class WorkflowService:
             custom = await self.search_attributes.types(namespace, names) if self.search_attributes else {}
             predicates += visibility.parse(query, custom)
             query = None
-        fingerprint = hashlib.sha256(
-            json.dumps([namespace, args.get("workflow_type"), args.get("status"), args.get("query"), args.get("time_key")]).encode()
-        ).hexdigest()[:16]
+        fingerprint = page_tokens.fingerprint(
+            namespace, args.get("workflow_type"), args.get("status"), args.get("query"), args.get("time_key")
+        )
         offset, after = read_list_token(args.get("next_page_token"), fingerprint)
         rows = await self.journal.list_runs(
             namespace,
