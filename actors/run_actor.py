@@ -9,6 +9,7 @@ it from the journal.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -94,6 +95,36 @@ class RunUnavailable(Exception):
     """The run's journal could not be folded; the failure is logged and retried later."""
 
 
+class RunDamaged(RunUnavailable):
+    """Records of the run cannot be decoded: it serves nothing but terminate until it is closed."""
+
+
+def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]:
+    """The run's state from its journal bodies, and what could not be read.
+
+    A body that does not decode is skipped (its position still counts, so later appends go
+    after it) and named in the damage list; once damaged, records that do not fold on the
+    partial state are skipped the same way. An undamaged journal folds strictly: a fold error
+    there is a bug and raises."""
+    state = RunState(run_id)
+    damage: list[str] = []
+    for jseq, body in enumerate(bodies, 1):
+        try:
+            rec = codec.loads(body)
+            if damage:
+                trial = copy.deepcopy(state)
+                fold(trial, rec)
+                state = trial
+            else:
+                fold(state, rec)
+        except Exception as exc:
+            if not damage and not isinstance(exc, codec.DecodeError):
+                raise
+            damage.append(f"record {jseq}: {str(exc)[:200]}")
+            state.jseq = jseq
+    return state, damage
+
+
 class RunActor:
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
         self.run_id = run_id
@@ -107,6 +138,8 @@ class RunActor:
         self._stable.set()
         self.offered: dict[str, tuple[str, str]] = {}  # task id -> (kind, queue) it was offered on
         self.loaded = trio.Event()
+        self.failed = False  # the load failed: readers waiting on ``loaded`` must not wait on
+        self.damage: list[str] = []  # records that could not be read (see fold_records)
         self._scope = trio.CancelScope()
 
     # --- lifecycle -----------------------------------------------------------------
@@ -139,6 +172,8 @@ class RunActor:
         try:
             await self._load()
         except BaseException:
+            self.failed = True
+            self.loaded.set()
             self.host.forget(self)
             self._fail_pending()
             self._recv.close()
@@ -152,9 +187,13 @@ class RunActor:
 
     async def _load(self) -> None:
         bodies = await self.host.journal.read_records(self.run_id)
-        state = RunState(self.run_id)
-        for body in bodies:
-            fold(state, codec.loads(body))
+        state, self.damage = fold_records(self.run_id, bodies)
+        if self.damage:
+            log.error(
+                "run %s: %d journal record(s) cannot be read (%s); until it is terminated the run answers every "
+                "request with 409 run_journal_unreadable and gets no tasks or timers",
+                self.run_id, len(self.damage), "; ".join(self.damage[:3]),
+            )
         self.state = state
         self.visible = len(state.events)
         now = self.host.clock.now()
@@ -194,13 +233,14 @@ class RunActor:
     async def _handle(self, msg: Msg) -> None:
         handler = getattr(self, f"_on_{msg.kind}")
         try:
+            self.check_readable(msg)
             if self.state.status == "new" and msg.kind not in ("tick", "child_closed"):
                 raise RunNotFound(self.run_id)
             namespace = msg.args.pop("namespace", None)
             if namespace is not None and namespace != self.state.namespace:
                 raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
             value = await handler(**msg.args)
-        except (GuardError, RunNotFound, NotOwner) as exc:
+        except (GuardError, RunNotFound, NotOwner, RunDamaged) as exc:
             if msg.reply:
                 msg.reply.set(error=exc)
             return
@@ -218,6 +258,16 @@ class RunActor:
             return
         if msg.reply:
             msg.reply.set(value)
+
+    def check_readable(self, msg: Msg | None = None) -> None:
+        """A damaged run that is still open takes only terminate (and the no-op ticks of recovery)."""
+        if not self.damage or not (self.state.is_open or self.state.status == "new"):
+            return
+        if msg is not None and (msg.kind in ("tick", "check_children", "ping") or (
+            msg.kind == "close" and msg.args.get("kind") == "terminate" and self.state.is_open
+        )):
+            return
+        raise RunDamaged(self.run_id)
 
     async def commit(self, em: Emitter) -> None:
         if not em.records and not em.new_runs:
@@ -279,6 +329,8 @@ class RunActor:
     def _after_change(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+        if self.damage:
+            return  # a partial state must not hand out work
         self._sync_tasks()
         self.host.timers.schedule(self.run_id, decide_time.next_deadline(self.state, self.host.clock.now()))
 
@@ -306,7 +358,7 @@ class RunActor:
     def reoffer(self) -> None:
         """Send every still-ready offer again (queues drop duplicates)."""
         s = self.state
-        if not s.is_open or self.committing:
+        if not s.is_open or self.committing or self.damage:
             return
         self.offered = {}
         self._sync_tasks()

@@ -8,7 +8,6 @@ back in the plane's envelope with a stable reason; an unexpected failure becomes
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -22,24 +21,24 @@ from werkzeug.exceptions import HTTPException
 
 from actors.commands import CommandError
 from actors.decide_workflow_task import GuardError
-from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
+from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
 from persistence.ids import shard_of_run
 from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
-from runtime.peers import FORWARDED_HEADER
+from runtime.peers import RPC_PATH
+from runtime.replay_guard import ReplayUnavailable
 
+from . import json_body
 from .auth import Authenticator, authorize
 from .envelope import Route, render
+from .http_guard import REFUSAL, RequestGuard
 from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER, server_capabilities
 
 log = logging.getLogger("dw.api")
 _WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 OWNERSHIP_WAIT_SECONDS = 8.0
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+RPC_OVERHEAD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -58,7 +57,10 @@ class Api:
         self.node = node
         self.cfg = node.cfg
         self.app = QuartTrio(__name__)
+        # Body size is bounded by the RequestGuard below, per route, before anything buffers it.
         self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
+        self.app.url_map.merge_slashes = False  # "/api//x" is not found, not a redirect built from Host
+        self.app.asgi_app = RequestGuard(self.app.asgi_app, self._body_limit)  # type: ignore[method-assign]
         self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression)
         self.auth = Authenticator(
             self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
@@ -94,7 +96,7 @@ class Api:
                 {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
                  "auth": auth, "fn": fn}
             )
-            self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+            self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method], provide_automatic_options=False)
             return fn
 
         return deco
@@ -105,10 +107,14 @@ class Api:
         try:
             body = await self._body_gate()
             if auth:
+                raw = await request.get_data(cache=True)
                 principal = self.auth.authenticate(
                     method=request.method, path=request.path, query_string=request.query_string.decode("latin-1"),
-                    headers=request.headers, body=await request.get_data(cache=True),
+                    headers=request.headers, body=raw,
                 )
+                if principal.replay_key is not None and self._forwarded_by(raw) is None:
+                    # a request a verified peer forwards was checked by the node the client reached
+                    await self._first_use(principal.replay_key, principal.replay_expires_at)
                 authorize(principal, roles)
             if route.plane == "worker":
                 self._worker_version()
@@ -133,6 +139,12 @@ class Api:
             if exc.errors:
                 body["errors"] = body["validation_errors"] = exc.errors
             return exc.status, body
+        except RunDamaged:
+            return 409, {
+                "message": "Records of this run's journal cannot be read (the server logged which); the run can only "
+                "be terminated.",
+                "reason": "run_journal_unreadable",
+            }
         except RunUnavailable:
             return 503, {
                 "message": "The run's journal could not be loaded; the server logged why and retries shortly.",
@@ -169,15 +181,46 @@ class Api:
                     raise
                 await trio.sleep(0.25)  # a dead owner's shards are taken over within seconds
 
+    def _forwarded_by(self, body: bytes) -> str | None:
+        """The peer that forwarded this request, when its node signature holds; None otherwise.
+
+        A client can send the forwarding header too; unverified, it means nothing."""
+        if "forwarded_by" not in g:
+            peers = self.node.engine.peers
+            g.forwarded_by = peers.forwarded_by(request.method, self._raw_target(), body, request.headers) if peers else None
+        return g.forwarded_by
+
+    @staticmethod
+    def _raw_target() -> str:
+        """The path and query exactly as the client sent them (percent-encoding included)."""
+        path = request.scope.get("raw_path") or request.path.encode()
+        qs = request.scope.get("query_string") or b""
+        return (path + (b"?" + qs if qs else b"")).decode("latin-1")
+
+    async def _first_use(self, key: bytes, expires_at: float) -> None:
+        try:
+            first = await self.node.replay.first_use(key, expires_at)
+        except ReplayUnavailable:
+            raise ProtocolError(
+                503, "replay_check_unavailable",
+                "The server cannot check request signatures for replays right now (its database is unreachable); retry shortly.",
+                retryable=True,
+            ) from None
+        if not first:
+            raise ProtocolError(
+                401, "unauthorized",
+                "Request signature was already used; sign every request afresh (add an X-DW-Nonce to tell identical requests apart).",
+            )
+
     async def _forward(self, shard: int) -> Response | None:
         """Send the request, as received, to the node that owns ``shard``; None if that is not possible."""
         peers = self.node.engine.peers
-        if peers is None or request.headers.get(FORWARDED_HEADER):
+        if peers is None or self._forwarded_by(await request.get_data()) is not None:
             return None  # one hop only: a forwarded request that still misses answers 503
         url = peers.url_of_shard(shard)
         if url is None:
             return None
-        path = request.full_path if request.query_string else request.path
+        path = self._raw_target()
         answer = None
         try:
             async with trio.open_nursery() as nursery:
@@ -203,9 +246,19 @@ class Api:
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
         return Response(answer.content, status=answer.status_code, headers=headers)
 
+    def _body_limit(self, path: str) -> int:
+        """Bytes a route reads at most; node-to-node calls carry one request plus a little framing."""
+        return self.cfg.max_payload_bytes + RPC_OVERHEAD_BYTES if path == RPC_PATH else self.cfg.max_payload_bytes
+
     async def _body_gate(self) -> Any:
         limit = self.cfg.max_payload_bytes
         g.close_connection = True  # until the body has been read, an early answer must end the connection
+        refusal = request.scope.get(REFUSAL)
+        if refusal == "conflicting_framing":
+            raise ProtocolError(
+                400, "conflicting_framing",
+                "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
+            )
         too_large = ProtocolError(
             413,
             "payload_too_large",
@@ -213,12 +266,13 @@ class Api:
             limit=limit,
         )
         length = request.content_length
-        if length is not None and length > limit:
+        if refusal == "too_large" or (length is not None and length > limit):
             raise too_large
         raw = await request.get_data(cache=True)
-        if len(raw) > limit:
+        if request.scope.get(REFUSAL) == "too_large" or len(raw) > limit:
             raise too_large
         g.close_connection = False
+        self._single_valued_query()
         if not raw:
             return {}
         if request.method not in _BODY_METHODS:
@@ -231,11 +285,19 @@ class Api:
                 "Request bodies must use a JSON media type.",
                 accepted_content_types=["application/json", "application/*+json"],
             )
-        try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
-            raise ProtocolError(400, "malformed_json", "Request bodies must contain valid JSON.", json_error=detail) from None
+        return json_body.parse(raw, self.cfg.max_payload_depth)
+
+    @staticmethod
+    def _single_valued_query() -> None:
+        """Every query parameter of this API takes one value; ``a=1&a=2`` would be read as
+        ``a=1`` while a signature over the sorted pairs also holds for ``a=2&a=1``."""
+        for name, values in request.args.lists():
+            if len(values) > 1:
+                raise ProtocolError(
+                    400, "duplicate_query_parameter",
+                    f"The query parameter {name!r} is given {len(values)} times; send it once.",
+                    parameter=name,
+                )
 
     @staticmethod
     def _control_version() -> None:
@@ -307,15 +369,22 @@ class Api:
     async def _http_error(self, exc: HTTPException) -> Response:
         route = self._route_for_path(request.path)
         code = exc.code or 500
+        if 300 <= code < 400:
+            code = 404  # routing's slash redirects would echo the Host header; nothing here moved
         length = request.content_length
         g.close_connection = True
-        if code != 413 and (length is None or length <= self.cfg.max_payload_bytes):
+        if code != 413 and not request.scope.get(REFUSAL) and (length is None or length <= self.cfg.max_payload_bytes):
             try:
                 raw = await request.get_data(cache=True)
-                g.close_connection = len(raw) > self.cfg.max_payload_bytes
+                g.close_connection = bool(request.scope.get(REFUSAL)) or len(raw) > self.cfg.max_payload_bytes
             except Exception:  # noqa: BLE001 - a broken body only means the connection closes
                 pass
-        if code == 404:
+        if request.scope.get(REFUSAL) == "conflicting_framing":
+            code, body = 400, {
+                "message": "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
+                "reason": "conflicting_framing",
+            }
+        elif code == 404:
             body = {"message": f"No route matches {request.method} {request.path}.", "reason": "not_found"}
         elif code == 405:
             body = {"message": f"Method {request.method} is not allowed on {request.path}.", "reason": "method_not_allowed"}

@@ -1,7 +1,8 @@
 """Authentication drivers and the role check (control-plane spec 1.4-1.5).
 
 ``none`` makes every caller an admin with full access. ``token`` compares bearer tokens,
-``signature`` checks HMAC request signatures (``api.signatures``); both try the role
+``signature`` checks HMAC request signatures (``api.signatures``; whether a signature was
+already used is the pipeline's question, asked of the cluster-wide ``ReplayGuard``); both try the role
 credentials (worker, operator, admin) first and then, while ``DW_AUTH_BACKWARD_COMPATIBLE``
 holds, the legacy shared one, which has full access only when no role credential exists.
 Every comparison is constant-time.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runtime.errors import ProtocolError
 
@@ -26,6 +27,10 @@ SUPPORTED_DRIVERS = ("none", "token", "signature")
 class Principal:
     role: str
     full_access: bool
+    # A signed request's signature bytes and when they may be forgotten: the pipeline records
+    # them once (runtime.replay_guard) and refuses a second use anywhere in the cluster.
+    replay_key: bytes | None = field(default=None, compare=False)
+    replay_expires_at: float = field(default=0.0, compare=False)
 
 
 def _unauthorized(message: str) -> ProtocolError:
@@ -49,7 +54,6 @@ class Authenticator:
         self.backward_compatible = backward_compatible
         self.compat = compat
         self.clock = clock
-        self.replay = signatures.ReplayCache()
 
     def configured(self) -> bool:
         """Is there a credential the driver can check (ready/health reporting)?"""
@@ -99,16 +103,16 @@ class Authenticator:
         presented = headers.get(signatures.SIGNATURE_HEADER)
         try:
             if self.compat == "body-only":
-                name = signatures.verify_body_only(keys, presented, body)
-            else:
-                name = signatures.verify_canonical(
-                    keys, method=method, path=path, query_string=query_string,
-                    namespace=headers.get("X-Namespace") or "", timestamp=headers.get(signatures.TIMESTAMP_HEADER),
-                    signature=presented, body=body, now=self.clock(), replay=self.replay,
-                )
+                return self._principal(signatures.verify_body_only(keys, presented, body), legacy_full)
+            verified = signatures.verify_canonical(
+                keys, method=method, path=path, query_string=query_string,
+                namespace=headers.get("X-Namespace") or "", timestamp=headers.get(signatures.TIMESTAMP_HEADER),
+                signature=presented, body=body, now=self.clock(), nonce=headers.get(signatures.NONCE_HEADER),
+            )
         except signatures.SignatureError as exc:
             raise _unauthorized(str(exc)) from None
-        return self._principal(name, legacy_full)
+        principal = self._principal(verified.key_name, legacy_full)
+        return Principal(principal.role, principal.full_access, verified.replay_key, verified.expires_at)
 
 
 def authorize(principal: Principal, allowed: tuple[str, ...]) -> None:

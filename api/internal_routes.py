@@ -10,9 +10,26 @@ from quart import Response, request
 from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from runtime.errors import ProtocolError
-from runtime.peers import RPC_PATH
+from runtime.peers import RPC_PATH, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from runtime.signing import WINDOW_SECONDS
 
 from .app import Api
+from .http_guard import REFUSAL
+
+
+def signing_problem(headers: Any, now: float) -> str | None:
+    """What the headers alone show to be wrong with a node call (no body read yet)."""
+    timestamp = headers.get(TIMESTAMP_HEADER, "")
+    if not headers.get(SIGNATURE_HEADER) or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return "a node call carries a node signature and its timestamp"
+    if abs(now - int(timestamp)) > WINDOW_SECONDS:
+        return "the timestamp is outside the signing window"
+    return None
+
+
+def _closing(response: Response) -> Response:
+    response.headers["Connection"] = "close"  # the unread body stays unread
+    return response
 
 
 def register(api: Api) -> None:
@@ -21,13 +38,25 @@ def register(api: Api) -> None:
 
     async def rpc() -> Response:
         peers = engine.peers
-        body = await request.get_data()
         if peers is None:
-            return Response(b"not a cluster member", status=404)
+            return _closing(Response(b"not a cluster member", status=404))
+        # Refuse what cannot be a member's call before reading its body: the route's body limit
+        # is already enforced (api.http_guard); a call always states its length and is signed.
+        problem = signing_problem(request.headers, engine.clock.now())
+        if request.scope.get(REFUSAL) or request.content_length is None:
+            problem = problem or "node calls state their Content-Length and fit the body limit"
+        if problem is not None:
+            return _closing(Response(f"refused: {problem}".encode(), status=401))
+        body = await request.get_data()
+        if request.scope.get(REFUSAL):
+            return _closing(Response(b"refused: the body is larger than a node call may be", status=413))
         problem = peers.check("POST", RPC_PATH, body, request.headers)
         if problem is not None:
             return Response(f"refused: {problem}".encode(), status=401)
-        call = cbor2.loads(body)
+        try:
+            call = cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError, TypeError):
+            return Response(b"refused: the body is not CBOR", status=400)
         result = await _dispatch(call)
         return Response(cbor2.dumps(result), status=200, content_type="application/cbor")
 

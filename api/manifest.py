@@ -187,7 +187,8 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
         },
         "worker_fleet": fleet,
         "limits": {
-            "max_payload_bytes": cfg.max_payload_bytes, "max_memo_bytes": cfg.max_memo_bytes,
+            "max_payload_bytes": cfg.max_payload_bytes, "max_payload_depth": cfg.max_payload_depth,
+            "max_memo_bytes": cfg.max_memo_bytes,
             "max_search_attributes": cfg.max_search_attributes,
             "max_search_attribute_key_length": cfg.max_search_attribute_key_length,
             "max_search_attribute_value_bytes": cfg.max_search_attribute_value_bytes,

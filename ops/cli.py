@@ -22,6 +22,7 @@ from runtime.membership import render_table
 from runtime.node import Node, bootstrap, cluster_status, journal_loop
 
 log = logging.getLogger("dw.server")
+MAX_PAYLOAD_DEPTH = 300  # the journal reads 400 levels; a record wraps a payload in a few more
 
 
 def _is_loopback(host: str) -> bool:
@@ -36,6 +37,8 @@ def _is_loopback(host: str) -> bool:
 def _check_config(cfg: Config) -> str | None:
     if not 1 <= cfg.shard_count <= MAX_SHARDS:
         return f"DW_SHARD_COUNT must be between 1 and {MAX_SHARDS}, not {cfg.shard_count}"
+    if not 1 <= cfg.max_payload_depth <= MAX_PAYLOAD_DEPTH:
+        return f"DW_MAX_PAYLOAD_DEPTH must be between 1 and {MAX_PAYLOAD_DEPTH}, not {cfg.max_payload_depth}"
     if cfg.auth_driver not in SUPPORTED_DRIVERS:
         return f"auth driver {cfg.auth_driver!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
     if cfg.auth_driver == "token" and not cfg.auth_tokens:
@@ -80,6 +83,13 @@ async def _serve(cfg: Config) -> None:
                     "dw-server listening on %s (store %s, auth driver %s)",
                     ", ".join(binds), node.store_description, cfg.auth_driver,
                 )
+                if cfg.auth_driver == "signature" and cfg.signature_compat == "body-only":
+                    log.warning(
+                        "DW_SIGNATURE_COMPAT=body-only: a signature covers only the body, never expires and is never "
+                        "checked for replays; the signature of an empty body authenticates every request without "
+                        "one (any GET, and a bodyless POST such as a cancel) on any route. Use it only until your "
+                        "clients sign the default scheme."
+                    )
                 async for signum in signals:
                     log.info("received %s: answering parked polls and shutting down", signal.Signals(signum).name)
                     break

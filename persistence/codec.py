@@ -6,10 +6,16 @@ from typing import Any
 
 import cbor2
 
+# Requests are refused past DW_MAX_PAYLOAD_DEPTH (at most 300), so records stay far below
+# cbor2's default of 400 levels. Earlier versions stored what JSON allowed (~990 levels), so
+# reading allows that much: such a run stays loadable, hence terminable.
+READ_MAX_DEPTH = 1200
+DecodeError = cbor2.CBORDecodeError
+
 
 def dumps(record: dict[str, Any]) -> bytes:
     return cbor2.dumps(record)
 
 
 def loads(body: bytes) -> dict[str, Any]:
-    return cbor2.loads(body)
+    return cbor2.loads(body, max_depth=READ_MAX_DEPTH)

@@ -98,6 +98,14 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             ) WITHOUT ROWID""",
         ],
     ),
+    (
+        4,
+        [
+            # Signatures of accepted signed requests, until their window closes (runtime.replay_guard).
+            "CREATE TABLE seen_signatures (key BLOB PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX seen_signatures_expiry ON seen_signatures(expires_at)",
+        ],
+    ),
 ]
 
 
@@ -215,6 +223,13 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
             END $$""",
             "CREATE INDEX runs_search ON runs USING gin (dw_sa_jsonb(search_attributes) jsonb_path_ops)",
             "CREATE INDEX runs_type_list ON runs(namespace, workflow_type, started_at DESC, run_id DESC)",
+        ],
+    ),
+    (
+        4,
+        [
+            "CREATE TABLE seen_signatures (key BYTEA PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX seen_signatures_expiry ON seen_signatures(expires_at)",
         ],
     ),
 ]

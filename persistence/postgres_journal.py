@@ -472,6 +472,28 @@ class PostgresJournal:
         )
         return bytes.fromhex(rows[0][0])
 
+    async def claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
+        """Record each key until its expiry; True for the keys no one recorded before (first use).
+
+        One statement for the whole group; a key twice in the group is first only once."""
+        return await aio_as_trio(self._aio_claim_once)(items, purge_before)
+
+    async def _aio_claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
+        pool = self._require_pool()
+        if purge_before is not None:
+            await pool.execute("DELETE FROM seen_signatures WHERE expires_at < $1", purge_before)
+        rows = await pool.fetch(
+            "INSERT INTO seen_signatures(key, expires_at) SELECT * FROM unnest($1::bytea[], $2::float8[])"
+            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            [k for k, _ in items], [e for _, e in items],
+        )
+        new = {bytes(r[0]) for r in rows}
+        out = []
+        for key, _ in items:
+            out.append(key in new)
+            new.discard(key)
+        return out
+
     async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
         rows = await self._fetch("SELECT shard_id, owner_node, epoch FROM shards ORDER BY shard_id")
         return {r[0]: (r[1], r[2]) for r in rows}
@@ -643,5 +665,9 @@ def _pg_predicate(pred: Predicate, param: Any) -> str:
         clause = f"{doc} @> {param(json.dumps({name: value}))}::jsonb"
         return f"NOT COALESCE({clause}, FALSE)" if pred.op == "!=" else clause
     if pred.type in ("int", "double"):
-        return f"({doc} ->> {param(name)})::numeric {_PG_OPS[pred.op]} {param(str(pred.value))}::numeric"
+        # a run may hold a value of another type under the name (set before the attribute was
+        # registered, or by a workflow): it does not match, rather than failing the cast
+        key = param(name)
+        number = f"CASE WHEN jsonb_typeof({doc} -> {key}) = 'number' THEN ({doc} ->> {key})::numeric END"
+        return f"{number} {_PG_OPS[pred.op]} {param(str(pred.value))}::numeric"
     return f"({doc} ->> {param(name)}) {_PG_OPS[pred.op]} {param(str(pred.value))}::text"

@@ -239,6 +239,19 @@ class SqliteJournal:
         with trio.CancelScope(shield=True):  # the thread runs to the end anyway
             return await trio.to_thread.run_sync(run, limiter=self._write_lock)
 
+    async def claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
+        """Record each key until its expiry; True for the keys no one recorded before (first use)."""
+
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            if purge_before is not None:
+                conn.execute("DELETE FROM seen_signatures WHERE expires_at < ?", (purge_before,))
+            return [
+                conn.execute("INSERT OR IGNORE INTO seen_signatures(key, expires_at) VALUES (?, ?)", item).rowcount == 1
+                for item in items
+            ]
+
+        return await self._write_txn(work)
+
     async def ensure_cluster(self, shard_count: int) -> int:
         check_shard_count(shard_count)
 
@@ -469,4 +482,8 @@ def _sqlite_predicate(pred: Predicate) -> tuple[str, list[Any]]:
     value = int(pred.value) if isinstance(pred.value, bool) else pred.value
     if pred.op == "!=":
         return "(json_extract(search_attributes, ?) IS NULL OR json_extract(search_attributes, ?) != ?)", [path, path, value]
+    if pred.type in ("int", "double") and pred.op != "=":
+        # only numbers are ordered against a number (SQLite would rank any text above it)
+        number = "json_type(search_attributes, ?) IN ('integer', 'real') AND json_extract(search_attributes, ?)"
+        return f"{number} {_SQL_OPS[pred.op]} ?", [path, path, value]
     return f"json_extract(search_attributes, ?) {_SQL_OPS[pred.op]} ?", [path, value]

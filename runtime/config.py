@@ -59,6 +59,7 @@ class Config:
     server_id: str = "dw-server-1"
     app_version: str = "2.0.0"
     max_payload_bytes: int = 2 * 1024 * 1024
+    max_payload_depth: int = 64
     max_memo_bytes: int = 256 * 1024
     poll_timeout: int = 30
     max_poll_timeout: int = 60
@@ -118,6 +119,7 @@ class Config:
             server_id=_env("DW_SERVER_ID", os.uname().nodename) or "dw-server-1",
             app_version=_env("APP_VERSION", "2.0.0") or "2.0.0",
             max_payload_bytes=_int("DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024),
+            max_payload_depth=_int("DW_MAX_PAYLOAD_DEPTH", 64),
             max_memo_bytes=_int("DW_MAX_MEMO_BYTES", 256 * 1024),
             poll_timeout=_int("DW_WORKER_POLL_TIMEOUT", 30),
             synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),

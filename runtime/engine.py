@@ -231,12 +231,19 @@ class Engine:
         await self.deliver(run_id, Msg(kind, args, reply))
         return await reply.wait()
 
-    async def loaded(self, run_id: str) -> RunActor:
-        """The run's actor, loaded and with no commit in flight (for read-only views)."""
+    async def loaded(self, run_id: str, *, damaged_ok: bool = False) -> RunActor:
+        """The run's actor, loaded and with no commit in flight (for read-only views).
+
+        A run with unreadable records is refused (``RunDamaged``) unless ``damaged_ok``: the
+        caller then only sends it a command the actor itself checks (terminate)."""
         while True:
             actor = self.actor(run_id)
             await actor.loaded.wait()
+            if actor.failed:
+                raise RunUnavailable(run_id)  # logged by the actor; quarantined for a while
             await actor.stable()
+            if not damaged_ok:
+                actor.check_readable()
             if self.actors.get(run_id) is actor or actor.state.status != "new":
                 return actor
 

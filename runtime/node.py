@@ -19,6 +19,7 @@ from .engine import Engine
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
 from .queries import QueryService
+from .replay_guard import ReplayGuard
 from .retention import RetentionService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
@@ -84,6 +85,8 @@ class Node:
         self.workflows.search_attributes = self.search_attributes
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
         self.retention = RetentionService(self.engine, self.namespaces, interval=cfg.retention_interval)
+        self.replay = ReplayGuard(self.journal, self.clock)
+        self.started_at = self.clock.now()
 
     @property
     def store_description(self) -> str:
@@ -99,6 +102,7 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.journal.run_writer)
+                await nursery.start(self.replay.run)
                 await self.namespaces.load()
                 if await self.namespaces.ensure_default():
                     log.info("created the %r namespace", self.cfg.default_namespace)
@@ -110,13 +114,13 @@ class Node:
 
                     self.engine.owned = {}  # clustered: shards are adopted as they are claimed
                     secret = os.environ.get("DW_CLUSTER_SECRET", "").encode() or await self.journal.cluster_secret()
-                    self.engine.peers = Peers(self.cfg.node_id, secret, self.clock)
+                    self.engine.peers = Peers(self.cfg.node_id, secret, self.clock, self.started_at)
                     if not self.cfg.advertise_url:
                         log.warning("no --advertise-url: other nodes cannot forward requests to %s", self.cfg.node_id)
                     await nursery.start(self.engine.run)
                     manager = ShardManager(
                         self.engine, self.journal, self.cfg.database, self.cfg.node_id,
-                        self.cfg.advertise_url, self.cfg.shard_count,
+                        self.cfg.advertise_url, self.cfg.shard_count, started_at=self.started_at,
                     )
                     await nursery.start(manager.run)
                 else:

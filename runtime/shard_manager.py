@@ -34,6 +34,7 @@ class ShardManager:
         *,
         interval: float = 1.0,
         node_ttl: float = 10.0,
+        started_at: float | None = None,
     ) -> None:
         self.engine = engine
         self.journal = journal
@@ -43,7 +44,7 @@ class ShardManager:
         self.shard_count = shard_count
         self.interval = interval
         self.node_ttl = node_ttl
-        self.started_at = engine.clock.now()
+        self.started_at = engine.clock.now() if started_at is None else started_at
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         from persistence.pg_shard_leases import ShardLeases
@@ -108,8 +109,7 @@ class ShardManager:
         for shard in held:
             owners[shard] = self.node_id
         if self.engine.peers is not None:
-            nodes = await self.journal.list_nodes()
-            self.engine.peers.urls = {n.node_id: n.advertise_url for n in nodes if n.advertise_url}
+            self.engine.peers.set_directory(await self.journal.list_nodes())
             self.engine.peers.owners = {s: o for s, o in owners.items() if o is not None and o in live}
         claims, releases = plan(self.shard_count, live, self.node_id, owners)
         for shard in releases:

@@ -1,13 +1,17 @@
 """Request signatures between nodes: HMAC-SHA256 over a canonical request, via ``cryptography``.
 
-The signed string binds the method, the path with its query, a timestamp and the body's
-SHA-256, so a captured request cannot be replayed against another route or after the
-window closes. Verification is constant-time (``HMAC.verify``).
+The signed string binds the method, the path with its query (as sent, percent-encoding
+included), a timestamp, the body's SHA-256 and the *audience*: the receiving node's id and
+incarnation (its start time). So a captured request cannot be replayed against another
+route, another node, the same node after a restart, or after the window closes; within the
+window the receiver remembers what it accepted (``Peers.check``). Verification is
+constant-time (``HMAC.verify``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -15,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 
 WINDOW_SECONDS = 300
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -23,35 +29,32 @@ class Signed:
     signature: str
 
 
-def canonical(method: str, path_and_query: str, timestamp: str, body: bytes) -> bytes:
-    return "\n".join((method.upper(), path_and_query, timestamp, hashlib.sha256(body).hexdigest())).encode()
+def canonical(method: str, path_and_query: str, timestamp: str, body: bytes, audience: str = "") -> bytes:
+    return "\n".join((method.upper(), path_and_query, timestamp, hashlib.sha256(body).hexdigest(), audience)).encode()
 
 
-def sign(secret: bytes, method: str, path_and_query: str, body: bytes, now: float) -> Signed:
+def sign(secret: bytes, method: str, path_and_query: str, body: bytes, now: float, audience: str = "") -> Signed:
     timestamp = str(int(now))
     mac = HMAC(secret, hashes.SHA256())
-    mac.update(canonical(method, path_and_query, timestamp, body))
+    mac.update(canonical(method, path_and_query, timestamp, body, audience))
     return Signed(timestamp, mac.finalize().hex())
 
 
 def verify(
-    secret: bytes, method: str, path_and_query: str, body: bytes, timestamp: str, signature: str, now: float
+    secret: bytes, method: str, path_and_query: str, body: bytes, timestamp: str, signature: str, now: float,
+    audience: str = "",
 ) -> str | None:
     """None when the signature holds; otherwise a reason an operator can act on."""
-    try:
-        ts = int(timestamp)
-    except (TypeError, ValueError):
+    if not isinstance(timestamp, str) or not _TIMESTAMP.fullmatch(timestamp):
         return "the timestamp is not an integer"
-    if abs(now - ts) > WINDOW_SECONDS:
+    if abs(now - int(timestamp)) > WINDOW_SECONDS:
         return f"the timestamp is more than {WINDOW_SECONDS} s away from this node's clock"
-    try:
-        expected = bytes.fromhex(signature)
-    except (TypeError, ValueError):
-        return "the signature is not hex"
+    if not isinstance(signature, str) or not _HEX64.fullmatch(signature):
+        return "the signature is not 64 lower-case hex digits"
     mac = HMAC(secret, hashes.SHA256())
-    mac.update(canonical(method, path_and_query, timestamp, body))
+    mac.update(canonical(method, path_and_query, timestamp, body, audience))
     try:
-        mac.verify(expected)
+        mac.verify(bytes.fromhex(signature))
     except InvalidSignature:
-        return "the signature does not match the request"
+        return "the signature does not match the request (or was made for another node or an earlier start of this one)"
     return None

@@ -9,6 +9,7 @@ reference's meaning: free text matched against workflow id and business key.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,8 @@ SYSTEM = {
     "CloseTime": ("datetime", "closed_at"),
 }
 ORDERED_TYPES = ("int", "double", "datetime")
+MAX_CONDITIONS = 50  # each is a SQL expression; SQLite refuses an expression tree 1,000 deep
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 STATUS_BUCKETS = {"running": ["pending", "running", "waiting"], "completed": ["completed"], "failed": ["failed", "cancelled", "terminated"]}
 RAW_STATUSES = {"pending", "running", "waiting", "completed", "failed", "cancelled", "terminated"}
 
@@ -81,7 +84,14 @@ def _literal(tok: _Tok) -> Any:
         body = tok.text[1:-1]
         return re.sub(r"\\(.)", r"\1", body)
     if tok.kind == "number":
-        return float(tok.text) if any(c in tok.text for c in ".eE") else int(tok.text)
+        if any(c in tok.text for c in ".eE"):
+            value = float(tok.text)
+            if not math.isfinite(value):
+                raise invalid(f"The number {tok.text[:40]} at position {tok.pos + 1} is too large; numbers must be finite.")
+            return value
+        if len(tok.text.lstrip("-")) > 19 or not INT64_MIN <= int(tok.text) <= INT64_MAX:
+            raise invalid(f"The integer {tok.text[:40]} at position {tok.pos + 1} does not fit in 64 bits.")
+        return int(tok.text)
     if tok.kind == "word" and tok.text.lower() in ("true", "false"):
         return tok.text.lower() == "true"
     raise invalid(f"Expected a value (a quoted string, a number, true or false) at position {tok.pos + 1}, found {tok.text!r}.")
@@ -107,6 +117,8 @@ def parse(query: str, custom: dict[str, str]) -> list[Predicate]:
         if i + 2 >= len(toks):
             raise early
         preds.append(_predicate(name.text, op.text, _literal(toks[i + 2]), custom))
+        if len(preds) > MAX_CONDITIONS:
+            raise invalid(f"A query may join at most {MAX_CONDITIONS} conditions with AND.", limit=MAX_CONDITIONS)
         i += 3
         if i == len(toks):
             return preds

@@ -96,8 +96,9 @@ class WorkerService:
         recovered = 0
         for run_id, actor in list(self.engine.actors.items()):
             wt = actor.state.wt
-            if wt is not None and wt.status == "leased" and wt.owner == worker_id:
-                recovered += await self.engine.ask(run_id, "release_owner", owner=worker_id)
+            # Worker ids are unique per namespace only: another namespace's worker of the same id keeps its leases.
+            if actor.state.namespace == namespace and wt is not None and wt.status == "leased" and wt.owner == worker_id:
+                recovered += await self.engine.ask(run_id, "release_owner", namespace=namespace, owner=worker_id)
         log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
         return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
 

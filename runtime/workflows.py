@@ -105,11 +105,11 @@ class WorkflowService:
                 self._instances[key] = inst
         return inst
 
-    async def current(self, namespace: str, workflow_id: str) -> RunActor:
+    async def current(self, namespace: str, workflow_id: str, *, damaged_ok: bool = False) -> RunActor:
         inst = await self.instance(namespace, workflow_id)
         if inst is None:
             raise not_found(workflow_id)
-        actor = await self.engine.loaded(inst.current_run_id)
+        actor = await self.engine.loaded(inst.current_run_id, damaged_ok=damaged_ok)
         if actor.state.status == "new":  # its journal is gone (retention, namespace deleted)
             self._instances.pop((namespace, workflow_id), None)
             raise not_found(workflow_id)
@@ -475,7 +475,7 @@ class WorkflowService:
     async def close(
         self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        actor = await self._target(namespace, workflow_id, run_id)
+        actor = await self._target(namespace, workflow_id, run_id, damaged_ok=True)  # the actor takes only terminate
         result = await self.engine.ask(
             actor.run_id, "close", kind=kind, reason=reason, command_id=ulid(), request_id=request_id
         )
@@ -485,8 +485,8 @@ class WorkflowService:
         body["reason"] = reason
         return 200, {**body, "outcome": "cancelled" if kind == "cancel" else "terminated", "command_sequence": result["sequence"]}
 
-    async def _target(self, namespace: str, workflow_id: str, run_id: str | None) -> RunActor:
-        actor = await self.current(namespace, workflow_id)
+    async def _target(self, namespace: str, workflow_id: str, run_id: str | None, *, damaged_ok: bool = False) -> RunActor:
+        actor = await self.current(namespace, workflow_id, damaged_ok=damaged_ok)
         if run_id is not None and run_id != actor.run_id:
             raise ProtocolError(
                 409,

@@ -997,6 +997,9 @@ async def test_search_attribute_predicates_filter_runs(journal: Any) -> None:
         run_row("r1", started_at=T0 + 1, search_attributes={"Stage": "gold", "Priority": 5, "Tags": ["a", "b"], "Vip": True}),
         run_row("r2", started_at=T0 + 2, search_attributes={"Stage": "silver", "Priority": 7, "Tags": ["b"]}),
         run_row("r3", started_at=T0 + 3, workflow_type="Refund", search_attributes={"Priority": 9.5}),
+        # a value of another type under a numeric name (set before the type was registered):
+        # it never matches a range and never fails the query
+        run_row("r4", started_at=T0 + 4, search_attributes={"Priority": "high", "Stage": 7}),
     ]
     await journal.append(Batch(runs=rows))
 
@@ -1004,7 +1007,7 @@ async def test_search_attribute_predicates_filter_runs(journal: Any) -> None:
         return Predicate(op=op, value=value, attribute=name, type=kind)
 
     assert await run_ids(journal, predicates=[attr("Stage", "=", "gold", "keyword")]) == ["r1"]
-    assert await run_ids(journal, predicates=[attr("Stage", "!=", "gold", "keyword")]) == ["r3", "r2"]
+    assert await run_ids(journal, predicates=[attr("Stage", "!=", "gold", "keyword")]) == ["r4", "r3", "r2"]
     assert await run_ids(journal, predicates=[attr("Priority", ">=", 7, "int")]) == ["r3", "r2"]
     assert await run_ids(journal, predicates=[attr("Priority", "<", 7, "int")]) == ["r1"]
     assert await run_ids(journal, predicates=[attr("Tags", "=", "b", "keyword_list")]) == ["r2", "r1"]
@@ -1012,8 +1015,10 @@ async def test_search_attribute_predicates_filter_runs(journal: Any) -> None:
     assert await run_ids(journal, predicates=[attr("Vip", "=", True, "bool")]) == ["r1"]
     column = Predicate(op="=", value="Refund", column="workflow_type")
     assert await run_ids(journal, predicates=[column]) == ["r3"]
-    assert await run_ids(journal, predicates=[Predicate(op=">=", value=T0 + 2, column="started_at", type="datetime")]) == ["r3", "r2"]
-    assert await run_ids(journal, predicates=[Predicate(op="in", value=["running"], column="status")]) == ["r3", "r2", "r1"]
+    assert await run_ids(journal, predicates=[Predicate(op=">=", value=T0 + 2, column="started_at", type="datetime")]) == ["r4", "r3", "r2"]
+    assert await run_ids(journal, predicates=[Predicate(op="in", value=["running"], column="status")]) == ["r4", "r3", "r2", "r1"]
+    assert await run_ids(journal, predicates=[attr("Priority", ">", -(2**63), "int")]) == ["r3", "r2", "r1"]
+    assert await run_ids(journal, predicates=[attr("Priority", "<=", 1e308, "double")]) == ["r3", "r2", "r1"]
 
 
 async def test_keyset_pages_continue_after_the_last_row(journal: Any) -> None:
@@ -1056,3 +1061,47 @@ async def test_deleting_a_namespace_removes_everything_in_it(journal: Any) -> No
     assert len(await journal.read_records("k1")) == 1 and len(await journal.read_records("schedule:kept:s")) == 1
     assert [n.name for n in await journal.list_namespaces() if n.name in ("doomed", "kept")] == ["kept"]
     assert [r.namespace for r in await journal.list_objects("schedule")] == ["kept"]
+
+
+# --- signatures accepted once (runtime.replay_guard) -------------------------------------
+
+
+async def test_claim_once_is_first_once_per_key_across_journals_and_restarts(harness: Harness, journal: Any) -> None:
+    """Two journals on one store stand for two nodes (or one node before and after a restart)."""
+    a, b = b"\x01" * 32, b"\x02" * 32
+    assert await journal.claim_once([(a, T0 + 600), (b, T0 + 600), (a, T0 + 600)], None) == [True, True, False]
+    other = await harness.open()
+    assert await other.claim_once([(a, T0 + 600), (b"\x03" * 32, T0 + 600)], None) == [False, True]
+    await harness.close(journal)
+    reopened = await harness.open()
+    assert await reopened.claim_once([(b, T0 + 600)], None) == [False]
+    # past its expiry a key is purged, and a purge forgets nothing that is still current
+    assert await reopened.claim_once([(b"\x04" * 32, T0 + 1200)], T0 + 700) == [True]
+    assert await reopened.claim_once([(a, T0 + 1300), (b"\x04" * 32, T0 + 1300)], None) == [True, False]
+
+
+async def test_replay_guard_batches_concurrent_claims_and_shares_them(harness: Harness, journal: Any) -> None:
+    from actors.clock import SystemClock
+    from runtime.replay_guard import ReplayGuard
+
+    other_journal = await harness.open()
+    guards = [ReplayGuard(journal, SystemClock()), ReplayGuard(other_journal, SystemClock())]
+    results: dict[tuple[int, int], bool] = {}
+    async with trio.open_nursery() as nursery:
+        for guard in guards:
+            await nursery.start(guard.run)
+
+        async def claim(node: int, i: int) -> None:
+            results[(node, i)] = await guards[node].first_use(i.to_bytes(32, "big"), T0 + 600)
+
+        async with trio.open_nursery() as inner:
+            for i in range(50):
+                inner.start_soon(claim, 0, i)
+        async with trio.open_nursery() as inner:
+            for i in range(50):
+                inner.start_soon(claim, 1, i)  # the same 50 signatures at "another node"
+                inner.start_soon(claim, 1, 50 + i)
+        nursery.cancel_scope.cancel()
+    assert all(results[(0, i)] for i in range(50))
+    assert not any(results[(1, i)] for i in range(50))
+    assert all(results[(1, 50 + i)] for i in range(50))

@@ -60,3 +60,82 @@ async def test_a_poisoned_run_is_quarantined_and_the_node_survives(autojump_cloc
         await trio.sleep(11)  # after the quarantine the run is tried again
         assert await engine.ask(poisoned, "ping") is None
         nursery.cancel_scope.cancel()
+
+
+async def test_readers_of_a_run_that_fails_to_load_are_answered_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    """``Engine.loaded`` waited on ``actor.loaded``, never set after a failed load: every later
+    request (describe, terminate …) hung forever (issue 9, point 3)."""
+    journal = FakeJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=5)
+    poisoned = _run(journal, clock.now())
+    journal.poisoned.add(poisoned)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with trio.fail_after(1):
+            for _ in range(3):
+                with pytest.raises(RunUnavailable):
+                    await engine.loaded(poisoned)
+        nursery.cancel_scope.cancel()
+
+
+def _deep(levels: int) -> object:
+    value: object = "bottom"
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+async def test_a_run_stored_deeper_than_the_decoder_default_still_loads(autojump_clock: trio.testing.MockClock) -> None:
+    """Earlier versions stored a memo as deep as JSON allows (~990 levels); cbor2 reads 400 by default."""
+    import cbor2
+
+    journal = FakeJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=5)
+    run_id = _run(journal, clock.now())
+    started = codec.loads(journal.records[run_id][-1])
+    started["p"]["memo"] = _deep(450)
+    journal.records[run_id][-1] = codec.dumps(started)
+    with pytest.raises(cbor2.CBORDecodeError):
+        cbor2.loads(journal.records[run_id][-1])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with trio.fail_after(1):
+            actor = await engine.loaded(run_id)
+        assert actor.state.is_open and not actor.damage
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_run_with_an_unreadable_record_refuses_everything_but_terminate(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from actors.run_actor import RunDamaged
+
+    journal = FakeJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=5)
+    run_id = _run(journal, clock.now())
+    journal.records[run_id].append(b"\xff\xff not cbor")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with trio.fail_after(1):
+            with pytest.raises(RunDamaged):
+                await engine.loaded(run_id)
+            with pytest.raises(RunDamaged):
+                await engine.ask(run_id, "signal", name="s", arguments=None, command_id="c1")
+            with pytest.raises(RunDamaged):
+                await engine.ask(run_id, "close", kind="cancel", reason=None)
+            actor = await engine.loaded(run_id, damaged_ok=True)
+            answer = await engine.ask(run_id, "close", kind="terminate", reason="unreadable journal")
+        assert "sequence" in answer and actor.state.status == "terminated"
+        assert journal.records[run_id][2] == b"\xff\xff not cbor"  # appended after it, nothing rewritten
+        assert "WorkflowTerminated" in [codec.loads(b)["t"] for b in journal.records[run_id][3:]]
+        assert "cannot be read" in caplog.text and run_id in caplog.text
+        # closed now: it reads again (what could be read), also after passivation and reload
+        assert (await engine.loaded(run_id)).state.status == "terminated"
+        await trio.sleep(10)
+        assert run_id not in engine.actors
+        reloaded = await engine.loaded(run_id)
+        assert reloaded.state.status == "terminated" and reloaded.damage
+        nursery.cancel_scope.cancel()

@@ -53,6 +53,11 @@ def test_escaped_quotes_and_numbers() -> None:
         ('Stage = "gold" #', "cannot be read"),
         ('BuildId = "x"', "cannot be filtered"),
         ('Status = "sleeping"', "Unknown status"),
+        ("Priority = 9223372036854775808", "does not fit in 64 bits"),
+        ("Priority >= -99999999999999999999999", "does not fit in 64 bits"),
+        ("Score < 1e999", "numbers must be finite"),
+        ("Score > -1e400", "numbers must be finite"),
+        (" AND ".join(["Priority = 1"] * 51), "at most 50 conditions"),
     ],
 )
 def test_errors_say_what_to_fix(query: str, fragment: str) -> None:
@@ -60,6 +65,13 @@ def test_errors_say_what_to_fix(query: str, fragment: str) -> None:
         visibility.parse(query, CUSTOM)
     assert err.value.status == 422 and err.value.reason == "invalid_query"
     assert fragment in err.value.message
+
+
+def test_the_edges_of_what_is_accepted() -> None:
+    (big,) = visibility.parse("Priority = 9223372036854775807", CUSTOM)
+    (small,) = visibility.parse("Priority = -9223372036854775808", CUSTOM)
+    assert (big.value, small.value) == (2**63 - 1, -(2**63))
+    assert len(visibility.parse(" AND ".join(["Priority = 1"] * 50), CUSTOM)) == 50
 
 
 def test_free_text_is_not_a_filter() -> None:
