@@ -6,7 +6,7 @@ GET is valid forever and any captured request can be replayed. That scheme is ke
 
     DW-HMAC-SHA256
     <METHOD>
-    <path, as sent>
+    <path, percent-decoded (as routed)>
     <query: pairs sorted by name then value, each name=value percent-encoded, joined by &>
     <X-Namespace header, or empty>
     <X-DW-Timestamp: unix seconds>

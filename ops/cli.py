@@ -21,6 +21,8 @@ from runtime.errors import ConfigurationError
 from runtime.membership import render_table
 from runtime.node import Node, bootstrap, cluster_status, journal_loop
 
+from . import hypercorn_patches
+
 log = logging.getLogger("dw.server")
 MAX_PAYLOAD_DEPTH = 300  # the journal reads 400 levels; a record wraps a payload in a few more
 
@@ -64,13 +66,14 @@ async def serve(cfg: Config) -> None:
 
 
 async def _serve(cfg: Config) -> None:
+    hypercorn_patches.install()
     node = Node(cfg)
     async with trio.open_nursery() as root:
         await root.start(node.run)
         app = create_app(node)
         hcfg = HyperConfig()
         hcfg.bind = [f"{cfg.host}:{cfg.port}"]
-        hcfg.keep_alive_timeout = 75
+        hcfg.keep_alive_timeout = cfg.keep_alive_seconds
         hcfg.graceful_timeout = 2  # parked polls are answered first; this only bounds idle keep-alives
         hcfg.accesslog = None
         hcfg.include_server_header = False

@@ -60,6 +60,7 @@ class Config:
     app_version: str = "2.0.0"
     max_payload_bytes: int = 2 * 1024 * 1024
     max_payload_depth: int = 64
+    keep_alive_seconds: float = 75.0
     max_memo_bytes: int = 256 * 1024
     poll_timeout: int = 30
     max_poll_timeout: int = 60
@@ -120,6 +121,7 @@ class Config:
             app_version=_env("APP_VERSION", "2.0.0") or "2.0.0",
             max_payload_bytes=_int("DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024),
             max_payload_depth=_int("DW_MAX_PAYLOAD_DEPTH", 64),
+            keep_alive_seconds=float(_int("DW_HTTP_KEEP_ALIVE_SECONDS", 75)),
             max_memo_bytes=_int("DW_MAX_MEMO_BYTES", 256 * 1024),
             poll_timeout=_int("DW_WORKER_POLL_TIMEOUT", 30),
             synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),

@@ -38,6 +38,7 @@ from .test_bad_input import (
 
 pytestmark = pytest.mark.e2e
 LIMIT = 2 * 1024 * 1024
+KEEP_ALIVE = 2
 
 
 def rss_mib(pid: int) -> float:
@@ -73,7 +74,8 @@ def raw_request(url: str, head: bytes, timeout: float = 10.0) -> tuple[bytes, bo
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("dw-hostile"), env={"DW_WORKFLOW_TASK_LEASE_SECONDS": "30"})
+    server = ServerProcess(tmp_path_factory.mktemp("dw-hostile"),
+                           env={"DW_WORKFLOW_TASK_LEASE_SECONDS": "30", "DW_HTTP_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})
     server.start()
     try:
         yield server
@@ -151,7 +153,8 @@ def test_a_body_at_the_limit_is_still_read(http: httpx.Client) -> None:
 # --- point 13: ambiguous framing ----------------------------------------------------------
 
 
-def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(node: ServerProcess) -> None:
+@pytest.mark.parametrize("attempt", range(8))  # it once failed on a race, one time in two
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(node: ServerProcess, attempt: int) -> None:
     assert node.url is not None
     wf = unique("wf-smuggle")
     body = json.dumps({"workflow_id": wf, "workflow_type": "t"}).encode()
@@ -164,6 +167,101 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     assert closed and answer.count(b"HTTP/1.1") == 1  # nothing after it is served on that connection
     with httpx.Client(base_url=node.url, timeout=10) as client:
         assert_no_instance(client, wf)
+
+
+# --- point 6: connections are closed ------------------------------------------------------
+
+
+def _holds_connection_from(pid: int, client_port: int) -> bool:
+    """Does the server process still hold the socket of the connection from ``client_port``?"""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == client_port:
+                    inodes.add(fields[9])
+    held = {str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink()}
+    return any(f"socket:[{inode}]" in held for inode in inodes)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed ``sock`` (reading whatever it sends), None if it did not."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < seconds:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - started
+    return None
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(node: ServerProcess) -> None:
+    assert node.url is not None
+    with _connect(node.url) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed = _closed_within(sock, KEEP_ALIVE + 3)
+    assert closed is not None and closed >= KEEP_ALIVE - 0.5, closed
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # the client asks
+    b"POST /api/workflows HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",  # answered before the body
+], ids=["client-close", "early-answer"])
+def test_a_connection_close_answer_closes_the_connection(node: ServerProcess, request_head: bytes) -> None:
+    assert node.url is not None
+    with _connect(node.url) as sock:
+        sock.sendall(request_head)
+        closed = _closed_within(sock, 3)
+    assert closed is not None and closed < 2, closed
+
+
+def test_a_client_that_pipelines_without_reading_leaks_no_descriptor(node: ServerProcess) -> None:
+    """The descriptor of such a connection stayed open for good, long after the client went away."""
+    assert node.url is not None and node.proc is not None
+    pid = node.proc.pid
+    with _connect(node.url) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        port = sock.getsockname()[1]
+        sock.settimeout(5)
+        try:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n" * 4000)  # answers never read
+        except TimeoutError:
+            pass  # the server stopped reading: it is blocked writing to us
+        time.sleep(1)
+    deadline = time.monotonic() + KEEP_ALIVE + 5
+    while _holds_connection_from(pid, port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _holds_connection_from(pid, port), "the server still holds the abandoned connection"
+
+
+def test_a_client_that_stops_reading_is_dropped(node: ServerProcess) -> None:
+    """A write to a client that never reads waited for ever under hypercorn's shield, holding
+    the connection (and graceful shutdown); now a write that makes no progress for 15 s ends it."""
+    assert node.url is not None and node.proc is not None
+    pid = node.proc.pid
+    with _connect(node.url) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        port = sock.getsockname()[1]
+        sock.settimeout(3)
+        try:
+            for _ in range(200):
+                sock.sendall(b"GET /api/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        except TimeoutError:
+            pass
+        deadline = time.monotonic() + 25
+        while _holds_connection_from(pid, port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _holds_connection_from(pid, port), "the server still waits on a client that does not read"
 
 
 # --- point 12: routing quirks -------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Fixes for how hypercorn 0.18's trio worker (with h11 0.16) closes connections under quart-trio.
+
+Every version involved is the newest release, and each problem below reproduces with a bare
+QuartTrio app, so the fixes live here, applied once before serving, and refuse to apply to any
+other version (the methods they replace may change).
+
+1. Connections were never closed: neither idle keep-alives after ``keep_alive_timeout`` nor a
+   response carrying ``Connection: close``. Hypercorn does that bookkeeping (``Closed`` /
+   ``Updated(idle=True)`` in ``TCPServer.protocol_send``) inside the app's task, at the end of
+   the app's last ``send``, and it also hands the app ``http.disconnect`` there; quart-trio
+   answers the disconnect by cancelling that very task, so the cancel lands on the
+   bookkeeping's first checkpoint. → run it shielded (bounded).
+2. A client that pipelines requests without reading the answers leaked a file descriptor for
+   ever: when a write fails, hypercorn tells the protocol but nothing wakes the reader parked
+   on h11's PAUSED state. → a failed write ends the connection: cancel the reader, close.
+3. A write under hypercorn's unbounded shield waits for ever on a client that stopped reading
+   (pinning the connection and graceful shutdown). → each 64 KiB chunk gets ``SEND_TIMEOUT``;
+   no progress in that time means the client is gone. And once the reader is done, the
+   keep-alive timer stops, so a connection the client closed does not linger in CLOSE_WAIT.
+4. Bytes after a request that is answered with ``Connection: close`` (a pipelined request, or
+   what follows a body the server refused to read) made h11 raise while the answer was being
+   sent; hypercorn then closed the socket under the response (``BusyResourceError``) and the
+   client got nothing. → those bytes wait (PAUSED) until the answer is out; then the
+   connection closes as it should.
+
+A request with both ``Content-Length`` and ``Transfer-Encoding`` is left to the app
+(``api.http_guard``), which answers it in the protocol's envelope with ``Connection: close``;
+fix 4 is what makes that answer reach the client.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+import h11
+import trio
+from hypercorn.events import Closed, RawData, Updated
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.trio.tcp_server import TCPServer
+
+SEND_TIMEOUT = 15.0  # seconds without the client accepting one chunk: the client is gone
+SEND_CHUNK = 64 * 1024
+CLOSE_TIMEOUT = 5.0  # bound on the shielded closing and timer bookkeeping
+FOR_VERSIONS = {"hypercorn": "0.18.", "h11": "0.16."}
+
+
+async def _protocol_send(self: TCPServer, event: Any) -> None:
+    if isinstance(event, RawData):
+        broken = False
+        async with self.send_lock:
+            data = memoryview(event.data)
+            try:
+                for start in range(0, max(len(data), 1), SEND_CHUNK):
+                    with trio.move_on_after(SEND_TIMEOUT) as scope:
+                        scope.shield = True  # as upstream: a caller's cancel must not cut a frame in half
+                        await self.stream.send_all(data[start:start + SEND_CHUNK])
+                    if scope.cancelled_caught:
+                        broken = True
+                        break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                broken = True
+        if broken:
+            await _abort(self)
+    elif isinstance(event, Closed):
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            await self._close()
+            await self.protocol.handle(Closed())
+    elif isinstance(event, Updated):
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            if event.idle:
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+            else:
+                await self.idle_task.stop()
+
+
+async def _abort(self: TCPServer) -> None:
+    """The client is gone or will not read: end the connection from whichever task noticed."""
+    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+        scope.shield = True
+        reader = getattr(self, "_dw_reader_scope", None)
+        if reader is not None:
+            reader.cancel()  # it may be parked on the protocol's can_read, which nothing else sets
+        await self.idle_task.stop()
+        await self.stream.aclose()  # frees the descriptor now; run()'s own close is harmless after
+        await self.protocol.handle(Closed())  # the app sees http.disconnect
+
+
+_original_read_data = TCPServer._read_data
+
+
+async def _read_data(self: TCPServer) -> None:
+    with trio.CancelScope() as self._dw_reader_scope:
+        await _original_read_data(self)
+    # Reading is over (EOF, reset, timeout or abort): an armed keep-alive timer would keep the
+    # connection's task group, and its descriptor, alive until keep_alive_timeout for nothing.
+    with trio.CancelScope(shield=True):
+        await self.idle_task.stop()
+
+
+class _Connection(h11.Connection):
+    def next_event(self) -> Any:
+        if (
+            self.their_state is h11.MUST_CLOSE
+            and self.our_state in (h11.SEND_RESPONSE, h11.SEND_BODY)
+            and self.trailing_data[0]
+        ):
+            return h11.PAUSED  # fix 4: whatever follows waits until our answer is out
+        return super().next_event()
+
+
+_original_h11_init = hypercorn_h11.H11Protocol.__init__
+
+
+def _h11_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _original_h11_init(self, *args, **kwargs)
+    self.connection = _Connection(h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size)
+
+
+def install() -> None:
+    """Apply the fixes (idempotent); refuse versions they were not written for."""
+    found = {name: importlib.metadata.version(name) for name in FOR_VERSIONS}
+    if any(not found[name].startswith(prefix) for name, prefix in FOR_VERSIONS.items()):
+        raise RuntimeError(f"ops.hypercorn_patches was written for hypercorn 0.18 and h11 0.16, not {found}")
+    if getattr(TCPServer, "_dw_patched", False):
+        return
+    TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    hypercorn_h11.H11Protocol.__init__ = _h11_init  # type: ignore[method-assign]
+    TCPServer._dw_patched = True  # type: ignore[attr-defined]
