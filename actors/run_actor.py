@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from persistence import codec
-from persistence.journal import Batch, FencedError, InstanceRow, RunRow
+from persistence.journal import Batch, FencedError, InstanceRow, RunRow, StoreUnavailable
 
 from . import decide_activity, decide_control, decide_time, decide_workflow_task
 from .clock import SystemClock, TrioClock
@@ -29,6 +29,7 @@ from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
 
 log = logging.getLogger("dw.actor")
+STORE_RETRY_SECONDS = 1.0  # a run whose journal could not be reached is not reloaded sooner
 
 
 class Host(Protocol):
@@ -42,7 +43,7 @@ class Host(Protocol):
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
-    def offer(self, kind: str, namespace: str, name: str, offer: Offer) -> None: ...
+    def publish_ready(self, run_id: str, tasks: dict[str, tuple[str, str, str, Offer]]) -> None: ...
 
     def post(self, run_id: str, msg: Msg) -> None: ...
 
@@ -54,7 +55,7 @@ class Host(Protocol):
 
     def drop_shards(self, shards: set[int]) -> None: ...
 
-    def quarantine(self, run_id: str) -> None: ...
+    def quarantine(self, run_id: str, seconds: float | None = None) -> None: ...
 
 
 class Reply:
@@ -136,7 +137,6 @@ class RunActor:
         self.committing = False
         self._stable = trio.Event()
         self._stable.set()
-        self.offered: dict[str, tuple[str, str]] = {}  # task id -> (kind, queue) it was offered on
         self.loaded = trio.Event()
         self.failed = False  # the load failed: readers waiting on ``loaded`` must not wait on
         self.damage: list[str] = []  # records that could not be read (see fold_records)
@@ -153,6 +153,12 @@ class RunActor:
         with self._scope:
             try:
                 await self._main()
+            except StoreUnavailable as exc:
+                # Its state may be behind the journal (a commit whose outcome is unknown): the
+                # next message loads it afresh, once the journal answers again.
+                log.warning("run %s: the journal is unreachable (%s); the run is reloaded on its next message", self.run_id, exc)
+                self.host.quarantine(self.run_id, STORE_RETRY_SECONDS)
+                self._fail_pending()
             except Exception:
                 log.exception("run %s: actor failed; it will be re-activated from the journal later", self.run_id)
                 self.host.quarantine(self.run_id)
@@ -251,9 +257,11 @@ class RunActor:
                 if msg.reply:
                     msg.reply.set(error=exc)
                 return
-            log.exception("run %s: %s failed; reloading from the journal", self.run_id, msg.kind)
             if msg.reply:
                 msg.reply.set(error=exc)
+            if isinstance(exc, StoreUnavailable):
+                raise  # the actor ends (see main)
+            log.exception("run %s: %s failed; reloading from the journal", self.run_id, msg.kind)
             await self._load()
             return
         if msg.reply:
@@ -308,10 +316,11 @@ class RunActor:
             log.warning("run %s: shard %s was taken over (epoch %s); stopping", self.run_id, exc.shard, exc.actual)
             self.host.drop_shards({exc.shard})
             raise NotOwner(self.run_id) from None
-        except BaseException:
+        except BaseException as exc:
             self.committing = False
             self._stable.set()
-            await self._load()
+            if not isinstance(exc, StoreUnavailable):  # reloading could not work now; the actor ends
+                await self._load()
             raise
         self.committing = False
         self._stable.set()
@@ -331,37 +340,23 @@ class RunActor:
         self.changed = trio.Event()
         if self.damage:
             return  # a partial state must not hand out work
-        self._sync_tasks()
+        self.host.publish_ready(self.run_id, self.ready_tasks())
         self.host.timers.schedule(self.run_id, decide_time.next_deadline(self.state, self.host.clock.now()))
 
-    def _sync_tasks(self) -> None:
-        """Offer ready tasks to their queues; withdraw offers a closed run no longer has."""
+    def ready_tasks(self) -> dict[str, tuple[str, str, str, Offer]]:
+        """The run's tasks a worker may take now: task id -> (kind, namespace, queue, offer)."""
         s = self.state
         now = self.host.clock.now()
-        live: dict[str, tuple[str, str]] = {}
-        if s.is_open:
-            wt = s.wt
-            if wt is not None and wt.status == "ready" and wt.available_at <= now:
-                live[wt.task_id] = ("workflow", s.task_queue)
-                if wt.task_id not in self.offered:
-                    self.host.offer("workflow", s.namespace, s.task_queue, Offer(self.run_id, wt.task_id, s.meta["workflow_type"]))
-            for act in s.activities.values():
-                if act.status == "pending" and act.available_at <= now:
-                    live[act.task_id] = ("activity", act.queue)
-                    if act.task_id not in self.offered:
-                        self.host.offer("activity", s.namespace, act.queue, Offer(self.run_id, act.task_id, act.activity_type, act.seq))
-        for task_id, (kind, queue) in self.offered.items():
-            if task_id not in live and not s.is_open:
-                self.host.queue(kind, s.namespace, queue).withdraw(task_id)
-        self.offered = live
-
-    def reoffer(self) -> None:
-        """Send every still-ready offer again (queues drop duplicates)."""
-        s = self.state
-        if not s.is_open or self.committing or self.damage:
-            return
-        self.offered = {}
-        self._sync_tasks()
+        ready: dict[str, tuple[str, str, str, Offer]] = {}
+        if not s.is_open:
+            return ready
+        wt = s.wt
+        if wt is not None and wt.status == "ready" and wt.available_at <= now:
+            ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, Offer(self.run_id, wt.task_id, s.meta["workflow_type"]))
+        for act in s.activities.values():
+            if act.status == "pending" and act.available_at <= now:
+                ready[act.task_id] = ("activity", s.namespace, act.queue, Offer(self.run_id, act.task_id, act.activity_type, act.seq))
+        return ready
 
     # --- handlers ------------------------------------------------------------------
 

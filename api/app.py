@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
@@ -23,12 +24,14 @@ from actors.commands import CommandError
 from actors.decide_workflow_task import GuardError
 from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
 from persistence.ids import shard_of_run
+from persistence.journal import StoreUnavailable
 from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
 from runtime.peers import RPC_PATH
 from runtime.replay_guard import ReplayUnavailable
+from runtime.router import OWNER_BUDGET, Unreachable
 
-from . import json_body
+from . import json_body, unavailable
 from .auth import Authenticator, authorize
 from .envelope import Route, render
 from .http_guard import REFUSAL, RequestGuard
@@ -37,8 +40,7 @@ from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOC
 log = logging.getLogger("dw.api")
 _WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-OWNERSHIP_WAIT_SECONDS = 8.0
-RPC_OVERHEAD_BYTES = 64 * 1024
+RPC_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -146,40 +148,65 @@ class Api:
                 "reason": "run_journal_unreadable",
             }
         except RunUnavailable:
-            return 503, {
-                "message": "The run's journal could not be loaded; the server logged why and retries shortly.",
-                "reason": "run_unavailable",
-                "retryable": True,
-            }
+            return 503, self._unavailable(
+                "run_unavailable", "The run's journal could not be loaded; the server logged why and retries shortly."
+            )
         except (ForwardTo, NotOwner):
-            return 503, {
-                "message": "No node owns this shard right now (the cluster is rebalancing); retry shortly.",
-                "reason": "shard_not_owned",
-                "retryable": True,
-            }
+            return 503, self._unavailable(
+                "shard_not_owned", "No node owns this shard right now (the cluster is rebalancing); retry shortly."
+            )
+        except StoreUnavailable:
+            return 503, self._unavailable(
+                "store_unavailable", "The server cannot reach its database right now; retry shortly."
+            )
         except RunNotFound:
             if route.plane == "worker":
                 task_id = args.get("task_id")
                 return 404, {"message": f"Task [{task_id}] was not found.", "reason": "task_not_found", "task_id": task_id}
             return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
 
+    @staticmethod
+    def _unavailable(reason: str, message: str) -> dict[str, Any]:
+        return unavailable.body(request.path, g.get("json_body"), reason, message)
+
     async def _handle(self, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
-        """Run the handler here, or forward to the shard's owner; ride out a rebalance for a few seconds."""
-        deadline: float | None = None  # counted from the first miss, not from arrival: a request
-        # that waited on a partitioned database still gets the whole grace once it learns it lost
+        """Run the handler here, or forward the request to the shard's owner (runtime.router).
+
+        A rebalance is ridden out for ``OWNER_BUDGET`` from the first miss; then the answer is
+        503 with Retry-After. A request a member forwarded is not forwarded again (one hop):
+        it waits for the shard to become this node's within the same budget."""
+        deadline: float | None = None
+        router = self.node.engine.router
         while True:
             try:
                 return await fn(ctx)
             except (ForwardTo, NotOwner) as exc:
                 shard = exc.shard if isinstance(exc, ForwardTo) else shard_of_run(str(exc.args[0]))
-                forwarded = await self._forward(shard) if shard is not None else None
-                if forwarded is not None:
-                    return forwarded
-                if deadline is None:
-                    deadline = trio.current_time() + OWNERSHIP_WAIT_SECONDS
-                elif trio.current_time() >= deadline:
+                if shard is None or self.node.engine.peers is None:
                     raise
-                await trio.sleep(0.25)  # a dead owner's shards are taken over within seconds
+                now = trio.current_time()
+                deadline = now + OWNER_BUDGET if deadline is None else deadline
+                if self._forwarded_by(await request.get_data()) is None:
+                    try:
+                        answer = await router.forward(shard, self._send_to, budget=max(deadline - now, 0.0))
+                    except Unreachable:
+                        raise exc from None
+                    if answer is not None:
+                        return self._relay(answer)
+                elif now >= deadline:
+                    raise
+                else:
+                    await trio.sleep(0.25)  # forwarded here: this node is about to own the shard, or the budget ends
+
+    async def _send_to(self, url: str) -> httpx.Response:
+        return await self.node.engine.peers.forward(
+            url, request.method, self._raw_target(), dict(request.headers), await request.get_data()
+        )
+
+    @staticmethod
+    def _relay(answer: httpx.Response) -> Response:
+        drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
+        return Response(answer.content, status=answer.status_code, headers={k: v for k, v in answer.headers.items() if k.lower() not in drop})
 
     def _forwarded_by(self, body: bytes) -> str | None:
         """The peer that forwarded this request, when its node signature holds; None otherwise.
@@ -212,43 +239,10 @@ class Api:
                 "Request signature was already used; sign every request afresh (add an X-DW-Nonce to tell identical requests apart).",
             )
 
-    async def _forward(self, shard: int) -> Response | None:
-        """Send the request, as received, to the node that owns ``shard``; None if that is not possible."""
-        peers = self.node.engine.peers
-        if peers is None or self._forwarded_by(await request.get_data()) is not None:
-            return None  # one hop only: a forwarded request that still misses answers 503
-        url = peers.url_of_shard(shard)
-        if url is None:
-            return None
-        path = self._raw_target()
-        answer = None
-        try:
-            async with trio.open_nursery() as nursery:
-
-                async def watch_owner() -> None:
-                    # A frozen or partitioned owner never answers; once the directory says the
-                    # shard moved, stop waiting and send the request to the new owner instead.
-                    while peers.url_of_shard(shard) == url:
-                        await trio.sleep(0.5)
-                    log.info("shard %s moved away from %s while a request to it was open; re-routing", shard, url)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_owner)
-                try:
-                    answer = await peers.forward(url, request.method, path, dict(request.headers), await request.get_data())
-                finally:
-                    nursery.cancel_scope.cancel()
-        except Exception as exc:  # noqa: BLE001 - the owner is unreachable: the client retries
-            log.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, exc)
-            return None
-        if answer is None:
-            return None
-        headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")}
-        return Response(answer.content, status=answer.status_code, headers=headers)
-
     def _body_limit(self, path: str) -> int:
-        """Bytes a route reads at most; node-to-node calls carry one request plus a little framing."""
-        return self.cfg.max_payload_bytes + RPC_OVERHEAD_BYTES if path == RPC_PATH else self.cfg.max_payload_bytes
+        """Bytes a route reads at most. A node call may carry a run's whole history (a query), and
+        only a member's call is read at all (its signature is checked on the headers first)."""
+        return max(RPC_MAX_BYTES, 16 * self.cfg.max_payload_bytes) if path == RPC_PATH else self.cfg.max_payload_bytes
 
     async def _body_gate(self) -> Any:
         limit = self.cfg.max_payload_bytes
@@ -285,7 +279,8 @@ class Api:
                 "Request bodies must use a JSON media type.",
                 accepted_content_types=["application/json", "application/*+json"],
             )
-        return json_body.parse(raw, self.cfg.max_payload_depth)
+        g.json_body = json_body.parse(raw, self.cfg.max_payload_depth)
+        return g.json_body
 
     @staticmethod
     def _single_valued_query() -> None:
@@ -358,6 +353,8 @@ class Api:
         )
         if g.get("close_connection", False):
             response.headers["Connection"] = "close"
+        if status == 503:
+            response.headers["Retry-After"] = str(body.get("retry_after_seconds") or unavailable.RETRY_AFTER_SECONDS)
         return response
 
     @staticmethod

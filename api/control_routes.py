@@ -8,7 +8,7 @@ from typing import Any
 from actors.limits import search_attribute_problem
 from persistence import avro
 from persistence.ids import iso
-from persistence.journal import Predicate
+from persistence.journal import Predicate, StoreUnavailable
 from runtime import page_tokens
 from runtime.errors import ProtocolError, validation
 from runtime.membership import cluster_view
@@ -91,9 +91,13 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
             ],
         }
         body = cluster_info(cfg, fleet)
-        body["cluster"] = await cluster_view(
-            node.journal, node_id=cfg.node_id, shard_count=cfg.shard_count, clustered=bool(cfg.database), now=now
-        )
+        body["task_repair"] = {k: v for k, v in node.system.repair_status().items() if k in ("policy", "candidates", "background_pass")}
+        try:
+            body["cluster"] = await cluster_view(
+                node.journal, node_id=cfg.node_id, shard_count=cfg.shard_count, clustered=bool(cfg.database), now=now
+            )
+        except StoreUnavailable:  # workers read the capabilities above even while the database is away
+            body["cluster"] = {"mode": "cluster", "node_id": cfg.node_id, "shard_count": cfg.shard_count, "status": "database_unavailable"}
         return 200, body
 
     # --- namespaces ----------------------------------------------------------------

@@ -9,22 +9,12 @@ from quart import Response, request
 
 from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
+from persistence.journal import StoreUnavailable
 from runtime.errors import ProtocolError
-from runtime.peers import RPC_PATH, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from runtime.signing import WINDOW_SECONDS
+from runtime.peers import RPC_PATH
 
 from .app import Api
 from .http_guard import REFUSAL
-
-
-def signing_problem(headers: Any, now: float) -> str | None:
-    """What the headers alone show to be wrong with a node call (no body read yet)."""
-    timestamp = headers.get(TIMESTAMP_HEADER, "")
-    if not headers.get(SIGNATURE_HEADER) or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        return "a node call carries a node signature and its timestamp"
-    if abs(now - int(timestamp)) > WINDOW_SECONDS:
-        return "the timestamp is outside the signing window"
-    return None
 
 
 def _closing(response: Response) -> Response:
@@ -40,34 +30,40 @@ def register(api: Api) -> None:
         peers = engine.peers
         if peers is None:
             return _closing(Response(b"not a cluster member", status=404))
-        # Refuse what cannot be a member's call before reading its body: the route's body limit
-        # is already enforced (api.http_guard); a call always states its length and is signed.
-        problem = signing_problem(request.headers, engine.clock.now())
-        if request.scope.get(REFUSAL) or request.content_length is None:
-            problem = problem or "node calls state their Content-Length and fit the body limit"
+        # A member's call is known before its body is read: the signature covers a declared
+        # digest of the body (runtime.peers). Anything else is refused unread; the route's body
+        # limit is enforced as the body streams (api.http_guard).
+        problem = peers.check_headers("POST", RPC_PATH, request.headers)
+        if problem is None and (request.scope.get(REFUSAL) or request.content_length is None):
+            problem = "node calls state their Content-Length and fit the body limit"
         if problem is not None:
             return _closing(Response(f"refused: {problem}".encode(), status=401))
         body = await request.get_data()
         if request.scope.get(REFUSAL):
             return _closing(Response(b"refused: the body is larger than a node call may be", status=413))
-        problem = peers.check("POST", RPC_PATH, body, request.headers)
+        problem = peers.check_body(body, request.headers)
         if problem is not None:
             return Response(f"refused: {problem}".encode(), status=401)
         try:
             call = cbor2.loads(body)
         except (cbor2.CBORDecodeError, ValueError, TypeError):
             return Response(b"refused: the body is not CBOR", status=400)
-        result = await _dispatch(call)
+        try:
+            result = await _dispatch(call)
+        except StoreUnavailable as exc:
+            return Response(f"unavailable: {exc}".encode(), status=503)
         return Response(cbor2.dumps(result), status=200, content_type="application/cbor")
 
     async def _dispatch(call: dict[str, Any]) -> dict[str, Any]:
         op = call["op"]
-        if op == "offer":
-            if engine.is_local_queue(call["kind"], call["namespace"], call["queue"]):
-                offer = Offer(call["run_id"], call["task_id"], call["type_name"], call["seq"])
-                engine.queue(call["kind"], call["namespace"], call["queue"]).offer(offer)
-                return {"accepted": True}
-            return {"accepted": False}
+        if op == "offers":
+            refused = 0
+            for o in call["offers"]:
+                if engine.is_local_queue(o["kind"], o["namespace"], o["queue"]):
+                    engine.queue(o["kind"], o["namespace"], o["queue"]).offer(Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"]))
+                else:
+                    refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes
+            return {"accepted": len(call["offers"]) - refused, "refused": refused}
         if op == "claim":
             try:  # local only: a claim is never forwarded twice
                 if call["kind"] == "workflow":

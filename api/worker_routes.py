@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from persistence.ids import ulid
-from runtime.errors import ForwardTo, ProtocolError
+from runtime.errors import ProtocolError
 
 from . import schemas
 from .app import Api, Ctx
@@ -70,8 +70,7 @@ def register(api: Api) -> None:
 
         async def poll(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.Poll, ctx.body)
-            if not engine.is_local_queue(kind, ctx.namespace, req.task_queue):
-                raise ForwardTo(engine.queue_home(kind, ctx.namespace, req.task_queue))  # parked where tasks gather
+            engine.router.require_queue_here(kind, ctx.namespace, req.task_queue)
             admit_poll(kind, ctx.namespace, req.task_queue)
             task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
             if task is None:
@@ -84,8 +83,7 @@ def register(api: Api) -> None:
     @api.endpoint("/api/worker/query-tasks/poll", "POST", W, WORKER)
     async def poll_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.Poll, ctx.body)
-        if not engine.is_local_queue("query", ctx.namespace, req.task_queue):
-            raise ForwardTo(engine.queue_home("query", ctx.namespace, req.task_queue))
+        engine.router.require_queue_here("query", ctx.namespace, req.task_queue)
         admit_poll("query", ctx.namespace, req.task_queue)
         task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
         return 200, {"task": task, "poll_status": "leased" if task else "empty"}

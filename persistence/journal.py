@@ -127,6 +127,17 @@ class ConflictError(Exception):
     """A record position was already taken: another writer appended to the run."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now (down, restarting, connection lost): retry later.
+
+    Whether a batch that failed this way was committed is unknown; the writer reloads the run
+    from the journal (an idempotent client retry then finds what was committed)."""
+
+
+class StoreMisconfigured(Exception):
+    """The store refused the node's settings (credentials, database name): retrying cannot help."""
+
+
 class FencedError(Exception):
     """A fenced batch was refused: the shard's epoch is no longer the one its writer holds.
 

@@ -50,6 +50,8 @@ from .journal import (
     ObjectRow,
     Predicate,
     RunRow,
+    StoreMisconfigured,
+    StoreUnavailable,
     WorkerRow,
     check_shard_count,
     fence_violation,
@@ -222,13 +224,47 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
     return params
 
 
+# The server is away (down, restarting, unreachable) or ended our connection: retry later.
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # includes CannotConnectNowError ("the database system is starting up")
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress" after a cut
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # 53300 too many connections
+    OSError,  # refused, reset, unreachable
+)
+# The node's settings are wrong: retrying cannot help.
+_MISCONFIGURED = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # unknown role, no pg_hba entry
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,  # the database does not exist
+)
+
+
 def _translate(exc: Exception) -> Exception:
-    """A unique violation on records' (run_id, jseq) is a ConflictError; anything else as is."""
+    """Backend errors as the journal's own: a unique violation on records' (run_id, jseq) is a
+    ConflictError, a lost or refused connection StoreUnavailable, bad settings StoreMisconfigured;
+    anything else as is."""
     if isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "table_name", None) == "records":
-        err = ConflictError(str(exc))
-        err.__cause__ = exc
-        return err
-    return exc
+        err: Exception = ConflictError(str(exc))
+    elif isinstance(exc, _MISCONFIGURED):
+        err = StoreMisconfigured(f"PostgreSQL refused the node's settings: {exc}")
+    elif isinstance(exc, _UNAVAILABLE):
+        err = StoreUnavailable(f"PostgreSQL is unreachable: {type(exc).__name__}: {exc}")
+    else:
+        return exc
+    err.__cause__ = exc
+    return err
+
+
+async def _bridged(fn: Any, *args: Any) -> Any:
+    """Call an asyncio coroutine function from trio; its errors come back translated."""
+    try:
+        return await aio_as_trio(fn)(*args)
+    except Exception as exc:
+        translated = _translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -265,7 +301,7 @@ class PostgresJournal:
     # --- lifecycle -----------------------------------------------------------------
 
     async def open(self) -> None:
-        self._pool = await aio_as_trio(self._aio_open)()
+        self._pool = await _bridged(self._aio_open)
 
     async def _aio_open(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
@@ -386,7 +422,7 @@ class PostgresJournal:
 
     async def ensure_cluster(self, shard_count: int) -> int:
         check_shard_count(shard_count)
-        stored = await aio_as_trio(self._aio_ensure_cluster)(shard_count)
+        stored = await _bridged(self._aio_ensure_cluster, shard_count)
         if stored != shard_count:
             raise shard_count_mismatch(stored, shard_count)
         return stored
@@ -419,7 +455,7 @@ class PostgresJournal:
         return [r[0] for r in rows]
 
     async def purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
-        return await aio_as_trio(self._aio_purge_runs)(namespace, run_ids)
+        return await _bridged(self._aio_purge_runs, namespace, run_ids)
 
     async def _aio_purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
         async with self._require_pool().acquire() as conn, conn.transaction():
@@ -435,7 +471,7 @@ class PostgresJournal:
             return {"runs": int(runs.split()[-1]), "history_events": int(events.split()[-1])}
 
     async def delete_namespace(self, namespace: str) -> dict[str, int]:
-        return await aio_as_trio(self._aio_delete_namespace)(namespace)
+        return await _bridged(self._aio_delete_namespace, namespace)
 
     async def _aio_delete_namespace(self, namespace: str) -> dict[str, int]:
         async with self._require_pool().acquire() as conn, conn.transaction():
@@ -476,7 +512,7 @@ class PostgresJournal:
         """Record each key until its expiry; True for the keys no one recorded before (first use).
 
         One statement for the whole group; a key twice in the group is first only once."""
-        return await aio_as_trio(self._aio_claim_once)(items, purge_before)
+        return await _bridged(self._aio_claim_once, items, purge_before)
 
     async def _aio_claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
         pool = self._require_pool()
@@ -502,7 +538,7 @@ class PostgresJournal:
         self, node_id: str, advertise_url: str | None, started_at: float | None, heartbeat_at: float | None,
         status: str,
     ) -> None:
-        await aio_as_trio(self._require_pool().execute)(
+        await _bridged(self._require_pool().execute,
             "INSERT INTO nodes(node_id, advertise_url, started_at, heartbeat_at, status) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (node_id) DO UPDATE SET advertise_url = EXCLUDED.advertise_url,"
             " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at, status = EXCLUDED.status",
@@ -534,7 +570,7 @@ class PostgresJournal:
     # --- reads ---------------------------------------------------------------------
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await aio_as_trio(self._require_pool().fetch)(sql, *args)
+        return await _bridged(self._require_pool().fetch, sql, *args)
 
     async def ping(self) -> bool:
         try:

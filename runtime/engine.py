@@ -14,12 +14,16 @@ import trio
 from actors.clock import SystemClock, TrioClock
 from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
-from actors.task_queue import Offer, TaskQueue
+from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
 
+from .offers import OfferBook, ReadyTask
+from .router import Router, Unreachable
+
 log = logging.getLogger("dw.engine")
 QUARANTINE_SECONDS = 10.0
+REMOTE_POST_ATTEMPTS = 12  # about two minutes of rebalancing
 
 
 class Engine:
@@ -43,11 +47,13 @@ class Engine:
         self.limits = DEFAULT_LIMITS  # the node sets the configured ones  # services with per-shard state: adopt(shards), drop(shards)
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
-        self._quarantined: dict[str, float] = {}  # run id -> when its actor failed
+        self._quarantined: dict[str, float] = {}  # run id -> until when it is not re-activated
         self.peers: Any = None  # runtime.peers.Peers when clustered
         self.actors: dict[str, RunActor] = {}
         self.queues: dict[tuple[str, str, str], TaskQueue] = {}
         self.timers = TimerService(clock, self._fire)
+        self.router = Router(self)
+        self.offers = OfferBook(self, self.router)
         self.draining = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -55,8 +61,7 @@ class Engine:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.timers.run)
-            if self.owned is not None:
-                nursery.start_soon(self._reoffer_loop)
+            await nursery.start(self.offers.run)
             recovered = await self._recover()
             if recovered:
                 log.info("recovered %d open runs with outstanding tasks or timers", recovered)
@@ -96,6 +101,7 @@ class Engine:
         """Stop the actors of shards this node no longer owns; their state stays in the journal."""
         for hook in self.shard_hooks:
             hook.drop(shards)
+        self.offers.forget_shards(shards)
         if self.owned is not None:
             for shard in shards:
                 self.owned.pop(shard, None)
@@ -123,30 +129,9 @@ class Engine:
     def is_local_queue(self, kind: str, namespace: str, name: str) -> bool:
         return self.owned is None or self.queue_home(kind, namespace, name) in self.owned
 
-    def offer(self, kind: str, namespace: str, name: str, offer: Offer) -> None:
-        """Make a ready task visible to pollers, on this node or on the queue's home node."""
-        if self.is_local_queue(kind, namespace, name):
-            self.queue(kind, namespace, name).offer(offer)
-            return
-        url = self.peers.url_of_shard(self.queue_home(kind, namespace, name)) if self.peers else None
-        if url is not None and self._nursery is not None:
-            self._nursery.start_soon(self._remote_offer, url, kind, namespace, name, offer)
-
-    async def _remote_offer(self, url: str, kind: str, namespace: str, name: str, offer: Offer) -> None:
-        try:
-            await self.peers.call(
-                url, "offer", kind=kind, namespace=namespace, queue=name, run_id=offer.run_id, task_id=offer.task_id,
-                type_name=offer.type_name, seq=offer.seq,
-            )
-        except Exception as exc:  # noqa: BLE001 - offers are hints; the re-offer loop sends it again
-            log.info("offer of %s to %s failed (%s); it is re-sent shortly", offer.task_id, url, exc)
-
-    async def _reoffer_loop(self) -> None:
-        """Offers can be lost when a queue's home moves or a node restarts: re-send the ready ones."""
-        while True:
-            await trio.sleep(2.0)
-            for actor in list(self.actors.values()):
-                actor.reoffer()
+    def publish_ready(self, run_id: str, tasks: dict[str, ReadyTask]) -> None:
+        """The run's ready tasks, offered to their queues' homes (runtime.offers)."""
+        self.offers.publish(run_id, tasks)
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue:
         key = (kind, namespace, name)
@@ -155,17 +140,17 @@ class Engine:
             q = self.queues[key] = TaskQueue()
         return q
 
-    def quarantine(self, run_id: str) -> None:
+    def quarantine(self, run_id: str, seconds: float | None = None) -> None:
         """A run whose actor failed is not re-activated for a while, so a poisoned journal cannot spin."""
-        self._quarantined[run_id] = self.clock.now()
+        self._quarantined[run_id] = self.clock.now() + (QUARANTINE_SECONDS if seconds is None else seconds)
 
     def actor(self, run_id: str) -> RunActor:
         actor = self.actors.get(run_id)
         if actor is None:
             assert self._nursery is not None, "engine not running"
-            failed_at = self._quarantined.get(run_id)
-            if failed_at is not None:
-                if self.clock.now() - failed_at < QUARANTINE_SECONDS:
+            until = self._quarantined.get(run_id)
+            if until is not None:
+                if self.clock.now() < until:
                     raise RunUnavailable(run_id)
                 del self._quarantined[run_id]
             if self.owned is not None:
@@ -200,22 +185,24 @@ class Engine:
 
     def _post_remote(self, run_id: str, msg: Msg) -> None:
         """A message for a run on another node (child start, child closed, parent-close policy)."""
-        shard = shard_of_run(run_id)
-        url = self.peers.url_of_shard(shard) if self.peers is not None and shard is not None else None
-        if url is None or self._nursery is None or msg.reply is not None:
-            log.warning("cannot deliver %s to run %s: no reachable owner for its shard", msg.kind, run_id)
+        if self.peers is None or self._nursery is None or msg.reply is not None:
+            log.warning("cannot deliver %s to run %s: its shard is not this node's", msg.kind, run_id)
             return
-        self._nursery.start_soon(self._send_remote, url, run_id, msg)
+        self._nursery.start_soon(self._send_remote, run_id, msg)
 
-    async def _send_remote(self, url: str, run_id: str, msg: Msg) -> None:
-        for attempt in range(5):
+    async def _send_remote(self, run_id: str, msg: Msg) -> None:
+        """Deliver across nodes, riding out a rebalance; the repair pass is the net behind it."""
+        for attempt in range(REMOTE_POST_ATTEMPTS):
             try:
-                await self.peers.call(url, "post", run_id=run_id, kind=msg.kind, args=msg.args)
+                await self.router.call_run(run_id, "post", kind=msg.kind, args=msg.args)
                 return
-            except Exception as exc:  # noqa: BLE001 - retried; the owner may be restarting
-                log.info("posting %s to run %s on %s failed (%s), attempt %d", msg.kind, run_id, url, exc, attempt + 1)
-                await trio.sleep(0.5 * (attempt + 1))
-        log.warning("gave up posting %s to run %s on %s", msg.kind, run_id, url)
+            except Unreachable:
+                if self.owned is None or shard_of_run(run_id) in self.owned:
+                    self.post(run_id, msg)  # it became ours meanwhile
+                    return
+                log.info("posting %s to run %s: no reachable owner yet (attempt %d)", msg.kind, run_id, attempt + 1)
+                await trio.sleep(min(2.0 * (attempt + 1), 10.0))
+        log.warning("gave up posting %s to run %s; the repair pass will find the run", msg.kind, run_id)
 
     async def deliver(self, run_id: str, msg: Msg) -> None:
         while True:
@@ -251,11 +238,10 @@ class Engine:
         try:
             return await self.ask(run_id, "terminal_info")
         except NotOwner:
-            shard = shard_of_run(run_id)
-            url = self.peers.url_of_shard(shard) if self.peers is not None and shard is not None else None
-            if url is None:
+            try:
+                return (await self.router.call_run(run_id, "terminal_info")).get("info")
+            except Unreachable:
                 return None
-            return (await self.peers.call(url, "terminal_info", run_id=run_id)).get("info")
 
     async def _fire(self, run_id: str) -> None:
         self.post(run_id, Msg("tick"))

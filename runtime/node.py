@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -12,13 +12,16 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from actors.clock import SystemClock, TrioClock
+from persistence.journal import StoreMisconfigured, StoreUnavailable
 from persistence.sqlite_journal import SqliteJournal
 
 from .config import Config
 from .engine import Engine
+from .errors import ConfigurationError
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
 from .queries import QueryService
+from .repair_loop import RepairLoop
 from .replay_guard import ReplayGuard
 from .retention import RetentionService
 from .schedules import ScheduleService
@@ -80,6 +83,7 @@ class Node:
         self.search_attributes = SearchAttributeService(self.engine)
         self.operator = OperatorViews(self.engine, self.workers)
         self.system = SystemOps(self.engine)
+        self.repair = RepairLoop(self.engine, self.system)
         self.schedules = ScheduleService(self.engine, self.workflows, max_memo_bytes=cfg.max_memo_bytes)
         self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes
@@ -87,6 +91,13 @@ class Node:
         self.retention = RetentionService(self.engine, self.namespaces, interval=cfg.retention_interval)
         self.replay = ReplayGuard(self.journal, self.clock)
         self.started_at = self.clock.now()
+
+    async def _load_directories(self) -> None:
+        await self.namespaces.load()
+        if await self.namespaces.ensure_default():
+            log.info("created the %r namespace", self.cfg.default_namespace)
+        await self.workers.load()
+        await self.search_attributes.load()
 
     @property
     def store_description(self) -> str:
@@ -98,23 +109,22 @@ class Node:
         With the PostgreSQL journal the caller must run this, and every task that touches
         the journal (the HTTP handlers too), inside ``journal_loop(cfg)``.
         """
-        await self.journal.open()
+        await until_reachable("opening the journal", self.journal.open)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.journal.run_writer)
                 await nursery.start(self.replay.run)
-                await self.namespaces.load()
-                if await self.namespaces.ensure_default():
-                    log.info("created the %r namespace", self.cfg.default_namespace)
-                await self.workers.load()
-                await self.search_attributes.load()
+                await until_reachable("loading namespaces, workers and search attributes", self._load_directories)
                 if self.cfg.database:
                     from .peers import Peers
                     from .shard_manager import ShardManager
 
                     self.engine.owned = {}  # clustered: shards are adopted as they are claimed
-                    secret = os.environ.get("DW_CLUSTER_SECRET", "").encode() or await self.journal.cluster_secret()
+                    secret = os.environ.get("DW_CLUSTER_SECRET", "").encode() or await until_reachable(
+                        "reading the cluster secret", self.journal.cluster_secret
+                    )
                     self.engine.peers = Peers(self.cfg.node_id, secret, self.clock, self.started_at)
+                    await nursery.start(self.engine.peers.probe_loop)
                     if not self.cfg.advertise_url:
                         log.warning("no --advertise-url: other nodes cannot forward requests to %s", self.cfg.node_id)
                     await nursery.start(self.engine.run)
@@ -127,6 +137,7 @@ class Node:
                     await nursery.start(self.engine.run)
                 await nursery.start(self.schedules.run)
                 await nursery.start(self.retention.run)
+                await nursery.start(self.repair.run)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -135,6 +146,21 @@ class Node:
                     await self.engine.peers.aclose()
             log.info("journal: %d batches in %d commits", self.journal.batches, self.journal.commits)
             await self.journal.aclose()
+
+
+async def until_reachable(what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``step`` until the store answers: an unreachable database is waited out (a node
+    never exits because of it), settings it refuses end the process."""
+    backoff = 0.5
+    while True:
+        try:
+            return await step()
+        except StoreMisconfigured as exc:
+            raise ConfigurationError(str(exc)) from None
+        except StoreUnavailable as exc:
+            log.warning("%s: %s; retrying in %.1fs", what, exc, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def store_description(cfg: Config) -> str:

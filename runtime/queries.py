@@ -21,6 +21,7 @@ from persistence.ids import run_ulid, shard_of_run
 
 from .engine import Engine
 from .errors import ForwardTo, ProtocolError
+from .router import Unreachable
 from .workers import WorkerService
 from .workflows import WorkflowService
 
@@ -84,20 +85,21 @@ class QueryService:
     async def _submit_at_home(self, namespace: str, queue: str, workflow_type: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.engine.is_local_queue("query", namespace, queue):
             return await self.submit(namespace, queue, workflow_type, body)
-        peers = self.engine.peers
         home = self.engine.queue_home("query", namespace, queue)
-        url = peers.url_of_shard(home) if peers is not None else None
-        if url is None:
+        try:
+            # the call stays open until a worker answers: it is sent once, never retried
+            reply = await self.engine.router.call(
+                home, "query_submit", timeout=self.timeout + 5, retry=False,
+                namespace=namespace, queue=queue, workflow_type=workflow_type, body=body,
+            )
+        except Unreachable:
+            if self.engine.is_local_queue("query", namespace, queue):
+                return await self.submit(namespace, queue, workflow_type, body)  # it became ours meanwhile
+            log.warning("query for %s: the node hosting task queue %s did not answer", body["workflow_id"], queue)
             raise ProtocolError(
                 503, "query_task_queue_unavailable",
                 "The node hosting this task queue is not reachable right now (the cluster is rebalancing); retry shortly.",
-            )
-        try:
-            reply = await peers.call(url, "query_submit", namespace=namespace, queue=queue, workflow_type=workflow_type, body=body)
-        except Exception as exc:  # noqa: BLE001 - the home node is unreachable: the caller may retry
-            log.warning("query for %s via %s failed: %s", body["workflow_id"], url, exc)
-            raise ProtocolError(
-                503, "query_task_queue_unavailable", "The node hosting this task queue did not answer; retry shortly."
+                retryable=True, retry_after_seconds=1,
             ) from None
         if "error" in reply:
             e = reply["error"]

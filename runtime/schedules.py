@@ -30,7 +30,7 @@ from actors.run_actor import Msg, NotOwner
 from actors.schedule_spec import SpecError, next_fire, occurrences, parse_spec, previous_fire
 from persistence import codec
 from persistence.ids import iso, shard_of
-from persistence.journal import Batch, ObjectRow
+from persistence.journal import Batch, ObjectRow, StoreUnavailable
 
 from .engine import Engine
 from .errors import ForwardTo, ProtocolError
@@ -87,6 +87,16 @@ class ScheduleService:
                 self.active[(row.namespace, row.name)] = st
         self._poke.set()
 
+    async def _adopt_owned(self) -> bool:
+        """Load the schedules of what this node owns (everything on the embedded node; a cluster
+        node also adopts shard by shard as it claims them); False if the journal is away."""
+        try:
+            await self.adopt(None if self.engine.owned is None else set(self.engine.owned))
+        except Exception as exc:  # noqa: BLE001 - retried by the loop
+            log.warning("schedules: loading them failed (%s); retrying", exc)
+            return False
+        return True
+
     def drop_namespace(self, namespace: str) -> None:
         for key in [k for k in self.active if k[0] == namespace]:
             del self.active[key]
@@ -99,9 +109,13 @@ class ScheduleService:
     # --- the ticker -------------------------------------------------------------------
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await self.adopt(None if self.engine.owned is None else set(self.engine.owned))
+        adopted = await self._adopt_owned()
         task_status.started()
         while True:
+            if not adopted:
+                await trio.sleep(1.0)
+                adopted = await self._adopt_owned()
+                continue
             now = self.engine.clock.now()
             for key, st in list(self.active.items()):
                 if st.get("status") == "active" and (
@@ -111,6 +125,8 @@ class ScheduleService:
                         await self._tick(key)
                     except (ForwardTo, NotOwner):
                         self.active.pop(key, None)  # the shard moved away meanwhile
+                    except StoreUnavailable as exc:
+                        log.warning("schedule %s/%s: tick postponed, the journal is away (%s)", *key, exc)
                     except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
                         log.exception("schedule %s/%s: tick failed; retried shortly", *key)
             wake = [st["next_fire_at"] for st in self.active.values() if st.get("status") == "active" and st.get("next_fire_at") is not None]

@@ -1,11 +1,17 @@
 """Shard ownership for a node on the PostgreSQL journal.
 
-Every second the manager heartbeats its lease session and its ``nodes`` row, reads who
-owns what, and converges to its fair share: it claims free shards (advisory lock plus
-an epoch bump) and hands surplus ones over (drain the shard's actors, then unlock). The
-engine fences every commit with the epochs held here, so a node that lost a shard —
-dead session, long pause, partition — cannot write to it, and drops the shard's actors
-as soon as it notices.
+Every second the manager keeps its lease session alive, heartbeats its ``nodes`` row, reads
+who owns what, and converges to its fair share: it claims free shards (advisory lock plus an
+epoch bump) and hands surplus ones over (drain the shard's actors, then unlock). The engine
+fences every commit with the epochs held here, so a node that lost a shard — dead session,
+long pause, partition — cannot write to it, and drops the shard's actors as soon as it notices.
+
+The database going away never ends the node (ARCHITECTURE.md, invariant 10): a lost session
+drops every shard and the manager opens a new one with backoff, then claims its share again;
+a failed round (the pool cannot reach the server, a statement times out under load) is logged
+and tried again next second without giving anything up, because the lease session, not the
+round, is what ownership rests on. Only a configuration error (a shard count that disagrees
+with the cluster's) ends the process.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from .errors import ConfigurationError
 from .shards import fair_share, plan
 
 log = logging.getLogger("dw.shards")
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+STATS_EVERY_SECONDS = 60.0
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class ShardManager:
@@ -45,46 +58,127 @@ class ShardManager:
         self.interval = interval
         self.node_ttl = node_ttl
         self.started_at = engine.clock.now() if started_at is None else started_at
+        # what an operator reads in the log: lease sessions opened and lost, rounds that failed
+        self.counters = {"sessions_opened": 0, "sessions_lost": 0, "rounds_failed": 0, "adoptions_retried": 0}
+        self._unadopted: set[int] = set()
+        self._next_stats = 0.0
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         from persistence.pg_shard_leases import ShardLeases
 
-        try:
-            await self.journal.ensure_cluster(self.shard_count)
-        except ValueError as exc:
-            raise ConfigurationError(f"refusing to join the cluster: {exc}") from None
+        namespace = await self._prepare()
         self.engine.owned = {}
-        namespace = await self.journal.lease_namespace()
-        first = True
+        started = False
+        backoff = BACKOFF_FIRST
         try:
             while True:
-                leases = ShardLeases(self.dsn, self.node_id, lock_namespace=namespace, idle_session_timeout=self.node_ttl)
-                await leases.open()
                 try:
-                    while not leases.lost.is_set():
-                        target = await self._step(leases)
-                        if first:
-                            # Serve only once this node holds its share (a restarted node's old
-                            # session may linger for a moment), but never wait more than the grace.
-                            if len(self.engine.owned or {}) < target and self.engine.clock.now() < self.started_at + 10:
-                                await trio.sleep(0.1)
-                                continue
-                            task_status.started()
-                            first = False
-                        with trio.move_on_after(self.interval):
-                            await leases.lost.wait()
-                        if not leases.lost.is_set() and not await leases.heartbeat(self.interval * 2):
-                            break
-                    log.warning("lost the shard lease session (%s); dropping every shard", leases.lost_reason)
-                finally:
-                    self.engine.drop_shards(set(self.engine.owned or {}))
-                    self.engine.owned = {}
-                    with trio.CancelScope(shield=True):
-                        await leases.aclose()
+                    async with trio.open_nursery() as nursery:
+                        leases = ShardLeases(
+                            self.dsn, self.node_id, lock_namespace=namespace, idle_session_timeout=self.node_ttl,
+                            heartbeat_interval=self.interval, parent_timeout=self.node_ttl * 0.8,
+                        )
+                        try:
+                            await leases.open(nursery)
+                            self.counters["sessions_opened"] += 1
+                            if self.counters["sessions_opened"] > 1:
+                                log.info("node %s: lease session open again; rejoining the cluster", self.node_id)
+                            backoff = BACKOFF_FIRST
+                            started = await self._hold(leases, task_status, started)
+                        finally:
+                            self._drop_everything()
+                            with trio.CancelScope(shield=True):
+                                await leases.aclose()
+                            nursery.cancel_scope.cancel()
+                except ConfigurationError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the database is away: serve 503s, retry
+                    log.warning(
+                        "node %s: cannot hold a lease session (%s); serving no shard, retrying in %.1fs",
+                        self.node_id, _brief(exc), backoff,
+                    )
+                if not started:
+                    task_status.started()  # answer requests (503 with Retry-After) while the database is away
+                    started = True
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                now = self.engine.clock.now()
-                await self.journal.upsert_node(self.node_id, self.advertise_url, self.started_at, now, "left")
+                try:
+                    await self.journal.upsert_node(self.node_id, self.advertise_url, self.started_at, self.engine.clock.now(), "left")
+                except Exception as exc:  # noqa: BLE001 - leaving: the row ages out anyway
+                    log.info("node %s: could not mark itself as left (%s)", self.node_id, _brief(exc))
+
+    async def _prepare(self) -> int:
+        """Agree on the shard count and learn the lock namespace, waiting out an unreachable database."""
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                try:
+                    await self.journal.ensure_cluster(self.shard_count)
+                except ValueError as exc:
+                    raise ConfigurationError(f"refusing to join the cluster: {exc}") from None
+                return await self.journal.lease_namespace()
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried: the database may be restarting
+                log.warning("node %s: cannot reach the cluster's database (%s); retrying in %.1fs", self.node_id, _brief(exc), backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _hold(self, leases: Any, task_status: Any, started: bool) -> bool:
+        """Converge every ``interval`` while the session lives; returns once it is lost."""
+        while not leases.lost.is_set():
+            try:
+                target = await self._step(leases)
+            except Exception as exc:  # noqa: BLE001 - one failed round gives nothing up
+                if leases.lost.is_set():
+                    break
+                self.counters["rounds_failed"] += 1
+                log.warning("node %s: shard round failed (%s); trying again", self.node_id, _brief(exc))
+                target = None
+            if not started:
+                # Serve only once this node holds its share (a restarted node's old session may
+                # linger for a moment), but never wait more than the grace.
+                if target is not None and len(self.engine.owned or {}) < target and self.engine.clock.now() < self.started_at + 10:
+                    await trio.sleep(0.1)
+                    continue
+                task_status.started()
+                started = True
+            with trio.move_on_after(self.interval):
+                await leases.lost.wait()
+            if not leases.lost.is_set():
+                try:
+                    await leases.keepalive()
+                except Exception:  # noqa: BLE001 - a failed keep-alive marks the leases lost itself
+                    pass
+                self._log_stats(leases)
+        self.counters["sessions_lost"] += 1
+        log.warning(
+            "node %s: lost its shard lease session (%s); dropping every shard and rejoining (%s)",
+            self.node_id, leases.lost_reason, self._counters_text(leases),
+        )
+        return started
+
+    def _counters_text(self, leases: Any) -> str:
+        stats = leases.stats or {}
+        return (
+            f"lease sessions opened {self.counters['sessions_opened']}, lost {self.counters['sessions_lost']}; "
+            f"heartbeats {stats.get('heartbeats', 0)}, slowest {stats.get('max_ms', 0)} ms, over 1 s {stats.get('slow', 0)}; "
+            f"failed rounds {self.counters['rounds_failed']}"
+        )
+
+    def _log_stats(self, leases: Any) -> None:
+        now = self.engine.clock.now()
+        if now >= self._next_stats:
+            if self._next_stats:
+                log.info("node %s: %s", self.node_id, self._counters_text(leases))
+            self._next_stats = now + STATS_EVERY_SECONDS
+
+    def _drop_everything(self) -> None:
+        self.engine.drop_shards(set(self.engine.owned or {}))
+        self.engine.owned = {}
+        self._unadopted.clear()
 
     async def _step(self, leases: Any) -> int:
         """One convergence round; returns this node's fair share."""
@@ -93,9 +187,10 @@ class ShardManager:
         # A member is live while it heartbeats *and* its lease session is connected: a killed
         # node's session ends at once, so its shards are free without waiting for its row to age.
         sessions = await self.journal.lease_sessions()
+        nodes = await self.journal.list_nodes()
         live = [
             n.node_id
-            for n in await self.journal.list_nodes()
+            for n in nodes
             if n.status == "active"
             and n.heartbeat_at is not None
             and now - n.heartbeat_at < self.node_ttl
@@ -109,11 +204,12 @@ class ShardManager:
         for shard in held:
             owners[shard] = self.node_id
         if self.engine.peers is not None:
-            self.engine.peers.set_directory(await self.journal.list_nodes())
+            self.engine.peers.set_directory(nodes)
             self.engine.peers.owners = {s: o for s, o in owners.items() if o is not None and o in live}
         claims, releases = plan(self.shard_count, live, self.node_id, owners)
         for shard in releases:
             self.engine.drop_shards({shard})
+            self._unadopted.discard(shard)
             self.engine.owned = {s: e for s, e in (self.engine.owned or {}).items() if s != shard}
             await leases.release(shard)
         claimed = []
@@ -130,6 +226,15 @@ class ShardManager:
                 "node %s owns %d shards (claimed %s, handed over %s)",
                 self.node_id, len(self.engine.owned), claimed or "none", releases or "none",
             )
-        if claimed:
-            await self.engine.adopt_shards(set(claimed))
+        self._unadopted |= set(claimed)
+        if self._unadopted:
+            # Adoption reads the journal; if it fails the shards stay owned and it is retried
+            # next round, so no adopted run is left without its tasks and timers.
+            pending = set(self._unadopted) & set(self.engine.owned)
+            try:
+                await self.engine.adopt_shards(pending)
+            except Exception:
+                self.counters["adoptions_retried"] += 1
+                raise
+            self._unadopted -= pending
         return fair_share(self.shard_count, live, self.node_id)

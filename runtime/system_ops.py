@@ -16,12 +16,14 @@ from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from .engine import Engine
 
 REDISPATCH_AFTER_SECONDS = 3.0
+REPAIR_INTERVAL = 5.0  # the background pass (runtime.repair_loop)
 SCAN_LIMIT = 25
 
 
 class SystemOps:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.background: Any = None  # the RepairLoop, once the node runs one
 
     # --- activity timeouts ---------------------------------------------------------
 
@@ -103,7 +105,7 @@ class SystemOps:
         existing, missing = self._candidates(None, None)
         return {
             "policy": {
-                "redispatch_after_seconds": REDISPATCH_AFTER_SECONDS, "loop_throttle_seconds": 5, "scan_limit": SCAN_LIMIT,
+                "redispatch_after_seconds": REDISPATCH_AFTER_SECONDS, "loop_throttle_seconds": REPAIR_INTERVAL, "scan_limit": SCAN_LIMIT,
                 "scan_strategy": "scope_fair_round_robin", "failure_backoff_max_seconds": 60,
                 "failure_backoff_strategy": "exponential_by_repair_count",
             },
@@ -119,6 +121,7 @@ class SystemOps:
                 "oldest_task_candidate_created_at": None, "oldest_missing_run_started_at": None,
                 "max_task_candidate_age_ms": 0, "max_missing_run_age_ms": 0, "scopes": [],
             },
+            **({"background_pass": dict(self.background.last)} if self.background is not None else {}),
         }
 
     async def repair_pass(self, run_ids: list[str] | None, workflow_id: str | None) -> dict[str, Any]:
@@ -130,9 +133,7 @@ class SystemOps:
         for run_id in existing:
             try:
                 await self.engine.ask(run_id, "tick")  # releases expired leases, enforces what is due
-                actor = self.engine.actors.get(run_id)
-                if actor is not None:
-                    actor.reoffer()  # and offers every ready task to the pollers again
+                self.engine.offers.resend(run_id)  # and offers every ready task to the pollers again
                 repaired_existing += 1
             except Exception as exc:  # noqa: BLE001 - reported per run
                 existing_failures.append({"run_id": run_id, "error": str(exc)[:300]})

@@ -9,11 +9,11 @@ import trio
 
 from actors.run_actor import NotOwner
 from actors.task_queue import Offer
-from persistence.ids import shard_of_run
 from persistence.journal import Batch, WorkerRow
 
 from .engine import Engine
 from .errors import ProtocolError
+from .router import Unreachable
 
 log = logging.getLogger("dw.workers")
 
@@ -157,15 +157,12 @@ class WorkerService:
                 return await self.engine.ask(offer.run_id, "claim_wt", task_id=offer.task_id, owner=owner, page_size=page_size)
             return await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=owner)
         except NotOwner:
-            peers = self.engine.peers
-            shard = shard_of_run(offer.run_id)
-            url = peers.url_of_shard(shard) if peers is not None and shard is not None else None
-            if url is None:
-                return None
-            reply = await peers.call(
-                url, "claim", kind=kind, run_id=offer.run_id, task_id=offer.task_id, seq=offer.seq, owner=owner,
-                page_size=page_size,
-            )
+            try:
+                reply = await self.engine.router.call_run(
+                    offer.run_id, "claim", kind=kind, task_id=offer.task_id, seq=offer.seq, owner=owner, page_size=page_size,
+                )
+            except Unreachable:
+                return None  # the run's owner will offer it again once it is reachable
             return reply.get("task")
 
     def _remember(self, key: tuple[str, str, str, str], kind: str, task: dict[str, Any]) -> None:

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from persistence.ids import shard_of_run
-from runtime.peers import FORWARDED_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, audience
-from runtime.signing import sign
+from runtime.peers import BODY_HASH_HEADER, FORWARDED_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, audience
+from runtime.signing import body_digest, sign
 from tests.e2e.server import ServerProcess
 from tests.e2e.stores import store
 
@@ -69,6 +69,11 @@ def call(url: str, method: str, path: str, body: Any = None, *, raw_path: str | 
         if raw_path:
             request.url = request.url.copy_with(raw_path=raw_path.encode())
         return http.send(request)
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
 
 
 def _owner_of_run(dsn: str, run_id: str) -> str:
@@ -132,9 +137,9 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
             started_at = _rows(dsn, "SELECT started_at FROM nodes WHERE node_id = 'node-2'")[0][0]
             rpc = cbor2.dumps({"op": "post", "run_id": run_id, "kind": "signal",
                                "args": {"name": "via-rpc", "arguments": None, "command_id": uuid.uuid4().hex}})
-            s = sign(secret, "POST", "/internal/rpc", rpc, time.time(), audience("node-2", started_at))
+            s = sign(secret, "POST", "/internal/rpc", body_digest(rpc), time.time(), audience("node-2", started_at))
             rpc_headers = {FORWARDED_HEADER: "node-1", TIMESTAMP_HEADER: s.timestamp, SIGNATURE_HEADER: s.signature,
-                           "Content-Type": "application/cbor"}
+                           BODY_HASH_HEADER: body_digest(rpc), "Content-Type": "application/cbor"}
             with httpx.Client(timeout=30) as http:
                 answers = [http.post(two + "/internal/rpc", content=rpc, headers=rpc_headers).status_code for _ in range(3)]
                 elsewhere = http.post(one + "/internal/rpc", content=rpc, headers=rpc_headers).status_code
@@ -142,14 +147,32 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
             time.sleep(0.5)
             assert _signals(dsn, run_id).count("via-rpc") == 1
 
-            # point 2 for node calls: refused before the body is read
+            # point 2 for node calls: a call no member signed is refused before its body is read,
+            # and the node keeps no more of it in memory than it had
+            assert nodes["node-2"].proc is not None
+            pid = nodes["node-2"].proc.pid
+            before = _rss_mib(pid)
             host, port = two.removeprefix("http://").split(":")
-            with socket.create_connection((host, int(port)), timeout=10) as sock:
-                sock.sendall(b"POST /internal/rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/cbor\r\n"
-                             b"Content-Length: 67108864\r\n\r\n" + b"x" * 65536)
-                sock.settimeout(5)
-                head = sock.recv(4096)
-            assert head.startswith(b"HTTP/1.1 4"), head[:200]
+            forged = {TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: "ab" * 32, BODY_HASH_HEADER: "cd" * 32}
+            for framing in (b"Content-Length: 1073741824\r\n", b"Transfer-Encoding: chunked\r\n"):
+                with socket.create_connection((host, int(port)), timeout=10) as sock:
+                    sock.sendall(b"POST /internal/rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/cbor\r\n" + framing
+                                 + "".join(f"{k}: {v}\r\n" for k, v in forged.items()).encode() + b"\r\n")
+                    sent = 0
+                    try:
+                        while sent < 256 * 2**20:
+                            sock.sendall(b"x" * 65536 if b"Content-Length" in framing else b"10000\r\n" + b"x" * 65536 + b"\r\n")
+                            sent += 65536
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    sock.settimeout(5)
+                    try:
+                        head = sock.recv(4096)
+                    except ConnectionResetError:
+                        head = b""
+                assert sent < 16 * 2**20, f"{framing!r}: the node read {sent} bytes of an unsigned call"
+                assert head == b"" or head.startswith(b"HTTP/1.1 401"), head[:200]
+            assert _rss_mib(pid) - before < 32
 
             # point 4 again: a restart forgets no signature (the cache is in PostgreSQL)
             signal_body = json.dumps({"input": ["once"]}).encode()

@@ -44,11 +44,12 @@ class Cluster:
     location: str
     journal: PostgresJournal
     lock_namespace: int
+    nursery: trio.Nursery
     _leases: list[ShardLeases] = field(default_factory=list)
 
     async def leases(self, node_id: str, **kw: object) -> ShardLeases:
         leases = ShardLeases(self.location, node_id, lock_namespace=self.lock_namespace, **kw)  # type: ignore[arg-type]
-        await leases.open()
+        await leases.open(self.nursery)
         self._leases.append(leases)
         return leases
 
@@ -80,16 +81,21 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with trio_asyncio.open_loop(), _postgres_store(tmp_path) as location:
         journal = PostgresJournal(location)
         await journal.open()
-        c = Cluster(location, journal, _lock_namespace())
+        c: Cluster | None = None
         try:
             async with trio.open_nursery() as nursery:
+                c = Cluster(location, journal, _lock_namespace(), nursery)
                 await nursery.start(journal.run_writer)
                 assert await journal.ensure_cluster(SHARDS) == SHARDS
-                yield c
+                try:
+                    yield c
+                finally:
+                    for leases in c._leases:  # while their readers still run
+                        await leases.aclose()
                 nursery.cancel_scope.cancel()
         finally:
-            for leases in c._leases:
-                await leases.aclose()
+            for leases in c._leases if c is not None else []:
+                await leases.aclose()  # idempotent
             await journal.aclose()
 
 

@@ -20,8 +20,14 @@ class FakeActor:
     def state(self) -> Any:
         return self.run.state
 
-    def reoffer(self) -> None:
-        self.reoffered += 1
+
+class FakeOffers:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def resend(self, run_id: str | None = None) -> int:
+        self.engine.actors[run_id].reoffered += 1
+        return 1
 
 
 class FakeClock:
@@ -38,6 +44,7 @@ class FakeEngine:
     def __init__(self, runs: dict[str, Run], now: float) -> None:
         self.actors = {rid: FakeActor(r) for rid, r in runs.items()}
         self.clock = FakeClock(now)
+        self.offers = FakeOffers(self)
 
     async def ask(self, run_id: str, kind: str, **_: Any) -> Any:
         run = self.actors[run_id].run
