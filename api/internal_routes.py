@@ -11,7 +11,7 @@ from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import StoreUnavailable
 from runtime.errors import ProtocolError
-from runtime.peers import RPC_PATH
+from runtime.peers import ALIVE_PATH, RPC_PATH
 
 from .app import Api
 from .http_guard import REFUSAL
@@ -94,4 +94,10 @@ def register(api: Api) -> None:
             return {"accepted": True}
         return {"error": f"unknown op {op}"}
 
-    api.app.add_url_rule(RPC_PATH, endpoint="internal_rpc", view_func=rpc, methods=["POST"])
+    api.app.add_url_rule(RPC_PATH, endpoint="internal_rpc", view_func=rpc, methods=["POST"], provide_automatic_options=False)
+
+    async def alive() -> Response:
+        """Liveness for the other members' probes: answers while this process serves, database or not."""
+        return Response(b"", status=204)
+
+    api.app.add_url_rule(ALIVE_PATH, endpoint="internal_alive", view_func=alive, methods=["GET"], provide_automatic_options=False)

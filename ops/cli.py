@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per node-to-node call would drown the log
     overrides: dict[str, object] = {"data_dir": args.data_dir, "database": args.database}
     if args.command == "serve":
         overrides.update(

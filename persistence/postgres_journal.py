@@ -287,10 +287,11 @@ class PostgresJournal:
     never wait on a commit.
     """
 
-    def __init__(self, dsn: str, *, max_batch: int = 512, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, max_batch: int = 512, pool_size: int = 10, application_name: str | None = None) -> None:
         if max_batch < 1 or pool_size < 1:
             raise ValueError("max_batch and pool_size must be at least 1")
         self.dsn = dsn
+        self.application_name = application_name  # pg_stat_activity tells an operator whose sessions these are
         self.max_batch = max_batch
         self.pool_size = pool_size
         self._group = GroupCommit(max_batch)
@@ -306,10 +307,11 @@ class PostgresJournal:
     async def _aio_open(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self.dsn,
-            min_size=1,
+            min_size=0,  # no floor to restore in the background while the database is away (it logs tracebacks)
             max_size=self.pool_size,
             max_inactive_connection_lifetime=0,
             reset=_no_reset,
+            server_settings={"application_name": self.application_name[:63]} if self.application_name else None,
         )
         try:
             async with pool.acquire() as conn:

@@ -48,7 +48,7 @@ def open_journal(cfg: Config) -> Any:
             raise ValueError(f"unsupported database URL {redact(cfg.database)!r}; use postgresql://user@host:port/dbname")
         from persistence.postgres_journal import PostgresJournal
 
-        return PostgresJournal(cfg.database)
+        return PostgresJournal(cfg.database, application_name=f"dw-journal:{cfg.node_id}")
     return SqliteJournal(cfg.sqlite_path, synchronous=cfg.synchronous)
 
 

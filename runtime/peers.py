@@ -1,7 +1,7 @@
 """Talking to the other nodes: who owns which shard, who answers, and signed internal calls.
 
 The shard manager refreshes the directory every second; a probe loop asks every member's
-``/api/health`` every second, so a member that stops answering (frozen, partitioned, dead) is
+``/internal/alive`` every second, so a member that stops answering (frozen, partitioned, dead) is
 known within about two seconds, long before its lease ends. Internal calls are CBOR over
 HTTP, signed with the cluster secret for one receiving node and its current start
 (``runtime.signing``); the signature covers a declared SHA-256 of the body, so the receiver
@@ -23,6 +23,7 @@ from .signing import WINDOW_SECONDS, sign, verify
 
 log = logging.getLogger("dw.peers")
 RPC_PATH = "/internal/rpc"
+ALIVE_PATH = "/internal/alive"  # no database behind it: /api/health would report the database, not the node
 FORWARDED_HEADER = "X-DW-Forwarded-By"
 TIMESTAMP_HEADER = "X-DW-Node-Timestamp"
 SIGNATURE_HEADER = "X-DW-Node-Signature"
@@ -121,8 +122,8 @@ class Peers:
     async def _probe(self, url: str) -> None:
         try:
             with trio.fail_after(PROBE_TIMEOUT + 0.5):
-                response = await self.probe_http.get(url.rstrip("/") + "/api/health")
-            self._note(url, response.status_code < 500)
+                response = await self.probe_http.get(url.rstrip("/") + ALIVE_PATH)
+            self._note(url, response.status_code < 300)
         except (httpx.HTTPError, trio.TooSlowError, OSError):
             self._note(url, False)
 

@@ -28,6 +28,7 @@ log = logging.getLogger("dw.router")
 PEER_TIMEOUT = 2.0  # a quick node call not answered in this time: that member is not answering
 OWNER_BUDGET = 6.0  # how long a call or a forwarded request waits for a shard to have a reachable owner
 WATCH_INTERVAL = 0.1
+MAX_REROUTES = 3  # a request follows its shard this many times, then gives up (503)
 
 
 class Unreachable(Exception):
@@ -124,8 +125,7 @@ class Router:
         None when the shard became this node's (handle it here); ``Unreachable`` when no
         reachable owner appears within ``budget``."""
         deadline = trio.current_time() + budget
-        cap = deadline + 4.0  # re-routing extends the wait a little, never without end
-        while True:
+        for _ in range(MAX_REROUTES + 1):
             url = await self._owner_within(shard, deadline)
             if url is None:
                 return None
@@ -154,4 +154,5 @@ class Router:
             if answer is not None:
                 return answer
             log.info("request for shard %s to %s abandoned (%s); re-routing", shard, url, failed or "the owner moved or stopped answering")
-            deadline = min(max(deadline, trio.current_time() + 1.0), cap)  # the new owner gets a moment too
+            deadline = trio.current_time() + budget  # counted from the loss: a poll may have been held a while
+        raise Unreachable(shard)

@@ -250,3 +250,30 @@ async def test_a_silent_lease_session_is_ended_by_the_server(cluster: Cluster) -
         while (epoch := await b.claim(1)) is None:
             await trio.sleep(0.05)
     assert epoch == 2
+
+
+async def test_a_kept_alive_session_outlives_the_thread_that_started_its_process(cluster: Cluster) -> None:
+    """The session's child process once died with the trio worker thread that spawned it (an
+    idle worker thread ends after 10 s; PR_SET_PDEATHSIG follows the thread): every node lost
+    its shards every ten seconds. Kept alive, it holds its shards for longer than that."""
+    a = await cluster.leases("node-a", idle_session_timeout=5.0, heartbeat_interval=0.5, parent_timeout=4.0)
+    assert await a.claim(1) == 1
+    for _ in range(24):
+        await trio.sleep(0.5)
+        await a.keepalive()
+        assert not a.lost.is_set(), a.lost_reason
+    assert a.owned() == {1: 1} and a.stats["heartbeats"] >= 15
+
+
+async def test_a_node_that_stops_talking_to_its_session_loses_it(cluster: Cluster) -> None:
+    """A frozen node (SIGSTOP, a hung loop) sends nothing: its session ends after parent_timeout."""
+    a = await cluster.leases("node-a", idle_session_timeout=30.0, heartbeat_interval=0.5, parent_timeout=1.5)
+    b = await cluster.leases("node-b")
+    assert await a.claim(2) == 1
+    with trio.fail_after(1.5 + LOST_WITHIN):
+        await a.lost.wait()
+    assert "sent nothing" in (a.lost_reason or "")
+    with trio.fail_after(LOST_WITHIN):
+        while (epoch := await b.claim(2)) is None:
+            await trio.sleep(0.05)
+    assert epoch == 2
