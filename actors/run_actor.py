@@ -19,7 +19,7 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, RunRow, StoreUnavailable
 
-from . import decide_activity, decide_control, decide_time, decide_workflow_task
+from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry
 from .clock import SystemClock, TrioClock
 from .decide_workflow_task import GuardError
 from .emit import Emitter
@@ -29,7 +29,7 @@ from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
 
 log = logging.getLogger("dw.actor")
-STORE_RETRY_SECONDS = 1.0  # a run whose journal could not be reached is not reloaded sooner
+STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
 class Host(Protocol):
@@ -192,7 +192,7 @@ class RunActor:
             self.changed.set()  # readers parked on this actor re-resolve the run
 
     async def _load(self) -> None:
-        bodies = await self.host.journal.read_records(self.run_id)
+        bodies = await journal_retry.read_records(self.host.journal, self.run_id)
         state, self.damage = fold_records(self.run_id, bodies)
         if self.damage:
             log.error(
@@ -309,7 +309,7 @@ class RunActor:
         self._stable = trio.Event()
         try:
             with trio.CancelScope(shield=True):
-                await self.host.journal.append(batch)
+                await journal_retry.append(self.host.journal, batch, self.run_id)
         except FencedError as exc:
             self.committing = False
             self._stable.set()
