@@ -231,6 +231,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53300 too many connections
     OSError,  # refused, reset, unreachable
+    asyncpg.InternalClientError,  # "cannot switch to state 12; another operation is in progress": a connection left mid-operation by a cut
 )
 # The node's settings are wrong: retrying cannot help.
 _MISCONFIGURED = (
@@ -341,6 +342,8 @@ class PostgresJournal:
         """The group-commit loop; lives in the node's root nursery."""
         async def commit(group: list[Pending]) -> None:
             await aio_as_trio(self._commit_group)(group)
+            if any(isinstance(p.error, StoreUnavailable) for p in group):
+                await self._expire()
 
         await self._group.run(commit, task_status=task_status)
 
@@ -358,6 +361,24 @@ class PostgresJournal:
     @staticmethod
     async def _terminate(pool: asyncpg.Pool) -> None:
         pool.terminate()
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """``_bridged``, and after a connection-level failure the pool's connections are replaced
+        (one left mid-operation by a cut would fail every statement it is given next)."""
+        try:
+            return await _bridged(fn, *args)
+        except StoreUnavailable:
+            await self._expire()
+            raise
+
+    async def _expire(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await aio_as_trio(pool.expire_connections)()
+                except Exception:  # noqa: BLE001 - best effort; the next acquire reconnects anyway
+                    pass
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -424,7 +445,7 @@ class PostgresJournal:
 
     async def ensure_cluster(self, shard_count: int) -> int:
         check_shard_count(shard_count)
-        stored = await _bridged(self._aio_ensure_cluster, shard_count)
+        stored = await self._call(self._aio_ensure_cluster, shard_count)
         if stored != shard_count:
             raise shard_count_mismatch(stored, shard_count)
         return stored
@@ -457,7 +478,7 @@ class PostgresJournal:
         return [r[0] for r in rows]
 
     async def purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
-        return await _bridged(self._aio_purge_runs, namespace, run_ids)
+        return await self._call(self._aio_purge_runs, namespace, run_ids)
 
     async def _aio_purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
         async with self._require_pool().acquire() as conn, conn.transaction():
@@ -473,7 +494,7 @@ class PostgresJournal:
             return {"runs": int(runs.split()[-1]), "history_events": int(events.split()[-1])}
 
     async def delete_namespace(self, namespace: str) -> dict[str, int]:
-        return await _bridged(self._aio_delete_namespace, namespace)
+        return await self._call(self._aio_delete_namespace, namespace)
 
     async def _aio_delete_namespace(self, namespace: str) -> dict[str, int]:
         async with self._require_pool().acquire() as conn, conn.transaction():
@@ -503,9 +524,10 @@ class PostgresJournal:
 
         candidate = secrets.token_hex(32)
         rows = await self._fetch(
-            "WITH ins AS (INSERT INTO cluster_settings(key, value) VALUES ('cluster_secret', $1)"
-            " ON CONFLICT (key) DO NOTHING RETURNING value)"
-            " SELECT value FROM ins UNION ALL SELECT value FROM cluster_settings WHERE key = 'cluster_secret'",
+            # DO UPDATE (to itself) returns the row that won, also when another node inserted it
+            # concurrently; DO NOTHING plus a SELECT could see neither under READ COMMITTED.
+            "INSERT INTO cluster_settings(key, value) VALUES ('cluster_secret', $1)"
+            " ON CONFLICT (key) DO UPDATE SET value = cluster_settings.value RETURNING value",
             candidate,
         )
         return bytes.fromhex(rows[0][0])
@@ -514,7 +536,7 @@ class PostgresJournal:
         """Record each key until its expiry; True for the keys no one recorded before (first use).
 
         One statement for the whole group; a key twice in the group is first only once."""
-        return await _bridged(self._aio_claim_once, items, purge_before)
+        return await self._call(self._aio_claim_once, items, purge_before)
 
     async def _aio_claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
         pool = self._require_pool()
@@ -532,6 +554,14 @@ class PostgresJournal:
             new.discard(key)
         return out
 
+    async def clear_owner_marks(self, node_id: str, keep: list[int]) -> int:
+        """Forget ``node_id`` as owner of every shard but ``keep`` (marks a lost session left)."""
+        rows = await self._fetch(
+            "UPDATE shards SET owner_node = NULL WHERE owner_node = $1 AND NOT (shard_id = ANY($2::int4[])) RETURNING shard_id",
+            node_id, keep,
+        )
+        return len(rows)
+
     async def shard_epochs(self) -> dict[int, tuple[str | None, int]]:
         rows = await self._fetch("SELECT shard_id, owner_node, epoch FROM shards ORDER BY shard_id")
         return {r[0]: (r[1], r[2]) for r in rows}
@@ -540,7 +570,7 @@ class PostgresJournal:
         self, node_id: str, advertise_url: str | None, started_at: float | None, heartbeat_at: float | None,
         status: str,
     ) -> None:
-        await _bridged(self._require_pool().execute,
+        await self._call(self._require_pool().execute,
             "INSERT INTO nodes(node_id, advertise_url, started_at, heartbeat_at, status) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (node_id) DO UPDATE SET advertise_url = EXCLUDED.advertise_url,"
             " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at, status = EXCLUDED.status",
@@ -572,7 +602,7 @@ class PostgresJournal:
     # --- reads ---------------------------------------------------------------------
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await _bridged(self._require_pool().fetch, sql, *args)
+        return await self._call(self._require_pool().fetch, sql, *args)
 
     async def ping(self) -> bool:
         try:

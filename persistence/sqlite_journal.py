@@ -239,6 +239,16 @@ class SqliteJournal:
         with trio.CancelScope(shield=True):  # the thread runs to the end anyway
             return await trio.to_thread.run_sync(run, limiter=self._write_lock)
 
+    async def clear_owner_marks(self, node_id: str, keep: list[int]) -> int:
+        """Forget ``node_id`` as owner of every shard but ``keep`` (marks a lost session left)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(keep)) or "NULL"
+            sql = f"UPDATE shards SET owner_node = NULL WHERE owner_node = ? AND shard_id NOT IN ({marks})"
+            return conn.execute(sql, (node_id, *keep)).rowcount
+
+        return await self._write_txn(work)
+
     async def claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
         """Record each key until its expiry; True for the keys no one recorded before (first use)."""
 

@@ -30,7 +30,7 @@ from actors.run_actor import Msg, NotOwner
 from actors.schedule_spec import SpecError, next_fire, occurrences, parse_spec, previous_fire
 from persistence import codec
 from persistence.ids import iso, shard_of
-from persistence.journal import Batch, ObjectRow, StoreUnavailable
+from persistence.journal import Batch, FencedError, ObjectRow, StoreUnavailable
 
 from .engine import Engine
 from .errors import ForwardTo, ProtocolError
@@ -287,9 +287,13 @@ class ScheduleService:
             st["event_seq"] = st.get("event_seq", 0) + 1
             rec = {"t": etype, "h": st["event_seq"], "at": now, "p": payload}
             records.append((f"schedule:{namespace}:{schedule_id}", st["event_seq"], codec.dumps(rec)))
-        await self.engine.journal.append(
-            Batch(fence=fence, records=records, objects=[ObjectRow(namespace, KIND, schedule_id, st, now)])
-        )
+        try:
+            await self.engine.journal.append(
+                Batch(fence=fence, records=records, objects=[ObjectRow(namespace, KIND, schedule_id, st, now)])
+            )
+        except FencedError as exc:  # taken over meanwhile: the new owner serves this schedule
+            self.engine.drop_shards({exc.shard})
+            raise ForwardTo(exc.shard) from None
         key = (namespace, schedule_id)
         if st["status"] == "deleted":
             self.active.pop(key, None)

@@ -198,9 +198,9 @@ class ShardManager:
         ]
         owners: dict[int, str | None] = {s: owner for s, (owner, _epoch) in (await self.journal.shard_epochs()).items()}
         held = leases.owned()
-        for shard, owner in owners.items():
-            if owner == self.node_id and shard not in held:
-                owners[shard] = None  # ours before a restart: the lock died with the old session
+        stale = [shard for shard, owner in owners.items() if owner == self.node_id and shard not in held]
+        for shard in stale:
+            owners[shard] = None  # ours before a restart: the lock died with the old session
         for shard in held:
             owners[shard] = self.node_id
         if self.engine.peers is not None:
@@ -218,6 +218,12 @@ class ShardManager:
             if epoch is not None:
                 claimed.append(shard)
         self.engine.owned = leases.owned()
+        if stale:
+            # Marks of an earlier session that this one did not take back: the other members read
+            # them as owned by a live node and would never claim them, so they are cleared.
+            cleared = await self.journal.clear_owner_marks(self.node_id, sorted(self.engine.owned))
+            if cleared:
+                log.info("node %s cleared %d owner mark(s) its earlier session left", self.node_id, cleared)
         if self.engine.peers is not None:
             for shard in self.engine.owned:
                 self.engine.peers.owners[shard] = self.node_id

@@ -14,11 +14,11 @@ from actors.run_actor import RunActor, run_row
 from actors.run_state import TERMINAL, RunState, fold
 from persistence import avro, codec
 from persistence.ids import iso, run_ulid, shard_of, ulid
-from persistence.journal import Batch, InstanceRow, RunRow
+from persistence.journal import Batch, FencedError, InstanceRow, RunRow
 
 from . import history_export, page_tokens, visibility
 from .engine import Engine
-from .errors import ProtocolError, validation
+from .errors import ForwardTo, ProtocolError, validation
 
 BUCKETS = {
     "pending": "running",
@@ -216,7 +216,11 @@ class WorkflowService:
             runs=[run_row(state, now)],
             instances=[instance],
         )
-        await self.journal.append(batch)
+        try:
+            await self.journal.append(batch)
+        except FencedError as exc:  # the shard was taken over meanwhile: the new owner takes the start
+            self.engine.drop_shards({exc.shard})
+            raise ForwardTo(exc.shard) from None
         self._instances[(namespace, workflow_id)] = instance
         self.engine.activate(run_id)
         return 201, {**self._start_body(state), "outcome": "started_new"}

@@ -277,3 +277,42 @@ async def test_a_node_that_stops_talking_to_its_session_loses_it(cluster: Cluste
         while (epoch := await b.claim(2)) is None:
             await trio.sleep(0.05)
     assert epoch == 2
+
+
+async def test_owner_marks_a_lost_session_left_are_cleared_for_the_others(cluster: Cluster) -> None:
+    """A rejoining node claimed part of its old shards; the rest kept its name without a lock,
+    and the other nodes never claimed them (shards unowned for good)."""
+    a = await cluster.leases("node-a")
+    for shard in (1, 2, 3):
+        assert await a.claim(shard) == 1
+    await cluster.sql("SELECT pg_terminate_backend($1)", a.backend_pid)
+    with trio.fail_after(LOST_WITHIN):
+        await a.lost.wait()
+    again = await cluster.leases("node-a")
+    assert await again.claim(1) == 2
+    marks = {r[0]: r[1] for r in await cluster.sql("SELECT shard_id, owner_node FROM shards")}
+    assert marks[2] == marks[3] == "node-a"  # what the others would read as a live node's shards
+    assert await cluster.journal.clear_owner_marks("node-a", sorted(again.owned())) == 2
+    marks = {r[0]: r[1] for r in await cluster.sql("SELECT shard_id, owner_node FROM shards")}
+    assert marks[1] == "node-a" and marks[2] is None and marks[3] is None
+
+
+async def test_nodes_starting_together_agree_on_one_cluster_secret(cluster: Cluster) -> None:
+    """The secret was inserted-or-selected in one statement, which could return no row when
+    another node inserted it at the same moment (IndexError: a node died at start)."""
+    secrets: list[bytes] = []
+    journals = [PostgresJournal(cluster.location) for _ in range(6)]
+    for journal in journals:
+        await journal.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            for journal in journals:
+                nursery.start_soon(lambda j=journal: _append_secret(j, secrets))
+    finally:
+        for journal in journals:
+            await journal.aclose()
+    assert len(secrets) == 6 and len(set(secrets)) == 1 and len(secrets[0]) == 32
+
+
+async def _append_secret(journal: PostgresJournal, out: list[bytes]) -> None:
+    out.append(await journal.cluster_secret())
