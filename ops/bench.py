@@ -121,10 +121,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server(database: str | None, token: str | None = None) -> tuple[subprocess.Popen[str], str]:
+def _start_server(
+    database: str | None, token: str | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     data = tempfile.mkdtemp(prefix="dw-bench-")
     extra = ["--database", database] if database else []
-    env = {**os.environ, **({"DW_AUTH_DRIVER": "token", "DW_AUTH_TOKEN": token} if token else {})}
+    env = {**os.environ, **({"DW_AUTH_DRIVER": "token", "DW_AUTH_TOKEN": token} if token else {}), **(extra_env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -222,7 +224,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
     p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
     p.add_argument("-n", type=int, default=200)
+    p = sub.add_parser("signed", help="signed requests (each a first use for the replay cache) per second")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
+    p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
+    p.add_argument("--no-sign", action="store_true", help="the none driver, for comparison")
+    p.add_argument("-n", type=int, default=3000)
+    p.add_argument("-c", "--concurrency", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.workload == "signed":
+        from .bench_signed import KEY, signed_bench
+
+        env = {} if args.no_sign else {"DW_AUTH_DRIVER": "signature", "DW_OPERATOR_SIGNATURE_KEY": KEY}
+        proc, url = _start_server(args.database, extra_env=env) if args.server else (None, args.url)
+        try:
+            print(json.dumps(asyncio.run(signed_bench(url, args.n, args.concurrency, not args.no_sign)), indent=2))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        return 0
     if args.workload == "interact":
         from .bench_interact import interact
 

@@ -24,6 +24,17 @@ class Pending:
         self.error: BaseException | None = None
 
 
+async def next_group(recv: trio.MemoryReceiveChannel[Any], max_batch: int) -> list[Any]:
+    """Wait for one item, then take whatever else is already waiting (up to ``max_batch``)."""
+    group = [await recv.receive()]
+    while len(group) < max_batch:
+        try:
+            group.append(recv.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return group
+
+
 class GroupCommit:
     def __init__(self, max_batch: int, capacity: int = 10_000) -> None:
         self.max_batch = max_batch
@@ -42,12 +53,7 @@ class GroupCommit:
         """The writer loop; ``commit`` sets ``error`` on the batches that failed."""
         task_status.started()
         while True:
-            group = [await self._recv.receive()]
-            while len(group) < self.max_batch:
-                try:
-                    group.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            group = await next_group(self._recv, self.max_batch)
             try:
                 # Shielded: a commit under way finishes and its appenders learn the outcome.
                 with trio.CancelScope(shield=True):

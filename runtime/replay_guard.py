@@ -17,6 +17,8 @@ from typing import Any
 
 import trio
 
+from persistence.group_commit import next_group
+
 log = logging.getLogger("dw.replay")
 
 PURGE_EVERY_SECONDS = 60.0
@@ -82,12 +84,7 @@ class ReplayGuard:
         """The claim writer: one statement for every claim waiting; a failed round fails only its claims."""
         task_status.started()
         while True:
-            group = [await self._recv.receive()]
-            while len(group) < self.max_batch:
-                try:
-                    group.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            group = await next_group(self._recv, self.max_batch)
             now = self.clock.now()
             purge = now >= self._next_purge
             try:
