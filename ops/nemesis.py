@@ -682,7 +682,8 @@ class Operations:
                 key = f"{kind}:{name}"
                 self.stats.errors[kind] += 1
                 self.stats.error_types[key] += 1
-                if key not in self._reported:  # the first of each kind, so a harness mistake is visible
+                if key not in self._reported or name == "Timeout":  # the first of each kind; every timeout
+                    # (a request that hung is what a failover must prevent: which node, and when, tells why)
                     self._reported.add(key)
                     self.narrator.say(f"client error ({kind} {label} via node {node + 1}): {name}: {str(exc)[:200]}")
                 if first_failure is None:

@@ -72,3 +72,23 @@ def test_system_passes_through_the_sdk(server_url: str) -> None:
         assert http.get("/api/system/activity-timeouts", params={"limit": "0"}).status_code == 422
         out = http.post("/api/system/activity-timeouts/pass", json={"execution_ids": ["not-expired"]}).json()
         assert out["results"] == [{"execution_id": "not-expired", "outcome": "skipped", "reason": "not_expired"}]
+
+
+def test_cluster_info_carries_the_task_repair_block_of_the_background_pass(server_url: str) -> None:
+    """control-plane §9.1: the repair policy and candidates under ``task_repair``, with the
+    background pass's own figures (it runs every few seconds on every node)."""
+    import time
+
+    with httpx.Client(base_url=server_url, timeout=30) as http:
+        deadline = time.monotonic() + 15
+        while True:
+            info = http.get("/api/cluster/info", headers=CP).json()
+            repair = info["task_repair"]
+            if repair.get("background_pass", {}).get("passes", 0) >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert repair["policy"]["redispatch_after_seconds"] == 3.0
+        assert {"existing_task_candidates", "missing_task_candidates", "total_candidates"} <= set(repair["candidates"])
+        assert repair["background_pass"]["passes"] >= 1 and repair["background_pass"]["at"]
+        status = http.get("/api/system/repair", headers=CP).json()
+        assert status["policy"] == repair["policy"]
