@@ -59,7 +59,7 @@ def register(api: Api) -> None:
         if op == "offers":
             refused = 0
             for o in call["offers"]:
-                if engine.is_local_queue(o["kind"], o["namespace"], o["queue"]):
+                if engine.router.is_local_queue(o["kind"], o["namespace"], o["queue"]):
                     engine.queue(o["kind"], o["namespace"], o["queue"]).offer(Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"]))
                 else:
                     refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes
@@ -81,7 +81,7 @@ def register(api: Api) -> None:
             except (NotOwner, RunNotFound, RunUnavailable):
                 return {"info": None}
         if op == "query_submit":
-            if not engine.is_local_queue("query", call["namespace"], call["queue"]):
+            if not engine.router.is_local_queue("query", call["namespace"], call["queue"]):
                 return {"error": {"status": 503, "reason": "query_task_queue_unavailable",
                                   "message": "The task queue moved to another node; retry shortly."}}
             try:

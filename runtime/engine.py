@@ -126,9 +126,6 @@ class Engine:
         """The shard whose owner hosts this queue's backlog and parked polls."""
         return shard_of(namespace, f"{kind}-queue:{name}", self.shard_count)
 
-    def is_local_queue(self, kind: str, namespace: str, name: str) -> bool:
-        return self.owned is None or self.queue_home(kind, namespace, name) in self.owned
-
     def publish_ready(self, run_id: str, tasks: dict[str, ReadyTask]) -> None:
         """The run's ready tasks, offered to their queues' homes (runtime.offers)."""
         self.offers.publish(run_id, tasks)

@@ -93,8 +93,6 @@ class Peers:
         url = self.urls.get(owner)
         return url if url is not None and self.reachable(url) else None
 
-    url_of_shard = owner_url
-
     def _note(self, url: str, ok: bool) -> None:
         before = self.reachable(url)
         self.failures[url] = 0 if ok else self.failures.get(url, 0) + 1

@@ -83,7 +83,7 @@ class QueryService:
         return (404 if reason == "rejected_unknown_query" else 409), failure
 
     async def _submit_at_home(self, namespace: str, queue: str, workflow_type: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self.engine.is_local_queue("query", namespace, queue):
+        if self.engine.router.is_local_queue("query", namespace, queue):
             return await self.submit(namespace, queue, workflow_type, body)
         home = self.engine.queue_home("query", namespace, queue)
         try:
@@ -93,7 +93,7 @@ class QueryService:
                 namespace=namespace, queue=queue, workflow_type=workflow_type, body=body,
             )
         except Unreachable:
-            if self.engine.is_local_queue("query", namespace, queue):
+            if self.engine.router.is_local_queue("query", namespace, queue):
                 return await self.submit(namespace, queue, workflow_type, body)  # it became ours meanwhile
             log.warning("query for %s: the node hosting task queue %s did not answer", body["workflow_id"], queue)
             raise ProtocolError(
