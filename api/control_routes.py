@@ -92,6 +92,7 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
         }
         body = cluster_info(cfg, fleet)
         body["task_repair"] = {k: v for k, v in node.system.repair_status().items() if k in ("policy", "candidates", "background_pass")}
+        body["actors"] = {"live": len(node.engine.actors)}  # 0 once every run here has passivated (tests wait on it)
         try:
             body["cluster"] = await cluster_view(
                 node.journal, node_id=cfg.node_id, shard_count=cfg.shard_count, clustered=bool(cfg.database), now=now
