@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persistence.ids import iso
+from persistence.journal import InstanceRow
 
 from .run_state import RunState
 
@@ -40,6 +41,7 @@ class Emitter:
         self.next_h = state.next_h
         self.records: list[dict[str, Any]] = []
         self.new_runs: list[NewRun] = []
+        self.instances: list[InstanceRow] = []  # instance rows this decision writes (a run's start)
         self.effects: list[Effect] = []
         self.wt = wt
 

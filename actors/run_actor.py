@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
 from persistence import codec
-from persistence.journal import Batch, FencedError, InstanceRow, RunRow, StoreUnavailable
+from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry
+from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry, views
+from . import messages as m
 from .clock import SystemClock, TrioClock
+from .commands import CommandError
 from .decide_workflow_task import GuardError
-from .emit import Emitter
+from .emit import Emitter, started_records
 from .limits import Limits, history_full, signals_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
+from .views import run_row
+
+__all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
@@ -45,7 +50,7 @@ class Host(Protocol):
 
     def publish_ready(self, run_id: str, tasks: dict[str, tuple[str, str, str, Offer]]) -> None: ...
 
-    def post(self, run_id: str, msg: Msg) -> None: ...
+    def post(self, run_id: str, message: m.Message) -> None: ...
 
     def activate(self, run_id: str) -> None: ...
 
@@ -56,6 +61,8 @@ class Host(Protocol):
     def drop_shards(self, shards: set[int]) -> None: ...
 
     def quarantine(self, run_id: str, seconds: float | None = None) -> None: ...
+
+    async def terminal_info(self, run_id: str) -> dict[str, Any] | None: ...
 
 
 class Reply:
@@ -77,10 +84,11 @@ class Reply:
         return self.value
 
 
-@dataclass
-class Msg:
-    kind: str
-    args: dict[str, Any] = field(default_factory=dict)
+@dataclass(slots=True)
+class Letter:
+    """A message in the mailbox, with where its answer goes (None: nobody waits)."""
+
+    message: m.Message
     reply: Reply | None = None
 
 
@@ -130,7 +138,7 @@ class RunActor:
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
         self.run_id = run_id
         self.host = host
-        self.send, self._recv = trio.open_memory_channel[Msg](mailbox_size)
+        self.send, self._recv = trio.open_memory_channel[Letter](mailbox_size)
         self.state = RunState(run_id)
         self.visible = 0  # history events committed and readable
         self.changed = trio.Event()
@@ -168,11 +176,11 @@ class RunActor:
         """Callers waiting in the mailbox get an error instead of waiting forever."""
         while True:
             try:
-                msg = self._recv.receive_nowait()
+                letter = self._recv.receive_nowait()
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return
-            if msg.reply:
-                msg.reply.set(error=RunUnavailable(self.run_id))
+            if letter.reply:
+                letter.reply.set(error=RunUnavailable(self.run_id))
 
     async def _main(self) -> None:
         try:
@@ -212,15 +220,15 @@ class RunActor:
     async def _loop(self) -> None:
         while True:
             with trio.move_on_after(self.host.idle_seconds) as idle:
-                msg = await self._recv.receive()
+                letter = await self._recv.receive()
             if idle.cancelled_caught:
                 if not self._can_passivate():
                     continue
                 try:
-                    msg = self._recv.receive_nowait()
+                    letter = self._recv.receive_nowait()
                 except trio.WouldBlock:
                     return  # passivate: main's finally closes the mailbox
-            await self._handle(msg)
+            await self._handle(letter)
 
     def _can_passivate(self) -> bool:
         s = self.state
@@ -236,49 +244,98 @@ class RunActor:
 
     # --- message dispatch ----------------------------------------------------------
 
-    async def _handle(self, msg: Msg) -> None:
-        handler = getattr(self, f"_on_{msg.kind}")
+    async def _handle(self, letter: Letter) -> None:
+        message, reply = letter.message, letter.reply
         try:
-            self.check_readable(msg)
-            if self.state.status == "new" and msg.kind not in ("tick", "child_closed"):
+            self.check_readable(message)
+            if self.state.status == "new" and not isinstance(message, m.Tick | m.ChildClosed | m.StartRun):
                 raise RunNotFound(self.run_id)
-            namespace = msg.args.pop("namespace", None)
-            if namespace is not None and namespace != self.state.namespace:
+            if message.namespace is not None and message.namespace != self.state.namespace:
                 raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
-            value = await handler(**msg.args)
-        except (GuardError, RunNotFound, NotOwner, RunDamaged) as exc:
-            if msg.reply:
-                msg.reply.set(error=exc)
+            value = await self._dispatch(message)
+        except (GuardError, RunNotFound, NotOwner, RunDamaged, CommandError) as exc:
+            if reply:
+                reply.set(error=exc)
             return
         except Exception as exc:
-            from .commands import CommandError
-
-            if isinstance(exc, CommandError):
-                if msg.reply:
-                    msg.reply.set(error=exc)
-                return
-            if msg.reply:
-                msg.reply.set(error=exc)
+            if reply:
+                reply.set(error=exc)
             if isinstance(exc, StoreUnavailable):
                 raise  # the actor ends (see main)
-            log.exception("run %s: %s failed; reloading from the journal", self.run_id, msg.kind)
+            log.exception("run %s: %s failed; reloading from the journal", self.run_id, message.KIND)
             await self._load()
             return
-        if msg.reply:
-            msg.reply.set(value)
+        if reply:
+            reply.set(value)
 
-    def check_readable(self, msg: Msg | None = None) -> None:
+    async def _dispatch(self, message: m.Message) -> Any:
+        match message:
+            case m.Tick():
+                return await self._on_tick()
+            case m.CheckChildren():
+                return self._on_check_children()
+            case m.Ping():
+                return None
+            case m.Repair():
+                return await self._on_repair()
+            case m.TerminalInfo():
+                return self._on_terminal_info()
+            case m.ChildClosed():
+                return await self._on_child_closed(message)
+            case m.ReleaseOwner():
+                return await self._on_release_owner(message)
+            case m.ClaimWorkflowTask():
+                return await self._on_claim_workflow_task(message)
+            case m.ReplayWorkflowTask():
+                return self._on_replay_workflow_task(message)
+            case m.WorkflowTaskHistory():
+                return await self._on_workflow_task_history(message)
+            case m.WorkflowTaskHeartbeat():
+                return await self._on_workflow_task_heartbeat(message)
+            case m.CompleteWorkflowTask():
+                return await self._on_complete_workflow_task(message)
+            case m.FailWorkflowTask():
+                return await self._on_fail_workflow_task(message)
+            case m.ClaimActivity():
+                return await self._on_claim_activity(message)
+            case m.ReplayActivity():
+                return self._on_replay_activity(message)
+            case m.CompleteActivity():
+                return await self._on_complete_activity(message)
+            case m.FailActivity():
+                return await self._on_fail_activity(message)
+            case m.ActivityHeartbeat():
+                return self._on_activity_heartbeat(message)
+            case m.Signal():
+                return await self._on_signal(message)
+            case m.Close():
+                return await self._on_close(message)
+            case m.Update():
+                return await self._on_update(message)
+            case m.StartRun():
+                return await self._on_start_run(message)
+            case m.Describe():
+                return views.run_view(self.state, self.visible)
+            case m.ReadHistory():
+                return self._on_read_history(message)
+            case m.ReadUpdate():
+                return m.UpdateView(copy.deepcopy(self.state.updates.get(message.update_id)), self.changed)
+            case m.ReadActivity():
+                return views.activity_view(self.state, message.execution_id)
+        raise TypeError(f"RunActor has no handler for {type(message).__name__}")
+
+    def check_readable(self, message: m.Message | None = None) -> None:
         """A damaged run that is still open takes only terminate (and the no-op ticks of recovery)."""
         if not self.damage or not (self.state.is_open or self.state.status == "new"):
             return
-        if msg is not None and (msg.kind in ("tick", "check_children", "ping") or (
-            msg.kind == "close" and msg.args.get("kind") == "terminate" and self.state.is_open
-        )):
+        if isinstance(message, m.Tick | m.CheckChildren | m.Ping) or (
+            isinstance(message, m.Describe) and message.allow_damaged
+        ) or (isinstance(message, m.Close) and message.kind == "terminate" and self.state.is_open):
             return
         raise RunDamaged(self.run_id)
 
     async def commit(self, em: Emitter) -> None:
-        if not em.records and not em.new_runs:
+        if not em.records and not em.new_runs and not em.instances:
             return
         state = self.state
         batch = Batch(fence=self.host.fence(self.run_id))
@@ -305,6 +362,7 @@ class RunActor:
                     InstanceRow(new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id, 1, em.now)
                 )
         batch.runs.append(run_row(state, em.now))
+        batch.instances.extend(em.instances)
         self.committing = True
         self._stable = trio.Event()
         try:
@@ -329,10 +387,10 @@ class RunActor:
             if effect.kind == "activate":
                 self.host.activate(effect.run_id)
             elif effect.kind == "notify_parent":
-                self.host.post(effect.run_id, Msg("child_closed", {"child_run_id": self.run_id}))
+                self.host.post(effect.run_id, m.ChildClosed(child_run_id=self.run_id))
             elif effect.kind == "close_child":
                 kind = "cancel" if effect.data["policy"] == "request_cancel" else "terminate"
-                self.host.post(effect.run_id, Msg("close", {"kind": kind, "reason": "Parent workflow closed."}))
+                self.host.post(effect.run_id, m.Close(kind=kind, reason="Parent workflow closed."))
         self._after_change()
 
     def _after_change(self) -> None:
@@ -367,24 +425,24 @@ class RunActor:
         await self.commit(em)
         self._after_change()
 
-    async def _on_claim_wt(self, task_id: str, owner: str, page_size: int = 500) -> dict[str, Any] | None:
+    async def _on_claim_workflow_task(self, msg: m.ClaimWorkflowTask) -> dict[str, Any] | None:
         s = self.state
-        if s.wt is None or s.wt.task_id != task_id:
+        if s.wt is None or s.wt.task_id != msg.task_id:
             return None
-        em = decide_workflow_task.claim(s, owner, self.host.clock.now(), self.host.wt_lease)
+        em = decide_workflow_task.claim(s, msg.owner, self.host.clock.now(), self.host.wt_lease)
         if em is None:
             return None
         await self.commit(em)
-        return self.workflow_task_payload(page_size)
+        return self.workflow_task_payload(msg.page_size)
 
-    async def _on_replay_wt(self, task_id: str, owner: str, attempt: int, page_size: int = 500) -> dict[str, Any] | None:
+    def _on_replay_workflow_task(self, msg: m.ReplayWorkflowTask) -> dict[str, Any] | None:
         wt = self.state.wt
         now = self.host.clock.now()
-        if wt is None or wt.task_id != task_id or wt.status != "leased" or wt.owner != owner or wt.attempt != attempt:
+        if wt is None or wt.task_id != msg.task_id or wt.status != "leased" or wt.owner != msg.owner or wt.attempt != msg.attempt:
             return None
         if (wt.lease_expires_at or 0) <= now:
             return None
-        return self.workflow_task_payload(page_size)
+        return self.workflow_task_payload(msg.page_size)
 
     def workflow_task_payload(self, page_size: int) -> dict[str, Any]:
         s = self.state
@@ -416,16 +474,16 @@ class RunActor:
             "workflow_command_id": None,
         }
 
-    async def _on_wt_history(self, task_id: str, owner: Any, attempt: Any, after: int, page_size: int) -> dict[str, Any]:
+    async def _on_workflow_task_history(self, msg: m.WorkflowTaskHistory) -> dict[str, Any]:
         s = self.state
         now = self.host.clock.now()
-        await self._guard_wt(task_id, owner, attempt, now)
+        await self._guard_wt(msg.task_id, msg.owner, msg.attempt, now)
         wt = s.wt
         assert wt is not None
-        end = min(wt.snapshot, after + page_size)
-        events = s.events[after:end]
+        end = min(wt.snapshot, msg.after + msg.page_size)
+        events = s.events[msg.after:end]
         return {
-            "task_id": task_id,
+            "task_id": msg.task_id,
             "workflow_task_attempt": wt.attempt,
             "history_events": events,
             "total_history_events": wt.snapshot,
@@ -442,10 +500,11 @@ class RunActor:
                 await self.commit(em)
             raise
 
-    async def _on_wt_heartbeat(self, task_id: str, owner: Any, attempt: Any) -> dict[str, Any]:
+    async def _on_workflow_task_heartbeat(self, msg: m.WorkflowTaskHeartbeat) -> dict[str, Any]:
         s = self.state
         now = self.host.clock.now()
-        await self._guard_wt(task_id, owner, attempt, now)
+        task_id = msg.task_id
+        await self._guard_wt(task_id, msg.owner, msg.attempt, now)
         em = Emitter(s, now)
         wt = s.wt
         assert wt is not None
@@ -464,11 +523,12 @@ class RunActor:
             "reason": None,
         }
 
-    async def _on_wt_complete(self, task_id: str, owner: Any, attempt: Any, commands: Any) -> dict[str, Any]:
+    async def _on_complete_workflow_task(self, msg: m.CompleteWorkflowTask) -> dict[str, Any]:
         s = self.state
         now = self.host.clock.now()
-        await self._guard_wt(task_id, owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, commands, now, self.host.limits)
+        task_id, attempt = msg.task_id, msg.attempt
+        await self._guard_wt(task_id, msg.owner, attempt, now)
+        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits)
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:
@@ -485,10 +545,11 @@ class RunActor:
             "reason": None,
         }
 
-    async def _on_wt_fail(self, task_id: str, owner: Any, attempt: Any, failure: dict[str, Any]) -> dict[str, Any]:
+    async def _on_fail_workflow_task(self, msg: m.FailWorkflowTask) -> dict[str, Any]:
         s = self.state
         now = self.host.clock.now()
-        await self._guard_wt(task_id, owner, attempt, now)
+        task_id, attempt, failure = msg.task_id, msg.attempt, msg.failure
+        await self._guard_wt(task_id, msg.owner, attempt, now)
         em, outcome = decide_workflow_task.fail(s, task_id, failure, now)
         await self.commit(em)
         if outcome == "failed":
@@ -502,35 +563,36 @@ class RunActor:
             "next_task_id": s.wt.task_id if s.wt is not None else None,
         }
 
-    async def _on_release_owner(self, owner: str) -> int:
+    async def _on_release_owner(self, msg: m.ReleaseOwner) -> int:
         """A deregistering worker hands back its workflow task at once."""
         wt = self.state.wt
-        if wt is None or wt.status != "leased" or wt.owner != owner:
+        if wt is None or wt.status != "leased" or wt.owner != msg.owner:
             return 0
         em = Emitter(self.state, self.host.clock.now())
         em.internal("wt_release", task=wt.task_id, reason="worker_deregistered")
         await self.commit(em)
         return 1
 
-    async def _on_claim_act(self, seq: int, owner: str) -> dict[str, Any] | None:
-        em = decide_activity.claim(self.state, seq, owner, self.host.clock.now(), self.host.act_lease)
+    async def _on_claim_activity(self, msg: m.ClaimActivity) -> dict[str, Any] | None:
+        em = decide_activity.claim(self.state, msg.seq, msg.owner, self.host.clock.now(), self.host.act_lease)
         if em is None:
             return None
         await self.commit(em)
-        return decide_activity.task_payload(self.state, self.state.activities[seq])
+        return decide_activity.task_payload(self.state, self.state.activities[msg.seq])
 
-    async def _on_replay_act(self, task_id: str, owner: str, attempt: int) -> dict[str, Any] | None:
-        seq = decide_activity._seq_of(self.state, task_id)
+    def _on_replay_activity(self, msg: m.ReplayActivity) -> dict[str, Any] | None:
+        seq = decide_activity._seq_of(self.state, msg.task_id)
         act = self.state.activities.get(seq) if seq is not None else None
-        if act is None or act.status != "running" or act.owner != owner or act.attempt_number != attempt:
+        if act is None or act.status != "running" or act.owner != msg.owner or act.attempt_number != msg.attempt:
             return None
         if (act.lease_expires_at or 0) <= self.host.clock.now():
             return None
         return decide_activity.task_payload(self.state, act)
 
-    async def _on_act_complete(self, task_id: str, attempt_id: Any, owner: Any, result: Any) -> dict[str, Any]:
+    async def _on_complete_activity(self, msg: m.CompleteActivity) -> dict[str, Any]:
         s = self.state
-        act = decide_activity.guard(s, task_id, attempt_id, owner, "completed")
+        task_id, attempt_id, result = msg.task_id, msg.attempt_id, msg.result
+        act = decide_activity.guard(s, task_id, attempt_id, msg.owner, "completed")
         body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "completed", "recorded": True, "reason": None}
         if act is None:
             await self._record_late(task_id, "completed", result)
@@ -538,9 +600,10 @@ class RunActor:
         await self.commit(decide_activity.complete(s, act, result, self.host.clock.now()))
         return {**body, "next_task_id": s.wt.task_id if s.wt is not None else None}
 
-    async def _on_act_fail(self, task_id: str, attempt_id: Any, owner: Any, failure: dict[str, Any]) -> dict[str, Any]:
+    async def _on_fail_activity(self, msg: m.FailActivity) -> dict[str, Any]:
         s = self.state
-        act = decide_activity.guard(s, task_id, attempt_id, owner, "failed")
+        task_id, attempt_id, failure = msg.task_id, msg.attempt_id, msg.failure
+        act = decide_activity.guard(s, task_id, attempt_id, msg.owner, "failed")
         body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "failed", "recorded": True, "reason": None}
         if act is None:
             await self._record_late(task_id, "failed", failure)
@@ -555,10 +618,11 @@ class RunActor:
         em.internal("act_late", seq=decide_activity._seq_of(self.state, task_id), outcome=outcome, value=value)
         await self.commit(em)
 
-    async def _on_act_heartbeat(self, task_id: str, attempt_id: Any, owner: Any, progress: dict[str, Any]) -> dict[str, Any]:
+    def _on_activity_heartbeat(self, msg: m.ActivityHeartbeat) -> dict[str, Any]:
         from persistence.ids import iso
 
         s = self.state
+        task_id, attempt_id, owner, progress = msg.task_id, msg.attempt_id, msg.owner, msg.progress
         body: dict[str, Any] = {
             "task_id": task_id,
             "activity_attempt_id": attempt_id,
@@ -599,8 +663,9 @@ class RunActor:
             "last_heartbeat_at": iso(now),
         }
 
-    async def _on_signal(self, name: str, arguments: Any, command_id: str, request_id: str | None = None) -> dict[str, Any]:
+    async def _on_signal(self, msg: m.Signal) -> dict[str, Any]:
         s = self.state
+        request_id = msg.request_id
         if request_id and request_id in s.commands:
             return s.commands[request_id]  # a client retry: the first answer, not a second event
         if not s.is_open:
@@ -609,13 +674,12 @@ class RunActor:
             return {"rejected": "history_limit_exceeded"}
         if signals_full(s, self.host.limits):
             return {"rejected": "pending_signal_limit_exceeded"}
-        em = decide_control.signal(s, name, arguments, command_id, self.host.clock.now())
-        return await self._commit_command(em, request_id, command_id)
+        em = decide_control.signal(s, msg.name, msg.arguments, msg.command_id, self.host.clock.now())
+        return await self._commit_command(em, request_id, msg.command_id)
 
-    async def _on_close(
-        self, kind: str, reason: str | None, command_id: str | None = None, request_id: str | None = None
-    ) -> dict[str, Any]:
+    async def _on_close(self, msg: m.Close) -> dict[str, Any]:
         s = self.state
+        request_id = msg.request_id
         if request_id and request_id in s.commands:
             return s.commands[request_id]
         if not s.is_open:
@@ -623,22 +687,21 @@ class RunActor:
         from persistence.ids import ulid
 
         now = self.host.clock.now()
-        command_id = command_id or ulid(now)
-        em = decide_control.cancel_or_terminate(s, kind, reason, command_id, now)
+        command_id = msg.command_id or ulid(now)
+        em = decide_control.cancel_or_terminate(s, msg.kind, msg.reason, command_id, now)
         return await self._commit_command(em, request_id, command_id)
 
-    async def _on_update(
-        self, name: str, arguments: Any, command_id: str, update_id: str, request_id: str | None = None
-    ) -> dict[str, Any]:
+    async def _on_update(self, msg: m.Update) -> dict[str, Any]:
         s = self.state
+        request_id = msg.request_id
         if request_id and request_id in s.commands:
             return s.commands[request_id]  # a client retry: the receipt of the first, not a second update
         if not s.is_open:
             return {"rejected": "run_not_active"}
         if history_full(s, self.host.limits):
             return {"rejected": "history_limit_exceeded"}
-        em = decide_control.update(s, name, arguments, command_id, update_id, self.host.clock.now())
-        return await self._commit_command(em, request_id, command_id, update_id=update_id)
+        em = decide_control.update(s, msg.name, msg.arguments, msg.command_id, msg.update_id, self.host.clock.now())
+        return await self._commit_command(em, request_id, msg.command_id, update_id=msg.update_id)
 
     async def _commit_command(self, em: Emitter, request_id: str | None, command_id: str, **extra: Any) -> dict[str, Any]:
         answer = {"sequence": em.records[0]["h"], "command_id": command_id, **extra}
@@ -647,13 +710,13 @@ class RunActor:
         await self.commit(em)
         return answer
 
-    async def _on_child_closed(self, child_run_id: str) -> None:
+    async def _on_child_closed(self, msg: m.ChildClosed) -> None:
         """A child's run closed (or continued): resolve or re-link the step that started it."""
         s = self.state
-        seq = next((c.seq for c in s.children.values() if c.run_id == child_run_id), None)
+        seq = next((c.seq for c in s.children.values() if c.run_id == msg.child_run_id), None)
         if seq is None or not s.is_open:
             return
-        info = await self.host.terminal_info(child_run_id)  # type: ignore[attr-defined]
+        info = await self.host.terminal_info(msg.child_run_id)
         if info is None:
             return
         now = self.host.clock.now()
@@ -663,7 +726,7 @@ class RunActor:
             em = decide_control.child_closed(s, seq, info, now)
         await self.commit(em)
 
-    async def _on_terminal_info(self) -> dict[str, Any] | None:
+    def _on_terminal_info(self) -> dict[str, Any] | None:
         s = self.state
         if s.status not in TERMINAL:
             return None
@@ -674,10 +737,46 @@ class RunActor:
             info["continued_to"] = last["payload"]["continued_to_run_id"]
         return info
 
-    async def _on_check_children(self) -> None:
+    def _on_check_children(self) -> None:
         """After activation, ask children that may have closed while we were away."""
         for child in list(self.state.children.values()):
-            self.host.post(self.run_id, Msg("child_closed", {"child_run_id": child.run_id}))
+            self.host.post(self.run_id, m.ChildClosed(child_run_id=child.run_id))
+
+    async def _on_start_run(self, msg: m.StartRun) -> m.RunView:
+        if self.state.status == "new":
+            now = self.host.clock.now()
+            em = Emitter(self.state, now)
+            em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
+            em.instances.append(msg.instance)
+            await self.commit(em)
+            self._after_change()
+        return views.run_view(self.state, self.visible)
+
+    def _on_read_history(self, msg: m.ReadHistory) -> m.HistoryPage:
+        end = self.visible if msg.limit is None else min(self.visible, msg.after + msg.limit)
+        s = self.state
+        return m.HistoryPage(s.events[msg.after:end], self.visible, s.is_open, s.status, self.changed)
+
+    def work_view(self) -> m.WorkView | None:
+        """The run's outstanding work for node-wide operator scans, read without a message so a
+        scan does not queue behind every run's mailbox. None while a commit is in flight (its
+        state is not yet visible) or before the run exists."""
+        if self.committing or self.state.status == "new" or self.damage:
+            return None
+        return views.work_view(self.state)
+
+    def wake_readers(self) -> None:
+        """Readers parked on this run's next change look again now (the node is draining)."""
+        self.changed.set()
+
+    @property
+    def exists(self) -> bool:
+        """The run has a journal (a fresh actor of an unknown id folds to nothing)."""
+        return self.state.status != "new"
+
+    @property
+    def namespace(self) -> str | None:
+        return self.state.namespace if self.exists else None
 
     async def _on_repair(self) -> bool:
         """Give an open run that has no workflow task and is not waiting on anything a task.
@@ -692,35 +791,8 @@ class RunActor:
         self._after_change()
         return True
 
-    async def _on_ping(self) -> None:
-        return None
-
 
 def page_token(after: int) -> str:
     import base64
 
     return base64.b64encode(str(after).encode()).decode()
-
-
-def run_row(s: RunState, now: float | None = None) -> RunRow:
-    m = s.meta
-    wt = s.wt
-    attention = s.is_open and (wt is not None or any(a.status != "closed" for a in s.activities.values()))
-    return RunRow(
-        run_id=s.run_id,
-        namespace=m["namespace"],
-        workflow_id=m["workflow_id"],
-        run_number=m["run_number"],
-        workflow_type=m["workflow_type"],
-        task_queue=m.get("task_queue"),
-        status=s.status,
-        closed_reason=s.closed_reason,
-        business_key=m.get("business_key"),
-        started_at=m["started_at"],
-        closed_at=s.closed_at,
-        wake_at=decide_time.next_deadline(s, s.last_progress_at or 0.0 if now is None else now),
-        attention=bool(attention) or bool(s.children),
-        last_seq=s.next_h - 1,
-        search_attributes=s.search_attributes,
-        memo=m.get("memo") or {},
-    )

@@ -7,7 +7,8 @@ from typing import Any
 import cbor2
 from quart import Response, request
 
-from actors.run_actor import Msg, NotOwner, RunNotFound, RunUnavailable
+from actors import messages as m
+from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import StoreUnavailable
 from runtime.errors import ProtocolError
@@ -66,18 +67,14 @@ def register(api: Api) -> None:
             return {"accepted": len(call["offers"]) - refused, "refused": refused}
         if op == "claim":
             try:  # local only: a claim is never forwarded twice
-                if call["kind"] == "workflow":
-                    task = await engine.ask(
-                        call["run_id"], "claim_wt", task_id=call["task_id"], owner=call["owner"], page_size=call["page_size"]
-                    )
-                else:
-                    task = await engine.ask(call["run_id"], "claim_act", seq=call["seq"], owner=call["owner"])
+                offer = Offer(call["run_id"], call["task_id"], "", call["seq"])
+                task = await node.workers.claim_here(call["kind"], offer, call["owner"], call["page_size"])
             except (NotOwner, RunNotFound, RunUnavailable):
                 task = None
             return {"task": task}
         if op == "terminal_info":
             try:
-                return {"info": await engine.ask(call["run_id"], "terminal_info")}
+                return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}
             except (NotOwner, RunNotFound, RunUnavailable):
                 return {"info": None}
         if op == "query_submit":
@@ -90,7 +87,11 @@ def register(api: Api) -> None:
                 return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
             return {"outcome": outcome}
         if op == "post":
-            engine.post(call["run_id"], Msg(call["kind"], dict(call["args"])))
+            try:
+                message = m.from_wire(call["kind"], call["args"])
+            except m.BadMessage as exc:
+                return {"error": str(exc)}
+            engine.post(call["run_id"], message)
             return {"accepted": True}
         return {"error": f"unknown op {op}"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from actors import messages as m
 from persistence.ids import ulid
 from runtime.errors import ProtocolError
 
@@ -46,9 +47,6 @@ def register(api: Api) -> None:
                 poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
                 retryable=True, retry_after_seconds=1, limit=limit,
             )
-
-    async def ask(tid: str, kind: str, /, **args: Any) -> Any:
-        return await engine.ask(run_of(tid), kind, namespace=args.pop("ns"), **args)
 
     @api.endpoint("/api/worker/register", "POST", W, WORKER)
     async def register_worker(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -111,48 +109,47 @@ def register(api: Api) -> None:
                 raise ValueError
         except (ValueError, UnicodeDecodeError):
             raise ProtocolError(400, "invalid_page_token", "The next_history_page_token could not be decoded.") from None
-        body = await ask(
-            ctx.args["task_id"], "wt_history", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
+        body = await engine.ask(run_of(ctx.args["task_id"]), m.WorkflowTaskHistory(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
             attempt=req.workflow_task_attempt, after=after, page_size=req.history_page_size or 500,
-        )
+        ))
         return 200, body
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def wt_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.TaskLease, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_heartbeat", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt)
+        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.WorkflowTaskHeartbeat(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/complete", "POST", W, WORKER)
     async def wt_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteWorkflowTask, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_complete", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt, commands=req.commands)
+        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.CompleteWorkflowTask(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt, commands=req.commands))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)
     async def wt_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
-        return 200, await ask(ctx.args["task_id"], "wt_fail", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt, failure=req.failure.model_dump())
+        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.FailWorkflowTask(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
+                              attempt=req.workflow_task_attempt, failure=req.failure.model_dump()))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/complete", "POST", W, WORKER)
     async def act_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        return 200, await ask(task_id, "act_complete", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, result=req.result)
+        return 200, await engine.ask(run_of(task_id), m.CompleteActivity(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, result=req.result))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/fail", "POST", W, WORKER)
     async def act_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        return 200, await ask(task_id, "act_fail", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, failure=req.failure.model_dump())
+        return 200, await engine.ask(run_of(task_id), m.FailActivity(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, failure=req.failure.model_dump()))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def act_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.ActivityHeartbeat, ctx.body)
         task_id = ctx.args["task_id"]
         progress = {k: v for k, v in req.model_dump().items() if k in ("message", "current", "total", "unit", "details") and v is not None}
-        return 200, await ask(task_id, "act_heartbeat", ns=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, progress=progress)
+        return 200, await engine.ask(run_of(task_id), m.ActivityHeartbeat(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
+                              owner=req.lease_owner, progress=progress))

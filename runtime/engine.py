@@ -11,9 +11,10 @@ from typing import Any
 
 import trio
 
+from actors import messages as m
 from actors.clock import SystemClock, TrioClock
 from actors.limits import DEFAULT as DEFAULT_LIMITS
-from actors.run_actor import Msg, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
+from actors.run_actor import Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
@@ -76,8 +77,8 @@ class Engine:
         if shards is not None:
             rows = [r for r in rows if shard_of_run(r.run_id) in shards]
         for row in rows:
-            self.post(row.run_id, Msg("tick"))
-            self.post(row.run_id, Msg("check_children"))
+            self.post(row.run_id, m.Tick())
+            self.post(row.run_id, m.CheckChildren())
         return len(rows)
 
     def fence(self, run_id: str) -> dict[int, int]:
@@ -116,7 +117,7 @@ class Engine:
         for queue in self.queues.values():
             queue.release_all()
         for actor in self.actors.values():
-            actor.changed.set()  # history long-polls answer now too
+            actor.wake_readers()  # history long-polls answer now too
 
     # --- Host interface ------------------------------------------------------------
 
@@ -162,78 +163,83 @@ class Engine:
 
     def activate(self, run_id: str) -> None:
         """Bring a run to life wherever its shard lives (a child or a continued run may live elsewhere)."""
-        self.post(run_id, Msg("tick"))
+        self.post(run_id, m.Tick())
 
     def forget(self, actor: RunActor) -> None:
         if self.actors.get(actor.run_id) is actor:
             del self.actors[actor.run_id]
 
-    def post(self, run_id: str, msg: Msg) -> None:
+    def post(self, run_id: str, message: m.Message) -> None:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""
+        letter = Letter(message)
         try:
-            self.actor(run_id).send.send_nowait(msg)
+            self.actor(run_id).send.send_nowait(letter)
         except NotOwner:
-            self._post_remote(run_id, msg)
+            self._post_remote(run_id, message)
         except (RunNotFound, RunUnavailable):
-            log.warning("not delivering %s to run %s: the run is not available here", msg.kind, run_id)
+            log.warning("not delivering %s to run %s: the run is not available here", message.KIND, run_id)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             assert self._nursery is not None
-            self._nursery.start_soon(self.deliver, run_id, msg)
+            self._nursery.start_soon(self.deliver, run_id, letter)
 
-    def _post_remote(self, run_id: str, msg: Msg) -> None:
+    def _post_remote(self, run_id: str, message: m.Message) -> None:
         """A message for a run on another node (child start, child closed, parent-close policy)."""
-        if self.peers is None or self._nursery is None or msg.reply is not None:
-            log.warning("cannot deliver %s to run %s: its shard is not this node's", msg.kind, run_id)
+        if self.peers is None or self._nursery is None or message.KIND not in m.POSTABLE:
+            log.warning("cannot deliver %s to run %s: its shard is not this node's", message.KIND, run_id)
             return
-        self._nursery.start_soon(self._send_remote, run_id, msg)
+        self._nursery.start_soon(self._send_remote, run_id, message)
 
-    async def _send_remote(self, run_id: str, msg: Msg) -> None:
+    async def _send_remote(self, run_id: str, message: m.Message) -> None:
         """Deliver across nodes, riding out a rebalance; the repair pass is the net behind it."""
+        kind, args = m.to_wire(message)
         for attempt in range(REMOTE_POST_ATTEMPTS):
             try:
-                await self.router.call_run(run_id, "post", kind=msg.kind, args=msg.args)
+                await self.router.call_run(run_id, "post", kind=kind, args=args)
                 return
             except Unreachable:
                 if self.owned is None or shard_of_run(run_id) in self.owned:
-                    self.post(run_id, msg)  # it became ours meanwhile
+                    self.post(run_id, message)  # it became ours meanwhile
                     return
-                log.info("posting %s to run %s: no reachable owner yet (attempt %d)", msg.kind, run_id, attempt + 1)
+                log.info("posting %s to run %s: no reachable owner yet (attempt %d)", kind, run_id, attempt + 1)
                 await trio.sleep(min(2.0 * (attempt + 1), 10.0))
-        log.warning("gave up posting %s to run %s; the repair pass will find the run", msg.kind, run_id)
+        log.warning("gave up posting %s to run %s; the repair pass will find the run", kind, run_id)
 
-    async def deliver(self, run_id: str, msg: Msg) -> None:
+    async def deliver(self, run_id: str, letter: Letter) -> None:
         while True:
             actor = self.actor(run_id)
             try:
-                await actor.send.send(msg)
+                await actor.send.send(letter)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await trio.lowlevel.checkpoint()  # it passivated meanwhile: activate afresh
 
-    async def ask(self, run_id: str, kind: str, /, **args: Any) -> Any:
+    async def ask(self, run_id: str, message: m.Message) -> Any:
+        """Deliver a message to the run's actor on this node and wait for its answer."""
         reply = Reply()
-        await self.deliver(run_id, Msg(kind, args, reply))
+        await self.deliver(run_id, Letter(message, reply))
         return await reply.wait()
 
-    async def loaded(self, run_id: str, *, damaged_ok: bool = False) -> RunActor:
-        """The run's actor, loaded and with no commit in flight (for read-only views).
+    def is_live(self, run_id: str) -> bool:
+        """The run has an actor in memory on this node (it may still be loading)."""
+        return run_id in self.actors
 
-        A run with unreadable records is refused (``RunDamaged``) unless ``damaged_ok``: the
-        caller then only sends it a command the actor itself checks (terminate)."""
-        while True:
-            actor = self.actor(run_id)
-            await actor.loaded.wait()
-            if actor.failed:
-                raise RunUnavailable(run_id)  # logged by the actor; quarantined for a while
-            await actor.stable()
-            if not damaged_ok:
-                actor.check_readable()
-            if self.actors.get(run_id) is actor or actor.state.status != "new":
-                return actor
+    def work_views(self) -> list[m.WorkView]:
+        """The outstanding work of every live run on this node, as of each one's last commit."""
+        return [view for actor in list(self.actors.values()) if (view := actor.work_view()) is not None]
+
+    def live_run_ids(self, namespace: str) -> list[str]:
+        return [run_id for run_id, actor in list(self.actors.items()) if actor.namespace == namespace]
+
+    def stop_namespace(self, namespace: str) -> None:
+        """A deleted namespace's live runs stop at once; their journals are gone."""
+        for actor in list(self.actors.values()):
+            if actor.namespace == namespace:
+                actor.stop()
+                self.forget(actor)
 
     async def terminal_info(self, run_id: str) -> dict[str, Any] | None:
         try:
-            return await self.ask(run_id, "terminal_info")
+            return await self.ask(run_id, m.TerminalInfo())
         except NotOwner:
             try:
                 return (await self.router.call_run(run_id, "terminal_info")).get("info")
@@ -241,4 +247,4 @@ class Engine:
                 return None
 
     async def _fire(self, run_id: str) -> None:
-        self.post(run_id, Msg("tick"))
+        self.post(run_id, m.Tick())

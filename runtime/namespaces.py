@@ -95,8 +95,5 @@ class NamespaceService:
             )
         deleted = await self.engine.journal.delete_namespace(row.name)
         self.rows.pop(row.name, None)
-        for actor in list(self.engine.actors.values()):
-            if actor.state.namespace == row.name:
-                actor.stop()
-                self.engine.forget(actor)
+        self.engine.stop_namespace(row.name)
         return {"name": row.name, "status": "deleted", "deleted": deleted}

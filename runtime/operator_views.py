@@ -79,26 +79,25 @@ class OperatorViews:
         """Every ready or leased task of the runs this node holds, optionally for one queue."""
         now = self.engine.clock.now()
         out: list[dict[str, Any]] = []
-        for actor in self.engine.actors.values():
-            s = actor.state
-            if s.namespace != namespace or not s.is_open:
+        for run in self.engine.work_views():
+            if run.namespace != namespace or not run.is_open:
                 continue
-            wt = s.wt
-            if wt is not None and (queue is None or s.task_queue == queue):
+            wt = run.workflow_task
+            if wt is not None and (queue is None or wt.queue == queue):
                 out.append({
-                    "queue": s.task_queue, "task_id": wt.task_id, "task_type": "workflow", "status": wt.status,
-                    "workflow_id": s.meta.get("workflow_id"), "run_id": s.run_id, "available_at": wt.available_at,
-                    "lease_owner": wt.owner, "lease_expires_at": wt.lease_expires_at, "attempt": wt.attempt,
+                    "queue": wt.queue, "task_id": wt.task_id, "task_type": "workflow", "status": wt.status,
+                    "workflow_id": run.workflow_id, "run_id": run.run_id, "available_at": wt.available_at,
+                    "lease_owner": wt.lease_owner, "lease_expires_at": wt.lease_expires_at, "attempt": wt.attempt,
                 })
-            for act in s.activities.values():
+            for act in run.activities:
                 if act.status == "closed" or (queue is not None and act.queue != queue):
                     continue
                 leased = act.status == "running" and not act.attempt_closed
                 out.append({
                     "queue": act.queue, "task_id": act.task_id, "task_type": "activity", "status": "leased" if leased else "ready",
-                    "workflow_id": s.meta.get("workflow_id"), "run_id": s.run_id, "available_at": act.available_at,
-                    "lease_owner": act.owner if leased else None, "lease_expires_at": act.lease_expires_at if leased else None,
-                    "attempt": act.attempt_number, "attempt_id": act.attempt_id() if leased else None,
+                    "workflow_id": run.workflow_id, "run_id": run.run_id, "available_at": act.available_at,
+                    "lease_owner": act.lease_owner if leased else None, "lease_expires_at": act.lease_expires_at if leased else None,
+                    "attempt": act.attempt, "attempt_id": act.attempt_id if leased else None,
                 })
         for t in out:
             t["is_expired"] = t["status"] == "leased" and t["lease_expires_at"] is not None and t["lease_expires_at"] <= now

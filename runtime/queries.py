@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from actors import messages as m
 from actors import query_tasks as qt
 from actors.task_queue import Offer
 from persistence import avro
@@ -49,31 +50,31 @@ class QueryService:
     async def query(
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None
     ) -> tuple[int, dict[str, Any]]:
-        actor = await self.workflows._target(namespace, workflow_id, run_id)
-        s = actor.state
-        base = {"workflow_id": workflow_id, "run_id": actor.run_id, "target_scope": "run" if run_id else "instance", "query_name": name}
-        if not s.is_open:
+        run = await self.workflows._target(namespace, workflow_id, run_id)
+        base = {"workflow_id": workflow_id, "run_id": run.run_id, "target_scope": "run" if run_id else "instance", "query_name": name}
+        if not run.is_open:
             raise ProtocolError(
                 409,
                 "run_not_active",
-                f"The workflow run is {s.status}; queries are answered by workers replaying open runs. "
+                f"The workflow run is {run.status}; queries are answered by workers replaying open runs. "
                 "Read the run's result or history instead.",
                 **base,
             )
-        queue = s.meta.get("task_queue") or "default"
+        queue = run.task_queue or "default"
+        history = await self.engine.ask(run.run_id, m.ReadHistory(after=0))
         body = {
             "workflow_id": workflow_id,
-            "run_id": actor.run_id,
-            "workflow_type": s.meta["workflow_type"],
+            "run_id": run.run_id,
+            "workflow_type": run.workflow_type,
             "query_name": name,
             "payload_codec": "avro",
-            "workflow_arguments": s.meta.get("arguments"),
+            "workflow_arguments": run.arguments,
             "query_arguments": arguments if arguments is not None else avro.envelope([]),
-            "run_status": s.status,
-            "last_history_sequence": actor.visible,
-            "history_events": s.events[: actor.visible],
+            "run_status": history.status,
+            "last_history_sequence": history.visible,
+            "history_events": history.events,
         }
-        outcome = await self._submit_at_home(namespace, queue, s.meta["workflow_type"], body)
+        outcome = await self._submit_at_home(namespace, queue, run.workflow_type, body)
         if "result_envelope" in outcome:
             return 200, {**base, "result": outcome["result"], "result_envelope": outcome["result_envelope"], "reason": None}
         reason = outcome["reason"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from actors.run_actor import Msg
+from actors import messages as m
 from persistence.ids import iso, shard_of_run
 
 from .system_ops import REPAIR_INTERVAL, SystemOps
@@ -72,8 +72,8 @@ class RepairLoop:
             _, previous = self._backoff.get(run_id, (0.0, 0.0))
             wait = min(MAX_BACKOFF, previous * 2 if previous else FIRST_BACKOFF)
             self._backoff[run_id] = (now + wait, wait)
-            self.engine.post(run_id, Msg("tick"))
-            self.engine.post(run_id, Msg("check_children"))
+            self.engine.post(run_id, m.Tick())
+            self.engine.post(run_id, m.CheckChildren())
         repaired = memory["repaired_existing_tasks"] + memory["repaired_missing_tasks"]
         if due or repaired:
             log.info("repair pass: %d dormant run(s) activated of %d found, %d task(s) re-dispatched or created",

@@ -26,7 +26,8 @@ from typing import Any
 
 import trio
 
-from actors.run_actor import Msg, NotOwner
+from actors import messages as m
+from actors.run_actor import NotOwner, RunNotFound
 from actors.schedule_spec import SpecError, next_fire, occurrences, parse_spec, previous_fire
 from persistence import codec
 from persistence.ids import iso, shard_of
@@ -179,9 +180,12 @@ class ScheduleService:
         inst = await self.engine.journal.get_instance(st["namespace"], wid)
         if inst is None:
             return None
-        actor = self.engine.actors.get(inst.current_run_id)
-        if actor is not None and actor.state.status != "new":
-            return inst.current_run_id if actor.state.is_open else None
+        if self.engine.is_live(inst.current_run_id):
+            try:
+                run = await self.engine.ask(inst.current_run_id, m.Describe())
+                return inst.current_run_id if run.is_open else None
+            except RunNotFound:
+                pass
         row = await self.engine.journal.get_run(inst.current_run_id)
         return inst.current_run_id if row is not None and row.status in OPEN_STATUSES else None
 
@@ -207,7 +211,7 @@ class ScheduleService:
                 return {"outcome": "buffered", "buffer_depth": len(buffered)}
             if policy in ("cancel_other", "terminate_other"):
                 kind = "cancel" if policy == "cancel_other" else "terminate"
-                self.engine.post(running, Msg("close", {"kind": kind, "reason": f"schedule {st['schedule_id']} overlap policy {policy}"}))
+                self.engine.post(running, m.Close(kind=kind, reason=f"schedule {st['schedule_id']} overlap policy {policy}"))
         return await self._start(st, occurrence, now, events, base)
 
     def _skip(self, st: dict[str, Any], events: list[tuple[str, dict[str, Any]]], now: float, reason: str, base: dict[str, Any]) -> dict[str, Any]:

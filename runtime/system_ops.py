@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import decide_activity
+from actors import messages as m
 from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 
 from .engine import Engine
@@ -31,13 +31,12 @@ class SystemOps:
         """Open activity executions past a deadline -> the run holding them."""
         now = self.engine.clock.now()
         found: dict[str, str] = {}
-        for run_id, actor in list(self.engine.actors.items()):
-            s = actor.state
-            if not s.is_open:
+        for run in self.engine.work_views():
+            if not run.is_open:
                 continue
-            for act in s.activities.values():
-                if act.status != "closed" and any(dl <= now for dl in decide_activity.deadlines(act).values()):
-                    found[act.exec_id] = run_id
+            for act in run.activities:
+                if act.status != "closed" and act.execution_id and any(dl <= now for dl in act.deadlines):
+                    found[act.execution_id] = run.run_id
         return dict(sorted(found.items()))
 
     def expired_activities(self, limit: int) -> tuple[list[str], bool]:
@@ -58,12 +57,11 @@ class SystemOps:
                 continue
             run_id = expired[exec_id]
             try:
-                await self.engine.ask(run_id, "tick")
-                actor = await self.engine.loaded(run_id)
+                await self.engine.ask(run_id, m.Tick())
+                act = await self.engine.ask(run_id, m.ReadActivity(execution_id=exec_id))
             except (NotOwner, RunNotFound, RunUnavailable) as exc:
                 results.append({"execution_id": exec_id, "outcome": "error", "reason": type(exc).__name__})
                 continue
-            act = next((a for a in actor.state.activities.values() if a.exec_id == exec_id), None)
             results.append({"execution_id": exec_id, "outcome": "enforced", "has_retry": act is not None and act.status == "pending"})
         return {
             "processed": len(results),
@@ -79,13 +77,12 @@ class SystemOps:
         """(runs with a task nobody took in time or an expired lease, open runs lacking a task)."""
         now = self.engine.clock.now()
         existing, missing = [], []
-        for run_id, actor in list(self.engine.actors.items()):
-            s = actor.state
-            if not s.is_open or (run_ids is not None and run_id not in run_ids):
+        for run in self.engine.work_views():
+            if not run.is_open or (run_ids is not None and run.run_id not in run_ids):
                 continue
-            if workflow_id is not None and s.meta.get("workflow_id") != workflow_id:
+            if workflow_id is not None and run.workflow_id != workflow_id:
                 continue
-            wt = s.wt
+            wt = run.workflow_task
             stale_wt = wt is not None and (
                 (wt.status == "ready" and wt.available_at <= now - REDISPATCH_AFTER_SECONDS)
                 or (wt.status == "leased" and (wt.lease_expires_at or 0) <= now)
@@ -93,12 +90,12 @@ class SystemOps:
             stale_act = any(
                 (a.status == "pending" and a.available_at <= now - REDISPATCH_AFTER_SECONDS)
                 or (a.status == "running" and not a.attempt_closed and (a.lease_expires_at or 0) <= now)
-                for a in s.activities.values()
+                for a in run.activities
             )
             if stale_wt or stale_act:
-                existing.append(run_id)
-            elif wt is None and s.status in ("pending", "running"):
-                missing.append(run_id)
+                existing.append(run.run_id)
+            elif wt is None and run.status in ("pending", "running"):
+                missing.append(run.run_id)
         return sorted(existing), sorted(missing)
 
     def repair_status(self) -> dict[str, Any]:
@@ -132,14 +129,14 @@ class SystemOps:
         repaired_existing = repaired_missing = 0
         for run_id in existing:
             try:
-                await self.engine.ask(run_id, "tick")  # releases expired leases, enforces what is due
+                await self.engine.ask(run_id, m.Tick())  # releases expired leases, enforces what is due
                 self.engine.offers.resend(run_id)  # and offers every ready task to the pollers again
                 repaired_existing += 1
             except Exception as exc:  # noqa: BLE001 - reported per run
                 existing_failures.append({"run_id": run_id, "error": str(exc)[:300]})
         for run_id in missing:
             try:
-                if await self.engine.ask(run_id, "repair"):
+                if await self.engine.ask(run_id, m.Repair()):
                     repaired_missing += 1
             except Exception as exc:  # noqa: BLE001 - reported per run
                 missing_failures.append({"run_id": run_id, "error": str(exc)[:300]})

@@ -7,7 +7,8 @@ from typing import Any
 
 import trio
 
-from actors.run_actor import NotOwner
+from actors import messages as m
+from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import Batch, WorkerRow
 
@@ -94,11 +95,13 @@ class WorkerService:
         row.deleted = True
         await self.engine.journal.append(Batch(workers=[row]))
         recovered = 0
-        for run_id, actor in list(self.engine.actors.items()):
-            wt = actor.state.wt
-            # Worker ids are unique per namespace only: another namespace's worker of the same id keeps its leases.
-            if actor.state.namespace == namespace and wt is not None and wt.status == "leased" and wt.owner == worker_id:
-                recovered += await self.engine.ask(run_id, "release_owner", namespace=namespace, owner=worker_id)
+        # Each live run of the namespace checks the lease itself (worker ids are unique per
+        # namespace only: another namespace's worker of the same id keeps its leases).
+        for run_id in self.engine.live_run_ids(namespace):
+            try:
+                recovered += await self.engine.ask(run_id, m.ReleaseOwner(namespace=namespace, owner=worker_id))
+            except (NotOwner, RunNotFound, RunUnavailable):
+                continue  # it moved, vanished or failed meanwhile: its lease expires on its own
         log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
         return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
 
@@ -150,12 +153,17 @@ class WorkerService:
             del self._inflight[key]
             done.set()
 
+    async def claim_here(self, kind: str, offer: Offer, owner: str, page_size: int) -> dict[str, Any] | None:
+        """Claim an offered task from its run's actor on this node (``NotOwner`` when it lives elsewhere)."""
+        if kind == "workflow":
+            return await self.engine.ask(offer.run_id, m.ClaimWorkflowTask(task_id=offer.task_id, owner=owner, page_size=page_size))
+        assert offer.seq is not None
+        return await self.engine.ask(offer.run_id, m.ClaimActivity(seq=offer.seq, owner=owner))
+
     async def claim(self, kind: str, offer: Offer, owner: str, page_size: int) -> dict[str, Any] | None:
         """Claim an offered task from its run, on this node or on the node owning the run."""
         try:
-            if kind == "workflow":
-                return await self.engine.ask(offer.run_id, "claim_wt", task_id=offer.task_id, owner=owner, page_size=page_size)
-            return await self.engine.ask(offer.run_id, "claim_act", seq=offer.seq, owner=owner)
+            return await self.claim_here(kind, offer, owner, page_size)
         except NotOwner:
             try:
                 reply = await self.engine.router.call_run(
@@ -180,11 +188,13 @@ class WorkerService:
     async def _replay(self, kind: str, remembered: dict[str, Any], page_size: int) -> dict[str, Any] | None:
         if self.engine.clock.now() - remembered["at"] > POLL_MEMORY_SECONDS:
             return None
-        args = {"task_id": remembered["task_id"], "owner": remembered["owner"], "attempt": remembered["attempt"]}
+        task_id, owner, attempt = remembered["task_id"], remembered["owner"], remembered["attempt"]
         try:
             if kind == "workflow":
-                return await self.engine.ask(remembered["run_id"], "replay_wt", page_size=page_size, **args)
-            return await self.engine.ask(remembered["run_id"], "replay_act", **args)
+                return await self.engine.ask(
+                    remembered["run_id"], m.ReplayWorkflowTask(task_id=task_id, owner=owner, attempt=attempt, page_size=page_size)
+                )
+            return await self.engine.ask(remembered["run_id"], m.ReplayActivity(task_id=task_id, owner=owner, attempt=attempt))
         except NotOwner:
             return None  # the run lives elsewhere now: poll afresh
 

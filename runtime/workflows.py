@@ -9,16 +9,17 @@ from typing import Any
 
 import trio
 
-from actors.emit import new_run_meta, started_records
-from actors.run_actor import RunActor, run_row
-from actors.run_state import TERMINAL, RunState, fold
-from persistence import avro, codec
+from actors import messages as m
+from actors.emit import new_run_meta
+from actors.run_actor import RunNotFound
+from actors.run_state import TERMINAL
+from persistence import avro
 from persistence.ids import iso, run_ulid, shard_of, ulid
-from persistence.journal import Batch, FencedError, InstanceRow, RunRow
+from persistence.journal import InstanceRow, RunRow
 
 from . import history_export, page_tokens, visibility
 from .engine import Engine
-from .errors import ForwardTo, ProtocolError, validation
+from .errors import ProtocolError, validation
 
 BUCKETS = {
     "pending": "running",
@@ -38,6 +39,10 @@ BUCKET_STATUSES = {
 
 def not_found(workflow_id: str) -> ProtocolError:
     return ProtocolError(404, "instance_not_found", "Workflow not found.", workflow_id=workflow_id)
+
+
+def run_not_found(workflow_id: str, run_id: str) -> ProtocolError:
+    return ProtocolError(404, "run_not_found", "Workflow run not found.", workflow_id=workflow_id, run_id=run_id)
 
 
 def decode_token(token: Any) -> int:
@@ -98,39 +103,43 @@ class WorkflowService:
     async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
         key = (namespace, workflow_id)
         inst = self._instances.get(key)
-        actor = self.engine.actors.get(inst.current_run_id) if inst else None
-        if inst is None or (actor is not None and actor.state.status == "completed" and actor.state.closed_reason == "continued"):
+        if inst is None:
             inst = await self.journal.get_instance(namespace, workflow_id)
             if inst is not None:
                 self._instances[key] = inst
         return inst
 
-    async def current(self, namespace: str, workflow_id: str, *, damaged_ok: bool = False) -> RunActor:
+    async def current(self, namespace: str, workflow_id: str, *, damaged_ok: bool = False) -> m.RunView:
         inst = await self.instance(namespace, workflow_id)
         if inst is None:
             raise not_found(workflow_id)
-        actor = await self.engine.loaded(inst.current_run_id, damaged_ok=damaged_ok)
-        if actor.state.status == "new":  # its journal is gone (retention, namespace deleted)
+        try:
+            view = await self.engine.ask(inst.current_run_id, m.Describe(allow_damaged=damaged_ok))
+        except RunNotFound:  # its journal is gone (retention, namespace deleted)
             self._instances.pop((namespace, workflow_id), None)
-            raise not_found(workflow_id)
-        # Follow continue-as-new links the cached instance row may not know yet.
-        while actor.state.closed_reason == "continued":
-            nxt = actor.state.events[-1]["payload"]["continued_to_run_id"]
-            actor = await self.engine.loaded(nxt)
-        return actor
+            raise not_found(workflow_id) from None
+        # Follow continue-as-new links the cached instance row does not know yet; the next
+        # lookup reads the row afresh instead of walking the chain again.
+        while view.continued_to is not None:
+            self._instances.pop((namespace, workflow_id), None)
+            view = await self.engine.ask(view.continued_to, m.Describe())
+        return view
 
-    async def run(self, namespace: str, workflow_id: str, run_id: str) -> RunActor:
+    async def run(self, namespace: str, workflow_id: str, run_id: str) -> m.RunView:
         inst = await self.instance(namespace, workflow_id)
         if inst is None:
             raise not_found(workflow_id)
-        row = await self.journal.get_run(run_id) if run_id not in self.engine.actors else None
-        if run_id not in self.engine.actors and (row is None or row.workflow_id != workflow_id or row.namespace != namespace):
-            raise ProtocolError(404, "run_not_found", "Workflow run not found.", workflow_id=workflow_id, run_id=run_id)
-        actor = await self.engine.loaded(run_id)
-        s = actor.state
-        if s.status == "new" or s.meta.get("workflow_id") != workflow_id or s.namespace != namespace:
-            raise ProtocolError(404, "run_not_found", "Workflow run not found.", workflow_id=workflow_id, run_id=run_id)
-        return actor
+        if not self.engine.is_live(run_id):
+            row = await self.journal.get_run(run_id)
+            if row is None or row.workflow_id != workflow_id or row.namespace != namespace:
+                raise run_not_found(workflow_id, run_id)
+        try:
+            view = await self.engine.ask(run_id, m.Describe())
+        except RunNotFound:
+            raise run_not_found(workflow_id, run_id) from None
+        if view.workflow_id != workflow_id or view.namespace != namespace:
+            raise run_not_found(workflow_id, run_id)
+        return view
 
     # --- start ---------------------------------------------------------------------
 
@@ -172,9 +181,9 @@ class WorkflowService:
                     f"Workflow instance [{workflow_id}] is reserved for durable type [{inst.workflow_type}] "
                     f"and cannot be reused for [{wtype}].",
                 )
-            actor = await self.current(namespace, workflow_id)
-            body = self._start_body(actor.state)
-            if req.get("duplicate_policy") == "use-existing" and actor.state.is_open:
+            view = await self.current(namespace, workflow_id)
+            body = self._start_body(view)
+            if req.get("duplicate_policy") == "use-existing" and view.is_open:
                 return 200, {**body, "outcome": "returned_existing_active"}
             return 409, {
                 **body,
@@ -205,36 +214,22 @@ class WorkflowService:
             shard_count=self.engine.shard_count,
         )
         meta["instance_created_at"] = now
-        records = started_records(meta, now, accepted=True)
-        state = RunState(run_id)
-        for rec in records:
-            fold(state, rec)
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
-        batch = Batch(
-            fence=self.engine.fence(run_id),
-            records=[(run_id, i + 1, codec.dumps(r)) for i, r in enumerate(records)],
-            runs=[run_row(state, now)],
-            instances=[instance],
-        )
-        try:
-            await self.journal.append(batch)
-        except FencedError as exc:  # the shard was taken over meanwhile: the new owner takes the start
-            self.engine.drop_shards({exc.shard})
-            raise ForwardTo(exc.shard) from None
+        # The run's own actor writes its first records, fenced by its shard's epoch; a shard
+        # taken over meanwhile answers NotOwner and the request goes to the new owner.
+        view = await self.engine.ask(run_id, m.StartRun(meta=meta, accepted=True, instance=instance))
         self._instances[(namespace, workflow_id)] = instance
-        self.engine.activate(run_id)
-        return 201, {**self._start_body(state), "outcome": "started_new"}
+        return 201, {**self._start_body(view), "outcome": "started_new"}
 
     @staticmethod
-    def _start_body(s: RunState) -> dict[str, Any]:
-        m = s.meta
+    def _start_body(view: m.RunView) -> dict[str, Any]:
         return {
-            "workflow_id": m["workflow_id"],
-            "run_id": s.run_id,
-            "workflow_type": m["workflow_type"],
-            "namespace": m["namespace"],
-            "status": s.status,
-            "business_key": m.get("business_key"),
+            "workflow_id": view.workflow_id,
+            "run_id": view.run_id,
+            "workflow_type": view.workflow_type,
+            "namespace": view.namespace,
+            "status": view.status,
+            "business_key": view.business_key,
             "payload_codec": "avro",
         }
 
@@ -242,42 +237,40 @@ class WorkflowService:
 
     async def describe(self, namespace: str, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
         current = await self.current(namespace, workflow_id)
-        actor = current if run_id is None else await self.run(namespace, workflow_id, run_id)
-        s = actor.state
-        m = s.meta
-        is_current = actor is current
-        open_ = s.is_open
+        view = current if run_id is None else await self.run(namespace, workflow_id, run_id)
+        is_current = view.run_id == current.run_id
+        open_ = view.is_open
         return {
             "workflow_id": workflow_id,
-            "run_id": s.run_id,
+            "run_id": view.run_id,
             "namespace": namespace,
-            "workflow_type": m["workflow_type"],
-            "business_key": m.get("business_key"),
-            "status": s.status,
-            "status_bucket": BUCKETS[s.status],
-            "is_terminal": s.status in TERMINAL,
-            "closed_reason": s.closed_reason,
-            "task_queue": m.get("task_queue"),
-            "run_number": m["run_number"],
-            "run_count": current.state.meta["run_number"],
+            "workflow_type": view.workflow_type,
+            "business_key": view.business_key,
+            "status": view.status,
+            "status_bucket": BUCKETS[view.status],
+            "is_terminal": view.status in TERMINAL,
+            "closed_reason": view.closed_reason,
+            "task_queue": view.task_queue,
+            "run_number": view.run_number,
+            "run_count": current.run_number,
             "is_current_run": is_current,
             "compatibility": None,
             "payload_codec": "avro",
-            "execution_timeout_seconds": m.get("execution_timeout"),
-            "run_timeout_seconds": m.get("run_timeout"),
-            "execution_deadline_at": iso(m.get("execution_deadline")),
-            "run_deadline_at": iso(m.get("run_deadline")),
-            "input": avro.decode_envelope(m.get("arguments")),
-            "output": avro.decode_envelope(s.output),
-            "input_envelope": m.get("arguments"),
-            "output_envelope": s.output,
-            "started_at": iso(m["started_at"]),
-            "closed_at": iso(s.closed_at),
-            "last_progress_at": iso(s.last_progress_at),
-            "wait_kind": s.wait_kind(),
+            "execution_timeout_seconds": view.execution_timeout,
+            "run_timeout_seconds": view.run_timeout,
+            "execution_deadline_at": iso(view.execution_deadline),
+            "run_deadline_at": iso(view.run_deadline),
+            "input": avro.decode_envelope(view.arguments),
+            "output": avro.decode_envelope(view.output),
+            "input_envelope": view.arguments,
+            "output_envelope": view.output,
+            "started_at": iso(view.started_at),
+            "closed_at": iso(view.closed_at),
+            "last_progress_at": iso(view.last_progress_at),
+            "wait_kind": view.wait_kind,
             "wait_reason": None,
-            "memo": m.get("memo") or {},
-            "search_attributes": s.search_attributes,
+            "memo": view.memo,
+            "search_attributes": view.search_attributes,
             "actions": {
                 "can_signal": open_ and is_current,
                 "can_query": open_,
@@ -294,9 +287,8 @@ class WorkflowService:
         rows = await self.journal.list_instance_runs(namespace, workflow_id)
         runs = []
         for row in rows:
-            live = self.engine.actors.get(row.run_id)
-            if live is not None and live.state.status != "new" and not live.committing:
-                row = run_row(live.state)
+            if self.engine.is_live(row.run_id):  # its row may be a commit behind the actor
+                row = (await self.engine.ask(row.run_id, m.Describe())).row
             runs.append(self._summary(row, is_current=row.run_id == current.run_id))
         return {"workflow_id": workflow_id, "run_count": len(runs), "runs": runs}
 
@@ -357,30 +349,31 @@ class WorkflowService:
     async def history(
         self, namespace: str, workflow_id: str, run_id: str, *, page_size: int, token: Any, wait: bool, hold: float
     ) -> dict[str, Any]:
-        actor = await self.run(namespace, workflow_id, run_id)
+        await self.run(namespace, workflow_id, run_id)
         after = decode_token(token)
-        if wait and actor.visible <= after and actor.state.is_open:
+        page = await self.engine.ask(run_id, m.ReadHistory(after=after, limit=page_size))
+        if wait and page.visible <= after and page.is_open:
             with trio.move_on_after(hold):
-                while actor.visible <= after and actor.state.is_open and not self.engine.draining.is_set():
-                    await actor.changed.wait()
-                    actor = await self.engine.loaded(run_id)  # it may have passivated and come back
-        end = min(actor.visible, after + page_size)
-        events = actor.state.events[after:end]
+                while page.visible <= after and page.is_open and not self.engine.draining.is_set():
+                    await page.changed.wait()  # the run's next commit, or its passivation
+                    page = await self.engine.ask(run_id, m.ReadHistory(after=after, limit=page_size))
+        end = after + len(page.events)
         return {
             "workflow_id": workflow_id,
             "run_id": run_id,
-            "events": events,
-            "next_page_token": encode_token(end) if end < actor.visible else None,
+            "events": page.events,
+            "next_page_token": encode_token(end) if end < page.visible else None,
         }
 
     async def export(self, namespace: str, workflow_id: str, run_id: str, signing_key: bytes | None, key_id: str | None) -> dict[str, Any]:
         current = await self.current(namespace, workflow_id)
-        actor = await self.run(namespace, workflow_id, run_id)
-        s = actor.state
+        await self.run(namespace, workflow_id, run_id)
+        run = await self.engine.ask(run_id, m.Describe())
+        page = await self.engine.ask(run_id, m.ReadHistory(after=0))
         return history_export.build(
-            run_id=run_id, meta=s.meta, status=s.status, closed_reason=s.closed_reason, closed_at=s.closed_at,
-            last_progress_at=s.last_progress_at, output=s.output, search_attributes=s.search_attributes,
-            events=s.events[: actor.visible], current_run_id=current.run_id, now=self.engine.clock.now(),
+            run_id=run_id, meta=run.meta, status=run.status, closed_reason=run.closed_reason, closed_at=run.closed_at,
+            last_progress_at=run.last_progress_at, output=run.output, search_attributes=run.search_attributes,
+            events=page.events, current_run_id=current.run_id, now=self.engine.clock.now(),
             signing_key=signing_key, key_id=key_id,
         )
 
@@ -389,11 +382,11 @@ class WorkflowService:
     async def signal(
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        actor = await self._target(namespace, workflow_id, run_id)
+        target = await self._target(namespace, workflow_id, run_id)
         result = await self.engine.ask(
-            actor.run_id, "signal", name=name, arguments=arguments, command_id=ulid(), request_id=request_id
+            target.run_id, m.Signal(name=name, arguments=arguments, command_id=ulid(), request_id=request_id)
         )
-        body = self._command_body(actor, run_id, result.get("command_id", ""))
+        body = self._command_body(target, run_id, result.get("command_id", ""))
         body["signal_name"] = name
         if result.get("rejected") == "history_limit_exceeded":
             raise self._history_full(body)
@@ -419,11 +412,12 @@ class WorkflowService:
         wait_for: str,
         wait_timeout: float,
     ) -> tuple[int, dict[str, Any]]:
-        actor = await self._target(namespace, workflow_id, run_id)
+        target = await self._target(namespace, workflow_id, run_id)
         result = await self.engine.ask(
-            actor.run_id, "update", name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id
+            target.run_id,
+            m.Update(name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id),
         )
-        body = self._command_body(actor, run_id, result.get("command_id", ""))
+        body = self._command_body(target, run_id, result.get("command_id", ""))
         body.update(update_name=name, wait_for=wait_for, wait_timeout_seconds=int(wait_timeout) if wait_for == "completed" else None)
         if result.get("rejected") == "history_limit_exceeded":
             raise self._history_full(body)
@@ -436,13 +430,12 @@ class WorkflowService:
         if wait_for == "completed":
             with trio.move_on_after(wait_timeout) as scope:
                 while True:
-                    actor = await self.engine.loaded(actor.run_id)
-                    up = actor.state.updates.get(update_id)
-                    if up is None or up["status"] != "accepted" or self.engine.draining.is_set():
+                    seen = await self.engine.ask(target.run_id, m.ReadUpdate(update_id=update_id))
+                    if seen.record is None or seen.record["status"] != "accepted" or self.engine.draining.is_set():
                         break
-                    await actor.changed.wait()
+                    await seen.changed.wait()  # the run's next commit, or its passivation
             timed_out = scope.cancelled_caught
-        up = actor.state.updates.get(update_id) or {"status": "accepted"}
+        up = (await self.engine.ask(target.run_id, m.ReadUpdate(update_id=update_id))).record or {"status": "accepted"}
         body.update(
             wait_timed_out=timed_out,
             workflow_sequence=None,
@@ -479,19 +472,19 @@ class WorkflowService:
     async def close(
         self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        actor = await self._target(namespace, workflow_id, run_id, damaged_ok=True)  # the actor takes only terminate
+        target = await self._target(namespace, workflow_id, run_id, damaged_ok=True)  # the actor takes only terminate
         result = await self.engine.ask(
-            actor.run_id, "close", kind=kind, reason=reason, command_id=ulid(), request_id=request_id
+            target.run_id, m.Close(kind=kind, reason=reason, command_id=ulid(), request_id=request_id)
         )
-        body = self._command_body(actor, run_id, result.get("command_id", ""))
+        body = self._command_body(target, run_id, result.get("command_id", ""))
         if "rejected" in result:
             return 409, self._rejected(body, "run_not_active")
         body["reason"] = reason
         return 200, {**body, "outcome": "cancelled" if kind == "cancel" else "terminated", "command_sequence": result["sequence"]}
 
-    async def _target(self, namespace: str, workflow_id: str, run_id: str | None, *, damaged_ok: bool = False) -> RunActor:
-        actor = await self.current(namespace, workflow_id, damaged_ok=damaged_ok)
-        if run_id is not None and run_id != actor.run_id:
+    async def _target(self, namespace: str, workflow_id: str, run_id: str | None, *, damaged_ok: bool = False) -> m.RunView:
+        view = await self.current(namespace, workflow_id, damaged_ok=damaged_ok)
+        if run_id is not None and run_id != view.run_id:
             raise ProtocolError(
                 409,
                 "historical_run_command_rejected",
@@ -500,18 +493,18 @@ class WorkflowService:
                 run_id=run_id,
                 target_scope="run",
             )
-        return actor
+        return view
 
     @staticmethod
-    def _command_body(actor: RunActor, run_id: str | None, command_id: str) -> dict[str, Any]:
+    def _command_body(target: m.RunView, run_id: str | None, command_id: str) -> dict[str, Any]:
         return {
-            "workflow_id": actor.state.meta["workflow_id"],
-            "run_id": actor.run_id,
+            "workflow_id": target.workflow_id,
+            "run_id": target.run_id,
             "requested_run_id": run_id,
-            "resolved_run_id": actor.run_id,
+            "resolved_run_id": target.run_id,
             "command_id": command_id,
             "target_scope": "run" if run_id else "instance",
-            "workflow_type": actor.state.meta["workflow_type"],
+            "workflow_type": target.workflow_type,
             "command_status": "accepted",
             "command_source": "control_plane",
             "reason": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from actors import messages as m
 from actors.clock import TrioClock
 from actors.emit import new_run_meta, started_records
 from actors.run_actor import RunUnavailable
@@ -52,18 +53,18 @@ async def test_a_poisoned_run_is_quarantined_and_the_node_survives(autojump_cloc
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         with pytest.raises(RunUnavailable):
-            await engine.ask(poisoned, "ping")
+            await engine.ask(poisoned, m.Ping())
         with pytest.raises(RunUnavailable):  # quarantined: no reload storm
-            await engine.ask(poisoned, "ping")
-        assert await engine.ask(healthy, "ping") is None  # everything else keeps working
+            await engine.ask(poisoned, m.Ping())
+        assert await engine.ask(healthy, m.Ping()) is None  # everything else keeps working
         journal.poisoned.clear()
         await trio.sleep(11)  # after the quarantine the run is tried again
-        assert await engine.ask(poisoned, "ping") is None
+        assert await engine.ask(poisoned, m.Ping()) is None
         nursery.cancel_scope.cancel()
 
 
 async def test_readers_of_a_run_that_fails_to_load_are_answered_at_once(autojump_clock: trio.testing.MockClock) -> None:
-    """``Engine.loaded`` waited on ``actor.loaded``, never set after a failed load: every later
+    """Readers once waited on ``actor.loaded``, never set after a failed load: every later
     request (describe, terminate …) hung forever (issue 9, point 3)."""
     journal = FakeJournal()
     clock = TrioClock()
@@ -75,7 +76,7 @@ async def test_readers_of_a_run_that_fails_to_load_are_answered_at_once(autojump
         with trio.fail_after(1):
             for _ in range(3):
                 with pytest.raises(RunUnavailable):
-                    await engine.loaded(poisoned)
+                    await engine.ask(poisoned, m.Describe())
         nursery.cancel_scope.cancel()
 
 
@@ -102,8 +103,8 @@ async def test_a_run_stored_deeper_than_the_decoder_default_still_loads(autojump
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         with trio.fail_after(1):
-            actor = await engine.loaded(run_id)
-        assert actor.state.is_open and not actor.damage
+            view = await engine.ask(run_id, m.Describe())
+        assert view.is_open and not engine.actors[run_id].damage
         nursery.cancel_scope.cancel()
 
 
@@ -121,21 +122,21 @@ async def test_a_run_with_an_unreadable_record_refuses_everything_but_terminate(
         await nursery.start(engine.run)
         with trio.fail_after(1):
             with pytest.raises(RunDamaged):
-                await engine.loaded(run_id)
+                await engine.ask(run_id, m.Describe())
             with pytest.raises(RunDamaged):
-                await engine.ask(run_id, "signal", name="s", arguments=None, command_id="c1")
+                await engine.ask(run_id, m.Signal(name="s", arguments=None, command_id="c1"))
             with pytest.raises(RunDamaged):
-                await engine.ask(run_id, "close", kind="cancel", reason=None)
-            actor = await engine.loaded(run_id, damaged_ok=True)
-            answer = await engine.ask(run_id, "close", kind="terminate", reason="unreadable journal")
-        assert "sequence" in answer and actor.state.status == "terminated"
+                await engine.ask(run_id, m.Close(kind="cancel", reason=None))
+            located = await engine.ask(run_id, m.Describe(allow_damaged=True))
+            assert located.is_open
+            answer = await engine.ask(run_id, m.Close(kind="terminate", reason="unreadable journal"))
+        assert "sequence" in answer and (await engine.ask(run_id, m.Describe())).status == "terminated"
         assert journal.records[run_id][2] == b"\xff\xff not cbor"  # appended after it, nothing rewritten
         assert "WorkflowTerminated" in [codec.loads(b)["t"] for b in journal.records[run_id][3:]]
         assert "cannot be read" in caplog.text and run_id in caplog.text
         # closed now: it reads again (what could be read), also after passivation and reload
-        assert (await engine.loaded(run_id)).state.status == "terminated"
         await trio.sleep(10)
         assert run_id not in engine.actors
-        reloaded = await engine.loaded(run_id)
-        assert reloaded.state.status == "terminated" and reloaded.damage
+        assert (await engine.ask(run_id, m.Describe())).status == "terminated"
+        assert engine.actors[run_id].damage
         nursery.cancel_scope.cancel()

@@ -1,116 +1,144 @@
-"""Operator passes over an engine's runs, with a fake engine whose clock the test moves."""
+"""Operator passes over a real engine's runs: the actors decide, the test moves the clock.
+
+The passes must go through the runs' own actors (``RunActor._on_repair``, the tick that
+enforces timeouts), so these tests run a real ``Engine`` over an in-memory journal instead of
+a fake that would re-implement the actors' rules.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import trio
+import trio.testing
 
-from actors import decide_time
+from actors import messages as m
+from actors.clock import TrioClock
+from persistence import codec
+from runtime.engine import Engine
 from runtime.system_ops import SystemOps
-from tests.unit.test_fold_and_decide import T0, Run, activity
+from tests.unit.test_engine_resilience import FakeJournal, _run
+
+ACTIVITY = {"type": "schedule_activity", "activity_type": "greet", "queue": "acts", "arguments": None}
 
 
-class FakeActor:
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.reoffered = 0
-
-    @property
-    def state(self) -> Any:
-        return self.run.state
+async def _workflow_task(engine: Engine, run_id: str) -> str:
+    [view] = [v for v in engine.work_views() if v.run_id == run_id]
+    assert view.workflow_task is not None
+    return view.workflow_task.task_id
 
 
-class FakeOffers:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine = engine
-
-    def resend(self, run_id: str | None = None) -> int:
-        self.engine.actors[run_id].reoffered += 1
-        return 1
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.at = now
-
-    def now(self) -> float:
-        return self.at
+async def _schedule_activity(engine: Engine, run_id: str, **policy: Any) -> None:
+    """The workflow's first task schedules one activity, which a worker then claims."""
+    await engine.ask(run_id, m.Tick())
+    task_id = await _workflow_task(engine, run_id)
+    task = await engine.ask(run_id, m.ClaimWorkflowTask(task_id=task_id, owner="wf"))
+    await engine.ask(
+        run_id,
+        m.CompleteWorkflowTask(task_id=task_id, owner="wf", attempt=task["workflow_task_attempt"], commands=[{**ACTIVITY, **policy}]),
+    )
+    assert await engine.ask(run_id, m.ClaimActivity(seq=1, owner="act")) is not None
 
 
-class FakeEngine:
-    """The slice of the engine SystemOps uses: actors, clock, ask, loaded."""
-
-    def __init__(self, runs: dict[str, Run], now: float) -> None:
-        self.actors = {rid: FakeActor(r) for rid, r in runs.items()}
-        self.clock = FakeClock(now)
-        self.offers = FakeOffers(self)
-
-    async def ask(self, run_id: str, kind: str, **_: Any) -> Any:
-        run = self.actors[run_id].run
-        if kind == "tick":
-            run.commit(decide_time.tick(run.state, self.clock.now()))
-            return None
-        if kind == "repair":
-            if run.state.wt is None and run.state.status in ("pending", "running"):
-                run.apply([{"t": "repair_wake", "at": self.clock.now()}])
-                return True
-            return False
-        raise AssertionError(kind)
-
-    async def loaded(self, run_id: str) -> Any:
-        return self.actors[run_id]
+def _types(journal: FakeJournal, run_id: str) -> list[str]:
+    return [codec.loads(body)["t"] for body in journal.records[run_id]]
 
 
-def _engine(runs: dict[str, Run], now: float) -> FakeEngine:
-    return FakeEngine(runs, now)
+async def test_an_activity_past_its_start_to_close_is_listed_and_enforced(mock_clock: trio.testing.MockClock) -> None:
+    journal = FakeJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=600)
+    run_id = _run(journal, clock.now())
+    ops = SystemOps(engine)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await _schedule_activity(engine, run_id, start_to_close_timeout=5)
+        assert ops.activity_timeout_status(100)["expired_count"] == 0
+        # The deadline passes while the timer service has not run yet (no checkpoint between
+        # the jump and the scan): the operator's pass sees it and enforces it through the actor.
+        mock_clock.jump(6)
+        status = ops.activity_timeout_status(100)
+        assert status["expired_count"] == 1 and not status["scan_pressure"]
+        [execution_id] = status["expired_execution_ids"]
+        out = await ops.activity_timeout_pass([execution_id, "nope"], 100)
+        assert [r["outcome"] for r in out["results"]] == ["enforced", "skipped"]
+        assert out["enforced"] == 1 and out["failed"] == 0
+        assert {"ActivityTimedOut", "ActivityRetryScheduled"} & set(_types(journal, run_id))
+        assert ops.activity_timeout_status(100)["expired_count"] == 0
+        nursery.cancel_scope.cancel()
 
 
-def test_an_activity_past_its_start_to_close_is_listed_and_enforced() -> None:
-    run = Run()
-    run.turn([activity(start_to_close_timeout=5)], T0 + 1)
-    run.act_claim(1, T0 + 2)
-    engine = _engine({"r1": run}, T0 + 3)
-    ops = SystemOps(engine)  # type: ignore[arg-type]
-    assert ops.activity_timeout_status(100)["expired_count"] == 0
-    engine.clock.at = T0 + 8  # the deadline (T0 + 7) passed while the timer service was not looking
-    status = ops.activity_timeout_status(100)
-    assert status["expired_execution_ids"] == ["run-1-a1"] and not status["scan_pressure"]
-    out = trio.run(ops.activity_timeout_pass, ["run-1-a1", "nope"], 100)
-    assert [r["outcome"] for r in out["results"]] == ["enforced", "skipped"]
-    assert out["enforced"] == 1 and out["failed"] == 0
-    assert any(e["event_type"] in ("ActivityTimedOut", "ActivityRetryScheduled") for e in run.state.events)
-    assert ops.activity_timeout_status(100)["expired_count"] == 0
+async def test_repair_reoffers_stale_tasks_and_journals_a_task_for_a_run_without_one(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    journal = FakeJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=600)
+    stale = _run(journal, clock.now())  # its first workflow task stays ready; nobody takes it
+    stuck = _run(journal, clock.now())
+    ops = SystemOps(engine)
+    resent: list[str | None] = []
+    original_resend = engine.offers.resend
+    engine.offers.resend = lambda run_id=None: resent.append(run_id) or original_resend(run_id)  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await engine.ask(stale, m.Tick())
+        await engine.ask(stuck, m.Tick())
+        task_id = await _workflow_task(engine, stuck)
+        await engine.ask(stuck, m.ClaimWorkflowTask(task_id=task_id, owner="wf"))
+        # As if its task record had been lost: running, no task, nothing to wait for.
+        engine.actors[stuck].state.wt = None
+        mock_clock.jump(60)
+        cands = ops.repair_status()["candidates"]
+        assert (cands["existing_task_candidates"], cands["missing_task_candidates"]) == (1, 1)
+        out = await ops.repair_pass(None, None)
+        assert out["repaired_existing_tasks"] == 1 and out["repaired_missing_tasks"] == 1
+        assert [r for r in resent if r is not None] == [stale]  # None: the offer book's own periodic resend
+        assert "repair_wake" in _types(journal, stuck)  # journaled: the task survives a restart
+        [view] = [v for v in engine.work_views() if v.run_id == stuck]
+        assert view.workflow_task is not None and view.workflow_task.status == "ready"
+        assert ops.repair_status()["candidates"]["missing_task_candidates"] == 0
+        # A second pass finds nothing missing: the actor's own rule refuses a second task.
+        assert await engine.ask(stuck, m.Repair()) is False
+        nursery.cancel_scope.cancel()
 
 
-def test_repair_reoffers_stale_tasks_and_gives_a_task_to_a_run_without_one() -> None:
-    stale = Run()  # its first workflow task has been ready for a minute, nobody took it
-    stuck = Run()
-    stuck.claim(T0 + 1)
-    stuck.state.wt = None  # as if the task record were lost: running, no task, nothing to wait for
-    engine = _engine({"stale": stale, "stuck": stuck}, T0 + 60)
-    ops = SystemOps(engine)  # type: ignore[arg-type]
-    cands = ops.repair_status()["candidates"]
-    assert (cands["existing_task_candidates"], cands["missing_task_candidates"]) == (1, 1)
-    out = trio.run(ops.repair_pass, None, None)
-    assert out["repaired_existing_tasks"] == 1 and out["repaired_missing_tasks"] == 1 and out["dispatched_tasks"] == 2
-    assert engine.actors["stale"].reoffered == 1
-    assert stuck.state.wt is not None and stuck.state.wt.status == "ready"
-    assert ops.repair_status()["candidates"]["missing_task_candidates"] == 0
+class RefusingJournal(FakeJournal):
+    """Refuses every append that touches one run, as a full disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: set[str] = set()
+
+    async def append(self, batch) -> None:  # noqa: ANN001 - the journal Batch
+        if any(run_id in self.refused for run_id, _, _ in batch.records):
+            raise RuntimeError("disk full")
+        await super().append(batch)
 
 
-def test_a_failing_run_is_reported_and_the_pass_goes_on() -> None:
-    """The routes answer 207 when a pass reports failures; here one run's actor is unreachable."""
-    good, bad = Run(), Run()
-    engine = _engine({"good": good, "bad": bad}, T0 + 60)
-    original = engine.ask
+async def _stuck(engine: Engine, run_id: str) -> None:
+    await engine.ask(run_id, m.Tick())
+    task_id = await _workflow_task(engine, run_id)
+    await engine.ask(run_id, m.ClaimWorkflowTask(task_id=task_id, owner="wf"))
+    engine.actors[run_id].state.wt = None  # as if its task record had been lost
 
-    async def ask(run_id: str, kind: str, **kw: Any) -> Any:
-        if run_id == "bad":
-            raise RuntimeError("the run's journal could not be loaded")
-        return await original(run_id, kind, **kw)
 
-    engine.ask = ask  # type: ignore[method-assign]
-    out = trio.run(SystemOps(engine).repair_pass, None, None)  # type: ignore[arg-type]
-    assert out["repaired_existing_tasks"] == 1
-    assert [f["run_id"] for f in out["existing_task_failures"]] == ["bad"] and "journal" in out["existing_task_failures"][0]["error"]
+async def test_a_failing_run_is_reported_and_the_pass_goes_on(mock_clock: trio.testing.MockClock) -> None:
+    """The routes answer 207 when a pass reports failures; here one run's journal refuses writes."""
+    journal = RefusingJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=600)
+    good = _run(journal, clock.now())
+    bad = _run(journal, clock.now())
+    ops = SystemOps(engine)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await _stuck(engine, good)
+        await _stuck(engine, bad)
+        journal.refused.add(bad)
+        out = await ops.repair_pass(None, None)
+        assert out["repaired_missing_tasks"] == 1
+        assert [f["run_id"] for f in out["missing_run_failures"]] == [bad]
+        assert "disk full" in out["missing_run_failures"][0]["error"]
+        assert "repair_wake" in _types(journal, good) and "repair_wake" not in _types(journal, bad)
+        nursery.cancel_scope.cancel()
