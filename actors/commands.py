@@ -7,8 +7,9 @@ protocol's status and reason so the API layer can answer without interpretation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import CommandError
 
 STEP_COMMANDS = frozenset(
     {
@@ -34,15 +35,6 @@ PARALLEL_KEYS = (
 PARENT_CLOSE_POLICIES = ("abandon", "request_cancel", "terminate")
 MAX_COMMANDS = 1000
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600  # ten years: longer deadlines are almost surely unit mistakes
-
-
-@dataclass
-class CommandError(Exception):
-    status: int
-    reason: str
-    message: str
-    errors: dict[str, list[str]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _invalid(path: str, message: str) -> CommandError:

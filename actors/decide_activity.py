@@ -6,8 +6,8 @@ from typing import Any
 
 from persistence.ids import iso
 
-from .decide_workflow_task import GuardError
 from .emit import Emitter, blob_of, par_fields
+from .errors import GuardError
 from .run_state import Activity, RunState
 
 ACTIVITY_LEASE = 300.0

@@ -9,6 +9,7 @@ from persistence.ids import iso, run_ulid, shard_of, ulid
 
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
+from .errors import GuardError
 from .limits import DEFAULT as DEFAULT_LIMITS
 from .limits import Limits, check_completion, check_history
 from .run_state import TERMINAL, RunState
@@ -20,16 +21,6 @@ STOP_REASONS = {
     "cancelled": "run_cancelled",
     "terminated": "run_terminated",
 }
-
-
-class GuardError(Exception):
-    def __init__(self, status: int, reason: str, message: str, release: bool = False, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.release = release
-        self.extra = extra
 
 
 def run_closed_error(state: RunState) -> GuardError:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .commands import CommandError
+from .errors import CommandError
 from .run_state import RunState
 
 

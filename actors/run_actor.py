@@ -22,9 +22,8 @@ from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailabl
 from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry, views
 from . import messages as m
 from .clock import SystemClock, TrioClock
-from .commands import CommandError
-from .decide_workflow_task import GuardError
 from .emit import Emitter, started_records
+from .errors import GuardError, ProtocolError
 from .limits import Limits, history_full, signals_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
@@ -253,7 +252,7 @@ class RunActor:
             if message.namespace is not None and message.namespace != self.state.namespace:
                 raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
             value = await self._dispatch(message)
-        except (GuardError, RunNotFound, NotOwner, RunDamaged, CommandError) as exc:
+        except (ProtocolError, RunNotFound, NotOwner, RunDamaged) as exc:
             if reply:
                 reply.set(error=exc)
             return

@@ -20,8 +20,6 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actors.commands import CommandError
-from actors.decide_workflow_task import GuardError
 from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
 from persistence.ids import shard_of_run
 from persistence.journal import StoreUnavailable
@@ -132,15 +130,8 @@ class Api:
                     remediation="Register the namespace via POST /api/namespaces, or send an X-Namespace header naming an existing namespace.",
                 )
             return await self._handle(fn, Ctx(ns, body, args, dict(request.args)))
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # every refusal a client can cause, at any layer
             return exc.status, exc.body()
-        except GuardError as exc:
-            return exc.status, {"message": exc.message, "reason": exc.reason, **exc.extra}
-        except CommandError as exc:
-            body = {"message": exc.message, "reason": exc.reason, **exc.extra}
-            if exc.errors:
-                body["errors"] = body["validation_errors"] = exc.errors
-            return exc.status, body
         except RunDamaged:
             return 409, {
                 "message": "Records of this run's journal cannot be read (the server logged which); the run can only "

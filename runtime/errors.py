@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from actors.errors import ProtocolError
 
-
-class ProtocolError(Exception):
-    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"message": self.message, "reason": self.reason, **self.extra}
+__all__ = ["ConfigurationError", "ForwardTo", "ProtocolError", "validation"]
 
 
 def validation(field: str, message: str) -> ProtocolError:
