@@ -41,7 +41,7 @@ class PayloadError(ValueError):
     """A value cannot be carried by the Value schema, or a blob is not one."""
 
 
-def _to_datum(value: Any) -> dict[str, Any]:
+def _to_datum(value: object) -> dict[str, Any]:
     if value is None:
         return {"value": None}
     if isinstance(value, bool):
@@ -84,7 +84,7 @@ def _from_datum(datum: Any) -> Any:
     raise PayloadError("unknown Value branch")
 
 
-def encode(value: Any) -> str:
+def encode(value: object) -> str:
     """Encode one JSON-like value as a base64 single-object blob."""
     buf = io.BytesIO()
     buf.write(_PREFIX)
@@ -110,11 +110,11 @@ def decode(blob: str) -> Any:
     return _from_datum(datum)
 
 
-def envelope(value: Any) -> dict[str, str]:
+def envelope(value: object) -> dict[str, str]:
     return {"codec": "avro", "blob": encode(value)}
 
 
-def decode_envelope(env: Any) -> Any:
+def decode_envelope(env: object) -> Any:
     """Best-effort decode of a stored envelope or bare blob for human-facing fields."""
     if env is None:
         return None

@@ -18,4 +18,8 @@ def dumps(record: dict[str, Any]) -> bytes:
 
 
 def loads(body: bytes) -> dict[str, Any]:
-    return cbor2.loads(body, max_depth=READ_MAX_DEPTH)
+    """A record body back as its map; a body that is not a CBOR map does not decode either."""
+    record = cbor2.loads(body, max_depth=READ_MAX_DEPTH)
+    if not isinstance(record, dict):
+        raise DecodeError(f"a journal record is a CBOR map, not {type(record).__name__}")
+    return record

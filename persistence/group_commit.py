@@ -8,11 +8,13 @@ thread hop), then wakes every appender with its own outcome.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 import trio
 
 from .journal import Batch
+
+T = TypeVar("T")
 
 
 class Pending:
@@ -24,7 +26,7 @@ class Pending:
         self.error: BaseException | None = None
 
 
-async def next_group(recv: trio.MemoryReceiveChannel[Any], max_batch: int) -> list[Any]:
+async def next_group(recv: trio.MemoryReceiveChannel[T], max_batch: int) -> list[T]:
     """Wait for one item, then take whatever else is already waiting (up to ``max_batch``)."""
     group = [await recv.receive()]
     while len(group) < max_batch:
@@ -48,7 +50,7 @@ class GroupCommit:
             raise pending.error
 
     async def run(
-        self, commit: Callable[[list[Pending]], Awaitable[None]], task_status: Any = trio.TASK_STATUS_IGNORED
+        self, commit: Callable[[list[Pending]], Awaitable[None]], task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """The writer loop; ``commit`` sets ``error`` on the batches that failed."""
         task_status.started()

@@ -16,8 +16,11 @@ node that lost a shard to another node can no longer write to it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import trio
 
 
 @dataclass
@@ -72,6 +75,12 @@ class WorkerRow:
     deleted: bool = False
 
 
+# A filter's value, typed by the attribute: text (keyword, text, keyword_list, a datetime of a
+# custom attribute), int, double (or a system datetime as epoch seconds), bool; ``in``/``not_in``
+# take a list of texts.
+PredicateValue = str | int | float | bool | list[str]
+
+
 @dataclass(frozen=True)
 class Predicate:
     """One condition of a list filter: a projection column or a custom search attribute.
@@ -81,10 +90,16 @@ class Predicate:
     its list contains the value."""
 
     op: str
-    value: Any
+    value: PredicateValue
     column: str | None = None
     attribute: str | None = None
     type: str = "keyword"
+
+    def value_list(self) -> list[str]:
+        """The texts an ``in``/``not_in`` condition lists."""
+        if not isinstance(self.value, list):
+            raise TypeError(f"the {self.op!r} operator takes a list of texts, not {self.value!r}")
+        return self.value
 
 
 @dataclass
@@ -151,7 +166,7 @@ class FencedError(Exception):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[FencedError], tuple[int, int, int | None]]:
         return (type(self), (self.shard, self.expected, self.actual))
 
 
@@ -180,7 +195,51 @@ def shard_count_mismatch(stored: int, requested: int) -> ValueError:
 
 
 class Journal(Protocol):
-    async def append(self, batch: Batch) -> None: ...
+    """What the runtime and the actors may call on a journal, whichever the backend.
+
+    ``SqliteJournal`` and ``PostgresJournal`` both satisfy it (each module ends with an
+    assignment mypy checks); code that takes a journal should be typed with this protocol,
+    so a method used there but missing from a backend fails the type check, not a request.
+    """
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the group-commit writer (for the shutdown log)."""
+        ...
+
+    @property
+    def batches(self) -> int:
+        """Batches those transactions carried."""
+        ...
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and apply migrations."""
+        ...
+
+    async def run_writer(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The group-commit loop; lives in the node's root nursery (``nursery.start``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True while the store answers; never raises (health checks)."""
+        ...
+
+    # --- writes --------------------------------------------------------------------
+
+    async def append(self, batch: Batch) -> None:
+        """Return once the batch is committed; ``ConflictError``, ``FencedError`` or
+        ``StoreUnavailable`` otherwise."""
+        ...
+
+    async def claim_once(self, items: list[tuple[bytes, float]], purge_before: float | None) -> list[bool]:
+        """Record each key until its expiry; True for the keys no one recorded before."""
+        ...
+
+    # --- reads ---------------------------------------------------------------------
 
     async def read_records(self, run_id: str) -> list[bytes]: ...
 
@@ -193,15 +252,44 @@ class Journal(Protocol):
     async def list_instance_runs(self, namespace: str, workflow_id: str) -> list[RunRow]: ...
 
     async def list_runs(
-        self, namespace: str, *, workflow_type: str | None, statuses: list[str] | None, query: str | None,
-        offset: int, limit: int,
-    ) -> list[RunRow]: ...
+        self,
+        namespace: str,
+        *,
+        workflow_type: str | None = None,
+        statuses: list[str] | None = None,
+        query: str | None = None,
+        predicates: Sequence[Predicate] = (),
+        after: tuple[float, str] | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        """Newest first (started_at, run_id descending); ``after`` is the keyset of the
+        previous page's last row."""
+        ...
 
     async def runs_to_recover(self) -> list[RunRow]: ...
 
     async def list_namespaces(self) -> list[NamespaceRow]: ...
 
+    async def list_objects(self, kind: str, namespace: str | None = None) -> list[ObjectRow]: ...
+
     async def list_workers(self) -> list[WorkerRow]: ...
+
+    # --- retention and namespace deletion --------------------------------------------
+
+    async def expired_runs(self, namespace: str, cutoff: float, limit: int) -> list[str]:
+        """Closed runs of the namespace closed before ``cutoff``, oldest first."""
+        ...
+
+    async def purge_runs(self, namespace: str, run_ids: list[str]) -> dict[str, int]:
+        """Delete closed runs and their journals: ``{"runs": n, "history_events": n}``."""
+        ...
+
+    async def delete_namespace(self, namespace: str) -> dict[str, int]:
+        """Delete everything of the namespace: counts of what went, by kind."""
+        ...
+
+    # --- cluster -------------------------------------------------------------------
 
     async def ensure_cluster(self, shard_count: int) -> int:
         """Create the cluster's shards on first call (returns ``shard_count``); later calls
@@ -212,6 +300,10 @@ class Journal(Protocol):
         """shard id -> (owner node, epoch)."""
         ...
 
+    async def clear_owner_marks(self, node_id: str, keep: list[int]) -> int:
+        """Forget ``node_id`` as owner of every shard but ``keep``: how many marks went."""
+        ...
+
     async def upsert_node(
         self, node_id: str, advertise_url: str | None, started_at: float | None, heartbeat_at: float | None,
         status: str,
@@ -219,6 +311,18 @@ class Journal(Protocol):
 
     async def list_nodes(self) -> list[NodeRow]: ...
 
-    async def ping(self) -> bool: ...
 
-    async def aclose(self) -> None: ...
+class ClusterJournal(Journal, Protocol):
+    """A journal several nodes share (PostgreSQL): what only a cluster needs on top."""
+
+    async def cluster_secret(self) -> bytes:
+        """The key nodes sign internal requests with, made once per cluster."""
+        ...
+
+    async def lease_namespace(self) -> int:
+        """The first key of this cluster's shard locks (advisory locks are per database)."""
+        ...
+
+    async def lease_sessions(self) -> set[str]:
+        """Node ids whose shard-lease session is connected right now."""
+        ...

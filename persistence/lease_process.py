@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 
@@ -44,8 +44,21 @@ SESSION_ERRORS = (
 )
 
 
+class LeaseConfig(TypedDict):
+    """The session's settings, passed by ``pg_shard_leases.ShardLeases.open`` as JSON (argv[1])."""
+
+    dsn: str
+    node_id: str
+    lock_namespace: int
+    idle_session_timeout: float | None
+    op_timeout: float
+    heartbeat_interval: float | None
+    heartbeat_timeout: float
+    parent_timeout: float | None
+
+
 class LeaseSession:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: LeaseConfig) -> None:
         self.cfg = cfg
         self.conn: asyncpg.Connection | None = None
         self.lock = asyncio.Lock()  # one connection: one statement at a time
@@ -72,8 +85,9 @@ class LeaseSession:
 
     async def connect(self) -> None:
         settings = {"application_name": f"dw-shard-leases:{self.cfg['node_id']}"[:63]}
-        if self.cfg.get("idle_session_timeout"):
-            settings["idle_session_timeout"] = str(max(1, int(self.cfg["idle_session_timeout"] * 1000)))
+        idle = self.cfg.get("idle_session_timeout")
+        if idle:
+            settings["idle_session_timeout"] = str(max(1, int(idle * 1000)))
         self.conn = await asyncpg.connect(self.cfg["dsn"], server_settings=settings, timeout=self.cfg["op_timeout"])
         self.conn.add_termination_listener(lambda _conn: self.lost("the lease session was terminated"))
         self.send({"ready": self.conn.get_server_pid()})
@@ -112,11 +126,12 @@ class LeaseSession:
             if op == "ping":
                 if request.get("check", True):
                     await self.heartbeat()
-                result: Any = dict(self.stats)
+                result: object = dict(self.stats)
             elif op == "claim":
                 result = await self.claim(request["shard"], request["now"])
             elif op == "release":
-                result = await self.release(request["shard"], request["epoch"], request["now"])
+                await self.release(request["shard"], request["epoch"], request["now"])
+                result = None
             elif op == "close":
                 await self.close(request.get("shards") or [], request["now"])
                 self.send({"id": rid, "ok": True})

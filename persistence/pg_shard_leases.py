@@ -28,11 +28,14 @@ import json
 import logging
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
+
+from .clock import Clock, SystemClock
+
+if TYPE_CHECKING:  # only the type: importing the module would import asyncpg ahead of trio_asyncio
+    from .lease_process import LeaseConfig
 
 log = logging.getLogger("dw.shards")
 
@@ -59,7 +62,8 @@ class ShardLeases:
     ends it if nothing arrives for that long (the child frozen with the node, a partition):
     its locks then free without waiting for TCP timeouts. ``heartbeat_interval`` makes the
     child heartbeat on its own, and ``parent_timeout`` makes it end the session when this side
-    has sent nothing (``heartbeat``/``ping``, claims) for that long.
+    has sent nothing (``heartbeat``/``ping``, claims) for that long. ``clock`` stamps the
+    ``updated_at`` of the shard rows a claim, release or close writes (wall time by default).
     """
 
     def __init__(
@@ -70,7 +74,7 @@ class ShardLeases:
         lock_namespace: int = LEASE_LOCK_NAMESPACE,
         idle_session_timeout: float | None = None,
         op_timeout: float = OP_TIMEOUT,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float = 5.0,
         parent_timeout: float | None = None,
@@ -82,17 +86,17 @@ class ShardLeases:
         self.lock_namespace = lock_namespace
         self.idle_session_timeout = idle_session_timeout
         self.op_timeout = op_timeout
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.parent_timeout = parent_timeout
         self.lost = trio.Event()
         self.lost_reason: str | None = None
         self.backend_pid: int | None = None  # the session's server process (pg_stat_activity.pid)
-        self.stats: dict[str, Any] = {}  # the child's heartbeat counters, as of the last ping
+        self.stats: dict[str, float] = {}  # the child's heartbeat counters, as of the last ping
         self._proc: trio.Process | None = None
         self._owned: dict[int, int] = {}
-        self._pending: dict[int, tuple[trio.Event, list[Any]]] = {}
+        self._pending: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self._next_id = 0
         self._buffer = b""
         self._send_lock = trio.Lock()
@@ -104,7 +108,7 @@ class ShardLeases:
         """Start the session's process and wait until it is connected; its reader runs in ``nursery``."""
         if self._proc is not None or self._closing:
             raise RuntimeError("ShardLeases.open() may be called once")
-        cfg = {
+        cfg: LeaseConfig = {
             "dsn": self.dsn, "node_id": self.node_id, "lock_namespace": self.lock_namespace,
             "idle_session_timeout": self.idle_session_timeout, "op_timeout": self.op_timeout,
             "heartbeat_interval": self.heartbeat_interval, "heartbeat_timeout": self.heartbeat_timeout,
@@ -144,7 +148,7 @@ class ShardLeases:
             if not self.lost.is_set() and proc.returncode is None:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     try:
-                        await self._call("close", _timeout=CLOSE_TIMEOUT, shards=sorted(owned), now=self.clock())
+                        await self._call("close", _timeout=CLOSE_TIMEOUT, shards=sorted(owned), now=self.clock.now())
                     except (LeasesLostError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                         log.info("shard leases: graceful close failed (%s); ending the session", exc)
             with trio.move_on_after(2):
@@ -168,7 +172,10 @@ class ShardLeases:
                 return None
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise ValueError(f"the lease process sent {type(message).__name__}, not a JSON object")
+        return message
 
     async def _reader(self) -> None:
         try:
@@ -193,7 +200,8 @@ class ShardLeases:
                 event.set()  # callers see no answer: the session is gone
             self._pending.clear()
 
-    async def _call(self, op: str, *, _timeout: float | None = None, **args: Any) -> Any:
+    async def _call(self, op: str, *, _timeout: float | None = None, **args: object) -> object:
+        """Send ``op`` to the session and wait for its answer: the reply's ``ok`` value (JSON)."""
         if self.lost.is_set():
             raise LeasesLostError(f"shard leases lost: {self.lost_reason}")
         proc = self._proc
@@ -201,7 +209,8 @@ class ShardLeases:
             raise LeasesLostError("shard leases are not open")
         self._next_id += 1
         rid = self._next_id
-        done, slot = trio.Event(), []
+        done = trio.Event()
+        slot: list[dict[str, Any]] = []  # the reply, once it arrives
         self._pending[rid] = (done, slot)
         try:
             with trio.fail_after(self.op_timeout if _timeout is None else _timeout):
@@ -251,11 +260,15 @@ class ShardLeases:
         if shard in self._owned and not self.lost.is_set():
             return self._owned[shard]
         with trio.CancelScope(shield=True):  # a lock taken is always recorded (or the session killed)
-            epoch = await self._call("claim", shard=shard, now=self.clock())
+            epoch = await self._call("claim", shard=shard, now=self.clock.now())
         if self.lost.is_set():  # the session ended while the claim was answered
             raise LeasesLostError(f"shard leases lost: {self.lost_reason}")
-        if epoch is not None:
-            self._owned[shard] = int(epoch)
+        if epoch is None:
+            return None
+        if not isinstance(epoch, int):  # the lock may be ours but unrecorded: end the session
+            self._mark_lost(f"claim of shard {shard} answered {epoch!r}, not an epoch")
+            raise LeasesLostError(f"shard leases lost: {self.lost_reason}")
+        self._owned[shard] = epoch
         return epoch
 
     async def release(self, shard: int) -> None:
@@ -268,7 +281,7 @@ class ShardLeases:
         if epoch is None:
             return
         with trio.CancelScope(shield=True):
-            await self._call("release", shard=shard, epoch=epoch, now=self.clock())
+            await self._call("release", shard=shard, epoch=epoch, now=self.clock.now())
 
     async def heartbeat(self, timeout: float) -> bool:
         """Check the session with ``SELECT 1`` within ``timeout`` seconds (and keep the child's

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import ParamSpec, TypeVar
 
 import trio
 import trio_asyncio  # noqa: F401 - must be imported before asyncpg (STACK.md section 3)
@@ -38,11 +38,13 @@ from trio_asyncio import aio_as_trio
 
 # isort: split
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .group_commit import GroupCommit, Pending
 from .journal import (
     SHARD_COUNT_KEY,
     Batch,
+    ClusterJournal,
     ConflictError,
     InstanceRow,
     NamespaceRow,
@@ -60,6 +62,9 @@ from .journal import (
 from .migrations import POSTGRES_MIGRATIONS
 
 log = logging.getLogger("dw.journal")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # pg_advisory_xact_lock key held while migrating (per database; released at commit).
 # Bigint spelling of b"dwschema". Shard locks must not use this key.
@@ -168,16 +173,16 @@ def _build_write_sql() -> str:
 _WRITE_SQL = _build_write_sql()
 
 
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+def _columns(rows: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
     """Rows to per-column lists (the arrays that ``unnest`` zips back into rows)."""
-    cols: list[list[Any]] = [[] for _ in range(width)]
+    cols: list[list[object]] = [[] for _ in range(width)]
     for row in rows:
         for col, value in zip(cols, row, strict=True):
             col.append(value)
     return cols
 
 
-def _write_params(batches: Sequence[Batch]) -> list[Any]:
+def _write_params(batches: Sequence[Batch]) -> list[list[object]]:
     """The statement's parameters for a group of batches, applied in order.
 
     Projection rows are reduced to the last one per key: the end state of applying every
@@ -188,11 +193,11 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
     """
     records: list[tuple[str, int, bytes]] = []
     fences: set[tuple[int, int]] = set()
-    runs: dict[str, tuple[Any, ...]] = {}
-    instances: dict[tuple[str, str], tuple[Any, ...]] = {}
-    namespaces: dict[str, tuple[Any, ...]] = {}
-    workers: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
-    objects: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    runs: dict[str, tuple[object, ...]] = {}
+    instances: dict[tuple[str, str], tuple[object, ...]] = {}
+    namespaces: dict[str, tuple[object, ...]] = {}
+    workers: dict[tuple[str, str], tuple[object, ...] | None] = {}  # None: deleted
+    objects: dict[tuple[str, str, str], tuple[object, ...]] = {}
     for batch in batches:
         for o in batch.objects:
             objects[(o.namespace, o.kind, o.name)] = (o.namespace, o.kind, o.name, json.dumps(o.body), o.updated_at)
@@ -216,10 +221,17 @@ def _write_params(batches: Sequence[Batch]) -> list[Any]:
             )
     upserted_workers = {k: v for k, v in workers.items() if v is not None}
     deleted_workers = [k for k, v in workers.items() if v is None]
-    params: list[Any] = _columns(sorted(fences), 2)
+    upserts = (
+        [runs[k] for k in sorted(runs)],
+        [instances[k] for k in sorted(instances)],
+        [namespaces[k] for k in sorted(namespaces)],
+        [upserted_workers[k] for k in sorted(upserted_workers)],
+        [objects[k] for k in sorted(objects)],
+    )
+    params = _columns(sorted(fences), 2)
     params += _columns(sorted(records, key=lambda r: (r[0], r[1])), 3)
-    for rows, (_, cols, _) in zip((runs, instances, namespaces, upserted_workers, objects), _UPSERTS, strict=True):
-        params += _columns((rows[k] for k in sorted(rows)), len(cols))
+    for rows, (_, cols, _) in zip(upserts, _UPSERTS, strict=True):
+        params += _columns(rows, len(cols))
     params += _columns(sorted(deleted_workers), 2)
     return params
 
@@ -257,10 +269,17 @@ def _translate(exc: Exception) -> Exception:
     return err
 
 
-async def _bridged(fn: Any, *args: Any) -> Any:
+def _aio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``trio_asyncio.aio_as_trio`` with its signature: trio-asyncio ships no annotations, and
+    this module calls asyncio only through here, so every such call is type-checked."""
+    wrapped: Callable[P, Awaitable[T]] = aio_as_trio(fn)
+    return wrapped
+
+
+async def _bridged(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call an asyncio coroutine function from trio; its errors come back translated."""
     try:
-        return await aio_as_trio(fn)(*args)
+        return await _aio(fn)(*args, **kwargs)
     except Exception as exc:
         translated = _translate(exc)
         if translated is exc:
@@ -323,7 +342,7 @@ class PostgresJournal:
         return pool
 
     @staticmethod
-    async def _migrate(conn: asyncpg.Connection) -> None:
+    async def _migrate(conn: PoolConnectionProxy) -> None:
         # The lock is taken before anything is read, so a second opener waits for the first
         # to commit and then sees its version: two first opens cannot both migrate.
         async with conn.transaction():
@@ -338,10 +357,10 @@ class PostgresJournal:
                 await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", version)
                 log.info("applied migration %s", version)
 
-    async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_writer(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""
         async def commit(group: list[Pending]) -> None:
-            await aio_as_trio(self._commit_group)(group)
+            await _aio(self._commit_group)(group)
             if any(isinstance(p.error, StoreUnavailable) for p in group):
                 await self._expire()
 
@@ -353,20 +372,20 @@ class PostgresJournal:
             return
         with trio.CancelScope(shield=True):
             with trio.move_on_after(CLOSE_TIMEOUT):
-                await aio_as_trio(pool.close)()  # waits for connections in use to be released
+                await _aio(pool.close)()  # waits for connections in use to be released
                 return
             log.warning("journal pool did not close within %ss; terminating its connections", CLOSE_TIMEOUT)
-            await aio_as_trio(self._terminate)(pool)
+            await _aio(self._terminate)(pool)
 
     @staticmethod
     async def _terminate(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """``_bridged``, and after a connection-level failure the pool's connections are replaced
         (one left mid-operation by a cut would fail every statement it is given next)."""
         try:
-            return await _bridged(fn, *args)
+            return await _bridged(fn, *args, **kwargs)
         except StoreUnavailable:
             await self._expire()
             raise
@@ -376,7 +395,7 @@ class PostgresJournal:
         if pool is not None:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 try:
-                    await aio_as_trio(pool.expire_connections)()
+                    await _aio(pool.expire_connections)()
                 except Exception:  # noqa: BLE001 - best effort; the next acquire reconnects anyway
                     pass
 
@@ -437,6 +456,7 @@ class PostgresJournal:
         params = _write_params(batches)
         async with self._require_pool().acquire() as conn:
             row = await conn.fetchrow(_WRITE_SQL, *params)
+        assert row is not None  # the statement's final SELECT always returns its one row
         if row["ok"]:
             return None
         return dict(zip(row["shard_ids"], row["epochs"], strict=True))
@@ -500,7 +520,7 @@ class PostgresJournal:
         async with self._require_pool().acquire() as conn, conn.transaction():
             like = namespace.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
-            async def count(sql: str, *args: Any) -> int:
+            async def count(sql: str, *args: object) -> int:
                 return int((await conn.execute(sql, *args)).split()[-1])
 
             await conn.execute("DELETE FROM records WHERE run_id IN (SELECT run_id FROM runs WHERE namespace = $1)", namespace)
@@ -601,13 +621,13 @@ class PostgresJournal:
 
     # --- reads ---------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         return await self._call(self._require_pool().fetch, sql, *args)
 
     async def ping(self) -> bool:
         try:
             with trio.move_on_after(PING_TIMEOUT):
-                return await aio_as_trio(self._require_pool().fetchval)("SELECT 1") == 1
+                return bool(await _aio(self._require_pool().fetchval)("SELECT 1") == 1)
         except Exception:  # noqa: BLE001 - health reports, never raises
             return False
         return False
@@ -657,9 +677,9 @@ class PostgresJournal:
         offset: int = 0,
         limit: int = 50,
     ) -> list[RunRow]:
-        args: list[Any] = [namespace]
+        args: list[object] = [namespace]
 
-        def param(value: Any) -> str:
+        def param(value: object) -> str:
             args.append(value)
             return f"${len(args)}"
 
@@ -715,12 +735,12 @@ class PostgresJournal:
 _PG_OPS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
 
-def _pg_predicate(pred: Predicate, param: Any) -> str:
+def _pg_predicate(pred: Predicate, param: Callable[[object], str]) -> str:
     """SQL for one filter condition. Equality on a custom attribute is jsonb containment,
     which the GIN index on ``dw_sa_jsonb(search_attributes)`` answers."""
     if pred.column is not None:
         if pred.op in ("in", "not_in"):
-            clause = f"{pred.column} = ANY({param(list(pred.value))}::text[])"
+            clause = f"{pred.column} = ANY({param(pred.value_list())}::text[])"
             return f"NOT ({clause})" if pred.op == "not_in" else clause
         cast = "::float8" if isinstance(pred.value, float) else "::text"
         if pred.op == "!=":
@@ -739,3 +759,8 @@ def _pg_predicate(pred: Predicate, param: Any) -> str:
         number = f"CASE WHEN jsonb_typeof({doc} -> {key}) = 'number' THEN ({doc} ->> {key})::numeric END"
         return f"{number} {_PG_OPS[pred.op]} {param(str(pred.value))}::numeric"
     return f"({doc} ->> {param(name)}) {_PG_OPS[pred.op]} {param(str(pred.value))}::text"
+
+
+# Checked by mypy: the PostgreSQL journal is a complete ``ClusterJournal`` (a missing method
+# or a signature that drifted from the protocol fails the type check).
+_JOURNAL: type[ClusterJournal] = PostgresJournal

@@ -17,8 +17,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -29,6 +29,7 @@ from .journal import (
     ConflictError,
     FencedError,
     InstanceRow,
+    Journal,
     NamespaceRow,
     NodeRow,
     ObjectRow,
@@ -42,6 +43,8 @@ from .journal import (
 from .migrations import SQLITE_MIGRATIONS
 
 log = logging.getLogger("dw.journal")
+
+T = TypeVar("T")
 
 _RUN_COLS = (
     "run_id, namespace, workflow_id, run_number, workflow_type, task_queue, status, closed_reason, "
@@ -107,7 +110,7 @@ class SqliteJournal:
             conn.execute("ROLLBACK")
             raise
 
-    async def run_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_writer(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""
         async def commit(group: list[Pending]) -> None:
             await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_lock)
@@ -220,16 +223,16 @@ class SqliteJournal:
 
     # --- cluster ---------------------------------------------------------------------
 
-    async def _write_txn(self, work: Any, *args: Any) -> Any:
-        """Run ``work(conn, *args)`` in its own ``BEGIN IMMEDIATE`` transaction on the writer
+    async def _write_txn(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(conn)`` in its own ``BEGIN IMMEDIATE`` transaction on the writer
         connection, between group commits (same limiter as the writer)."""
 
-        def run() -> Any:
+        def run() -> T:
             conn = self._wconn
             assert conn is not None
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(conn, *args)
+                result = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -237,7 +240,8 @@ class SqliteJournal:
             return result
 
         with trio.CancelScope(shield=True):  # the thread runs to the end anyway
-            return await trio.to_thread.run_sync(run, limiter=self._write_lock)
+            result = await trio.to_thread.run_sync(run, limiter=self._write_lock)
+        return result
 
     async def clear_owner_marks(self, node_id: str, keep: list[int]) -> int:
         """Forget ``node_id`` as owner of every shard but ``keep`` (marks a lost session left)."""
@@ -353,7 +357,7 @@ class SqliteJournal:
 
     # --- reads ---------------------------------------------------------------------
 
-    async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
             assert self._rconn is not None
             return self._rconn.execute(sql, args).fetchall()
@@ -418,7 +422,7 @@ class SqliteJournal:
         limit: int = 50,
     ) -> list[RunRow]:
         where = ["namespace=?"]
-        args: list[Any] = [namespace]
+        args: list[object] = [namespace]
         if workflow_type:
             where.append("workflow_type=?")
             args.append(workflow_type)
@@ -457,6 +461,7 @@ class SqliteJournal:
         return [NamespaceRow(*r) for r in rows]
 
     async def list_objects(self, kind: str, namespace: str | None = None) -> list[ObjectRow]:
+        args: tuple[str, ...]
         if namespace is None:
             sql, args = "SELECT namespace, kind, name, body, updated_at FROM objects WHERE kind=? ORDER BY namespace, name", (kind,)
         else:
@@ -477,11 +482,12 @@ class SqliteJournal:
 _SQL_OPS = {"=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
 
-def _sqlite_predicate(pred: Predicate) -> tuple[str, list[Any]]:
+def _sqlite_predicate(pred: Predicate) -> tuple[str, list[object]]:
     if pred.column is not None:
         if pred.op in ("in", "not_in"):
-            marks = ",".join("?" * len(pred.value))
-            return f"{pred.column} {'NOT IN' if pred.op == 'not_in' else 'IN'} ({marks})", list(pred.value)
+            values = pred.value_list()
+            marks = ",".join("?" * len(values))
+            return f"{pred.column} {'NOT IN' if pred.op == 'not_in' else 'IN'} ({marks})", list(values)
         if pred.op == "!=":
             return f"({pred.column} IS NULL OR {pred.column} != ?)", [pred.value]
         return f"{pred.column} {_SQL_OPS[pred.op]} ?", [pred.value]
@@ -497,3 +503,8 @@ def _sqlite_predicate(pred: Predicate) -> tuple[str, list[Any]]:
         number = "json_type(search_attributes, ?) IN ('integer', 'real') AND json_extract(search_attributes, ?)"
         return f"{number} {_SQL_OPS[pred.op]} ?", [path, path, value]
     return f"json_extract(search_attributes, ?) {_SQL_OPS[pred.op]} ?", [path, value]
+
+
+# Checked by mypy: the embedded journal is a complete ``Journal`` (a missing method or a
+# signature that drifted from the protocol fails the type check).
+_JOURNAL: type[Journal] = SqliteJournal
