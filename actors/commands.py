@@ -7,9 +7,11 @@ protocol's status and reason so the API layer can answer without interpretation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import CommandError
+
+__all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
 
 STEP_COMMANDS = frozenset(
     {
@@ -41,7 +43,7 @@ def _invalid(path: str, message: str) -> CommandError:
     return CommandError(422, "validation_failed", message, {path: [message]})
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -102,7 +104,7 @@ def _parallel(cmd: dict[str, Any], path: str) -> dict[str, Any] | None:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise _invalid(f"{path}.parallel_group_path.{i}", "Parallel group path entries must be objects.")
-        item = {k: entry.get(k) for k in PARALLEL_KEYS}
+        item: dict[str, Any] = {k: entry.get(k) for k in PARALLEL_KEYS}
         if not isinstance(item["parallel_group_id"], str) or not item["parallel_group_id"]:
             raise _invalid(f"{path}.parallel_group_path.{i}", "parallel_group_id must be a non-empty string.")
         for k in ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index"):

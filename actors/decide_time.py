@@ -8,7 +8,7 @@ from . import decide_activity
 from .decide_control import close_run
 from .decide_workflow_task import _timer_payload
 from .emit import Emitter
-from .run_state import RunState
+from .run_state import Activity, RunState
 
 
 def next_deadline(state: RunState, now: float) -> float | None:
@@ -86,7 +86,7 @@ def tick(state: RunState, now: float) -> Emitter:
     return em
 
 
-def _activity_deadlines(em: Emitter, act, now: float) -> None:
+def _activity_deadlines(em: Emitter, act: Activity, now: float) -> None:
     due = [(kind, dl) for kind, dl in decide_activity.deadlines(act).items() if dl <= now]
     if due:
         order = ("schedule_to_close", "schedule_to_start", "heartbeat", "start_to_close")

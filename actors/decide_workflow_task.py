@@ -267,9 +267,9 @@ def _is_duplicate_member(state: RunState, cmd: dict[str, Any], par: dict[str, An
     if step["kind"] != kind:
         return False
     if kind == "timer":
-        return step.get("delay") == cmd["delay_seconds"]
+        return bool(step.get("delay") == cmd["delay_seconds"])
     name = cmd.get("activity_type") or cmd.get("workflow_type")
-    return step.get("name") == name
+    return bool(step.get("name") == name)
 
 
 def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:

@@ -12,17 +12,15 @@ shows (our bodies at our positions), and that is the same success.
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
-from persistence.journal import Batch, ConflictError, StoreUnavailable
+from persistence.journal import Batch, ConflictError, Journal, StoreUnavailable
 
 APPEND_BUDGET = 8.0  # seconds; well inside the SDK's 60 s request timeout
 READ_BUDGET = 5.0
 
 
-async def append(journal: Any, batch: Batch, run_id: str, budget: float = APPEND_BUDGET) -> None:
+async def append(journal: Journal, batch: Batch, run_id: str, budget: float = APPEND_BUDGET) -> None:
     deadline = trio.current_time() + budget
     delay, ambiguous = 0.1, False
     while True:
@@ -41,7 +39,7 @@ async def append(journal: Any, batch: Batch, run_id: str, budget: float = APPEND
             return
 
 
-async def _already_committed(journal: Any, batch: Batch, run_id: str) -> bool:
+async def _already_committed(journal: Journal, batch: Batch, run_id: str) -> bool:
     ours = [(jseq, body) for rid, jseq, body in batch.records if rid == run_id]
     if not ours:
         return False
@@ -49,12 +47,13 @@ async def _already_committed(journal: Any, batch: Batch, run_id: str) -> bool:
     return all(jseq <= len(stored) and stored[jseq - 1] == body for jseq, body in ours)
 
 
-async def read_records(journal: Any, run_id: str, budget: float = READ_BUDGET) -> list[bytes]:
+async def read_records(journal: Journal, run_id: str, budget: float = READ_BUDGET) -> list[bytes]:
     deadline = trio.current_time() + budget
     delay = 0.1
     while True:
         try:
-            return await journal.read_records(run_id)
+            records: list[bytes] = await journal.read_records(run_id)
+            return records
         except StoreUnavailable:
             if trio.current_time() + delay > deadline:
                 raise

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import trio
 
 from persistence import codec
-from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
+from persistence.journal import Batch, FencedError, InstanceRow, Journal, StoreUnavailable
 
 from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry, views
 from . import messages as m
-from .clock import SystemClock, TrioClock
+from .clock import Clock
 from .emit import Emitter, started_records
 from .errors import GuardError, ProtocolError
 from .limits import Limits, history_full, signals_full
@@ -37,8 +37,8 @@ STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even afte
 
 
 class Host(Protocol):
-    journal: Any
-    clock: SystemClock | TrioClock
+    journal: Journal
+    clock: Clock
     timers: TimerService
     idle_seconds: float
     wt_lease: float

@@ -10,6 +10,7 @@ instant it uses is carried by the record, so recovery is replay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +131,7 @@ class RunState:
 
     @property
     def namespace(self) -> str:
-        return self.meta.get("namespace", "default")
+        return str(self.meta.get("namespace", "default"))
 
     @property
     def task_queue(self) -> str:
@@ -346,7 +347,7 @@ def _child_resolved(state: RunState, rec: dict[str, Any]) -> None:
         _member_resolved(state, child.parallel, child.seq, rec["at"])
 
 
-def _marker(kind: str):
+def _marker(kind: str) -> Callable[[RunState, dict[str, Any]], None]:
     def apply(state: RunState, rec: dict[str, Any]) -> None:
         p = rec["p"]
         info: dict[str, Any] = {"kind": kind}

@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
-from .clock import SystemClock, TrioClock
+from .clock import Clock
 
 
 class TimerService:
-    def __init__(self, clock: SystemClock | TrioClock, fire: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, clock: Clock, fire: Callable[[str], Awaitable[None]]) -> None:
         self.clock = clock
         self.fire = fire
         self.heap: list[tuple[float, str]] = []

@@ -12,12 +12,13 @@ from typing import Any
 import trio
 
 from actors import messages as m
-from actors.clock import SystemClock, TrioClock
+from actors.clock import Clock
 from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.run_actor import Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
+from persistence.journal import Journal
 
 from .offers import OfferBook, ReadyTask
 from .router import Router, Unreachable
@@ -30,8 +31,8 @@ REMOTE_POST_ATTEMPTS = 12  # about two minutes of rebalancing
 class Engine:
     def __init__(
         self,
-        journal: Any,
-        clock: SystemClock | TrioClock,
+        journal: Journal,
+        clock: Clock,
         *,
         idle_seconds: float = 30.0,
         wt_lease: float = 60.0,

@@ -6,9 +6,10 @@ import collections
 from typing import Any
 
 from persistence.ids import iso
+from persistence.journal import Journal
 
 
-async def cluster_view(journal: Any, *, node_id: str, shard_count: int, clustered: bool, now: float) -> dict[str, Any]:
+async def cluster_view(journal: Journal, *, node_id: str, shard_count: int, clustered: bool, now: float) -> dict[str, Any]:
     """The same summary for ``GET /api/cluster/info`` and ``dw-server cluster status``."""
     if not clustered:
         return {

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from actors.clock import SystemClock, TrioClock
+from actors.clock import Clock, SystemClock
 from persistence.journal import StoreMisconfigured, StoreUnavailable
 from persistence.sqlite_journal import SqliteJournal
 
@@ -65,7 +65,7 @@ async def journal_loop(cfg: Config) -> AsyncIterator[None]:
 
 
 class Node:
-    def __init__(self, cfg: Config, clock: SystemClock | TrioClock | None = None) -> None:
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.journal = open_journal(cfg)

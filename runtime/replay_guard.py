@@ -17,7 +17,9 @@ from typing import Any
 
 import trio
 
+from persistence.clock import Clock
 from persistence.group_commit import next_group
+from persistence.journal import Journal
 
 log = logging.getLogger("dw.replay")
 
@@ -61,7 +63,7 @@ class _Claim:
 
 
 class ReplayGuard:
-    def __init__(self, journal: Any, clock: Any, *, max_batch: int = 512) -> None:
+    def __init__(self, journal: Journal, clock: Clock, *, max_batch: int = 512) -> None:
         self.journal = journal
         self.clock = clock
         self.max_batch = max_batch
