@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from persistence.ids import iso
+from persistence.vocabulary import STOPPED_STATUSES
 
 from .emit import Emitter, blob_of, par_fields
 from .errors import GuardError
@@ -98,7 +99,7 @@ def guard(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str)
         raise GuardError(409, "task_mismatch", "The activity attempt belongs to another task.")
     act = state.activities.get(seq)
     base = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": verb, "recorded": False, "next_task_id": None}
-    if state.status in ("cancelled", "terminated"):
+    if state.status in STOPPED_STATUSES:
         raise GuardError(
             409,
             f"run_{state.status}",

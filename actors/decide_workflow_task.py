@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from persistence.ids import iso, run_ulid, shard_of, ulid
+from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
@@ -30,7 +31,7 @@ def run_closed_error(state: RunState) -> GuardError:
         f"Workflow run is {state.status}; the task can no longer be completed.",
         run_status=state.status,
         stop_reason=STOP_REASONS.get(state.status, "run_closed"),
-        cancel_requested=state.status in ("cancelled", "terminated"),
+        cancel_requested=state.status in STOPPED_STATUSES,
         can_continue=False,
         run_closed_reason=state.closed_reason,
         run_closed_at=iso(state.closed_at),
@@ -273,7 +274,7 @@ def _is_duplicate_member(state: RunState, cmd: dict[str, Any], par: dict[str, An
 
 
 def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
-    exec_id = f"{state.run_id}-a{seq}"
+    exec_id = activity_execution_id(state.run_id, seq)
     queue = cmd.get("queue") or state.task_queue
     payload = {
         "sequence": seq,

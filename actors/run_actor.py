@@ -18,6 +18,7 @@ import trio
 
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, Journal, StoreUnavailable
+from persistence.vocabulary import activity_execution_id, encode_offset
 
 from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry, views
 from . import messages as m
@@ -468,7 +469,7 @@ class RunActor:
             "history_events": events,
             "last_history_sequence": wt.snapshot,
             "total_history_events": wt.snapshot,
-            "next_history_page_token": page_token(len(events)) if more else None,
+            "next_history_page_token": encode_offset(len(events)) if more else None,
             "workflow_update_id": wt.update_id,
             "workflow_command_id": None,
         }
@@ -486,7 +487,7 @@ class RunActor:
             "workflow_task_attempt": wt.attempt,
             "history_events": events,
             "total_history_events": wt.snapshot,
-            "next_history_page_token": page_token(end) if end < wt.snapshot else None,
+            "next_history_page_token": encode_offset(end) if end < wt.snapshot else None,
         }
 
     async def _guard_wt(self, task_id: str, owner: Any, attempt: Any, now: float) -> None:
@@ -532,7 +533,7 @@ class RunActor:
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:
             created.append(s.wt.task_id)
-        created += [f"{self.run_id}-a{r['p']['sequence']}" for r in em.records if r["t"] == "ActivityScheduled"]
+        created += [activity_execution_id(self.run_id, r["p"]["sequence"]) for r in em.records if r["t"] == "ActivityScheduled"]
         return {
             "task_id": task_id,
             "workflow_task_attempt": attempt,
@@ -791,7 +792,3 @@ class RunActor:
         return True
 
 
-def page_token(after: int) -> str:
-    import base64
-
-    return base64.b64encode(str(after).encode()).decode()

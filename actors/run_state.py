@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persistence.ids import iso
+from persistence.vocabulary import TERMINAL_STATUSES, workflow_task_id
 
-TERMINAL = ("completed", "failed", "cancelled", "terminated")
+TERMINAL = TERMINAL_STATUSES
 TERMINAL_EVENTS = {
     "WorkflowCompleted": ("completed", "completed"),
     "WorkflowFailed": ("failed", "failed"),
@@ -194,7 +195,7 @@ def _schedule(state: RunState, at: float) -> None:
     if state.is_open and state.wt is None and (state.pending_updates or state.wake):
         state.wt_counter += 1
         update_id = state.pending_updates[0] if state.pending_updates else None
-        state.wt = WorkflowTask(f"{state.run_id}-wt{state.wt_counter}", "ready", at, update_id=update_id)
+        state.wt = WorkflowTask(workflow_task_id(state.run_id, state.wt_counter), "ready", at, update_id=update_id)
 
 
 def _set_wake(state: RunState, at: float) -> None:

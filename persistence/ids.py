@@ -7,7 +7,7 @@ import os
 import time
 from datetime import UTC, datetime
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+from .vocabulary import CROCKFORD as _CROCKFORD
 
 
 def ulid(now: float | None = None) -> str:

@@ -60,6 +60,7 @@ from .journal import (
     shard_count_mismatch,
 )
 from .migrations import POSTGRES_MIGRATIONS
+from .vocabulary import TERMINAL_STATUSES
 
 log = logging.getLogger("dw.journal")
 
@@ -83,7 +84,7 @@ _RUN_COLS = (
 _INSTANCE_COLS = "namespace, workflow_id, workflow_type, current_run_id, run_count, created_at"
 _NAMESPACE_COLS = "name, description, retention_days, status, created_at, updated_at"
 _WORKER_COLS = "namespace, worker_id, task_queue, runtime, registered_at, last_seen, info"
-_TERMINAL = "('completed','failed','cancelled','terminated')"
+_TERMINAL = "(" + ",".join(f"'{status}'" for status in TERMINAL_STATUSES) + ")"
 
 # (table, [(column, element type)], key columns) for each upserted projection, in the
 # order of the statement's parameters.

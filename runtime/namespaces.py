@@ -6,6 +6,7 @@ from typing import Any
 
 from persistence.ids import iso
 from persistence.journal import Batch, NamespaceRow
+from persistence.vocabulary import OPEN_STATUSES
 
 from .engine import Engine
 from .errors import ProtocolError
@@ -85,7 +86,7 @@ class NamespaceService:
                 409, "namespace_protected", f"The default namespace [{row.name}] cannot be deleted.", namespace=row.name
             )
         open_runs = await self.engine.journal.list_runs(
-            row.name, statuses=["pending", "running", "waiting"], limit=1
+            row.name, statuses=list(OPEN_STATUSES), limit=1
         )
         if open_runs:
             raise ProtocolError(

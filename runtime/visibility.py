@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from persistence.journal import Predicate
+from persistence.vocabulary import OPEN_STATUSES, STATUS_BUCKETS, TERMINAL_STATUSES
 
 from .errors import ProtocolError
 
@@ -33,8 +34,7 @@ SYSTEM = {
 ORDERED_TYPES = ("int", "double", "datetime")
 MAX_CONDITIONS = 50  # each is a SQL expression; SQLite refuses an expression tree 1,000 deep
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-STATUS_BUCKETS = {"running": ["pending", "running", "waiting"], "completed": ["completed"], "failed": ["failed", "cancelled", "terminated"]}
-RAW_STATUSES = {"pending", "running", "waiting", "completed", "failed", "cancelled", "terminated"}
+RAW_STATUSES = frozenset(OPEN_STATUSES + TERMINAL_STATUSES)
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -146,7 +146,7 @@ def _predicate(name: str, op: str, value: Any, custom: dict[str, str]) -> Predic
     value = _typed(name, kind, value)
     if name == "Status":
         if value in STATUS_BUCKETS and op in ("=", "!="):
-            return Predicate(column="status", op="in" if op == "=" else "not_in", value=STATUS_BUCKETS[value])
+            return Predicate(column="status", op="in" if op == "=" else "not_in", value=list(STATUS_BUCKETS[value]))
         if value not in RAW_STATUSES:
             raise invalid(f"Unknown status {value!r}; use running, completed or failed (or a raw status).", attribute=name)
     return Predicate(column=column, attribute=None if column else name, op=op, value=value, type=kind)

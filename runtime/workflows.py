@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -12,29 +11,16 @@ import trio
 from actors import messages as m
 from actors.emit import new_run_meta
 from actors.run_actor import RunNotFound
-from actors.run_state import TERMINAL
 from persistence import avro
 from persistence.ids import iso, run_ulid, shard_of, ulid
 from persistence.journal import InstanceRow, RunRow
+from persistence.vocabulary import BUCKET_OF, STATUS_BUCKETS, TERMINAL_STATUSES, decode_offset, encode_offset
 
 from . import history_export, page_tokens, visibility
 from .engine import Engine
 from .errors import ProtocolError, validation
 
-BUCKETS = {
-    "pending": "running",
-    "running": "running",
-    "waiting": "running",
-    "completed": "completed",
-    "failed": "failed",
-    "cancelled": "failed",
-    "terminated": "failed",
-}
-BUCKET_STATUSES = {
-    "running": ["pending", "running", "waiting"],
-    "completed": ["completed"],
-    "failed": ["failed", "cancelled", "terminated"],
-}
+BUCKETS = BUCKET_OF  # status -> bucket (the schedule service reads it from here)
 
 
 def not_found(workflow_id: str) -> ProtocolError:
@@ -46,13 +32,12 @@ def run_not_found(workflow_id: str, run_id: str) -> ProtocolError:
 
 
 def decode_token(token: Any) -> int:
-    """Offsets travel as base64 of a decimal; an undecodable token means the start."""
+    """An undecodable history token means the start (the reference server's leniency)."""
     if not token:
         return 0
     try:
-        value = int(base64.b64decode(str(token), validate=True).decode())
-        return max(value, 0)
-    except (ValueError, UnicodeDecodeError):
+        return decode_offset(str(token))
+    except ValueError:
         return 0
 
 
@@ -86,10 +71,6 @@ def read_list_token(token: Any, fingerprint: str) -> tuple[int, tuple[float, str
             errors={"next_page_token": ["The page token was issued for different filters."]},
         )
     return 0, position
-
-
-def encode_token(value: int) -> str:
-    return base64.b64encode(str(value).encode()).decode()
 
 
 class WorkflowService:
@@ -248,7 +229,7 @@ class WorkflowService:
             "business_key": view.business_key,
             "status": view.status,
             "status_bucket": BUCKETS[view.status],
-            "is_terminal": view.status in TERMINAL,
+            "is_terminal": view.status in TERMINAL_STATUSES,
             "closed_reason": view.closed_reason,
             "task_queue": view.task_queue,
             "run_number": view.run_number,
@@ -303,7 +284,7 @@ class WorkflowService:
             "business_key": row.business_key,
             "status": row.status,
             "status_bucket": BUCKETS.get(row.status, "running"),
-            "is_terminal": row.status in TERMINAL,
+            "is_terminal": row.status in TERMINAL_STATUSES,
             "closed_reason": row.closed_reason,
             "task_queue": row.task_queue,
             "payload_codec": "avro",
@@ -318,7 +299,7 @@ class WorkflowService:
 
     async def list(self, namespace: str, args: dict[str, Any]) -> dict[str, Any]:
         size = args["page_size"]
-        statuses = BUCKET_STATUSES[args["status"]] if args.get("status") else None
+        statuses = list(STATUS_BUCKETS[args["status"]]) if args.get("status") else None
         query = args.get("query")
         predicates: list[Any] = list(args.get("time_filters") or [])
         if query and visibility.is_filter(query):
@@ -362,7 +343,7 @@ class WorkflowService:
             "workflow_id": workflow_id,
             "run_id": run_id,
             "events": page.events,
-            "next_page_token": encode_token(end) if end < page.visible else None,
+            "next_page_token": encode_offset(end) if end < page.visible else None,
         }
 
     async def export(self, namespace: str, workflow_id: str, run_id: str, signing_key: bytes | None, key_id: str | None) -> dict[str, Any]:
