@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from persistence.ids import iso, run_ulid, shard_of, ulid
+from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
 from .errors import GuardError
+from .id_source import RANDOM_IDS, IdSource
 from .limits import DEFAULT as DEFAULT_LIMITS
 from .limits import Limits, check_completion, check_history
 from .run_state import TERMINAL, RunState
@@ -105,9 +106,11 @@ def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
     """Nothing to do here: a deferred condition timeout fires on the actor's next tick."""
 
 
-def complete(state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS) -> Emitter:
+def complete(
+    state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS, ids: IdSource = RANDOM_IDS
+) -> Emitter:
     commands = validate_commands(raw_commands)
-    em = Emitter(state, now, wt=task_id)
+    em = Emitter(state, now, wt=task_id, ids=ids)
     wt = state.wt
     if wt is not None and wt.update_id is not None:
         return _complete_update_task(state, em, task_id, wt.update_id, commands)
@@ -300,10 +303,10 @@ def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
 
 
 def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
-    child_wf = ulid(em.now)
+    child_wf = em.ids.ulid(em.now)
     count = state.meta.get("shard_count", 64)
     child_shard = shard_of(state.namespace, child_wf, count)
-    child_run = run_ulid(child_shard, em.now)
+    child_run = em.ids.run_ulid(child_shard, em.now)
     policy = cmd["parent_close_policy"]
     par = par_fields(cmd.get("par"))
     base = {
@@ -436,7 +439,7 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
     meta = state.meta
     count = meta.get("shard_count", 64)
     shard = meta.get("shard", shard_of(meta["namespace"], meta["workflow_id"], count))
-    new_run = run_ulid(shard, em.now)
+    new_run = em.ids.run_ulid(shard, em.now)
     number = meta["run_number"] + 1
     arguments = cmd.get("arguments") or meta.get("arguments")
     new_meta = new_run_meta(

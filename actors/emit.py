@@ -13,6 +13,7 @@ from typing import Any
 from persistence.ids import iso
 from persistence.journal import InstanceRow
 
+from .id_source import RANDOM_IDS, IdSource
 from .run_state import RunState
 
 AVRO_NULL_BLOB = "wwHioz3/VYAiNwA="
@@ -35,8 +36,9 @@ class NewRun:
 
 
 class Emitter:
-    def __init__(self, state: RunState, now: float, wt: str | None = None) -> None:
+    def __init__(self, state: RunState, now: float, wt: str | None = None, ids: IdSource = RANDOM_IDS) -> None:
         self.state = state
+        self.ids = ids  # where the decision's new ids come from
         self.now = now
         self.next_h = state.next_h
         self.records: list[dict[str, Any]] = []

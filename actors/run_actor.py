@@ -25,6 +25,7 @@ from . import messages as m
 from .clock import Clock
 from .emit import Emitter, started_records
 from .errors import GuardError, ProtocolError
+from .id_source import IdSource
 from .limits import Limits, history_full, signals_full
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
@@ -45,6 +46,7 @@ class Host(Protocol):
     wt_lease: float
     act_lease: float
     limits: Limits
+    ids: IdSource
 
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
@@ -528,7 +530,7 @@ class RunActor:
         now = self.host.clock.now()
         task_id, attempt = msg.task_id, msg.attempt
         await self._guard_wt(task_id, msg.owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits)
+        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids)
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:
@@ -684,10 +686,8 @@ class RunActor:
             return s.commands[request_id]
         if not s.is_open:
             return {"rejected": "run_not_active"}
-        from persistence.ids import ulid
-
         now = self.host.clock.now()
-        command_id = msg.command_id or ulid(now)
+        command_id = msg.command_id or self.host.ids.ulid(now)
         em = decide_control.cancel_or_terminate(s, msg.kind, msg.reason, command_id, now)
         return await self._commit_command(em, request_id, command_id)
 

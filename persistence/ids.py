@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from .vocabulary import CROCKFORD as _CROCKFORD
 
 
-def ulid(now: float | None = None) -> str:
-    """A 26-character ULID: sortable by creation time, URL-path safe."""
+def ulid(now: float | None = None, entropy: bytes | None = None) -> str:
+    """A 26-character ULID: sortable by creation time, URL-path safe. ``entropy`` (10 bytes)
+    replaces the random part, for id sources that must be reproducible."""
     ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | int.from_bytes(os.urandom(10) if entropy is None else entropy[:10], "big")
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[value & 31])
@@ -37,11 +38,11 @@ def shard_of(namespace: str, key: str, count: int) -> int:
     return int.from_bytes(digest, "big") % count
 
 
-def run_ulid(shard: int, now: float | None = None) -> str:
+def run_ulid(shard: int, now: float | None = None, entropy: bytes | None = None) -> str:
     """A ULID whose last two characters carry the shard, so a bare run or task id routes itself."""
     if not 0 <= shard < MAX_SHARDS:
         raise ValueError(f"shard {shard} is outside 0..{MAX_SHARDS - 1}")
-    return ulid(now)[:-2] + _CROCKFORD[shard >> 5] + _CROCKFORD[shard & 31]
+    return ulid(now, entropy)[:-2] + _CROCKFORD[shard >> 5] + _CROCKFORD[shard & 31]
 
 
 def shard_of_run(run_id: str) -> int | None:

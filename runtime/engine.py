@@ -13,6 +13,7 @@ import trio
 
 from actors import messages as m
 from actors.clock import Clock
+from actors.id_source import RANDOM_IDS, IdSource
 from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.run_actor import Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
@@ -46,6 +47,7 @@ class Engine:
         self.act_lease = act_lease
         self.shard_count = shard_count
         self.shard_hooks: list[Any] = []
+        self.ids: IdSource = RANDOM_IDS  # ids minted by decisions (tests may seed them)
         self.limits = DEFAULT_LIMITS  # the node sets the configured ones  # services with per-shard state: adopt(shards), drop(shards)
         # shard -> epoch held; None on the embedded single node, which owns everything unfenced
         self.owned: dict[int, int] | None = None
