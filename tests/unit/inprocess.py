@@ -25,11 +25,15 @@ CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 
 
 @asynccontextmanager
-async def node_app(tmp_path: Path, database: str | None = None, **overrides: Any) -> AsyncIterator[tuple[Node, Any]]:
+async def node_app(
+    tmp_path: Path, database: str | None = None, *, own_loop: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[Node, Any]]:
+    """``own_loop=False`` when the caller already runs ``trio_asyncio.open_loop()`` (several nodes in one test)."""
+    overrides.setdefault("port", 0)  # no listener: no advertise URL unless one is given
     cfg = Config.from_env(data_dir=str(tmp_path / f"node-{uuid.uuid4().hex[:6]}"), database=database, **overrides)
     if database is None:
         cfg.database = None  # DW_DATABASE_URL of the environment does not apply
-    async with journal_loop(cfg):
+    async with journal_loop(cfg) if own_loop else _no_loop():
         node = Node(cfg)
         async with trio.open_nursery() as nursery:
             with trio.fail_after(30):
@@ -38,6 +42,11 @@ async def node_app(tmp_path: Path, database: str | None = None, **overrides: Any
             async with app.test_app() as test_app:
                 yield node, test_app.test_client()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _no_loop() -> AsyncIterator[None]:
+    yield
 
 
 @asynccontextmanager
