@@ -99,3 +99,24 @@ async def test_a_schedule_commit_with_a_stale_epoch_changes_nothing_and_drops_th
     assert stored[0]["status"] != "paused"
     assert shard not in (node.engine.owned or {})
     assert key not in node.schedules.active  # the schedule service let go of it too
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a manual trigger whose schedule commit is fenced out still starts the workflow (ScheduleService._start "
+    "commits the run before _commit is refused), yet answers 503 'retry': a retry fires a second workflow",
+)
+async def test_a_trigger_with_a_stale_schedule_epoch_starts_nothing(fenced_node: tuple[Node, Any]) -> None:
+    node, http = fenced_node
+    spec = {"schedule_id": "manual", "spec": {"cron_expressions": ["@yearly"]}, "action": {"workflow_type": "t", "task_queue": "q"}}
+    r = await http.post("/api/schedules", json=spec, headers=CP)
+    assert r.status_code == 201, await r.get_data()
+    shard = node.schedules.shard("default", "manual")
+    runs_before = await node.journal.list_runs("default", workflow_type=None, statuses=None, query=None, offset=0, limit=100)
+
+    _claim_behind_the_nodes_back(node, shard)
+    r = await http.post("/api/schedules/manual/trigger", json={}, headers=CP)
+
+    assert r.status_code == 503, await r.get_data()
+    runs = await node.journal.list_runs("default", workflow_type=None, statuses=None, query=None, offset=0, limit=100)
+    assert runs == runs_before, "the refused trigger started a workflow"
