@@ -89,7 +89,11 @@ async def test_lease_sessions_of_another_schema_are_not_counted(
 async def test_a_lease_session_of_its_own_schema_is_counted_and_forgotten_when_closed(
     two_clusters: tuple[PostgresJournal, PostgresJournal, trio.Nursery],
 ) -> None:
-    a, _b, nursery = two_clusters
+    a, b, nursery = two_clusters
+    # membership rows are per schema
+    await b.upsert_node("only-in-b", None, 1.0, 2.0, "active")
+    assert "only-in-b" not in [n.node_id for n in await a.list_nodes()]
+    assert "only-in-b" in [n.node_id for n in await b.list_nodes()]
     node = f"own-{uuid.uuid4().hex[:8]}"
     leases = await _open_leases(a, node, nursery)
     assert node in await a.lease_sessions()
