@@ -17,6 +17,8 @@ with the cluster's) ends the process.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -33,6 +35,57 @@ STATS_EVERY_SECONDS = 60.0
 
 def _brief(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """What one convergence round decides, before any of it is done."""
+
+    live: list[str]  # members counted alive: heartbeating, active, lease session connected
+    stale: list[int]  # shards marked ours that this session does not hold (an earlier session's)
+    owners: dict[int, str | None]  # shard -> owner as this round reads it (stale marks cleared, held ones ours)
+    directory: dict[int, str]  # shard -> live owner, for routing requests
+    claims: list[int]  # free shards to claim
+    releases: list[int]  # surplus shards to hand over
+    target: int  # this node's fair share
+
+
+def decide_round(
+    *,
+    node_id: str,
+    shard_count: int,
+    now: float,
+    node_ttl: float,
+    nodes: Iterable[Any],
+    sessions: set[str],
+    epochs: dict[int, tuple[str | None, int]],
+    held: dict[int, int],
+) -> RoundDecision:
+    """The decisions of one round from what it read (pure: no I/O, so it can be tested alone).
+
+    ``nodes`` are NodeRow-likes, ``sessions`` the node ids with a connected lease session (as
+    ``lease_sessions`` reports them: cut to the 47 characters an application name leaves),
+    ``epochs`` the ``shards`` table, ``held`` the shards this node's lease session holds.
+    """
+    # A member is live while it heartbeats *and* its lease session is connected: a killed
+    # node's session ends at once, so its shards are free without waiting for its row to age.
+    live = [
+        n.node_id
+        for n in nodes
+        if n.status == "active"
+        and n.heartbeat_at is not None
+        and now - n.heartbeat_at < node_ttl
+        and (n.node_id[:47] in sessions or n.node_id == node_id)
+    ]
+    owners: dict[int, str | None] = {s: owner for s, (owner, _epoch) in epochs.items()}
+    stale = [shard for shard, owner in owners.items() if owner == node_id and shard not in held]
+    for shard in stale:
+        owners[shard] = None  # ours before a restart: the lock died with the old session
+    for shard in held:
+        owners[shard] = node_id
+    directory = {s: o for s, o in owners.items() if o is not None and o in live}
+    claims, releases = plan(shard_count, live, node_id, owners)
+    return RoundDecision(live, stale, owners, directory, claims, releases, fair_share(shard_count, live, node_id))
 
 
 class ShardManager:
@@ -184,29 +237,19 @@ class ShardManager:
         """One convergence round; returns this node's fair share."""
         now = self.engine.clock.now()
         await self.journal.upsert_node(self.node_id, self.advertise_url, self.started_at, now, "active")
-        # A member is live while it heartbeats *and* its lease session is connected: a killed
-        # node's session ends at once, so its shards are free without waiting for its row to age.
         sessions = await self.journal.lease_sessions()
         nodes = await self.journal.list_nodes()
-        live = [
-            n.node_id
-            for n in nodes
-            if n.status == "active"
-            and n.heartbeat_at is not None
-            and now - n.heartbeat_at < self.node_ttl
-            and (n.node_id[:47] in sessions or n.node_id == self.node_id)
-        ]
-        owners: dict[int, str | None] = {s: owner for s, (owner, _epoch) in (await self.journal.shard_epochs()).items()}
+        epochs = await self.journal.shard_epochs()
         held = leases.owned()
-        stale = [shard for shard, owner in owners.items() if owner == self.node_id and shard not in held]
-        for shard in stale:
-            owners[shard] = None  # ours before a restart: the lock died with the old session
-        for shard in held:
-            owners[shard] = self.node_id
+        decision = decide_round(
+            node_id=self.node_id, shard_count=self.shard_count, now=now, node_ttl=self.node_ttl,
+            nodes=nodes, sessions=sessions, epochs=epochs, held=held,
+        )
+        stale = decision.stale
         if self.engine.peers is not None:
             self.engine.peers.set_directory(nodes)
-            self.engine.peers.owners = {s: o for s, o in owners.items() if o is not None and o in live}
-        claims, releases = plan(self.shard_count, live, self.node_id, owners)
+            self.engine.peers.owners = dict(decision.directory)
+        claims, releases = decision.claims, decision.releases
         for shard in releases:
             self.engine.drop_shards({shard})
             self._unadopted.discard(shard)
@@ -243,4 +286,4 @@ class ShardManager:
                 self.counters["adoptions_retried"] += 1
                 raise
             self._unadopted -= pending
-        return fair_share(self.shard_count, live, self.node_id)
+        return decision.target
