@@ -9,7 +9,7 @@ from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
-from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields, started_records
+from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields
 from .errors import GuardError
 from .id_source import RANDOM_IDS, IdSource
 from .limits import DEFAULT as DEFAULT_LIMITS
@@ -346,9 +346,8 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
     for key in ("execution_timeout_seconds", "run_timeout_seconds"):
         if cmd.get(key):
             started[key] = cmd[key]
-    em.event("ChildRunStarted", started)
-    em.new_runs.append(NewRun(child_run, meta, started_records(meta, em.now, accepted=False)))
-    em.effects.append(Effect("activate", child_run))
+    em.event("ChildRunStarted", started, x={"start": meta})
+    em.new_runs.append(NewRun(child_run, meta))
 
 
 def _side_effect(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
@@ -470,10 +469,9 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
             "continued_to_run_number": number,
             "closed_reason": "continued",
         },
-        x={"continued_to": new_run},
+        x={"continued_to": new_run, "start": new_meta},
     )
-    em.new_runs.append(NewRun(new_run, new_meta, started_records(new_meta, em.now, accepted=False)))
-    em.effects.append(Effect("activate", new_run))
+    em.new_runs.append(NewRun(new_run, new_meta))
 
 
 def closure_effects(state: RunState, em: Emitter) -> None:

@@ -1,8 +1,12 @@
 """Building the records one decision appends, and the effects it has beyond its run.
 
-A decision never mutates state: it returns records (folded only after the journal
-commit) plus effects the actor performs after the commit (activate a new run, tell a
-parent its child closed, apply a parent-close policy).
+A decision never mutates state: it returns records, the runs it creates, and effects
+the actor performs after the commit (tell a parent its child closed, apply a parent-close
+policy). The actor folds the records into its state as it builds the journal batch (the run's
+row needs the new state) and answers nobody before the commit: readers reach the state only
+through the actor's mailbox, and a failed append reloads the state from the journal. A
+created run's first records are written by that run's own actor (``StartRun``); the record
+that created it carries its start metadata until the new run confirms.
 """
 
 from __future__ import annotations
@@ -21,18 +25,17 @@ AVRO_NULL_BLOB = "wwHioz3/VYAiNwA="
 
 @dataclass
 class Effect:
-    kind: str  # activate | notify_parent | close_child
+    kind: str  # notify_parent | close_child
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class NewRun:
-    """A run created by this decision (child or continue-as-new): its first records and rows."""
+    """A run created by this decision (child or continue-as-new); its own actor writes its start."""
 
     run_id: str
     meta: dict[str, Any]
-    records: list[dict[str, Any]]
 
 
 class Emitter:

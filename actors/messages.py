@@ -211,6 +211,22 @@ class StartRun(Message):
     instance: InstanceRow
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunsStarted(Message):
+    """Runs this run created have committed their first records: it stops re-sending them."""
+
+    KIND: ClassVar[str] = "runs_started"
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingStart(Message):
+    """The start of a run this run created that is not confirmed yet (None when there is none)."""
+
+    KIND: ClassVar[str] = "pending_start"
+    run_id: str
+
+
 # --- reads (answered from the actor's committed state) ------------------------------
 
 
@@ -250,10 +266,10 @@ _KINDS: dict[str, type[Message]] = {
         Tick, CheckChildren, Ping, Repair, TerminalInfo, ChildClosed, ReleaseOwner, ClaimWorkflowTask,
         ReplayWorkflowTask, WorkflowTaskHistory, WorkflowTaskHeartbeat, CompleteWorkflowTask, FailWorkflowTask,
         ClaimActivity, ReplayActivity, CompleteActivity, FailActivity, ActivityHeartbeat, Signal, Close, Update,
-        StartRun, Describe, ReadHistory, ReadUpdate, ReadActivity,
+        StartRun, RunsStarted, PendingStart, Describe, ReadHistory, ReadUpdate, ReadActivity,
     )
 }
-POSTABLE = frozenset({"tick", "check_children", "child_closed", "close"})  # what one node may post to another's run
+POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started"})  # what one node may post to another's run
 
 
 class BadMessage(ValueError):

@@ -64,6 +64,8 @@ class Host(Protocol):
 
     def quarantine(self, run_id: str, seconds: float | None = None) -> None: ...
 
+    def start_run(self, creator: str, run_id: str, message: m.StartRun) -> None: ...
+
     async def terminal_info(self, run_id: str) -> dict[str, Any] | None: ...
 
 
@@ -218,6 +220,27 @@ class RunActor:
                 act.heartbeat_base = max(act.heartbeat_base, now)  # heartbeats are not journaled
         self.loaded.set()
         self._after_change()
+        if not self.damage:
+            for run_id in list(state.pending_starts):
+                self._launch(run_id)  # created before a crash or a move: not confirmed yet
+
+    def start_message(self, run_id: str) -> m.StartRun | None:
+        """The message that creates a run this run created, while its start is unconfirmed."""
+        meta = self.state.pending_starts.get(run_id)
+        if meta is None:
+            return None
+        own = self.state.meta
+        continued = bool(meta.get("continued_from"))
+        created_at = own.get("instance_created_at", own["started_at"]) if continued else meta["started_at"]
+        instance = InstanceRow(
+            meta["namespace"], meta["workflow_id"], meta["workflow_type"], run_id, meta["run_number"], created_at
+        )
+        return m.StartRun(meta=meta, accepted=False, instance=instance)
+
+    def _launch(self, run_id: str) -> None:
+        message = self.start_message(run_id)
+        if message is not None:
+            self.host.start_run(self.run_id, run_id, message)
 
     async def _loop(self) -> None:
         while True:
@@ -316,6 +339,10 @@ class RunActor:
                 return await self._on_update(message)
             case m.StartRun():
                 return await self._on_start_run(message)
+            case m.RunsStarted():
+                return await self._on_runs_started(message)
+            case m.PendingStart():
+                return self.start_message(message.run_id)
             case m.Describe():
                 return views.run_view(self.state, self.visible)
             case m.ReadHistory():
@@ -337,7 +364,7 @@ class RunActor:
         raise RunDamaged(self.run_id)
 
     async def commit(self, em: Emitter) -> None:
-        if not em.records and not em.new_runs and not em.instances:
+        if not em.records and not em.instances:
             return
         state = self.state
         batch = Batch(fence=self.host.fence(self.run_id))
@@ -346,23 +373,6 @@ class RunActor:
             batch.records.append((self.run_id, base + i + 1, codec.dumps(rec)))
         for rec in em.records:
             fold(state, rec)
-        for new in em.new_runs:
-            child = RunState(new.run_id)
-            for i, rec in enumerate(new.records):
-                batch.records.append((new.run_id, i + 1, codec.dumps(rec)))
-                fold(child, rec)
-            batch.runs.append(run_row(child, em.now))
-            if new.meta.get("continued_from"):
-                batch.instances.append(
-                    InstanceRow(
-                        new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id,
-                        new.meta["run_number"], state.meta.get("instance_created_at", state.meta["started_at"]),
-                    )
-                )
-            else:
-                batch.instances.append(
-                    InstanceRow(new.meta["namespace"], new.meta["workflow_id"], new.meta["workflow_type"], new.run_id, 1, em.now)
-                )
         batch.runs.append(run_row(state, em.now))
         batch.instances.extend(em.instances)
         self.committing = True
@@ -385,10 +395,10 @@ class RunActor:
         self.committing = False
         self._stable.set()
         self.visible = len(state.events)
+        for new in em.new_runs:
+            self._launch(new.run_id)
         for effect in em.effects:
-            if effect.kind == "activate":
-                self.host.activate(effect.run_id)
-            elif effect.kind == "notify_parent":
+            if effect.kind == "notify_parent":
                 self.host.post(effect.run_id, m.ChildClosed(child_run_id=self.run_id))
             elif effect.kind == "close_child":
                 kind = "cancel" if effect.data["policy"] == "request_cancel" else "terminate"
@@ -751,6 +761,14 @@ class RunActor:
             await self.commit(em)
             self._after_change()
         return views.run_view(self.state, self.visible)
+
+    async def _on_runs_started(self, msg: m.RunsStarted) -> None:
+        confirmed = [run_id for run_id in msg.run_ids if run_id in self.state.pending_starts]
+        if confirmed:
+            em = Emitter(self.state, self.host.clock.now())
+            for run_id in confirmed:
+                em.internal("run_started", run=run_id)
+            await self.commit(em)
 
     def _on_read_history(self, msg: m.ReadHistory) -> m.HistoryPage:
         end = self.visible if msg.limit is None else min(self.visible, msg.after + msg.limit)

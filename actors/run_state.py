@@ -125,6 +125,9 @@ class RunState:
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # update id -> its record
     pending_updates: list[str] = field(default_factory=list)  # accepted, not yet applied (FIFO)
     unseen_signals: list[int] = field(default_factory=list)  # h of signals no completed task has seen yet
+    # Runs this run created (children, its continuation) whose own first commit it has not
+    # seen confirmed yet: run id -> their start metadata. Their actors write those records.
+    pending_starts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -165,6 +168,9 @@ def fold(state: RunState, rec: dict[str, Any]) -> RunState:
         handler = _INTERNAL_FOLDS[t]
     if handler is not None:
         handler(state, rec)
+    extra = rec.get("x")
+    if extra and "start" in extra:  # this record created a run: it stays pending until confirmed
+        state.pending_starts[extra["start"]["run_id"]] = extra["start"]
     _schedule(state, at)
     return state
 
@@ -558,4 +564,5 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_late": _act_late,
     "command": _command,
     "repair_wake": lambda state, rec: _set_wake(state, rec["at"]),  # an operator's repair pass
+    "run_started": lambda state, rec: state.pending_starts.pop(rec["run"], None),  # its first commit is in
 }

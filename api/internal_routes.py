@@ -10,7 +10,7 @@ from quart import Response, request
 from actors import messages as m
 from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
-from persistence.journal import StoreUnavailable
+from persistence.journal import InstanceRow, StoreUnavailable
 from runtime.errors import ProtocolError
 from runtime.peers import ALIVE_PATH, RPC_PATH
 
@@ -72,6 +72,13 @@ def register(api: Api) -> None:
             except (NotOwner, RunNotFound, RunUnavailable):
                 task = None
             return {"task": task}
+        if op == "start_run":
+            try:  # local only: the created run's start is committed by its owner, never forwarded twice
+                message = m.StartRun(meta=dict(call["meta"]), accepted=bool(call["accepted"]), instance=InstanceRow(**call["instance"]))
+                await engine.ask(call["run_id"], message)
+            except (NotOwner, RunUnavailable):
+                return {"started": False}
+            return {"started": True}
         if op == "terminal_info":
             try:
                 return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}

@@ -7,6 +7,7 @@ service and the task queues, and it supervises every RunActor in one nursery.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import trio
@@ -19,7 +20,7 @@ from actors.run_actor import Letter, NotOwner, Reply, RunActor, RunNotFound, Run
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
-from persistence.journal import Journal
+from persistence.journal import Journal, StoreUnavailable
 
 from .offers import OfferBook, ReadyTask
 from .router import Router, Unreachable
@@ -206,6 +207,48 @@ class Engine:
                 log.info("posting %s to run %s: no reachable owner yet (attempt %d)", kind, run_id, attempt + 1)
                 await trio.sleep(min(2.0 * (attempt + 1), 10.0))
         log.warning("gave up posting %s to run %s; the repair pass will find the run", kind, run_id)
+
+    def start_run(self, creator: str, run_id: str, message: m.StartRun) -> None:
+        """Have a created run's own actor (on whichever node owns its shard) commit its start,
+        then tell its creator, which stops re-sending it. Supervised; the creator sends it
+        again whenever it is loaded until it hears back."""
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._start_run, creator, run_id, message, name=f"start:{run_id}")
+
+    async def ensure_started(self, creator: str, run_id: str) -> bool:
+        """Commit a created run's start now if its creator still holds it unconfirmed (a reader
+        found a continuation link to a run that does not exist yet). True when it was started."""
+        message = await self.ask(creator, m.PendingStart(run_id=run_id))
+        if message is None:
+            return False
+        await self._start_once(run_id, message)
+        self.post(creator, m.RunsStarted(run_ids=(run_id,)))
+        return True
+
+    async def _start_run(self, creator: str, run_id: str, message: m.StartRun) -> None:
+        for attempt in range(REMOTE_POST_ATTEMPTS):
+            try:
+                await self._start_once(run_id, message)
+            except (Unreachable, RunUnavailable, StoreUnavailable, NotOwner) as exc:
+                log.info("starting run %s for %s: %s (attempt %d)", run_id, creator, type(exc).__name__, attempt + 1)
+                await trio.sleep(min(2.0 * (attempt + 1), 10.0))
+                continue
+            self.post(creator, m.RunsStarted(run_ids=(run_id,)))
+            return
+        log.warning("gave up starting run %s for %s for now; %s sends it again when next loaded", run_id, creator, creator)
+
+    async def _start_once(self, run_id: str, message: m.StartRun) -> None:
+        try:
+            await self.ask(run_id, message)
+        except NotOwner:
+            if self.peers is None:
+                raise
+            reply = await self.router.call_run(
+                run_id, "start_run", meta=message.meta, accepted=message.accepted, instance=asdict(message.instance)
+            )
+            if not reply.get("started"):
+                raise NotOwner(run_id) from None
 
     async def deliver(self, run_id: str, letter: Letter) -> None:
         while True:

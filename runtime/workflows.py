@@ -103,7 +103,14 @@ class WorkflowService:
         # lookup reads the row afresh instead of walking the chain again.
         while view.continued_to is not None:
             self._instances.pop((namespace, workflow_id), None)
-            view = await self.engine.ask(view.continued_to, m.Describe())
+            try:
+                view = await self.engine.ask(view.continued_to, m.Describe())
+            except RunNotFound:
+                # The continuation's start is not committed yet (its creator crashed or moved
+                # right after continuing): commit it now, from the creator's record.
+                if not await self.engine.ensure_started(view.run_id, view.continued_to):
+                    raise
+                view = await self.engine.ask(view.continued_to, m.Describe())
         return view
 
     async def run(self, namespace: str, workflow_id: str, run_id: str) -> m.RunView:

@@ -1013,11 +1013,12 @@ def test_continue_as_new_creates_next_run() -> None:
 
     [new] = em.new_runs
     assert p["continued_to_run_id"] == new.run_id != RUN
-    assert [e.kind for e in em.effects] == ["activate"]
-    assert em.effects[0].run_id == new.run_id
-    first = new.records[0]
+    assert em.effects == []  # the new run's own actor commits its start (StartRun), not this one
+    assert run.state.pending_starts == {new.run_id: new.meta}  # until the new run confirms
+    new_records = started_records(new.meta, new.meta["started_at"], accepted=False)
+    first = new_records[0]
     assert (first["t"], first["h"]) == ("WorkflowStarted", 1)
-    assert len(new.records) == 1
+    assert len(new_records) == 1
     assert first["p"]["continued_from_run_id"] == RUN
     assert first["p"]["input"] == ARGS  # absent arguments reuse the current input
     assert first["p"]["search_attributes"] == {"Region": "eu"}
@@ -1027,11 +1028,13 @@ def test_continue_as_new_creates_next_run() -> None:
     assert new.meta["workflow_id"] == "wf-1"
 
     child = RunState(new.run_id)
-    for rec in new.records:
+    for rec in new_records:
         fold(child, rec)
     assert child.status == "pending"
     assert child.wt is not None and child.wt.task_id == f"{new.run_id}-wt1"
     assert child.step_seq == 0
+    run.apply([{"t": "run_started", "at": T0 + 6, "run": new.run_id}])
+    assert run.state.pending_starts == {}
 
 
 def test_continue_as_new_with_overrides() -> None:
@@ -1041,7 +1044,7 @@ def test_continue_as_new_with_overrides() -> None:
     [new] = run.last.new_runs
     assert new.meta["workflow_type"] == "greeter.v2"
     assert new.meta["task_queue"] == "other"
-    assert new.records[0]["p"]["input"] == new_args
+    assert started_records(new.meta, T0 + 1, accepted=False)[0]["p"]["input"] == new_args
 
 
 def test_child_start_creates_child_run_and_links_parent() -> None:
@@ -1049,7 +1052,9 @@ def test_child_start_creates_child_run_and_links_parent() -> None:
     records = run.turn([{"type": "start_child_workflow", "workflow_type": "ship", "parent_close_policy": "terminate"}], T0 + 1)
     assert types(records) == ["ChildWorkflowScheduled", "ChildRunStarted"]
     [new] = run.last.new_runs
-    started = new.records[0]
+    assert only(records, "ChildRunStarted")["x"]["start"] == new.meta  # the parent's record keeps the start
+    assert run.state.pending_starts == {new.run_id: new.meta}
+    started = started_records(new.meta, new.meta["started_at"], accepted=False)[0]
     assert (started["t"], started["h"]) == ("WorkflowStarted", 1)
     assert started["p"]["parent_workflow_run_id"] == RUN
     assert started["p"]["parent_sequence"] == 1

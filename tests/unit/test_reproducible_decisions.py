@@ -19,7 +19,7 @@ def _decide(commands: list[dict], seed: int) -> list[dict]:
     wt = run.state.wt
     assert wt is not None
     em = dwt.complete(copy.deepcopy(run.state), wt.task_id, commands, T0 + 1, ids=SeededIds(seed))
-    return em.records + [{"new_run": n.run_id, "meta": n.meta, "records": n.records} for n in em.new_runs]
+    return em.records + [{"new_run": n.run_id, "meta": n.meta} for n in em.new_runs]
 
 
 def test_a_child_start_decided_twice_with_the_same_seed_is_the_same_records() -> None:
