@@ -220,10 +220,11 @@ def _read_token(token: Any, namespace: str, fingerprint: str) -> tuple[str, str]
 
 async def _change(svc: ScheduleService, namespace: str, sid: str, fn: Any) -> Any:
     async with svc._lock((namespace, sid)):
-        st = copy.deepcopy(await svc.load(namespace, sid))
+        before = await svc.load(namespace, sid)
+        st = copy.deepcopy(before)
         events: list[tuple[str, dict[str, Any]]] = []
         answer = await fn(st, events, svc.engine.clock.now())
-        if events:
+        if events or st != before:  # a buffered fire changes the state without an audit event
             await svc._commit(st, events)
         return answer
 

@@ -157,7 +157,7 @@ class ScheduleService:
             elif st.get("buffered_actions") and not await self._running(st):
                 st["buffered_actions"].pop(0)
                 await self._start(st, now, now, events, {"buffered": True})
-            if events:
+            if events or st != current:  # a buffered fire has no audit event but must be kept
                 await self._commit(st, events)
 
     def _plan_next(self, st: dict[str, Any], after: float) -> None:

@@ -84,7 +84,6 @@ async def test_skip_refuses_a_fire_while_the_last_run_is_open(tmp_path: Path) ->
         assert third["outcome"] == "triggered" and third["workflow_id"] != first["workflow_id"]
 
 
-@pytest.mark.xfail(strict=True, reason="a buffered fire adds no audit event, so _change/_tick never commit it: the buffer is lost (runtime/schedules.py)")
 async def test_buffer_one_holds_one_fire_and_starts_it_when_the_run_closes(tmp_path: Path) -> None:
     async with running_node(tmp_path) as node:
         await create(node, "one-deep", overlap_policy="buffer_one")
@@ -104,7 +103,6 @@ async def test_buffer_one_holds_one_fire_and_starts_it_when_the_run_closes(tmp_p
         assert kinds.count("ScheduleTriggered") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="a buffered fire adds no audit event, so _change/_tick never commit it: the buffer is lost (runtime/schedules.py)")
 async def test_buffer_all_starts_every_buffered_fire_one_after_the_other(tmp_path: Path) -> None:
     async with running_node(tmp_path) as node:
         await create(node, "all-deep", overlap_policy="buffer_all")
@@ -119,6 +117,34 @@ async def test_buffer_all_starts_every_buffered_fire_one_after_the_other(tmp_pat
         assert view["info"]["buffered_actions"] == []
         started = [e["workflow_instance_id"] for e in await history(node, "all-deep") if e["event_type"] == "ScheduleTriggered"]
         assert len(set(started)) == 3
+
+
+async def test_a_due_fire_that_finds_the_run_open_is_buffered_and_the_schedule_moves_on(tmp_path: Path) -> None:
+    """The ticker's own fire, not a trigger: the buffered fire is kept and the next fire is
+    planned (before, neither was committed, and the ticker re-fired the same occurrence in a loop)."""
+    clock = ShiftedClock()
+    async with running_node(tmp_path, clock) as node:
+        await create(node, "ticking", spec=HOURLY, overlap_policy="buffer_one")
+        first = await trigger(node, "ticking")
+        due = ts((await describe(node, "ticking"))["next_fire_at"])
+        clock.offset += due + 1 - clock.now()
+        node.schedules._poke.set()
+
+        async def moved_on() -> dict[str, Any] | None:
+            view = await describe(node, "ticking")
+            return view if view["next_fire_at"] is not None and ts(view["next_fire_at"]) > due else None
+
+        view = await wait_for("the next fire to be planned", moved_on)
+        assert ts(view["next_fire_at"]) == pytest.approx(due + 3600, abs=1e-3)
+        assert [a["occurrence_time"] for a in view["info"]["buffered_actions"]] == [fired_at(due)]
+        await terminate(node, first["workflow_id"])
+        await fires_reach(node, "ticking", 2)
+
+
+def fired_at(when: float) -> str:
+    from persistence.ids import iso
+
+    return iso(when)
 
 
 @pytest.mark.parametrize(("policy", "closed"), [("cancel_other", "cancelled"), ("terminate_other", "terminated")])
