@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from persistence.ids import iso
 from runtime import schedule_commands
 from runtime.node import Node
 from runtime.schedules import fire_workflow_id
@@ -136,15 +137,9 @@ async def test_a_due_fire_that_finds_the_run_open_is_buffered_and_the_schedule_m
 
         view = await wait_for("the next fire to be planned", moved_on)
         assert ts(view["next_fire_at"]) == pytest.approx(due + 3600, abs=1e-3)
-        assert [a["occurrence_time"] for a in view["info"]["buffered_actions"]] == [fired_at(due)]
+        assert [a["occurrence_time"] for a in view["info"]["buffered_actions"]] == [iso(due)]
         await terminate(node, first["workflow_id"])
         await fires_reach(node, "ticking", 2)
-
-
-def fired_at(when: float) -> str:
-    from persistence.ids import iso
-
-    return iso(when)
 
 
 @pytest.mark.parametrize(("policy", "closed"), [("cancel_other", "cancelled"), ("terminate_other", "terminated")])
@@ -180,7 +175,7 @@ async def test_jitter_delays_the_fire_within_the_window_and_keeps_the_occurrence
         due = ts((await describe(node, "halfway"))["next_fire_at"])
         occurrence = due - 300
         assert occurrence % 3600 == pytest.approx(0, abs=1e-3)
-        clock.offset = occurrence + 100 - clock.now() + clock.offset  # past the occurrence, inside the jitter
+        clock.offset += occurrence + 100 - clock.now()  # past the occurrence, inside the jitter
         await node.schedules._tick((NS, "halfway"))
         assert (await describe(node, "halfway"))["fires_count"] == 0
         clock.offset += 201  # past the jittered time
@@ -242,7 +237,7 @@ async def test_a_fire_whose_record_was_lost_is_recorded_after_recovery_without_a
             await real_commit(state, events)
 
         node.schedules._commit = crash_before_recording  # type: ignore[method-assign]
-        clock.offset = occurrence + 1 - (clock.now() - clock.offset)
+        clock.offset += occurrence + 1 - clock.now()
         node.schedules._poke.set()
         await wait_for("a fire to be attempted", lambda: attempted)
         assert (await describe(node, "crashy"))["fires_count"] == 0  # nothing recorded
