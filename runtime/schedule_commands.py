@@ -1,14 +1,16 @@
 """The schedule operations of control-plane §6.2-6.10, on top of ``ScheduleService``.
 
-Each operation loads the schedule on its owner, changes a copy, and commits the change with
-its audit event before answering; the service installs the new state only once it is durable.
+Each operation loads the schedule on its owner, derives a new ``ScheduleState`` from it, and
+commits that with its audit events before answering; the service installs the new state only
+once it is durable.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +21,7 @@ from persistence.ids import iso, ulid
 
 from . import page_tokens
 from .errors import ProtocolError, validation
+from .schedule_state import ScheduleState
 from .schedules import KIND, OVERLAP_POLICIES, ScheduleService
 
 ID = re.compile(r"^[a-zA-Z0-9._:-]+$")
@@ -56,29 +59,27 @@ def _action(raw: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
-def _options(body: dict[str, Any], st: dict[str, Any], max_memo: int, limits: Limits = DEFAULT_LIMITS) -> list[str]:
-    """Apply the optional fields common to create and update; returns the names changed."""
-    changed = []
+def _options(
+    body: dict[str, Any], schedule: ScheduleState, max_memo: int, limits: Limits = DEFAULT_LIMITS
+) -> tuple[ScheduleState, list[str]]:
+    """Apply the optional fields common to create and update; returns the new state and the names changed."""
+    changes: dict[str, Any] = {}
     if "overlap_policy" in body and body["overlap_policy"] is not None:
         if body["overlap_policy"] not in OVERLAP_POLICIES:
             raise validation("overlap_policy", f"The overlap_policy must be one of {', '.join(OVERLAP_POLICIES)}.")
-        st["overlap_policy"] = body["overlap_policy"]
-        changed.append("overlap_policy")
+        changes["overlap_policy"] = body["overlap_policy"]
     if "jitter_seconds" in body and body["jitter_seconds"] is not None:
-        j = body["jitter_seconds"]
-        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j <= 3600:
+        jitter = body["jitter_seconds"]
+        if isinstance(jitter, bool) or not isinstance(jitter, int) or not 0 <= jitter <= 3600:
             raise validation("jitter_seconds", "The jitter_seconds must be an integer from 0 to 3600.")
-        st["jitter_seconds"] = j
-        changed.append("jitter_seconds")
+        changes["jitter_seconds"] = jitter
     if "max_runs" in body and body["max_runs"] is not None:
-        m = body["max_runs"]
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        max_runs = body["max_runs"]
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
             raise validation("max_runs", "The max_runs must be an integer of at least 1.")
-        fired = st.get("fires_count", 0)
-        if st.get("max_runs") is None or m > fired:
-            st["remaining_actions"] = max(m - fired, 0)
-        st["max_runs"] = m
-        changed.append("max_runs")
+        if schedule.max_runs is None or max_runs > schedule.fires_count:
+            changes["remaining_actions"] = max(max_runs - schedule.fires_count, 0)
+        changes["max_runs"] = max_runs
     for key in ("memo", "search_attributes"):
         if key in body:
             value = body[key] or {}
@@ -90,83 +91,82 @@ def _options(body: dict[str, Any], st: dict[str, Any], max_memo: int, limits: Li
                     raise validation(problem[0], problem[1])
             if key == "memo" and _json_size(value) > max_memo:
                 raise ProtocolError(422, "memo_too_large", f"The memo exceeds the maximum allowed size of {max_memo} bytes.", limit=max_memo)
-            st[key] = value
-            changed.append(key)
+            changes[key] = value
     if body.get("note") is not None:
         if not isinstance(body["note"], str) or len(body["note"]) > 1000:
             raise validation("note", "The note must be a string of at most 1000 characters.")
-        st["note"] = body["note"]
-        changed.append("note")
-    return changed
+        changes["note"] = body["note"]
+    changed = [name for name in changes if name != "remaining_actions"]
+    return replace(schedule, **changes), changed
 
 
 async def create(svc: ScheduleService, namespace: str, body: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(body, dict):
         raise validation("body", "The request body must be a JSON object with spec and action.")
-    sid = body.get("schedule_id") or ulid()
-    if not isinstance(sid, str) or len(sid) > 128 or not ID.match(sid):
+    schedule_id = body.get("schedule_id") or ulid()
+    if not isinstance(schedule_id, str) or len(schedule_id) > 128 or not ID.match(schedule_id):
         raise validation("schedule_id", "The schedule_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'.")
-    svc._local(namespace, sid)
+    svc._local(namespace, schedule_id)
     if "spec" not in body:
         raise validation("spec", "The spec field is required.")
-    spec = svc.validate_spec(body["spec"], sid)
+    spec = svc.validate_spec(body["spec"], schedule_id)
     if "action" not in body:
         raise validation("action", "The action field is required.")
     now = svc.engine.clock.now()
-    st: dict[str, Any] = {
-        "namespace": namespace, "schedule_id": sid, "spec": spec, "action": _action(body["action"]),
-        "overlap_policy": "skip", "jitter_seconds": 0, "max_runs": None, "remaining_actions": None,
-        "memo": {}, "search_attributes": {}, "note": None, "status": "active", "paused_at": None, "deleted_at": None,
-        "created_at": iso(now), "updated_at": iso(now), "next_fire_at": None, "next_occurrence": None, "last_fired_at": None,
-        "fires_count": 0, "failures_count": 0, "recent_actions": [], "buffered_actions": [], "skipped_trigger_count": 0,
-        "last_skip_reason": None, "last_skipped_at": None, "latest_workflow_instance_id": None, "event_seq": 0,
-    }
-    _options(body, st, svc.max_memo_bytes, svc.engine.limits)
+    schedule = ScheduleState(
+        namespace=namespace, schedule_id=schedule_id, spec=spec, action=_action(body["action"]), created_at=iso(now), updated_at=iso(now)
+    )
+    schedule, _ = _options(body, schedule, svc.max_memo_bytes, svc.engine.limits)
     if body.get("paused") is not None and not isinstance(body["paused"], bool):
         raise validation("paused", "The paused field must be a boolean.")
-    async with svc._lock((namespace, sid)):
-        existing = [r for r in await svc.engine.journal.list_objects(KIND, namespace) if r.name == sid]
+    async with svc._lock((namespace, schedule_id)):
+        existing = [r for r in await svc.engine.journal.list_objects(KIND, namespace) if r.name == schedule_id]
         if existing:
-            raise ProtocolError(409, "schedule_already_exists", f"Schedule [{sid}] already exists in namespace [{namespace}].", schedule_id=sid)
-        svc._plan_next(st, now)
-        events: list[tuple[str, dict[str, Any]]] = [("ScheduleCreated", {"spec": spec, "action": st["action"], "overlap_policy": st["overlap_policy"]})]
+            raise ProtocolError(
+                409, "schedule_already_exists", f"Schedule [{schedule_id}] already exists in namespace [{namespace}].", schedule_id=schedule_id
+            )
+        schedule = svc._plan_next(schedule, now)
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("ScheduleCreated", {"spec": spec, "action": schedule.action, "overlap_policy": schedule.overlap_policy})
+        ]
         if body.get("paused"):
-            st.update(status="paused", paused_at=iso(now), next_fire_at=None, next_occurrence=None)
-            events.append(("SchedulePaused", {"note": st["note"]}))
-        await svc._commit(st, events)
-    return 201, {"schedule_id": sid, "outcome": "created"}
+            schedule = replace(schedule, status="paused", paused_at=iso(now), next_fire_at=None, next_occurrence=None)
+            events.append(("SchedulePaused", {"note": schedule.note}))
+        await svc._commit(schedule, events)
+    return 201, {"schedule_id": schedule_id, "outcome": "created"}
 
 
-def view(st: dict[str, Any], *, brief: bool = False) -> dict[str, Any]:
+def view(schedule: ScheduleState) -> dict[str, Any]:
+    paused = schedule.status == "paused"
+    next_fire_at = iso_or_none(schedule.next_fire_at)
     info = {
-        "next_fire": iso_or_none(st.get("next_fire_at")), "last_fire": st.get("last_fired_at"),
-        "fires_count": st.get("fires_count", 0), "failures_count": st.get("failures_count", 0),
-        "recent_actions": st.get("recent_actions", []), "buffered_actions": st.get("buffered_actions", []),
-        "skipped_trigger_count": st.get("skipped_trigger_count", 0), "last_skip_reason": st.get("last_skip_reason"),
-        "last_skipped_at": st.get("last_skipped_at"),
+        "next_fire": next_fire_at, "last_fire": schedule.last_fired_at,
+        "fires_count": schedule.fires_count, "failures_count": schedule.failures_count,
+        "recent_actions": list(schedule.recent_actions), "buffered_actions": list(schedule.buffered_actions),
+        "skipped_trigger_count": schedule.skipped_trigger_count, "last_skip_reason": schedule.last_skip_reason,
+        "last_skipped_at": schedule.last_skipped_at,
     }
-    out = {
-        "schedule_id": st["schedule_id"], "namespace": st["namespace"], "workflow_type": st["action"]["workflow_type"],
-        "status": st["status"], "paused": st["status"] == "paused", "note": st.get("note"),
-        "spec": st["spec"], "action": st["action"], "overlap_policy": st["overlap_policy"],
-        "state": {"status": st["status"], "paused": st["status"] == "paused", "note": st.get("note")},
-        "info": info, "memo": st.get("memo") or {}, "search_attributes": st.get("search_attributes") or {},
-        "created_at": st["created_at"], "updated_at": st["updated_at"],
-        "jitter_seconds": st.get("jitter_seconds", 0), "max_runs": st.get("max_runs"), "remaining_actions": st.get("remaining_actions"),
-        "latest_workflow_instance_id": st.get("latest_workflow_instance_id"),
-        "fires_count": info["fires_count"], "failures_count": info["failures_count"],
-        "next_fire_at": info["next_fire"], "last_fired_at": st.get("last_fired_at"), "paused_at": st.get("paused_at"),
-        "next_fire": info["next_fire"], "last_fire": st.get("last_fired_at"),
+    return {
+        "schedule_id": schedule.schedule_id, "namespace": schedule.namespace, "workflow_type": schedule.action["workflow_type"],
+        "status": schedule.status, "paused": paused, "note": schedule.note,
+        "spec": schedule.spec, "action": schedule.action, "overlap_policy": schedule.overlap_policy,
+        "state": {"status": schedule.status, "paused": paused, "note": schedule.note},
+        "info": info, "memo": schedule.memo or {}, "search_attributes": schedule.search_attributes or {},
+        "created_at": schedule.created_at, "updated_at": schedule.updated_at,
+        "jitter_seconds": schedule.jitter_seconds, "max_runs": schedule.max_runs, "remaining_actions": schedule.remaining_actions,
+        "latest_workflow_instance_id": schedule.latest_workflow_instance_id,
+        "fires_count": schedule.fires_count, "failures_count": schedule.failures_count,
+        "next_fire_at": next_fire_at, "last_fired_at": schedule.last_fired_at, "paused_at": schedule.paused_at,
+        "next_fire": next_fire_at, "last_fire": schedule.last_fired_at,
     }
-    return out
 
 
 def iso_or_none(value: Any) -> str | None:
     return iso(value) if isinstance(value, (int, float)) else None
 
 
-async def describe(svc: ScheduleService, namespace: str, sid: str) -> dict[str, Any]:
-    return view(await svc.load(namespace, sid))
+async def describe(svc: ScheduleService, namespace: str, schedule_id: str) -> dict[str, Any]:
+    return view(await svc.load(namespace, schedule_id))
 
 
 async def list_(svc: ScheduleService, namespace: str, q: dict[str, str]) -> dict[str, Any]:
@@ -181,26 +181,29 @@ async def list_(svc: ScheduleService, namespace: str, q: dict[str, str]) -> dict
         errors["status"] = ["The status filter must be active or paused."]
     size = page_tokens.page_size(q, errors)
     if errors:
-        msg = next(iter(errors.values()))[0]
-        raise ProtocolError(422, "validation_failed", msg, errors=errors, validation_errors=errors, field=next(iter(errors)))
-    wtype = q.get("workflow_type") or None
-    fingerprint = page_tokens.fingerprint(namespace, status, wtype)
+        message = next(iter(errors.values()))[0]
+        raise ProtocolError(422, "validation_failed", message, errors=errors, validation_errors=errors, field=next(iter(errors)))
+    workflow_type = q.get("workflow_type") or None
+    fingerprint = page_tokens.fingerprint(namespace, status, workflow_type)
     after = _read_token(q.get("next_page_token"), namespace, fingerprint)
-    rows = [r.body for r in await svc.engine.journal.list_objects(KIND, namespace)]
-    rows = [
-        st for st in rows
-        if st.get("status") != "deleted" and (status is None or st["status"] == status)
-        and (wtype is None or st["action"]["workflow_type"] == wtype)
+    schedules = [ScheduleState.from_record(r.body) for r in await svc.engine.journal.list_objects(KIND, namespace)]
+    schedules = [
+        schedule for schedule in schedules
+        if schedule.status != "deleted" and (status is None or schedule.status == status)
+        and (workflow_type is None or schedule.action["workflow_type"] == workflow_type)
     ]
-    rows.sort(key=lambda st: st["schedule_id"])
-    rows.sort(key=lambda st: st["created_at"], reverse=True)
+    schedules.sort(key=lambda schedule: schedule.schedule_id)
+    schedules.sort(key=lambda schedule: schedule.created_at, reverse=True)
     if after is not None:  # created_at descending, then schedule_id ascending
-        rows = [st for st in rows if st["created_at"] < after[0] or (st["created_at"] == after[0] and st["schedule_id"] > after[1])]
-    page, more = rows[:size], len(rows) > size
+        schedules = [
+            schedule for schedule in schedules
+            if schedule.created_at < after[0] or (schedule.created_at == after[0] and schedule.schedule_id > after[1])
+        ]
+    page, more = schedules[:size], len(schedules) > size
     token = None
     if more:
-        token = page_tokens.encode({"c": page[-1]["created_at"], "s": page[-1]["schedule_id"], "n": namespace, "f": fingerprint})
-    return {"namespace": namespace, "schedules": [view(st) for st in page], "schedule_count": len(page), "next_page_token": token}
+        token = page_tokens.encode({"c": page[-1].created_at, "s": page[-1].schedule_id, "n": namespace, "f": fingerprint})
+    return {"namespace": namespace, "schedules": [view(schedule) for schedule in page], "schedule_count": len(page), "next_page_token": token}
 
 
 def _read_token(token: Any, namespace: str, fingerprint: str) -> tuple[str, str] | None:
@@ -218,69 +221,75 @@ def _read_token(token: Any, namespace: str, fingerprint: str) -> tuple[str, str]
     return position
 
 
-async def _change(svc: ScheduleService, namespace: str, sid: str, fn: Any) -> Any:
-    async with svc._lock((namespace, sid)):
-        st = copy.deepcopy(await svc.load(namespace, sid))
-        events: list[tuple[str, dict[str, Any]]] = []
-        answer = await fn(st, events, svc.engine.clock.now())
-        if events:
-            await svc._commit(st, events)
+Events = list[tuple[str, dict[str, Any]]]
+Change = Callable[[ScheduleState, Events, float], Awaitable[tuple[ScheduleState, dict[str, Any]]]]
+
+
+async def _change(svc: ScheduleService, namespace: str, schedule_id: str, change: Change) -> dict[str, Any]:
+    """Run ``change`` on the schedule under its lock; commit its new state if it differs or it
+    recorded events (a buffered fire changes the state without an audit event)."""
+    async with svc._lock((namespace, schedule_id)):
+        before = await svc.load(namespace, schedule_id)
+        events: Events = []
+        after, answer = await change(before, events, svc.engine.clock.now())
+        if events or after != before:
+            await svc._commit(after, events)
         return answer
 
 
-async def update(svc: ScheduleService, namespace: str, sid: str, body: Any) -> dict[str, Any]:
-    await svc.load(namespace, sid)  # 404 before validation
+async def update(svc: ScheduleService, namespace: str, schedule_id: str, body: Any) -> dict[str, Any]:
+    await svc.load(namespace, schedule_id)  # 404 before validation
     if not isinstance(body, dict):
         raise validation("body", "The request body must be a JSON object.")
 
-    async def apply(st: dict[str, Any], events: list[Any], now: float) -> dict[str, Any]:
+    async def apply(schedule: ScheduleState, events: Events, now: float) -> tuple[ScheduleState, dict[str, Any]]:
         changed = []
         if body.get("spec") is not None:
-            st["spec"] = svc.validate_spec(body["spec"], sid)
+            schedule = replace(schedule, spec=svc.validate_spec(body["spec"], schedule_id))
             changed.append("spec")
         if body.get("action") is not None:
-            st["action"] = _action(body["action"], st["action"])
+            schedule = replace(schedule, action=_action(body["action"], schedule.action))
             changed.append("action")
-        changed += _options(body, st, svc.max_memo_bytes, svc.engine.limits)
-        if st["status"] == "active":
-            svc._plan_next(st, now)
-        events.append(("ScheduleUpdated", {"changed_fields": changed, "spec": st["spec"], "action": st["action"],
-                                           "overlap_policy": st["overlap_policy"], "next_fire_at": iso_or_none(st.get("next_fire_at"))}))
-        return {"schedule_id": sid, "outcome": "updated"}
+        schedule, options = _options(body, schedule, svc.max_memo_bytes, svc.engine.limits)
+        changed += options
+        if schedule.status == "active":
+            schedule = svc._plan_next(schedule, now)
+        events.append(("ScheduleUpdated", {"changed_fields": changed, "spec": schedule.spec, "action": schedule.action,
+                                           "overlap_policy": schedule.overlap_policy, "next_fire_at": iso_or_none(schedule.next_fire_at)}))
+        return schedule, {"schedule_id": schedule_id, "outcome": "updated"}
 
-    return await _change(svc, namespace, sid, apply)
+    return await _change(svc, namespace, schedule_id, apply)
 
 
-async def delete(svc: ScheduleService, namespace: str, sid: str) -> dict[str, Any]:
-    async def apply(st: dict[str, Any], events: list[Any], now: float) -> dict[str, Any]:
-        st.update(status="deleted", deleted_at=iso(now), next_fire_at=None, next_occurrence=None)
+async def delete(svc: ScheduleService, namespace: str, schedule_id: str) -> dict[str, Any]:
+    async def apply(schedule: ScheduleState, events: Events, now: float) -> tuple[ScheduleState, dict[str, Any]]:
         events.append(("ScheduleDeleted", {"reason": "deleted"}))
-        return {"schedule_id": sid, "outcome": "deleted"}
+        deleted = replace(schedule, status="deleted", deleted_at=iso(now), next_fire_at=None, next_occurrence=None)
+        return deleted, {"schedule_id": schedule_id, "outcome": "deleted"}
 
-    return await _change(svc, namespace, sid, apply)
+    return await _change(svc, namespace, schedule_id, apply)
 
 
-async def pause(svc: ScheduleService, namespace: str, sid: str, body: Any, paused: bool) -> dict[str, Any]:
+async def pause(svc: ScheduleService, namespace: str, schedule_id: str, body: Any, paused: bool) -> dict[str, Any]:
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and (not isinstance(note, str) or len(note) > 1000):
         raise validation("note", "The note must be a string of at most 1000 characters.")
 
-    async def apply(st: dict[str, Any], events: list[Any], now: float) -> dict[str, Any]:
+    async def apply(schedule: ScheduleState, events: Events, now: float) -> tuple[ScheduleState, dict[str, Any]]:
         if note is not None:
-            st["note"] = note
+            schedule = replace(schedule, note=note)
         if paused:
-            st.update(status="paused", paused_at=iso(now), next_fire_at=None, next_occurrence=None)
-            events.append(("SchedulePaused", {"note": st.get("note")}))
-        elif st["status"] == "paused":
-            st.update(status="active", paused_at=None)
-            svc._plan_next(st, now)  # missed fires are not replayed: backfill them
-            events.append(("ScheduleResumed", {"note": st.get("note"), "next_fire_at": iso_or_none(st.get("next_fire_at"))}))
+            schedule = replace(schedule, status="paused", paused_at=iso(now), next_fire_at=None, next_occurrence=None)
+            events.append(("SchedulePaused", {"note": schedule.note}))
+        elif schedule.status == "paused":
+            schedule = svc._plan_next(replace(schedule, status="active", paused_at=None), now)  # missed fires are not replayed: backfill them
+            events.append(("ScheduleResumed", {"note": schedule.note, "next_fire_at": iso_or_none(schedule.next_fire_at)}))
         elif note is not None:
             events.append(("ScheduleUpdated", {"changed_fields": ["note"]}))
-        return {"schedule_id": sid, "outcome": "paused" if paused else "resumed", "paused": st["status"] == "paused",
-                "note": st.get("note"), "paused_at": st.get("paused_at")}
+        return schedule, {"schedule_id": schedule_id, "outcome": "paused" if paused else "resumed",
+                          "paused": schedule.status == "paused", "note": schedule.note, "paused_at": schedule.paused_at}
 
-    return await _change(svc, namespace, sid, apply)
+    return await _change(svc, namespace, schedule_id, apply)
 
 
 def _policy(body: Any) -> str | None:
@@ -290,14 +299,14 @@ def _policy(body: Any) -> str | None:
     return policy
 
 
-async def trigger(svc: ScheduleService, namespace: str, sid: str, body: Any) -> dict[str, Any]:
+async def trigger(svc: ScheduleService, namespace: str, schedule_id: str, body: Any) -> dict[str, Any]:
     policy = _policy(body)
 
-    async def apply(st: dict[str, Any], events: list[Any], now: float) -> dict[str, Any]:
-        outcome = await svc._fire(st, now, policy or st["overlap_policy"], events, now)
-        return {"schedule_id": sid, "workflow_id": None, "run_id": None, "reason": None, **outcome}
+    async def apply(schedule: ScheduleState, events: Events, now: float) -> tuple[ScheduleState, dict[str, Any]]:
+        schedule, outcome = await svc._fire(schedule, now, policy or schedule.overlap_policy, events, now)
+        return schedule, {"schedule_id": schedule_id, "workflow_id": None, "run_id": None, "reason": None, **outcome}
 
-    return await _change(svc, namespace, sid, apply)
+    return await _change(svc, namespace, schedule_id, apply)
 
 
 def _time(body: dict[str, Any], key: str) -> float:
@@ -313,8 +322,8 @@ def _time(body: dict[str, Any], key: str) -> float:
     return when.timestamp()
 
 
-async def backfill(svc: ScheduleService, namespace: str, sid: str, body: Any) -> dict[str, Any]:
-    await svc.load(namespace, sid)
+async def backfill(svc: ScheduleService, namespace: str, schedule_id: str, body: Any) -> dict[str, Any]:
+    await svc.load(namespace, schedule_id)
     if not isinstance(body, dict):
         raise validation("body", "The request body must be a JSON object with start_time and end_time.")
     start, end = _time(body, "start_time"), _time(body, "end_time")
@@ -322,29 +331,29 @@ async def backfill(svc: ScheduleService, namespace: str, sid: str, body: Any) ->
         raise ProtocolError(422, "invalid_time_range", "end_time must be after start_time.")
     policy = _policy(body)
 
-    async def apply(st: dict[str, Any], events: list[Any], now: float) -> dict[str, Any]:
+    async def apply(schedule: ScheduleState, events: Events, now: float) -> tuple[ScheduleState, dict[str, Any]]:
         from actors.schedule_spec import occurrences, parse_spec
 
         results = []
-        chosen = policy or st["overlap_policy"]
+        chosen = policy or schedule.overlap_policy
         if chosen in ("buffer_one", "buffer_all"):
             chosen = "allow_all"  # buffers act as allow_all during a backfill (§6.9)
-        for t in occurrences(parse_spec(st["spec"]), start, end):
-            if st.get("remaining_actions") == 0:
+        for occurrence in occurrences(parse_spec(schedule.spec), start, end):
+            if schedule.remaining_actions == 0:
                 break
-            outcome = await svc._fire(st, t, chosen, events, now, backfill=True)
-            item = {"fire_time": datetime.fromtimestamp(t, UTC).isoformat(), "outcome": outcome["outcome"]}
+            schedule, outcome = await svc._fire(schedule, occurrence, chosen, events, now, backfill=True)
+            item = {"fire_time": datetime.fromtimestamp(occurrence, UTC).isoformat(), "outcome": outcome["outcome"]}
             if outcome["outcome"] == "triggered":
                 item.update(outcome="started", workflow_id=outcome["workflow_id"], run_id=outcome["run_id"])
             elif outcome.get("reason"):
                 item["reason"] = outcome["reason"]
             results.append(item)
-        return {"schedule_id": sid, "outcome": "backfill_started", "fires_attempted": len(results), "results": results}
+        return schedule, {"schedule_id": schedule_id, "outcome": "backfill_started", "fires_attempted": len(results), "results": results}
 
-    return await _change(svc, namespace, sid, apply)
+    return await _change(svc, namespace, schedule_id, apply)
 
 
-async def history(svc: ScheduleService, namespace: str, sid: str, q: dict[str, str]) -> dict[str, Any]:
+async def history(svc: ScheduleService, namespace: str, schedule_id: str, q: dict[str, str]) -> dict[str, Any]:
     try:
         limit = int(q.get("limit") or 100)
     except ValueError:
@@ -356,21 +365,21 @@ async def history(svc: ScheduleService, namespace: str, sid: str, q: dict[str, s
         if not str(after_raw).isdigit():
             raise ProtocolError(422, "invalid_after_sequence", "after_sequence must be a non-negative integer.")
         after = int(str(after_raw))
-    svc._local(namespace, sid)
-    bodies = await svc.engine.journal.read_records(f"schedule:{namespace}:{sid}")
+    svc._local(namespace, schedule_id)
+    bodies = await svc.engine.journal.read_records(f"schedule:{namespace}:{schedule_id}")
     if not bodies:
-        raise ProtocolError(404, "schedule_not_found", f"Schedule [{sid}] not found in namespace [{namespace}].", schedule_id=sid)
+        raise ProtocolError(404, "schedule_not_found", f"Schedule [{schedule_id}] not found in namespace [{namespace}].", schedule_id=schedule_id)
     events = []
     for raw in bodies:
-        rec = codec.loads(raw)
-        if rec["h"] <= after:
+        record = codec.loads(raw)
+        if record["h"] <= after:
             continue
-        p = rec["p"]
+        payload = record["p"]
         events.append({
-            "id": f"{sid}-{rec['h']}", "sequence": rec["h"], "event_type": rec["t"], "payload": p,
-            "workflow_instance_id": p.get("workflow_instance_id"), "workflow_run_id": p.get("workflow_run_id"),
-            "recorded_at": iso(rec["at"]),
+            "id": f"{schedule_id}-{record['h']}", "sequence": record["h"], "event_type": record["t"], "payload": payload,
+            "workflow_instance_id": payload.get("workflow_instance_id"), "workflow_run_id": payload.get("workflow_run_id"),
+            "recorded_at": iso(record["at"]),
         })
     page, more = events[:limit], len(events) > limit
-    return {"schedule_id": sid, "namespace": namespace, "events": page,
+    return {"schedule_id": schedule_id, "namespace": namespace, "events": page,
             "next_cursor": page[-1]["sequence"] if more and page else None, "has_more": more}

@@ -5,7 +5,8 @@ shard fires it or changes it (requests elsewhere are forwarded). Every change is
 journal commit holding both the audit event (``records`` under ``schedule:<ns>:<id>``, the
 ``/history`` stream, kept after deletion) and the schedule's whole state as a projection row
 (``ObjectRow`` kind ``schedule``), so a restart or a shard move resumes from exactly what was
-acknowledged. Fire times come from ``actors.schedule_spec``.
+acknowledged. Fire times come from ``actors.schedule_spec``; the state is a
+``runtime.schedule_state.ScheduleState``, replaced (never edited) by each change.
 
 Exactly once per occurrence: the workflow id of a fire is derived from the schedule and the
 occurrence, so if the node dies between starting the run and recording the fire, the retry
@@ -17,11 +18,11 @@ reference's ticker; older missed occurrences can be backfilled explicitly.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -30,28 +31,25 @@ from actors import messages as m
 from actors.run_actor import NotOwner, RunNotFound
 from actors.schedule_spec import SpecError, next_fire, occurrences, parse_spec, previous_fire
 from persistence import codec
-from persistence.ids import iso, shard_of
+from persistence.ids import iso, shard_of, ulid
 from persistence.journal import Batch, FencedError, ObjectRow, StoreUnavailable
+from persistence.vocabulary import OPEN_STATUSES
 
 from .engine import Engine
 from .errors import ForwardTo, ProtocolError
-from .workflows import BUCKETS, WorkflowService
+from .schedule_state import ScheduleState
+from .workflows import WorkflowService
 
 log = logging.getLogger("dw.schedules")
 
 KIND = "schedule"
 OVERLAP_POLICIES = ("skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all")
-OPEN_STATUSES = {s for s, bucket in BUCKETS.items() if bucket == "running"}
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def fire_workflow_id(namespace: str, schedule_id: str, occurrence: float, k: int = 0) -> str:
-    """A ULID-shaped id fixed by (schedule, occurrence, k): its time part is the occurrence."""
-    ms = max(int(occurrence * 1000), 0)
-    head = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
-    digest = int.from_bytes(hashlib.blake2b(f"{namespace}\x1f{schedule_id}\x1f{occurrence!r}\x1f{k}".encode(), digest_size=10).digest(), "big")
-    tail = "".join(_CROCKFORD[(digest >> (5 * i)) & 31] for i in reversed(range(16)))
-    return head + tail
+    """A ULID fixed by (schedule, occurrence, k): its time part is the occurrence."""
+    digest = hashlib.blake2b(f"{namespace}\x1f{schedule_id}\x1f{occurrence!r}\x1f{k}".encode(), digest_size=10).digest()
+    return ulid(max(occurrence, 0.0), entropy=digest)
 
 
 class ScheduleService:
@@ -60,7 +58,7 @@ class ScheduleService:
         self.workflows = workflows
         self.max_memo_bytes = max_memo_bytes
         self.rng = rng
-        self.active: dict[tuple[str, str], dict[str, Any]] = {}  # schedules this node fires
+        self.active: dict[tuple[str, str], ScheduleState] = {}  # schedules this node fires
         self._locks: dict[tuple[str, str], trio.Lock] = {}
         self._poke = trio.Event()
 
@@ -81,11 +79,11 @@ class ScheduleService:
 
     async def adopt(self, shards: set[int] | None = None) -> None:
         for row in await self.engine.journal.list_objects(KIND):
-            st = row.body
-            if st.get("status") == "deleted":
+            schedule = ScheduleState.from_record(row.body)
+            if schedule.status == "deleted":
                 continue
             if shards is None or self.shard(row.namespace, row.name) in shards:
-                self.active[(row.namespace, row.name)] = st
+                self.active[(row.namespace, row.name)] = schedule
         self._poke.set()
 
     async def _adopt_owned(self) -> bool:
@@ -118,10 +116,8 @@ class ScheduleService:
                 adopted = await self._adopt_owned()
                 continue
             now = self.engine.clock.now()
-            for key, st in list(self.active.items()):
-                if st.get("status") == "active" and (
-                    (st.get("next_fire_at") is not None and st["next_fire_at"] <= now) or (st.get("buffered_actions") and not st.get("_busy"))
-                ):
+            for key, schedule in list(self.active.items()):
+                if schedule.status == "active" and (schedule.is_due(now) or schedule.buffered_actions):
                     try:
                         await self._tick(key)
                     except (ForwardTo, NotOwner):
@@ -130,9 +126,10 @@ class ScheduleService:
                         log.warning("schedule %s/%s: tick postponed, the journal is away (%s)", *key, exc)
                     except Exception:  # noqa: BLE001 - one broken schedule must not stop the others
                         log.exception("schedule %s/%s: tick failed; retried shortly", *key)
-            wake = [st["next_fire_at"] for st in self.active.values() if st.get("status") == "active" and st.get("next_fire_at") is not None]
+            active = [schedule for schedule in self.active.values() if schedule.status == "active"]
+            wake = [schedule.next_fire_at for schedule in active if schedule.next_fire_at is not None]
             delay = min(wake) - self.engine.clock.now() if wake else 60.0
-            if any(st.get("buffered_actions") for st in self.active.values()):
+            if any(schedule.buffered_actions for schedule in self.active.values()):
                 delay = min(delay, 1.0)  # buffered actions start as soon as nothing runs
             self._poke = trio.Event()
             with trio.move_on_after(max(min(delay, 60.0), 0.05)):
@@ -142,42 +139,41 @@ class ScheduleService:
         namespace, schedule_id = key
         async with self._lock(key):
             current = self.active.get(key)
-            if current is None or current.get("status") != "active":
+            if current is None or current.status != "active":
                 return
-            st = copy.deepcopy(current)
+            schedule = current
             now = self.engine.clock.now()
             events: list[tuple[str, dict[str, Any]]] = []
-            occurrence = st.get("next_occurrence")
-            if st.get("next_fire_at") is not None and st["next_fire_at"] <= now and occurrence is not None:
-                spec = parse_spec(st["spec"])
+            occurrence = schedule.next_occurrence
+            if schedule.is_due(now) and occurrence is not None:
+                spec = parse_spec(schedule.spec)
                 latest = max(previous_fire(spec, now) or occurrence, occurrence)
                 missed = len(occurrences(spec, occurrence, latest))  # those skipped over (capped)
-                outcome = await self._fire(st, latest, st["overlap_policy"], events, now, missed=missed)
+                schedule, outcome = await self._fire(schedule, latest, schedule.overlap_policy, events, now, missed=missed)
                 log.info("schedule %s/%s fired for %s: %s", namespace, schedule_id, iso(latest), outcome.get("outcome"))
-                self._plan_next(st, max(now, latest))
-            elif st.get("buffered_actions") and not await self._running(st):
-                st["buffered_actions"].pop(0)
-                await self._start(st, now, now, events, {"buffered": True})
-            if events:
-                await self._commit(st, events)
+                schedule = self._plan_next(schedule, max(now, latest))
+            elif schedule.buffered_actions and not await self._running(schedule):
+                schedule = replace(schedule, buffered_actions=schedule.buffered_actions[1:])
+                schedule, _ = await self._start(schedule, now, now, events, {"buffered": True})
+            if events or schedule != current:  # a buffered fire has no audit event but must be kept
+                await self._commit(schedule, events)
 
-    def _plan_next(self, st: dict[str, Any], after: float) -> None:
-        if st.get("status") != "active":
-            st["next_fire_at"] = st["next_occurrence"] = None
-            return
-        nxt = next_fire(parse_spec(st["spec"]), after)
-        st["next_occurrence"] = nxt
-        jitter = st.get("jitter_seconds") or 0
-        st["next_fire_at"] = None if nxt is None else nxt + (self.rng() * jitter if jitter else 0.0)
+    def _plan_next(self, schedule: ScheduleState, after: float) -> ScheduleState:
+        if schedule.status != "active":
+            return replace(schedule, next_fire_at=None, next_occurrence=None)
+        occurrence = next_fire(parse_spec(schedule.spec), after)
+        jitter = schedule.jitter_seconds or 0
+        fire_at = None if occurrence is None else occurrence + (self.rng() * jitter if jitter else 0.0)
+        return replace(schedule, next_occurrence=occurrence, next_fire_at=fire_at)
 
     # --- firing -----------------------------------------------------------------------
 
-    async def _running(self, st: dict[str, Any]) -> str | None:
+    async def _running(self, schedule: ScheduleState) -> str | None:
         """The run id of the schedule's latest workflow while it is still open."""
-        wid = st.get("latest_workflow_instance_id")
-        if not wid:
+        workflow_id = schedule.latest_workflow_instance_id
+        if not workflow_id:
             return None
-        inst = await self.engine.journal.get_instance(st["namespace"], wid)
+        inst = await self.engine.journal.get_instance(schedule.namespace, workflow_id)
         if inst is None:
             return None
         if self.engine.is_live(inst.current_run_id):
@@ -190,132 +186,146 @@ class ScheduleService:
         return inst.current_run_id if row is not None and row.status in OPEN_STATUSES else None
 
     async def _fire(
-        self, st: dict[str, Any], occurrence: float, policy: str, events: list[tuple[str, dict[str, Any]]], now: float,
+        self, schedule: ScheduleState, occurrence: float, policy: str, events: list[tuple[str, dict[str, Any]]], now: float,
         *, missed: int = 0, backfill: bool = False,
-    ) -> dict[str, Any]:
+    ) -> tuple[ScheduleState, dict[str, Any]]:
+        """Fire for ``occurrence`` under ``policy``: the changed state and the trigger outcome."""
         base = {"occurrence_time": iso(occurrence), "overlap_policy": policy, "missed_occurrences": missed} if not backfill else {
             "occurrence_time": iso(occurrence), "overlap_policy": policy, "backfill": True}
-        if st["status"] != "active":
-            return self._skip(st, events, now, "status_not_triggerable", base)
-        if st.get("remaining_actions") == 0:
-            return self._skip(st, events, now, "remaining_actions_exhausted", base)
-        running = await self._running(st)
+        if schedule.status != "active":
+            return self._skip(schedule, events, now, "status_not_triggerable", base)
+        if schedule.remaining_actions == 0:
+            return self._skip(schedule, events, now, "remaining_actions_exhausted", base)
+        running = await self._running(schedule)
         if running is not None:
             if policy == "skip":
-                return self._skip(st, events, now, "overlap_policy_skip", base)
+                return self._skip(schedule, events, now, "overlap_policy_skip", base)
             if policy in ("buffer_one", "buffer_all") and not backfill:
-                buffered = st.setdefault("buffered_actions", [])
-                if policy == "buffer_one" and buffered:
-                    return {"outcome": "buffer_full", "reason": "Previous workflow is still running and buffer is at capacity."}
-                buffered.append({"buffered_at": iso(now), "occurrence_time": iso(occurrence)})
-                return {"outcome": "buffered", "buffer_depth": len(buffered)}
+                if policy == "buffer_one" and schedule.buffered_actions:
+                    return schedule, {"outcome": "buffer_full", "reason": "Previous workflow is still running and buffer is at capacity."}
+                buffered = (*schedule.buffered_actions, {"buffered_at": iso(now), "occurrence_time": iso(occurrence)})
+                return replace(schedule, buffered_actions=buffered), {"outcome": "buffered", "buffer_depth": len(buffered)}
             if policy in ("cancel_other", "terminate_other"):
                 kind = "cancel" if policy == "cancel_other" else "terminate"
-                self.engine.post(running, m.Close(kind=kind, reason=f"schedule {st['schedule_id']} overlap policy {policy}"))
-        return await self._start(st, occurrence, now, events, base)
+                self.engine.post(running, m.Close(kind=kind, reason=f"schedule {schedule.schedule_id} overlap policy {policy}"))
+        return await self._start(schedule, occurrence, now, events, base)
 
-    def _skip(self, st: dict[str, Any], events: list[tuple[str, dict[str, Any]]], now: float, reason: str, base: dict[str, Any]) -> dict[str, Any]:
-        st["skipped_trigger_count"] = st.get("skipped_trigger_count", 0) + 1
-        st["last_skip_reason"] = reason
-        st["last_skipped_at"] = iso(now)
+    @staticmethod
+    def _skip(
+        schedule: ScheduleState, events: list[tuple[str, dict[str, Any]]], now: float, reason: str, base: dict[str, Any]
+    ) -> tuple[ScheduleState, dict[str, Any]]:
         events.append(("ScheduleTriggerSkipped", {**base, "reason": reason}))
-        return {"outcome": "skipped", "reason": reason}
+        skipped = replace(
+            schedule, skipped_trigger_count=schedule.skipped_trigger_count + 1, last_skip_reason=reason, last_skipped_at=iso(now)
+        )
+        return skipped, {"outcome": "skipped", "reason": reason}
+
+    def _fire_id(self, schedule: ScheduleState, occurrence: float) -> str:
+        """The fire's workflow id; in a cluster, the first of the series on a shard this node owns,
+        so the start needs no other node to be up."""
+        namespace, owned = schedule.namespace, self.engine.owned
+        attempt = 0
+        workflow_id = fire_workflow_id(namespace, schedule.schedule_id, occurrence, attempt)
+        while owned is not None and shard_of(namespace, workflow_id, self.engine.shard_count) not in owned and attempt < 10_000:
+            attempt += 1
+            workflow_id = fire_workflow_id(namespace, schedule.schedule_id, occurrence, attempt)
+        return workflow_id
 
     async def _start(
-        self, st: dict[str, Any], occurrence: float, now: float, events: list[tuple[str, dict[str, Any]]], base: dict[str, Any]
-    ) -> dict[str, Any]:
-        namespace, action = st["namespace"], st["action"]
-        owned = self.engine.owned
-        k = 0
-        wid = fire_workflow_id(namespace, st["schedule_id"], occurrence, k)
-        while owned is not None and shard_of(namespace, wid, self.engine.shard_count) not in owned and k < 10_000:
-            k += 1  # keep the run on this node: its start needs no other node to be up
-            wid = fire_workflow_id(namespace, st["schedule_id"], occurrence, k)
+        self, schedule: ScheduleState, occurrence: float, now: float, events: list[tuple[str, dict[str, Any]]], base: dict[str, Any]
+    ) -> tuple[ScheduleState, dict[str, Any]]:
+        namespace, action = schedule.namespace, schedule.action
+        workflow_id = self._fire_id(schedule, occurrence)
         body = {
-            "workflow_id": wid,
+            "workflow_id": workflow_id,
             "workflow_type": action["workflow_type"],
             "task_queue": action.get("task_queue"),
             "input": action.get("input"),
             "execution_timeout_seconds": action.get("execution_timeout_seconds"),
             "run_timeout_seconds": action.get("run_timeout_seconds"),
-            "memo": st.get("memo") or None,
-            "search_attributes": st.get("search_attributes") or None,
+            "memo": schedule.memo or None,
+            "search_attributes": schedule.search_attributes or None,
             "duplicate_policy": "use-existing",
         }
         try:
             status, started = await self.workflows.start(namespace, body)
         except Exception as exc:  # noqa: BLE001 - a failed start is recorded, the schedule goes on
-            st["failures_count"] = st.get("failures_count", 0) + 1
-            self._recent(st, {"outcome": "failed", "reason": str(exc)[:500], "fired_at": iso(now)})
-            events.append(("ScheduleTriggerSkipped", {**base, "reason": "start_failed", "error": str(exc)[:500]}))
-            return {"outcome": "trigger_failed", "reason": str(exc)[:500]}
+            reason = str(exc)[:500]
+            events.append(("ScheduleTriggerSkipped", {**base, "reason": "start_failed", "error": reason}))
+            failed = replace(
+                schedule, failures_count=schedule.failures_count + 1,
+                recent_actions=self._recent(schedule, {"outcome": "failed", "reason": reason, "fired_at": iso(now)}),
+            )
+            return failed, {"outcome": "trigger_failed", "reason": reason}
         if status >= 400 and started.get("outcome") != "rejected_duplicate":  # a duplicate is our own earlier fire
-            st["failures_count"] = st.get("failures_count", 0) + 1
             events.append(("ScheduleTriggerSkipped", {**base, "reason": "start_rejected", "error": started.get("message")}))
-            return {"outcome": "trigger_failed", "reason": started.get("message") or "start rejected"}
-        st["fires_count"] = st.get("fires_count", 0) + 1
-        st["last_fired_at"] = iso(now)
-        st["latest_workflow_instance_id"] = wid
-        if st.get("remaining_actions") is not None:
-            st["remaining_actions"] -= 1
-        self._recent(st, {"workflow_id": wid, "run_id": started["run_id"], "outcome": "triggered", "fired_at": iso(now)})
+            failed = replace(schedule, failures_count=schedule.failures_count + 1)
+            return failed, {"outcome": "trigger_failed", "reason": started.get("message") or "start rejected"}
+        remaining = None if schedule.remaining_actions is None else schedule.remaining_actions - 1
+        fired = replace(
+            schedule, fires_count=schedule.fires_count + 1, last_fired_at=iso(now), latest_workflow_instance_id=workflow_id,
+            remaining_actions=remaining,
+            recent_actions=self._recent(
+                schedule, {"workflow_id": workflow_id, "run_id": started["run_id"], "outcome": "triggered", "fired_at": iso(now)}
+            ),
+        )
         events.append((
             "ScheduleTriggered",
-            {**base, "workflow_instance_id": wid, "workflow_run_id": started["run_id"], "trigger_number": st["fires_count"],
+            {**base, "workflow_instance_id": workflow_id, "workflow_run_id": started["run_id"], "trigger_number": fired.fires_count,
              "outcome": "scheduled", "workflow_type": action["workflow_type"]},
         ))
-        if st.get("remaining_actions") == 0:
-            st["status"] = "deleted"
-            st["deleted_at"] = iso(now)
-            st["next_fire_at"] = st["next_occurrence"] = None
+        if remaining == 0:
+            fired = replace(fired, status="deleted", deleted_at=iso(now), next_fire_at=None, next_occurrence=None)
             events.append(("ScheduleDeleted", {"reason": "max_runs_exhausted"}))
-        return {"outcome": "triggered", "workflow_id": wid, "run_id": started["run_id"]}
+        return fired, {"outcome": "triggered", "workflow_id": workflow_id, "run_id": started["run_id"]}
 
     @staticmethod
-    def _recent(st: dict[str, Any], item: dict[str, Any]) -> None:
-        st["recent_actions"] = [*st.get("recent_actions", []), item][-10:]
+    def _recent(schedule: ScheduleState, item: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        return (*schedule.recent_actions, item)[-10:]
 
     # --- persistence ------------------------------------------------------------------
 
     def _lock(self, key: tuple[str, str]) -> trio.Lock:
         return self._locks.setdefault(key, trio.Lock())
 
-    async def _commit(self, st: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _commit(self, schedule: ScheduleState, events: list[tuple[str, dict[str, Any]]]) -> ScheduleState:
         """One fenced commit: the audit events and the new state. Installed only once durable."""
-        namespace, schedule_id = st["namespace"], st["schedule_id"]
+        namespace, schedule_id = schedule.namespace, schedule.schedule_id
         fence = self._local(namespace, schedule_id)
         now = self.engine.clock.now()
-        st["updated_at"] = iso(now)
+        stream = f"schedule:{namespace}:{schedule_id}"
+        sequence = schedule.event_seq
         records = []
-        for etype, payload in events:
-            st["event_seq"] = st.get("event_seq", 0) + 1
-            rec = {"t": etype, "h": st["event_seq"], "at": now, "p": payload}
-            records.append((f"schedule:{namespace}:{schedule_id}", st["event_seq"], codec.dumps(rec)))
+        for kind, payload in events:
+            sequence += 1
+            records.append((stream, sequence, codec.dumps({"t": kind, "h": sequence, "at": now, "p": payload})))
+        schedule = replace(schedule, updated_at=iso(now), event_seq=sequence)
         try:
             await self.engine.journal.append(
-                Batch(fence=fence, records=records, objects=[ObjectRow(namespace, KIND, schedule_id, st, now)])
+                Batch(fence=fence, records=records, objects=[ObjectRow(namespace, KIND, schedule_id, schedule.to_record(), now)])
             )
         except FencedError as exc:  # taken over meanwhile: the new owner serves this schedule
             self.engine.drop_shards({exc.shard})
             raise ForwardTo(exc.shard) from None
         key = (namespace, schedule_id)
-        if st["status"] == "deleted":
+        if schedule.status == "deleted":
             self.active.pop(key, None)
         else:
-            self.active[key] = st
+            self.active[key] = schedule
         self._poke.set()
+        return schedule
 
-    async def load(self, namespace: str, schedule_id: str, *, include_deleted: bool = False) -> dict[str, Any]:
+    async def load(self, namespace: str, schedule_id: str, *, include_deleted: bool = False) -> ScheduleState:
         self._local(namespace, schedule_id)
-        st = self.active.get((namespace, schedule_id))
-        if st is None:
+        schedule = self.active.get((namespace, schedule_id))
+        if schedule is None:
             rows = [r for r in await self.engine.journal.list_objects(KIND, namespace) if r.name == schedule_id]
-            st = rows[0].body if rows else None
-        if st is None or (st.get("status") == "deleted" and not include_deleted):
+            schedule = ScheduleState.from_record(rows[0].body) if rows else None
+        if schedule is None or (schedule.status == "deleted" and not include_deleted):
             raise ProtocolError(
                 404, "schedule_not_found", f"Schedule [{schedule_id}] not found in namespace [{namespace}].", schedule_id=schedule_id
             )
-        return st
+        return schedule
 
     # --- validation -------------------------------------------------------------------
 
