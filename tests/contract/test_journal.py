@@ -10,13 +10,12 @@ counters.
 Every test runs inside ``trio_asyncio.open_loop()`` (the ``aio_loop`` fixture), as the node
 does. The PostgreSQL cases run when ``DW_TEST_DATABASE_URL`` names a database (CI sets it to
 postgresql://postgres@127.0.0.1:5432/dw_test); each test gets a fresh schema ``t_<uuid>``,
-dropped afterwards. Without the variable they are skipped, except under ``CI=true``, where
-they fail.
+dropped afterwards. Without the variable they are skipped, except in CI, where they fail: the
+rule is ``tests.postgres_required.postgres_url``, the same for every PostgreSQL case.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +46,7 @@ from persistence.journal import (
 )
 from persistence.postgres_journal import PostgresJournal
 from persistence.sqlite_journal import SqliteJournal
+from tests.postgres_required import postgres_url
 
 T0 = 1_800_000_000.0
 NS = "contract"
@@ -68,8 +68,8 @@ class Backend:
     applied_versions: Callable[[str], Awaitable[list[int]]] | None = None
     # Set a shard's epoch behind the journal's back, as another node's claim would.
     set_epoch: Callable[[str, int, int], Awaitable[None]] | None = None
-    # Why the backend cannot run here, or None when it can.
-    unavailable: Callable[[], str | None] = lambda: None
+    # Check the backend can run here: returns, or skips/fails the test (see tests.postgres_required).
+    require: Callable[[], object] = lambda: None
 
 
 @asynccontextmanager
@@ -106,22 +106,6 @@ SQLITE = Backend(
 )
 
 
-DATABASE_URL_VAR = "DW_TEST_DATABASE_URL"
-
-
-def _database_url() -> str | None:
-    return os.environ.get(DATABASE_URL_VAR) or None
-
-
-def _postgres_unavailable() -> str | None:
-    if _database_url():
-        return None
-    return (
-        f"PostgreSQL journal contract not run: {DATABASE_URL_VAR} is not set "
-        f"(e.g. {DATABASE_URL_VAR}=postgresql://postgres@127.0.0.1:5432/dw_test)"
-    )
-
-
 def _with_search_path(dsn: str, schema: str) -> str:
     """The DSN with ``search_path`` set; asyncpg sends unknown DSN parameters as server settings."""
     parts = urlsplit(dsn)
@@ -140,8 +124,7 @@ async def _pg_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 @asynccontextmanager
 async def _postgres_store(tmp_path: Path) -> AsyncIterator[str]:
-    url = _database_url()
-    assert url is not None
+    url = postgres_url()
     schema = f"t_{uuid.uuid4().hex}"
     await trio_asyncio.aio_as_trio(_pg_fetch)(url, f"CREATE SCHEMA {schema}")
     try:
@@ -174,21 +157,11 @@ POSTGRES = Backend(
     open=_open_postgres,
     applied_versions=_postgres_versions,
     set_epoch=_postgres_set_epoch,
-    unavailable=_postgres_unavailable,
+    require=postgres_url,
 )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def _marks(backend: Backend) -> list[pytest.MarkDecorator]:
-    """Skip an unavailable backend, with its reason, except in CI (the ``backend`` fixture fails it there)."""
-    reason = backend.unavailable()
-    return [pytest.mark.skip(reason=reason)] if reason is not None and not _in_ci() else []
-
-
-BACKENDS = [pytest.param(b, id=b.name, marks=_marks(b)) for b in (SQLITE, POSTGRES)]
+BACKENDS = [pytest.param(b, id=b.name) for b in (SQLITE, POSTGRES)]
 
 
 class Harness:
@@ -233,12 +206,10 @@ async def aio_loop() -> AsyncIterator[trio_asyncio.TrioEventLoop]:
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, aio_loop: trio_asyncio.TrioEventLoop) -> Backend:
-    # Outside CI an unavailable backend never gets here (see _marks). In CI it fails; this
-    # fixture is async so the failure lands in the test's call phase: a FAIL, not an ERROR.
+    # An unavailable backend is skipped here, or failed in CI (tests.postgres_required); this
+    # fixture is async so a failure lands in the test's call phase: a FAIL, not an ERROR.
     chosen: Backend = request.param
-    reason = chosen.unavailable()
-    if reason is not None:
-        pytest.fail(f"{reason}; CI is set, so this must not be skipped", pytrace=False)
+    chosen.require()
     return chosen
 
 
