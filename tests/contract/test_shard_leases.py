@@ -32,7 +32,12 @@ from tests.contract.test_journal import (
 from tests.postgres_required import postgres_url
 
 SHARDS = 8
-LOST_WITHIN = 5.0  # seconds: a terminated holder must notice within this
+# Seconds within which a holder notices its terminated session, and a freed lock can be taken.
+# The product reports the loss at once (asyncpg's termination listener, milliseconds); what a
+# regression falls back on is the 10 s round-trip timeout (pg_shard_leases.OP_TIMEOUT) or
+# nothing at all. 8 s stays under the first and is the margin for a loaded two-core machine
+# running several lease processes.
+LOST_WITHIN = 8.0
 
 
 @dataclass
