@@ -134,4 +134,6 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+    # log() holds both processes' logs: the killed one's too, not only the restarted one's.
+    assert len(server.logs) == 2 and any("listening on" in line for line in server.logs[0]), server.log()
     assert "Traceback" not in server.log(), server.log()

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,38 +50,13 @@ class Server(ServerProcess):
         self.env = clean_env(env)
         self.args = list(args)
 
+    listen_pattern = _LISTEN_ANY
+
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "ops.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
             *self.args,
         ]
-
-    def start(self, timeout: float = 20.0) -> str:
-        self.lines = []
-        self.url = None
-        self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=REPO
-        )
-        found = threading.Event()
-        proc = self.proc
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                self.lines.append(line.rstrip())
-                m = _LISTEN_ANY.search(line)
-                if m and not found.is_set():
-                    self.url = m.group(1)
-                    found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.05):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("dw-server did not start:\n" + self.log())
-        assert self.url is not None
-        return self.url
 
     def signal_and_wait(self, signum: int, timeout: float = 15.0) -> int:
         assert self.proc is not None
