@@ -20,7 +20,8 @@ from durable_workflow import Client, Worker
 from tests.e2e import workflows as wf
 from tests.e2e.harness import unique
 from tests.e2e.server import ServerProcess
-from tests.e2e.stores import postgres_url, store
+from tests.e2e.stores import store
+from tests.postgres_required import postgres_url
 
 pytestmark = pytest.mark.e2e
 SHARDS = 8

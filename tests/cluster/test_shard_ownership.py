@@ -19,6 +19,11 @@ from tests.e2e.stores import store
 
 pytestmark = pytest.mark.e2e
 SHARDS = 16
+# Seconds for a dead or leaving node's shards to move. The product moves them as soon as the
+# node's lease session ends, in the survivor's next convergence round (every 1 s); what a
+# regression falls back on is the 10 s liveness TTL of a node's heartbeat (node_ttl). 8 s stays
+# under it, the rest is the margin for a loaded two-core machine running several nodes.
+MOVE_WITHIN = 8.0
 
 
 def _owners(dsn: str) -> collections.Counter[str | None]:
@@ -58,10 +63,10 @@ def test_nodes_share_shards_take_over_a_dead_node_and_hand_over_on_sigterm(tmp_p
         a = _node(tmp_path, "node-a", dsn)
         nodes = [a]
         try:
-            _wait_for(dsn, {"node-a": SHARDS}, timeout=10)
+            _wait_for(dsn, {"node-a": SHARDS}, timeout=30)
             b = _node(tmp_path, "node-b", dsn)
             nodes.append(b)
-            _wait_for(dsn, {"node-a": SHARDS // 2, "node-b": SHARDS // 2}, timeout=15)
+            _wait_for(dsn, {"node-a": SHARDS // 2, "node-b": SHARDS // 2}, timeout=30)
             view = httpx.get(f"{b.url}/api/cluster/info").json()["cluster"]
             assert view["mode"] == "cluster" and view["shard_count"] == SHARDS and view["unowned_shards"] == 0
             assert {n["node_id"]: n["shards_owned"] for n in view["nodes"]} == {"node-a": SHARDS // 2, "node-b": SHARDS // 2}
@@ -74,16 +79,16 @@ def test_nodes_share_shards_take_over_a_dead_node_and_hand_over_on_sigterm(tmp_p
             assert rows == {"node-a": str(SHARDS // 2), "node-b": str(SHARDS // 2)}, status.stdout
 
             b.kill()  # SIGKILL: its lease session ends, its locks free at once
-            took = _wait_for(dsn, {"node-a": SHARDS}, timeout=10)
-            assert took <= 5, f"a dead node's shards took {took:.1f}s to move"
+            took = _wait_for(dsn, {"node-a": SHARDS}, timeout=30)
+            assert took <= MOVE_WITHIN, f"a dead node's shards took {took:.1f}s to move"
 
             c = _node(tmp_path, "node-c", dsn)
             nodes.append(c)
-            _wait_for(dsn, {"node-a": SHARDS // 2, "node-c": SHARDS // 2}, timeout=15)
+            _wait_for(dsn, {"node-a": SHARDS // 2, "node-c": SHARDS // 2}, timeout=30)
             c.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             assert c.proc.wait(15) == 0  # type: ignore[union-attr]
-            took = _wait_for(dsn, {"node-a": SHARDS}, timeout=10)
-            assert took <= 5, f"a leaving node's shards took {took:.1f}s to move"
+            took = _wait_for(dsn, {"node-a": SHARDS}, timeout=30)
+            assert took <= MOVE_WITHIN, f"a leaving node's shards took {took:.1f}s to move"
         finally:
             for node in nodes:
                 node.kill()

@@ -10,13 +10,13 @@ counters.
 Every test runs inside ``trio_asyncio.open_loop()`` (the ``aio_loop`` fixture), as the node
 does. The PostgreSQL cases run when ``DW_TEST_DATABASE_URL`` names a database (CI sets it to
 postgresql://postgres@127.0.0.1:5432/dw_test); each test gets a fresh schema ``t_<uuid>``,
-dropped afterwards. Without the variable they are skipped, except under ``CI=true``, where
-they fail.
+dropped afterwards. Without the variable they are skipped, except in CI, where they fail: the
+rule is ``tests.postgres_required.postgres_url``, the same for every PostgreSQL case.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +47,7 @@ from persistence.journal import (
 )
 from persistence.postgres_journal import PostgresJournal
 from persistence.sqlite_journal import SqliteJournal
+from tests.postgres_required import postgres_url
 
 T0 = 1_800_000_000.0
 NS = "contract"
@@ -68,8 +69,11 @@ class Backend:
     applied_versions: Callable[[str], Awaitable[list[int]]] | None = None
     # Set a shard's epoch behind the journal's back, as another node's claim would.
     set_epoch: Callable[[str, int, int], Awaitable[None]] | None = None
-    # Why the backend cannot run here, or None when it can.
-    unavailable: Callable[[], str | None] = lambda: None
+    # Check the backend can run here: returns, or skips/fails the test (see tests.postgres_required).
+    require: Callable[[], object] = lambda: None
+    # Stop a journal's next write transaction after each write to one of PAUSED_TABLES, before
+    # it commits, and run ``check(table)`` there: an async context manager (see _sqlite_pauses).
+    pauses: Callable[[Any, str, Callable[[str], Awaitable[None]]], AbstractAsyncContextManager[None]] | None = None
 
 
 @asynccontextmanager
@@ -97,29 +101,44 @@ async def _sqlite_set_epoch(location: str, shard: int, epoch: int) -> None:
         conn.close()
 
 
+# Tables an append writes; a test can stop the write transaction after each (Backend.pauses).
+PAUSED_TABLES = ("records", "runs", "instances", "namespaces", "workers")
+
+
+@asynccontextmanager
+async def _sqlite_pauses(journal: Any, location: str, check: Callable[[str], Awaitable[None]]) -> AsyncIterator[None]:
+    """Temporary triggers on the journal's writer connection call back into the test, from the
+    writer thread, inside the open transaction; the test's reads run meanwhile in trio."""
+    paused: set[str] = set()
+
+    def pause(table: str) -> int:
+        if table not in paused:  # the first row written to each table
+            paused.add(table)
+            trio.from_thread.run(check, table)
+        return 0
+
+    conn = journal._wconn  # the writer's own connection: only its transactions run TEMP triggers
+    conn.create_function("dw_test_pause", 1, pause)
+    for table in PAUSED_TABLES:
+        conn.execute(
+            f"CREATE TEMP TRIGGER dw_test_pause_{table} AFTER INSERT ON main.{table}"
+            f" BEGIN SELECT dw_test_pause('{table}'); END"
+        )
+    try:
+        yield
+    finally:
+        for table in PAUSED_TABLES:
+            conn.execute(f"DROP TRIGGER IF EXISTS temp.dw_test_pause_{table}")
+
+
 SQLITE = Backend(
     name="sqlite",
     fresh_store=_sqlite_store,
     open=_open_sqlite,
     applied_versions=_sqlite_versions,
     set_epoch=_sqlite_set_epoch,
+    pauses=_sqlite_pauses,
 )
-
-
-DATABASE_URL_VAR = "DW_TEST_DATABASE_URL"
-
-
-def _database_url() -> str | None:
-    return os.environ.get(DATABASE_URL_VAR) or None
-
-
-def _postgres_unavailable() -> str | None:
-    if _database_url():
-        return None
-    return (
-        f"PostgreSQL journal contract not run: {DATABASE_URL_VAR} is not set "
-        f"(e.g. {DATABASE_URL_VAR}=postgresql://postgres@127.0.0.1:5432/dw_test)"
-    )
 
 
 def _with_search_path(dsn: str, schema: str) -> str:
@@ -140,8 +159,7 @@ async def _pg_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 @asynccontextmanager
 async def _postgres_store(tmp_path: Path) -> AsyncIterator[str]:
-    url = _database_url()
-    assert url is not None
+    url = postgres_url()
     schema = f"t_{uuid.uuid4().hex}"
     await trio_asyncio.aio_as_trio(_pg_fetch)(url, f"CREATE SCHEMA {schema}")
     try:
@@ -168,27 +186,73 @@ async def _postgres_set_epoch(location: str, shard: int, epoch: int) -> None:
     )
 
 
+@asynccontextmanager
+async def _postgres_pauses(journal: Any, location: str, check: Callable[[str], Awaitable[None]]) -> AsyncIterator[None]:
+    """Row triggers make the writer's transaction take an advisory lock per table written (row
+    triggers: a statement that writes no row of a table must not stop there), which a
+    connection of the test holds: the writer waits there, uncommitted, until the test has seen
+    it waiting (pg_locks), run ``check`` and released that table's lock."""
+    key = random.randint(1, 2**31 - 1)
+    aio = trio_asyncio.aio_as_trio
+    await aio(_pg_fetch)(
+        location,
+        "CREATE FUNCTION dw_test_pause() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN PERFORM pg_advisory_xact_lock({key}, TG_ARGV[0]::int); RETURN NULL; END $$",
+    )
+    for i, table in enumerate(PAUSED_TABLES):
+        await aio(_pg_fetch)(
+            location,
+            f"CREATE TRIGGER dw_test_pause AFTER INSERT OR UPDATE ON {table} FOR EACH ROW"
+            f" EXECUTE FUNCTION dw_test_pause('{i}')",
+        )
+    holder = await aio(asyncpg.connect)(location)
+    held = set(range(len(PAUSED_TABLES)))
+    for i in held:
+        await aio(holder.execute)(f"SELECT pg_advisory_lock({key}, {i})")
+
+    async def waited_on() -> int | None:
+        rows = await aio(_pg_fetch)(
+            location,
+            "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2"
+            " AND classid = $1::int8::oid",
+            key,
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def drive() -> None:
+        while held:
+            table = await waited_on()
+            if table is None or table not in held:
+                await trio.sleep(0.01)  # polling pg_locks for the writer's arrival
+                continue
+            await check(PAUSED_TABLES[table])
+            await aio(holder.execute)(f"SELECT pg_advisory_unlock({key}, {table})")
+            held.discard(table)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive)
+            yield
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await aio(holder.close)()
+            for table in PAUSED_TABLES:
+                await aio(_pg_fetch)(location, f"DROP TRIGGER IF EXISTS dw_test_pause ON {table}")
+
+
 POSTGRES = Backend(
     name="postgresql",
     fresh_store=_postgres_store,
     open=_open_postgres,
     applied_versions=_postgres_versions,
     set_epoch=_postgres_set_epoch,
-    unavailable=_postgres_unavailable,
+    require=postgres_url,
+    pauses=_postgres_pauses,
 )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def _marks(backend: Backend) -> list[pytest.MarkDecorator]:
-    """Skip an unavailable backend, with its reason, except in CI (the ``backend`` fixture fails it there)."""
-    reason = backend.unavailable()
-    return [pytest.mark.skip(reason=reason)] if reason is not None and not _in_ci() else []
-
-
-BACKENDS = [pytest.param(b, id=b.name, marks=_marks(b)) for b in (SQLITE, POSTGRES)]
+BACKENDS = [pytest.param(b, id=b.name) for b in (SQLITE, POSTGRES)]
 
 
 class Harness:
@@ -233,12 +297,10 @@ async def aio_loop() -> AsyncIterator[trio_asyncio.TrioEventLoop]:
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, aio_loop: trio_asyncio.TrioEventLoop) -> Backend:
-    # Outside CI an unavailable backend never gets here (see _marks). In CI it fails; this
-    # fixture is async so the failure lands in the test's call phase: a FAIL, not an ERROR.
+    # An unavailable backend is skipped here, or failed in CI (tests.postgres_required); this
+    # fixture is async so a failure lands in the test's call phase: a FAIL, not an ERROR.
     chosen: Backend = request.param
-    reason = chosen.unavailable()
-    if reason is not None:
-        pytest.fail(f"{reason}; CI is set, so this must not be skipped", pytrace=False)
+    chosen.require()
     return chosen
 
 
@@ -360,7 +422,7 @@ async def test_record_bodies_are_bytes_round_tripped_exactly(journal: Any) -> No
 # --- atomic batches --------------------------------------------------------------------
 
 
-async def test_batch_with_two_runs_and_all_row_kinds_is_visible_atomically(journal: Any) -> None:
+async def test_batch_with_two_runs_and_all_row_kinds_is_visible_atomically(harness: Harness, journal: Any) -> None:
     n = 50
     run_a = run_row("run-a", workflow_id="wf-1", run_number=1, status="completed", closed_reason="continued",
                     closed_at=T0 + 5, last_seq=n, search_attributes={"tier": "gold"}, memo={"note": "first"})
@@ -377,28 +439,38 @@ async def test_batch_with_two_runs_and_all_row_kinds_is_visible_atomically(journ
         workers=[worker],
     )
 
-    # A reader racing the commit sees all of a run's records or none, and never a run
-    # row whose records are not there yet.
-    done = trio.Event()
-    observations: list[int] = []
+    async def visible() -> dict[str, object]:
+        return {
+            "records of run-a": len(await journal.read_records("run-a")),
+            "records of run-b": len(await journal.read_records("run-b")),
+            "run-a": await journal.get_run("run-a"),
+            "run-b": await journal.get_run("run-b"),
+            "instance": await journal.get_instance(NS, "wf-1"),
+            "namespace": [x for x in await journal.list_namespaces() if x.name == "atomic-ns"],
+            "worker": [w for w in await journal.list_workers() if w.worker_id == "atomic-worker"],
+        }
 
-    async def reader() -> None:
-        while not done.is_set():
-            run = await journal.get_run("run-b")
-            records = await journal.read_records("run-b")
-            observations.append(len(records))
-            assert len(records) in (0, n), f"partial batch visible: {len(records)} of {n} records"
-            if run is not None:
-                assert len(records) == n, "run row visible before its records"
-            await trio.lowlevel.checkpoint()
+    nothing = await visible()
+    assert nothing == {"records of run-a": 0, "records of run-b": 0, "run-a": None, "run-b": None,
+                       "instance": None, "namespace": [], "worker": []}
 
-    async with trio.open_nursery() as n_:
-        n_.start_soon(reader)
-        await trio.sleep(0.01)
-        await journal.append(batch)
-        done.set()
+    # The write transaction is stopped after each table it writes, before its commit, and a
+    # reader looks: it must see nothing of the batch at every stop. A batch split over several
+    # transactions shows its earlier part at a later stop. No race: the stops are certain.
+    seen: dict[str, dict[str, object]] = {}
 
-    assert observations, "the reader never ran"
+    async def check(table: str) -> None:
+        seen[table] = await visible()
+
+    assert harness.backend.pauses is not None
+    async with harness.backend.pauses(journal, harness.location, check):
+        with trio.fail_after(60):
+            await journal.append(batch)
+
+    assert sorted(seen) == sorted(PAUSED_TABLES), f"the write never reached {set(PAUSED_TABLES) - set(seen)}"
+    partial = {table: view for table, view in seen.items() if view != nothing}
+    assert not partial, f"part of the batch visible before its commit: {partial}"
+
     assert await journal.read_records("run-a") == [body("run-a", i) for i in range(n)]
     assert await journal.read_records("run-b") == [body("run-b", i) for i in range(n)]
     assert await journal.get_run("run-a") == run_a

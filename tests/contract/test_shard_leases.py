@@ -1,8 +1,8 @@
 """Shard leases on PostgreSQL (``persistence.pg_shard_leases``), together with the journal's fencing.
 
 PostgreSQL only. Like the journal contract's PostgreSQL cases, these run when
-``DW_TEST_DATABASE_URL`` names a database, are skipped without it, and fail under ``CI=true``
-without it. Each test gets a fresh schema and its own advisory-lock namespace (advisory locks
+``DW_TEST_DATABASE_URL`` names a database, are skipped without it, and fail in CI without it
+(``tests.postgres_required``). Each test gets a fresh schema and its own advisory-lock namespace (advisory locks
 are per database, not per schema), so concurrent test runs on one database do not collide.
 """
 
@@ -24,19 +24,20 @@ from persistence.journal import Batch, FencedError
 from persistence.pg_shard_leases import LEASE_LOCK_NAMESPACE, LeasesLostError, ShardLeases
 from persistence.postgres_journal import MIGRATION_LOCK_KEY, PostgresJournal
 from tests.contract.test_journal import (
-    _in_ci,
     _pg_fetch,
     _postgres_store,
-    _postgres_unavailable,
     body,
     run_row,
 )
+from tests.postgres_required import postgres_url
 
 SHARDS = 8
-LOST_WITHIN = 5.0  # seconds: a terminated holder must notice within this
-
-_REASON = _postgres_unavailable()
-pytestmark = [pytest.mark.skip(reason=_REASON)] if _REASON is not None and not _in_ci() else []
+# Seconds within which a holder notices its terminated session, and a freed lock can be taken.
+# The product reports the loss at once (asyncpg's termination listener, milliseconds); what a
+# regression falls back on is the 10 s round-trip timeout (pg_shard_leases.OP_TIMEOUT) or
+# nothing at all. 8 s stays under the first and is the margin for a loaded two-core machine
+# running several lease processes.
+LOST_WITHIN = 8.0
 
 
 @dataclass
@@ -76,8 +77,7 @@ def _lock_namespace() -> int:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    if _REASON is not None:
-        pytest.fail(f"{_REASON}; CI is set, so this must not be skipped", pytrace=False)
+    postgres_url()  # skips, or fails in CI, without a database
     async with trio_asyncio.open_loop(), _postgres_store(tmp_path) as location:
         journal = PostgresJournal(location)
         await journal.open()

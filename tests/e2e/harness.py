@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import httpx
 from durable_workflow import Client, Worker
 
 T = TypeVar("T")
@@ -35,3 +37,52 @@ async def with_worker(
 
 def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# --- waiting for a condition -----------------------------------------------------------
+#
+# Tests wait for the state they need, never for a fixed time: a sleep is either too short on
+# a loaded machine (a flaky failure) or longer than needed (a slow suite), and it says nothing
+# when the state never comes. These poll an observable check until it holds and fail with
+# ``what`` and the last value seen once the deadline passes. Deadlines are generous: they
+# bound how long a broken build takes to fail, they are not a promise of the product.
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call ``check`` until it returns something truthy and return that; AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s (last seen: {last!r})")
+        time.sleep(interval)
+
+
+async def await_until(check: Callable[[], Awaitable[T]], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    """``wait_until`` for an async check, without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = await check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s (last seen: {last!r})")
+        await asyncio.sleep(interval)
+
+
+async def live_actors(client: httpx.AsyncClient) -> int:
+    """The node's count of live run actors (``GET /api/cluster/info``): 0 once every run there passivated."""
+    r = await client.get("/api/cluster/info")
+    r.raise_for_status()
+    return int(r.json()["actors"]["live"])
+
+
+async def wait_all_passivated(client: httpx.AsyncClient, timeout: float = 30.0) -> None:
+    """Until the node holds no live run actor (it passivates runs idle for DW_ACTOR_IDLE_SECONDS)."""
+    deadline = time.monotonic() + timeout
+    while (live := await live_actors(client)) != 0:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"runs not passivated within {timeout:g}s: the node still holds {live} live actor(s)")
+        await asyncio.sleep(0.2)

@@ -22,24 +22,35 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url: str | None = None
-        self.lines: list[str] = []
+        # One log per process started, oldest first: a restart must not hide what the process
+        # before it wrote (the crash test checks the killed process's log too).
+        self.logs: list[list[str]] = []
+        self.lines: list[str] = []  # the current (latest) process's log
 
-    def start(self, timeout: float = 20.0) -> str:
+    listen_pattern = _LISTEN
+
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "ops.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.database:
             cmd += ["--database", self.database]
-        self.lines = []
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+        return cmd
+
+    def start(self, timeout: float = 20.0) -> str:
+        lines: list[str] = []
+        self.lines = lines
+        self.logs.append(lines)
+        self.url = None
+        self.proc = proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
             cwd=Path(__file__).resolve().parents[2],
         )
         found = threading.Event()
 
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip())
-                m = _LISTEN.search(line)
+        def pump() -> None:  # this process's output into this process's log
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                m = self.listen_pattern.search(line)
                 if m and not found.is_set():
                     self.url = m.group(1)
                     found.set()
@@ -47,8 +58,9 @@ class ServerProcess:
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout
         while not found.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("dw-server did not start:\n" + "\n".join(self.lines))
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("dw-server did not start:\n" + self.log())
         assert self.url is not None
         return self.url
 
@@ -77,4 +89,9 @@ class ServerProcess:
         return self.proc.returncode if self.proc else 0
 
     def log(self) -> str:
-        return "\n".join(self.lines)
+        """Every process's log, oldest first, each under a header once there was a restart."""
+        if len(self.logs) <= 1:
+            return "\n".join(self.lines)
+        return "\n".join(
+            f"--- dw-server process {i} of {len(self.logs)} ---\n" + "\n".join(lines) for i, lines in enumerate(self.logs, 1)
+        )

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
+from tests.postgres_required import postgres_url
 
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def postgres_url() -> str:
-    url = os.environ.get("DW_TEST_DATABASE_URL")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("DW_TEST_DATABASE_URL must be set in CI: the PostgreSQL cases may not be skipped there")
-        pytest.skip("set DW_TEST_DATABASE_URL=postgresql://… to run the PostgreSQL cases")
-    return url
-
-
 @contextmanager
 def store(backend: str) -> Iterator[str | None]:
-    """Yield the --database value for a fresh, empty store (None means the embedded SQLite)."""
+    """Yield the --database value for a fresh, empty store (None means the embedded SQLite).
+
+    PostgreSQL: skipped or failed by ``tests.postgres_required.postgres_url`` when there is none.
+    """
     if backend == "sqlite":
         yield None
         return

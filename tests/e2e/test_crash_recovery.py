@@ -17,7 +17,7 @@ import httpx
 import pytest
 from durable_workflow import Client, Worker, activity, workflow
 
-from .harness import unique
+from .harness import await_until, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
@@ -98,12 +98,17 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
                 r = await http.post(f"/api/workflows/{wid}/signal/poke", json={"input": [f"sig-{i}"]})
                 assert r.status_code == 202
                 acked_signals.add(wid)
-            await asyncio.sleep(1.0)
-            before = {wid: await _history(http, wid) for wid in ids}
-            kinds = collections.Counter(e["event_type"] for h in before.values() for e in h)
-            assert kinds["ActivityScheduled"] > kinds["ActivityCompleted"], "no activity was mid-way at the kill"
-            await asyncio.to_thread(server.kill)
-            await asyncio.sleep(0.5)
+            before: dict[str, list[dict]] = {}
+
+            async def mid_way() -> bool:
+                # Kill only once activities have started and some are still running: a kill
+                # before any progress, or after all of it, would test nothing.
+                before.update({wid: await _history(http, wid) for wid in ids})
+                kinds = collections.Counter(e["event_type"] for h in before.values() for e in h)
+                return 0 < kinds["ActivityCompleted"] < kinds["ActivityScheduled"]
+
+            await await_until(mid_way, timeout=60, what="some activities done and some mid-way", interval=0.2)
+            await asyncio.to_thread(server.kill)  # returns once the process is gone
             await asyncio.to_thread(server.start)
             for i, wid in enumerate(ids[N // 2 :], start=N // 2):
                 r = await http.post(f"/api/workflows/{wid}/signal/poke", json={"input": [f"sig-{i}"]})
@@ -129,4 +134,6 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+    # log() holds both processes' logs: the killed one's too, not only the restarted one's.
+    assert len(server.logs) == 2 and any("listening on" in line for line in server.logs[0]), server.log()
     assert "Traceback" not in server.log(), server.log()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -11,7 +10,7 @@ from durable_workflow import Client, workflow
 from durable_workflow.history_bundle_verify import verify_bundle
 
 from . import workflows as wf
-from .harness import run, unique, with_worker
+from .harness import await_until, run, unique, with_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +21,11 @@ def _approval_run(url: str) -> tuple[str, str, dict, object]:
     async def body(client: Client) -> tuple[str, str, dict, object]:
         wid = unique("export")
         handle = await client.start_workflow(workflow_type="approval", workflow_id=wid, task_queue=tq, input=[])
-        await asyncio.sleep(0.3)
+
+        async def waiting() -> bool:
+            return (await client.describe_workflow(wid)).status == "waiting"
+
+        await await_until(waiting, timeout=30, what=f"{wid} waiting for its approval")  # the export shows the wait
         await handle.signal("approve", ["Grace"])
         result = await handle.result(timeout=30)
         bundle = await client.export_history(wid, handle.run_id)

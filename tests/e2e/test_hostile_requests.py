@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .harness import wait_until
 from .server import ServerProcess
 from .test_bad_input import (
     CP,
@@ -471,8 +472,9 @@ def test_body_only_mode_warns_at_start(tmp_path: Path) -> None:
                                                    "DW_SIGNATURE_COMPAT": "body-only"}, port=ServerProcess.free_port())
     server.start()
     try:
-        time.sleep(0.2)
-        assert re.search(r"WARNING .*body-only.*empty body authenticates every request", server.log()), server.log()
+        warning = re.compile(r"WARNING .*body-only.*empty body authenticates every request")
+        wait_until(lambda: any(warning.search(line) for line in list(server.lines)), timeout=10,
+                   what="the body-only warning in the start log")
     finally:
         server.stop()
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

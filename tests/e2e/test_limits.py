@@ -88,14 +88,16 @@ def test_pending_activities_and_pending_queries_at_the_boundary(small: str) -> N
         assert outcomes[0][0] == 200
         assert outcomes[1] == (422, "structural_limit_exceeded", "pending_activity_count")
 
-        async def two_queries() -> list[int]:
+        async def two_queries() -> list[httpx.Response]:
+            # Sent together, in no set order: the queue holds one pending query, so whichever
+            # arrives first waits for a worker that never answers (504 after the 3 s query
+            # timeout) and the other is refused at once (429). Both 504: the limit let two in.
             async with httpx.AsyncClient(base_url=small, headers=CP, timeout=30) as client:
-                first = asyncio.create_task(client.post(f"/api/workflows/{wid}/query/q", json={}))
-                await asyncio.sleep(0.5)  # the first is pending: the queue holds one
-                second = await client.post(f"/api/workflows/{wid}/query/q", json={})
-                return [(await first).status_code, second.status_code]
+                return list(await asyncio.gather(*(client.post(f"/api/workflows/{wid}/query/q", json={}) for _ in range(2))))
 
-        assert asyncio.run(two_queries()) == [504, 429]
+        answers = sorted(asyncio.run(two_queries()), key=lambda r: r.status_code)
+        assert [r.status_code for r in answers] == [429, 504], [r.text for r in answers]
+        assert answers[0].json()["reason"] == "query_task_queue_full", answers[0].text
 
 
 def test_history_length_and_parked_polls_at_the_boundary(small: str) -> None:
@@ -108,17 +110,17 @@ def test_history_length_and_parked_polls_at_the_boundary(small: str) -> None:
         assert http.post(f"/api/workflows/{wid}/update/u", json={}).json()["reason"] == "history_limit_exceeded"
         assert http.post(f"/api/workflows/{wid}/terminate", json={}).status_code == 200  # closing is always possible
 
-    async def two_polls() -> tuple[int, dict]:
+    async def two_polls() -> list[httpx.Response]:
+        # Sent together, in no set order: one parks (the queue's one slot; "no task" after its
+        # 5 s hold), the other is refused at once. Both 200: the limit let two park.
         async with httpx.AsyncClient(base_url=small, headers=WP, timeout=30) as client:
             await client.post("/api/worker/register", json={"worker_id": "pw", "task_queue": "parked", "runtime": "python"})
-            body = {"worker_id": "pw", "task_queue": "parked", "timeout_seconds": 2}
-            first = asyncio.create_task(client.post("/api/worker/activity-tasks/poll", json=body))
-            await asyncio.sleep(0.5)
-            second = await client.post("/api/worker/activity-tasks/poll", json=body)
-            assert (await first).status_code == 200
-            return second.status_code, second.json()
+            body = {"worker_id": "pw", "task_queue": "parked", "timeout_seconds": 5}
+            return list(await asyncio.gather(*(client.post("/api/worker/activity-tasks/poll", json=body) for _ in range(2))))
 
-    status, body = asyncio.run(two_polls())
-    assert status == 429 and body["reason"] == "long_poll_capacity_exhausted"
+    parked, refused = sorted(asyncio.run(two_polls()), key=lambda r: r.status_code)
+    assert (parked.status_code, parked.json()["task"]) == (200, None), parked.text
+    status, body = refused.status_code, refused.json()
+    assert status == 429 and body["reason"] == "long_poll_capacity_exhausted", refused.text
     assert (body["task_kind"], body["task_queue"], body["retryable"], body["task"]) == ("activity_task", "parked", True, None)
     assert 0 < body["retry_after_seconds"] <= 60

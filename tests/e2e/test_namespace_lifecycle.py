@@ -21,9 +21,12 @@ def test_deleting_a_namespace_needs_it_idle_and_removes_everything_in_it(server_
     with httpx.Client(base_url=server_url, headers=CP, timeout=30) as http:
         assert http.post("/api/namespaces", json={"name": ns, "description": "to delete", "retention_days": 7}).status_code == 201
         wid = http.post("/api/workflows", headers=in_ns, json={"workflow_type": "tagger", "task_queue": "q", "input": [{}]}).json()["workflow_id"]
-        http.post("/api/schedules", headers=in_ns, json={"schedule_id": "s1", "spec": {"cron_expressions": ["@yearly"]}, "action": {"workflow_type": "tagger"}})
-        http.post("/api/search-attributes", headers=in_ns, json={"name": "Color", "type": "keyword"})
-        http.post("/api/worker/register", headers={**WP, "X-Namespace": ns}, json={"worker_id": "w1", "task_queue": "q", "runtime": "python"})
+        schedule = http.post("/api/schedules", headers=in_ns, json={"schedule_id": "s1", "spec": {"cron_expressions": ["@yearly"]}, "action": {"workflow_type": "tagger"}})
+        assert schedule.status_code == 201, schedule.text
+        attribute = http.post("/api/search-attributes", headers=in_ns, json={"name": "Color", "type": "keyword"})
+        assert attribute.status_code == 201, attribute.text
+        worker = http.post("/api/worker/register", headers={**WP, "X-Namespace": ns}, json={"worker_id": "w1", "task_queue": "q", "runtime": "python"})
+        assert worker.status_code == 201, worker.text
 
         busy = http.delete(f"/api/namespaces/{ns}")
         assert busy.status_code == 409 and busy.json()["reason"] == "namespace_not_empty"
@@ -36,8 +39,12 @@ def test_deleting_a_namespace_needs_it_idle_and_removes_everything_in_it(server_
             return await client.delete_namespace(ns)
 
     deleted = run(delete_with_sdk())
-    body = deleted if isinstance(deleted, dict) else getattr(deleted, "__dict__", {})
-    assert "deleted" in str(body) or body, deleted
+    # The body control-plane §3.6 specifies, as the SDK parses it: what was removed, by kind
+    # (one of each was made above).
+    assert (deleted.name, deleted.status) == (ns, "deleted"), deleted
+    assert deleted.deleted == {
+        "workflow_runs": 1, "workflow_schedules": 1, "search_attribute_definitions": 1, "workflow_worker_registrations": 1,
+    }, deleted
     with httpx.Client(base_url=server_url, headers=CP, timeout=30) as http:
         assert http.get(f"/api/namespaces/{ns}").status_code == 404
         gone = http.get(f"/api/workflows/{wid}", headers=in_ns)

@@ -10,7 +10,7 @@ from durable_workflow import Client
 from durable_workflow.errors import QueryFailed
 
 from . import workflows as wf
-from .harness import run, unique, with_worker
+from .harness import await_until, run, unique, with_worker
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -24,7 +24,12 @@ def test_queries_with_and_without_arguments_read_the_running_state(server_url: s
         handle = await client.start_workflow(workflow_type="inspectable", workflow_id=wid, task_queue=tq, input=["q1"])
         await handle.signal("add", ["apple"])
         await handle.signal("add", ["pear"])
-        await asyncio.sleep(0.3)
+
+        async def both_recorded() -> bool:
+            events = (await client.get_history(wid, handle.run_id, page_size=1000))["events"]
+            return [e["event_type"] for e in events].count("SignalReceived") == 2
+
+        await await_until(both_recorded, timeout=30, what="both signals in the run's history")
         status = await client.query_workflow(wid, "status")
         second = await client.query_workflow(wid, "item_at", args=[1])
         with pytest.raises(QueryFailed) as unknown:
@@ -41,7 +46,7 @@ def test_queries_with_and_without_arguments_read_the_running_state(server_url: s
     assert status["query_name"] == "status" and status["control_plane"]["operation"] == "query"
     assert status["result_envelope"]["codec"] == "avro"
     assert second["result"] == "pear"
-    assert "no_such_query" in str(unknown) or "unknown" in str(unknown).lower()
+    assert (unknown.status, unknown.reason) == (404, "rejected_unknown_query"), repr(unknown)  # control-plane §4.8 step 6
     assert before == after  # a query writes nothing to the journal
     assert result == ["apple", "pear", "plum"]
 
@@ -136,6 +141,8 @@ def test_a_query_no_worker_answers_times_out_with_504(tmp_path) -> None:
                 return failed.value
 
         failure = run(via_sdk())
-        assert "query_worker_timeout" in repr(failure) or "Timed out" in str(failure), repr(failure)
+        # What the SDK's caller sees of the 504 (control-plane §4.8 step 4), reason and message.
+        assert isinstance(failure, QueryFailed) and (failure.status, failure.reason) == (504, "query_worker_timeout"), repr(failure)
+        assert str(failure) == "Timed out waiting for a worker to execute the workflow query.", repr(failure)
     finally:
         server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -11,7 +12,7 @@ from durable_workflow import Client
 from durable_workflow.client import ScheduleAction, ScheduleSpec
 
 from . import workflows as wf
-from .harness import run, unique, with_worker
+from .harness import run, unique, wait_until, with_worker
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -106,6 +107,12 @@ def test_schedule_bad_input(server_url: str) -> None:
         assert http.delete(f"/api/schedules/{sid}").json()["outcome"] == "deleted"
 
 
+def _fired(http: httpx.Client, sid: str) -> list[dict]:
+    r = http.get(f"/api/schedules/{sid}/history", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return [e for e in r.json()["events"] if e["event_type"] == "ScheduleTriggered"]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_schedule_keeps_firing_after_a_restart_and_catches_up_once(tmp_path, backend: str) -> None:
     """The node stops while fires are due; after the restart the schedule fires once for the
@@ -126,13 +133,22 @@ def test_a_schedule_keeps_firing_after_a_restart_and_catches_up_once(tmp_path, b
                     "action": {"workflow_type": "one_activity", "task_queue": unique("idle"), "input": ["x"]},
                 })
                 assert created.status_code == 201, created.text
-                asyncio.run(asyncio.sleep(1.5))
+                wait_until(lambda: _fired(http, sid), timeout=30, what="the schedule fired before the stop")
             server.stop()
-            asyncio.run(asyncio.sleep(3.5))  # about three occurrences pass while the node is down
+            # Time is the subject here, and the node under test is another process with the
+            # wall clock: the test lets three periods of the PT1S schedule pass while the node is
+            # down, so at least two occurrences fall inside the downtime (checked below).
+            time.sleep(3.0)  # not synchronisation: the downtime itself
             server = ServerProcess(tmp_path / "data", port=port, database=dsn)
             server.start()
             with httpx.Client(base_url=server.url, headers=CP, timeout=30) as http:
-                asyncio.run(asyncio.sleep(2.5))
+
+                def caught_up_and_on_pace() -> bool:
+                    fired = _fired(http, sid)
+                    late = [i for i, e in enumerate(fired) if e["payload"].get("missed_occurrences", 0) >= 2]
+                    return bool(late) and len(fired) > late[0] + 1
+
+                wait_until(caught_up_and_on_pace, timeout=30, what="a catch-up fire after the restart, then one on pace")
                 http.post(f"/api/schedules/{sid}/pause", json={})
                 events = http.get(f"/api/schedules/{sid}/history", params={"limit": 500}).json()["events"]
         finally:

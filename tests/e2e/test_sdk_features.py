@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -16,7 +15,7 @@ from durable_workflow.errors import (
 )
 
 from . import workflows as wf
-from .harness import run, unique, with_worker
+from .harness import await_until, run, unique, with_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +46,20 @@ def test_three_sequential_and_five_parallel_activities(server_url: str) -> None:
     assert result == {"sequential": 6, "parallel": [1, 4, 9, 16, 25]}
 
 
+async def _until_status(client: Client, wid: str, status: str, timeout: float = 30) -> None:
+    """Until the run of ``wid`` has ``status``; fails with the last status seen at the deadline."""
+    seen: list[str] = []
+
+    async def reached() -> bool:
+        seen.append((await client.describe_workflow(wid)).status)
+        return seen[-1] == status
+
+    try:
+        await await_until(reached, timeout=timeout, what=f"{wid} {status}")
+    except AssertionError:
+        raise AssertionError(f"{wid} not {status} within {timeout:g}s (last status: {seen[-1:]})") from None
+
+
 def test_durable_timer(server_url: str) -> None:
     started = time.monotonic()
     assert _run_one(server_url, "sleeper", [2]).startswith("woke")
@@ -57,8 +70,9 @@ def test_signal_awaited_with_wait_condition(server_url: str) -> None:
     tq = unique("tq")
 
     async def body(client: Client) -> object:
-        handle = await client.start_workflow(workflow_type="approval", workflow_id=unique("approval"), task_queue=tq, input=[])
-        await asyncio.sleep(0.5)
+        wid = unique("approval")
+        handle = await client.start_workflow(workflow_type="approval", workflow_id=wid, task_queue=tq, input=[])
+        await _until_status(client, wid, "waiting")  # the signal wakes a wait already open
         await handle.signal("approve", ["Grace"])
         return await handle.result(timeout=30)
 
@@ -120,10 +134,7 @@ def test_cancel_and_terminate_a_waiting_workflow(server_url: str, kind: str) -> 
 
     async def body(client: Client) -> object:
         await client.start_workflow(workflow_type="waiter", workflow_id=wid, task_queue=tq, input=[])
-        for _ in range(50):
-            if (await client.describe_workflow(wid)).status == "waiting":
-                break
-            await asyncio.sleep(0.1)
+        await _until_status(client, wid, "waiting")
         if kind == "cancel":
             await client.cancel_workflow(wid, reason="no longer needed")
         else:
@@ -147,11 +158,7 @@ def test_side_effect_and_version_marker_survive_a_worker_replacement(server_url:
 
     async def first(client: Client) -> None:
         await client.start_workflow(workflow_type="markers", workflow_id=wid, task_queue=tq, input=[])
-        for _ in range(100):
-            if (await client.describe_workflow(wid)).status == "waiting":
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError("markers workflow never reached its wait")
+        await _until_status(client, wid, "waiting")
 
     async def second(client: Client) -> object:
         await client.signal_workflow(wid, "go")
@@ -234,24 +241,18 @@ def test_children_continue_fail_and_follow_the_parent_close_policy(server_url: s
 
     async def body(client: Client) -> object:
         handle = await client.start_workflow(workflow_type="parent_of_many", workflow_id=wid, task_queue=tq, input=["terminate"])
-        for _ in range(100):
+        async def three_children() -> list[dict]:
             events = _history(server_url, wid, handle.run_id)
             scheduled = [e for e in events if e["event_type"] == "ChildWorkflowScheduled"]
-            if len(scheduled) == 3:
-                break
-            await asyncio.sleep(0.1)
+            return scheduled if len(scheduled) == 3 else []
+
+        scheduled = await await_until(three_children, timeout=30, what="the parent's third child scheduled")
         child_id = scheduled[-1]["payload"]["child_workflow_instance_id"]
-        for _ in range(50):
-            if (await client.describe_workflow(child_id)).status == "waiting":
-                break
-            await asyncio.sleep(0.1)
+        await _until_status(client, child_id, "waiting")
         await client.terminate_workflow(wid, reason="parent stopped")
-        for _ in range(50):
-            status = (await client.describe_workflow(child_id)).status
-            if status == "terminated":
-                break
-            await asyncio.sleep(0.1)
-        return status, _history(server_url, wid, handle.run_id)
+        # The parent close policy terminates the waiting child; a child left running fails here.
+        await _until_status(client, child_id, "terminated")
+        return (await client.describe_workflow(child_id)).status, _history(server_url, wid, handle.run_id)
 
     status, parent_events = run(with_worker(server_url, tq, wf.ALL_WORKFLOWS, wf.ALL_ACTIVITIES, body))
     assert status == "terminated"

@@ -45,7 +45,12 @@ def test_an_upserted_attribute_is_found_by_a_list_query(server_url: str) -> None
     assert [w.search_attributes[priority] for w in ranged.executions] == [7]
     assert [w.workflow_id for w in contains.executions] == [gold]
     assert [w.search_attributes[stage] for w in not_gold.executions] == ["silver"]
-    assert str(listed)  # the SDK parsed the listing
+    # The listing, as the SDK parsed it, names the three just registered with their types
+    # (other tests on the shared server register their own: only these three are checked).
+    assert {name: listed.custom_attributes.get(name) for name in (stage, priority, tags)} == {
+        stage: "keyword", priority: "int", tags: "keyword_list",
+    }, listed
+    assert listed.system_attributes.get("WorkflowType") == "keyword", listed
     with httpx.Client(base_url=server_url, headers=CP) as http:
         attrs = http.get("/api/search-attributes").json()
         assert attrs["custom_attributes"][priority] == "int" and attrs["system_attributes"]["WorkflowType"] == "keyword"

@@ -12,13 +12,53 @@ import pytest
 from api.envelope import Route, _choose_encoding, control_plane_block, render
 from api.manifest import (
     CONTROL_PLANE_HEADER,
-    PROJECTED_FIELDS,
-    RESPONSE_CONTRACT,
     WORKER_PROTOCOL_HEADER,
     WORKER_PROTOCOL_VERSION,
 )
 
 # --- control_plane block ----------------------------------------------------------------
+#
+# Expected values are the protocol's (control-plane spec §1.10), written out here: compared
+# with the server's own tables they would agree with any mistake made in those tables.
+
+SPEC_CONTRACT = {
+    "schema": "durable-workflow.v2.control-plane-response.contract",
+    "version": 1,
+    "legacy_field_policy": "reject_non_canonical",
+    "legacy_fields": {"query": "query_name", "signal": "signal_name", "update": "update_name", "wait_policy": "wait_for"},
+}
+SPEC_PROJECTED_FIELDS = [
+    "run_id", "workflow_type", "namespace", "business_key", "status", "status_bucket", "is_terminal", "task_queue",
+    "run_number", "run_count", "workflow_count", "is_current_run", "compatibility", "started_at", "closed_at",
+    "last_progress_at", "wait_kind", "wait_reason", "next_page_token", "command_id", "command_status",
+    "command_source", "target_scope", "outcome", "reason", "rejection_reason", "validation_errors", "result",
+    "result_envelope", "update_id", "update_status", "wait_for", "wait_timed_out", "wait_timeout_seconds",
+    "blocked_reason", "message", "diagnostic_status",
+]
+NAMED = ["workflow_id", "operation_name", "operation_name_field"]
+SPEC_OPERATIONS = {  # operation: (required_fields, success_fields)
+    "list": ([], []),
+    "start": ([], ["workflow_id", "outcome"]),
+    "describe": (["workflow_id"], []),
+    "list_runs": (["workflow_id"], []),
+    "describe_run": (["workflow_id"], ["run_id"]),
+    "debug_workflow": (["workflow_id"], ["run_id", "diagnostic_status"]),
+    "history": (["workflow_id", "run_id"], ["next_page_token"]),
+    "signal": (NAMED, ["outcome"]),
+    "update": (NAMED, ["outcome"]),
+    "query": (NAMED, ["result"]),
+    "cancel": (["workflow_id"], ["outcome"]),
+    "terminate": (["workflow_id"], ["outcome"]),
+    "repair": (["workflow_id"], ["outcome"]),
+    "archive": (["workflow_id"], ["outcome"]),
+}
+
+
+@pytest.mark.parametrize("op", sorted(SPEC_OPERATIONS))
+def test_contract_of_every_operation(op: str) -> None:
+    required, success = SPEC_OPERATIONS[op]
+    block = control_plane_block(op, {}, {"workflow_id": "wf"})
+    assert block["contract"] == {**SPEC_CONTRACT, "required_fields": required, "success_fields": success}
 
 
 def test_block_layout_for_signal() -> None:
@@ -31,7 +71,10 @@ def test_block_layout_for_signal() -> None:
     assert block["operation_name"] == "approve"
     assert block["operation_name_field"] == "signal_name"
     assert block["contract"] == {
-        **RESPONSE_CONTRACT,
+        "schema": "durable-workflow.v2.control-plane-response.contract",
+        "version": 1,
+        "legacy_field_policy": "reject_non_canonical",
+        "legacy_fields": {"query": "query_name", "signal": "signal_name", "update": "update_name", "wait_policy": "wait_for"},
         "required_fields": ["workflow_id", "operation_name", "operation_name_field"],
         "success_fields": ["outcome"],
     }
@@ -71,14 +114,16 @@ def test_operation_name_only_for_named_operations() -> None:
     assert (block["operation_name"], block["operation_name_field"]) == ("bump", "update_name")
 
 
-def test_every_projected_field_is_copied() -> None:
-    body = {key: f"value-{key}" for key in PROJECTED_FIELDS}
+def test_exactly_the_projected_fields_are_copied() -> None:
+    assert len(SPEC_PROJECTED_FIELDS) == len(set(SPEC_PROJECTED_FIELDS)) == 37
+    body: dict[str, Any] = {key: f"value-{key}" for key in SPEC_PROJECTED_FIELDS}
     body["result"] = None  # present with a null value still projects
+    body.update({"workflow_id": "wf", "input": "not projected", "signal_name": "not projected", "memo": {}})
     block = control_plane_block("describe_run", body, {"workflow_id": "wf"})
-    for key in PROJECTED_FIELDS:
-        assert key in block and block[key] == body[key], key
-    assert "validation_errors" in PROJECTED_FIELDS and "diagnostic_status" in PROJECTED_FIELDS
-    assert len(PROJECTED_FIELDS) == 37
+    header = {"schema", "version", "operation", "workflow_id", "contract"}
+    assert set(block) == header | set(SPEC_PROJECTED_FIELDS), set(block) ^ (header | set(SPEC_PROJECTED_FIELDS))
+    for key in SPEC_PROJECTED_FIELDS:
+        assert block[key] == body[key], key
 
 
 def test_absent_projected_fields_are_not_invented() -> None:

@@ -1119,15 +1119,23 @@ def _deferred_condition_timeout() -> tuple[Run, float]:
 
 
 @pytest.mark.parametrize(
-    "build",
-    [_ready_task_waiting_for_worker, _activity_waiting_for_worker, _deferred_condition_timeout],
+    ("build", "expected"),
+    [
+        # A ready task or activity with no timeout waits for a worker (its offer is queued):
+        # nothing for a tick to do, ever. A past instant here would make the timer service spin.
+        (_ready_task_waiting_for_worker, None),
+        (_activity_waiting_for_worker, None),
+        # The condition timeout (T0+11) is held back by the leased task, claimed at T0+6 with
+        # the 60 s default workflow-task lease: the next wake is that lease's expiry. None here
+        # is a lost wake-up (a crashed worker would leave the timeout unfired for good).
+        (_deferred_condition_timeout, T0 + 66),
+    ],
     ids=["ready-workflow-task", "pending-activity", "deferred-condition-timeout"],
 )
-def test_next_deadline_after_idle_tick_lies_in_the_future(build: Any) -> None:
+def test_next_deadline_after_idle_tick_is_the_next_due_instant(build: Any, expected: float | None) -> None:
     run, now = build()
     assert run.tick(now) == []  # nothing is due: tick emits nothing
-    deadline = decide_time.next_deadline(run.state, now)
-    assert deadline is None or deadline > now
+    assert decide_time.next_deadline(run.state, now) == expected
 
 
 # --- updates ---------------------------------------------------------------------------
