@@ -49,6 +49,7 @@ class LeaseConfig(TypedDict):
 
     dsn: str
     node_id: str
+    application_name: str  # dw-shard-leases:<node id>, whole: the parent checked it fits (pg_shard_leases)
     lock_namespace: int
     idle_session_timeout: float | None
     op_timeout: float
@@ -84,7 +85,7 @@ class LeaseSession:
         self.done.set()
 
     async def connect(self) -> None:
-        settings = {"application_name": f"dw-shard-leases:{self.cfg['node_id']}"[:63]}
+        settings = {"application_name": self.cfg["application_name"]}
         idle = self.cfg.get("idle_session_timeout")
         if idle:
             settings["idle_session_timeout"] = str(max(1, int(idle * 1000)))
