@@ -79,6 +79,13 @@ def lease_session_name(node_id: str) -> str:
     return LEASE_SESSION_PREFIX + node_id
 
 
+# Second key of the lock every lease session holds, shared, for its whole life:
+# pg_advisory_lock_shared(namespace, MEMBER_LOCK_KEY). It says which cluster the session belongs
+# to: advisory locks are per database and the namespace is per schema, whereas the session list
+# (pg_stat_activity) covers the whole server. A shard is never negative, so this is no shard's key.
+MEMBER_LOCK_KEY = -1
+
+
 OP_TIMEOUT = 10.0  # seconds for claim/release round trips before the session is declared lost
 CLOSE_TIMEOUT = 5.0  # seconds for a graceful close before the child is killed
 
@@ -144,7 +151,7 @@ class ShardLeases:
             raise RuntimeError("ShardLeases.open() may be called once")
         cfg: LeaseConfig = {
             "dsn": self.dsn, "node_id": self.node_id, "application_name": self.application_name,
-            "lock_namespace": self.lock_namespace,
+            "lock_namespace": self.lock_namespace, "member_key": MEMBER_LOCK_KEY,
             "idle_session_timeout": self.idle_session_timeout, "op_timeout": self.op_timeout,
             "heartbeat_interval": self.heartbeat_interval, "heartbeat_timeout": self.heartbeat_timeout,
             "parent_timeout": self.parent_timeout,
