@@ -49,7 +49,9 @@ class LeaseConfig(TypedDict):
 
     dsn: str
     node_id: str
+    application_name: str  # dw-shard-leases:<node id>, whole: the parent checked it fits (pg_shard_leases)
     lock_namespace: int
+    member_key: int  # held shared in lock_namespace while the session lives: its cluster membership
     idle_session_timeout: float | None
     op_timeout: float
     heartbeat_interval: float | None
@@ -84,11 +86,21 @@ class LeaseSession:
         self.done.set()
 
     async def connect(self) -> None:
-        settings = {"application_name": f"dw-shard-leases:{self.cfg['node_id']}"[:63]}
+        settings = {"application_name": self.cfg["application_name"]}
         idle = self.cfg.get("idle_session_timeout")
         if idle:
             settings["idle_session_timeout"] = str(max(1, int(idle * 1000)))
         self.conn = await asyncpg.connect(self.cfg["dsn"], server_settings=settings, timeout=self.cfg["op_timeout"])
+        # Membership of this cluster (its database and lock namespace), which is what the
+        # members' lease_sessions look for; held before "ready", so an open session is counted.
+        joined = await asyncio.wait_for(
+            self.conn.fetchval(
+                "SELECT pg_try_advisory_lock_shared($1::int4, $2::int4)", self.cfg["lock_namespace"], self.cfg["member_key"]
+            ),
+            self.cfg["op_timeout"],
+        )
+        if not joined:  # someone holds the key exclusively: not a lease session of ours
+            raise RuntimeError(f"the membership lock ({self.cfg['lock_namespace']}, {self.cfg['member_key']}) is held exclusively")
         self.conn.add_termination_listener(lambda _conn: self.lost("the lease session was terminated"))
         self.send({"ready": self.conn.get_server_pid()})
 
@@ -200,6 +212,8 @@ class LeaseSession:
             await self.connect()
         except Exception as exc:  # noqa: BLE001 - told to the node, which retries with backoff
             self.send({"lost": f"cannot open the lease session: {exc!r}"})
+            if self.conn is not None and not self.conn.is_closed():
+                self.conn.terminate()
             return
         beating = asyncio.ensure_future(self.heartbeats())
         try:

@@ -46,6 +46,46 @@ log = logging.getLogger("dw.shards")
 # locks are per database, not per schema.
 LEASE_LOCK_NAMESPACE = int.from_bytes(b"dwsh", "big")
 
+# A lease session is named ``dw-shard-leases:<node id>`` (``application_name``), and that name is
+# how every member learns which others are connected (``PostgresJournal.lease_sessions``).
+# PostgreSQL keeps 63 bytes of it and replaces every byte that is not printable ASCII, so only an
+# id of at most 47 printable ASCII characters comes back exactly as it was sent; two longer ids
+# with one prefix would be one member to the cluster.
+LEASE_SESSION_PREFIX = "dw-shard-leases:"
+APPLICATION_NAME_BYTES = 63
+MAX_NODE_ID_LENGTH = APPLICATION_NAME_BYTES - len(LEASE_SESSION_PREFIX)
+
+
+def node_id_problem(node_id: str) -> str | None:
+    """Why ``node_id`` cannot name a cluster member (None when it can)."""
+    if not node_id:
+        return "a node id must not be empty"
+    if len(node_id) > MAX_NODE_ID_LENGTH:
+        return (f"a node id is at most {MAX_NODE_ID_LENGTH} characters, {node_id!r} has {len(node_id)}"
+                f" (PostgreSQL keeps {APPLICATION_NAME_BYTES} bytes of its lease session name,"
+                f" {LEASE_SESSION_PREFIX}<node id>)")
+    odd = [c for c in node_id if not " " <= c <= "~"]
+    if odd:
+        return (f"a node id may hold only printable ASCII characters, {node_id!r} has {''.join(odd)!r}"
+                " (PostgreSQL rewrites any other in its lease session name)")
+    return None
+
+
+def lease_session_name(node_id: str) -> str:
+    """The ``application_name`` of ``node_id``'s lease session; refuses an id it cannot hold exactly."""
+    problem = node_id_problem(node_id)
+    if problem is not None:
+        raise ValueError(problem)
+    return LEASE_SESSION_PREFIX + node_id
+
+
+# Second key of the lock every lease session holds, shared, for its whole life:
+# pg_advisory_lock_shared(namespace, MEMBER_LOCK_KEY). It says which cluster the session belongs
+# to: advisory locks are per database and the namespace is per schema, whereas the session list
+# (pg_stat_activity) covers the whole server. A shard is never negative, so this is no shard's key.
+MEMBER_LOCK_KEY = -1
+
+
 OP_TIMEOUT = 10.0  # seconds for claim/release round trips before the session is declared lost
 CLOSE_TIMEOUT = 5.0  # seconds for a graceful close before the child is killed
 
@@ -81,6 +121,7 @@ class ShardLeases:
     ) -> None:
         if not -(2**31) <= lock_namespace < 2**31:
             raise ValueError("lock_namespace must fit in a 32-bit signed integer")
+        self.application_name = lease_session_name(node_id)
         self.dsn = dsn
         self.node_id = node_id
         self.lock_namespace = lock_namespace
@@ -109,7 +150,8 @@ class ShardLeases:
         if self._proc is not None or self._closing:
             raise RuntimeError("ShardLeases.open() may be called once")
         cfg: LeaseConfig = {
-            "dsn": self.dsn, "node_id": self.node_id, "lock_namespace": self.lock_namespace,
+            "dsn": self.dsn, "node_id": self.node_id, "application_name": self.application_name,
+            "lock_namespace": self.lock_namespace, "member_key": MEMBER_LOCK_KEY,
             "idle_session_timeout": self.idle_session_timeout, "op_timeout": self.op_timeout,
             "heartbeat_interval": self.heartbeat_interval, "heartbeat_timeout": self.heartbeat_timeout,
             "parent_timeout": self.parent_timeout,

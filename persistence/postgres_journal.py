@@ -60,6 +60,7 @@ from .journal import (
     shard_count_mismatch,
 )
 from .migrations import POSTGRES_MIGRATIONS
+from .pg_shard_leases import LEASE_SESSION_PREFIX, MEMBER_LOCK_KEY
 from .vocabulary import TERMINAL_STATUSES
 
 log = logging.getLogger("dw.journal")
@@ -319,6 +320,7 @@ class PostgresJournal:
         self._pool: asyncpg.Pool | None = None
         self.commits = 0
         self.batches = 0
+        self._lease_namespace: int | None = None  # lease_namespace(), once read: the schema is fixed
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -614,11 +616,24 @@ class PostgresJournal:
         return zlib.crc32(f"dw-shards:{rows[0][0]}".encode()) & 0x7FFFFFFF
 
     async def lease_sessions(self) -> set[str]:
-        """Node ids whose shard-lease session is connected right now (their locks are live)."""
+        """Node ids whose shard-lease session is connected right now (their locks are live).
+
+        Only this cluster's: pg_stat_activity lists every session of the server, so a session
+        counts only while it holds this cluster's membership lock (``MEMBER_LOCK_KEY`` in
+        ``lease_namespace()``, taken shared by every lease session as it connects) in this
+        database. A namesake in another schema or database must not keep a dead member live.
+        """
+        if self._lease_namespace is None:
+            self._lease_namespace = await self.lease_namespace()
         rows = await self._fetch(
-            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'dw-shard-leases:%'"
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+            "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "  AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid"
+            "  AND a.datname = current_database() AND starts_with(a.application_name, $3)",
+            self._lease_namespace & 0xFFFFFFFF, MEMBER_LOCK_KEY & 0xFFFFFFFF, LEASE_SESSION_PREFIX,
         )
-        return {r[0].removeprefix("dw-shard-leases:") for r in rows}
+        return {r[0].removeprefix(LEASE_SESSION_PREFIX) for r in rows}
 
     # --- reads ---------------------------------------------------------------------
 

@@ -52,10 +52,18 @@ _RUN_COLS = (
 )
 
 
+# PRAGMA synchronous by name. SQLite takes any other word as NORMAL or OFF without complaint,
+# and the value is spliced into the PRAGMA, so nothing else may reach it.
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
 class SqliteJournal:
     def __init__(self, path: str, *, synchronous: str = "FULL", max_batch: int = 512) -> None:
+        level = synchronous.strip().upper()
+        if level not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}")
         self.path = path
-        self.synchronous = synchronous
+        self.synchronous = level
         self.max_batch = max_batch
         self._group = GroupCommit(max_batch)
         self._write_lock = trio.CapacityLimiter(1)

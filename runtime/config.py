@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 
 from actors.limits import Limits
+from persistence.pg_shard_leases import MAX_NODE_ID_LENGTH, node_id_problem
+from persistence.sqlite_journal import SYNCHRONOUS_LEVELS
 
 
 def _env(name: str, default: str | None = None, *aliases: str) -> str | None:
@@ -36,6 +40,32 @@ def _secret(name: str) -> str | None:
 
 class ConfigError(ValueError):
     """A configuration value the operator must fix; the message says which and why."""
+
+
+def _synchronous(value: str) -> str:
+    """The SQLite durability level, refused unless SQLite knows it by name: SQLite reads any
+    other word (a typo of FULL included) as NORMAL or OFF without complaint."""
+    level = value.strip().upper()
+    if level not in SYNCHRONOUS_LEVELS:
+        raise ConfigError(
+            f"DW_SQLITE_SYNCHRONOUS is {value!r}; it must be one of {', '.join(SYNCHRONOUS_LEVELS)} (any letter case)"
+        )
+    return level
+
+
+def _default_node_id(port: int) -> str:
+    """``<host name>:<port>`` (``<host name>-<pid>`` without a port): stable across restarts of
+    the same listener, so a restart is not a new member. A host name too long for a node id, or
+    not printable ASCII, is cut and given a hash of the whole name, which keeps it stable and
+    apart from another host's that starts alike."""
+    host = os.uname().nodename
+    suffix = f":{port}" if port else f"-{os.getpid()}"
+    candidate = host + suffix
+    if node_id_problem(candidate) is None:
+        return candidate
+    tag = "~" + hashlib.sha256(host.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^!-~]", "_", host)[: MAX_NODE_ID_LENGTH - len(tag) - len(suffix)]
+    return safe + tag + suffix
 
 
 def _int(name: str, default: int) -> int:
@@ -124,7 +154,7 @@ class Config:
             keep_alive_seconds=float(_int("DW_HTTP_KEEP_ALIVE_SECONDS", 75)),
             max_memo_bytes=_int("DW_MAX_MEMO_BYTES", 256 * 1024),
             poll_timeout=_int("DW_WORKER_POLL_TIMEOUT", 30),
-            synchronous=(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL").upper(),
+            synchronous=_synchronous(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL"),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
             retention_interval=float(_int("DW_RETENTION_PASS_SECONDS", 3600)),
@@ -152,11 +182,15 @@ class Config:
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
+        cfg.synchronous = _synchronous(cfg.synchronous)  # an override is held to the same words
         if not cfg.advertise_url and cfg.port:
             host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             cfg.advertise_url = f"http://{host}:{cfg.port}"
-        if not cfg.node_id:  # stable across restarts of the same listener, so a restart is not a new member
-            cfg.node_id = f"{os.uname().nodename}:{cfg.port}" if cfg.port else f"{os.uname().nodename}-{os.getpid()}"
+        if not cfg.node_id:
+            cfg.node_id = _default_node_id(cfg.port)
+        problem = node_id_problem(cfg.node_id)
+        if problem is not None:  # the cluster could not tell this member from another
+            raise ConfigError(f"DW_NODE_ID (--node-id): {problem}")
         return cfg
 
     @property

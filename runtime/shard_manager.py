@@ -64,7 +64,8 @@ def decide_round(
     """The decisions of one round from what it read (pure: no I/O, so it can be tested alone).
 
     ``nodes`` are NodeRow-likes, ``sessions`` the node ids with a connected lease session (as
-    ``lease_sessions`` reports them: cut to the 47 characters an application name leaves),
+    ``lease_sessions`` reports them; ids are at most 47 printable ASCII characters, so the
+    session names hold them whole and they are compared exactly),
     ``epochs`` the ``shards`` table, ``held`` the shards this node's lease session holds.
     """
     # A member is live while it heartbeats *and* its lease session is connected: a killed
@@ -75,7 +76,7 @@ def decide_round(
         if n.status == "active"
         and n.heartbeat_at is not None
         and now - n.heartbeat_at < node_ttl
-        and (n.node_id[:47] in sessions or n.node_id == node_id)
+        and (n.node_id in sessions or n.node_id == node_id)
     ]
     owners: dict[int, str | None] = {s: owner for s, (owner, _epoch) in epochs.items()}
     stale = [shard for shard, owner in owners.items() if owner == node_id and shard not in held]
@@ -117,8 +118,11 @@ class ShardManager:
         self._next_stats = 0.0
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        from persistence.pg_shard_leases import ShardLeases
+        from persistence.pg_shard_leases import ShardLeases, node_id_problem
 
+        problem = node_id_problem(self.node_id)
+        if problem is not None:  # not retried: no session could ever name this node exactly
+            raise ConfigurationError(f"refusing to join the cluster: {problem}")
         namespace = await self._prepare()
         self.engine.owned = {}
         started = False

@@ -1,11 +1,12 @@
-"""Two clusters in two schemas of one PostgreSQL database must not see each other's members.
+"""Two clusters in two schemas (or databases) of one PostgreSQL server must not see each other's members.
 
 A cluster's shard manager counts a member live only while its lease session is connected
 (``PostgresJournal.lease_sessions``, read from ``pg_stat_activity``). ``pg_stat_activity`` lists
 every session of the server, whatever the schema (or database) it works in, so the journal of
 one cluster must only report the lease sessions of its own schema: otherwise a dead member of
 cluster A is kept "live" by a namesake in cluster B, and its shards are not taken over until
-its heartbeat ages out. PostgreSQL only; skipped without ``DW_TEST_DATABASE_URL`` except in CI.
+its heartbeat ages out. A lease session counts only while it holds its cluster's membership lock
+(``MEMBER_LOCK_KEY`` in the schema's lock namespace) in the journal's own database. PostgreSQL only; skipped without ``DW_TEST_DATABASE_URL`` except in CI.
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
 import trio_asyncio
 
-from persistence.pg_shard_leases import ShardLeases
+from persistence.pg_shard_leases import MEMBER_LOCK_KEY, ShardLeases
 from persistence.postgres_journal import PostgresJournal
 from runtime.shard_manager import decide_round
-from tests.contract.test_journal import _in_ci, _postgres_store, _postgres_unavailable
+from tests.contract.test_journal import (
+    _database_url,
+    _in_ci,
+    _pg_fetch,
+    _postgres_store,
+    _postgres_unavailable,
+)
 
 _REASON = _postgres_unavailable()
 pytestmark = [pytest.mark.skip(reason=_REASON)] if _REASON is not None and not _in_ci() else []
@@ -55,11 +63,6 @@ async def _open_leases(journal: PostgresJournal, node_id: str, nursery: trio.Nur
     return leases
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PostgresJournal.lease_sessions reads every 'dw-shard-leases:%' session of the server "
-    "(pg_stat_activity, no schema or database filter), so another schema's cluster members count as connected",
-)
 async def test_lease_sessions_of_another_schema_are_not_counted(
     two_clusters: tuple[PostgresJournal, PostgresJournal, trio.Nursery],
 ) -> None:
@@ -101,3 +104,37 @@ async def test_a_lease_session_of_its_own_schema_is_counted_and_forgotten_when_c
     with trio.fail_after(10):
         while node in await a.lease_sessions():
             await trio.sleep(0.05)
+
+
+async def test_a_lease_session_of_another_database_is_not_counted(
+    two_clusters: tuple[PostgresJournal, PostgresJournal, trio.Nursery],
+) -> None:
+    """Advisory locks and pg_stat_activity span databases: a cluster in another database whose
+    schema has the same name (so the same lock namespace) must not count as this one's."""
+    a, _b, nursery = two_clusters
+    url = _database_url()
+    assert url is not None
+    sql = trio_asyncio.aio_as_trio(_pg_fetch)
+    other = f"{urlsplit(url).path.lstrip('/')}_x{uuid.uuid4().hex[:8]}"
+    await sql(url, f'CREATE DATABASE "{other}"')
+    try:
+        parts = urlsplit(a.dsn)  # the same search_path: the same schema name there
+        elsewhere = urlunsplit(parts._replace(path=f"/{other}"))
+        namespace = await a.lease_namespace()
+        node = f"other-db-{uuid.uuid4().hex[:8]}"
+        leases = ShardLeases(elsewhere, node, lock_namespace=namespace)
+        await leases.open(nursery)
+        try:
+            rows = await sql(
+                url,
+                "SELECT a.datname FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory'"
+                " WHERE a.pid = $1 AND l.classid = $2::int8::oid AND l.objid = $3::int8::oid AND l.granted",
+                leases.backend_pid, namespace & 0xFFFFFFFF, MEMBER_LOCK_KEY & 0xFFFFFFFF,
+            )
+            assert [r[0] for r in rows] == [other], "the session holds the same membership key, in the other database"
+            assert node not in await a.lease_sessions()
+        finally:
+            await leases.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            await sql(url, f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')

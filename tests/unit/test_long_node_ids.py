@@ -1,11 +1,12 @@
-"""Node ids as long as the cluster can tell apart, and longer ones refused.
+"""Node ids as long as the cluster can tell apart, and longer or unprintable ones refused.
 
 A member is recognised by its lease session's PostgreSQL ``application_name``,
-``dw-shard-leases:<node id>``, which the server cuts to 63 bytes: 47 characters of ASCII node
-id survive (``decide_round`` compares ``node_id[:47]``). An id at that length works (here and
-in tests/contract/test_long_node_ids.py, against PostgreSQL). A longer one cannot be told apart
-from another id with the same first 47 characters, so the configuration should refuse it,
-naming ``DW_NODE_ID``, instead of running a cluster that keeps a dead member live.
+``dw-shard-leases:<node id>``, which the server cuts to 63 bytes and in which it rewrites every
+byte that is not printable ASCII: 47 printable ASCII characters of node id survive whole. An id
+at that length works (here and in tests/contract/test_long_node_ids.py, against PostgreSQL). A
+longer one could not be told apart from another id with the same first 47 characters, so the
+configuration refuses it, naming ``DW_NODE_ID``, instead of running a cluster that keeps a dead
+member live; ``decide_round`` compares ids exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from runtime.config import Config
+from persistence.pg_shard_leases import MAX_NODE_ID_LENGTH, ShardLeases
+from runtime.config import Config, ConfigError
 from runtime.shard_manager import decide_round
 
 MAX_NODE_ID = 63 - len("dw-shard-leases:")
@@ -31,7 +33,7 @@ class Node:
 
 
 def test_the_maximum_is_what_an_application_name_leaves() -> None:
-    assert MAX_NODE_ID == 47
+    assert MAX_NODE_ID == MAX_NODE_ID_LENGTH == 47
 
 
 def test_a_node_id_at_the_maximum_is_accepted_and_counted_live(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,11 +49,6 @@ def test_a_node_id_at_the_maximum_is_accepted_and_counted_live(monkeypatch: pyte
     assert sorted(d.live) == sorted(["other", node_id]) and d.target == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: DW_NODE_ID/--node-id has no length limit (runtime/config.py); ids over 47 characters are cut "
-    "in the lease session's application_name, so two of them sharing a prefix are one member to the cluster",
-)
 @pytest.mark.parametrize("length", [MAX_NODE_ID + 1, 200])
 def test_a_node_id_over_the_maximum_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
     monkeypatch.setenv("DW_NODE_ID", "n" * length)
@@ -59,12 +56,8 @@ def test_a_node_id_over_the_maximum_is_refused_naming_the_setting(monkeypatch: p
         Config.from_env()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: what an over-long id costs today: a dead member is kept live by the lease session of a live one "
-    "whose id has the same first 47 characters (runtime/shard_manager.decide_round compares node_id[:47])",
-)
 def test_two_long_ids_with_one_prefix_are_two_members() -> None:
+    """Were an over-long id to get past the configuration, a cut session name keeps no one live."""
     prefix = "cluster-node-" + "x" * (MAX_NODE_ID - len("cluster-node-"))
     dead, alive = prefix + "-dead", prefix + "-alive"
     sessions = {"me", alive[:MAX_NODE_ID]}  # the dead one's session is gone
@@ -73,3 +66,51 @@ def test_two_long_ids_with_one_prefix_are_two_members() -> None:
         sessions=sessions, epochs={s: (dead, 1) for s in range(4)}, held={},
     )
     assert dead not in d.live
+
+
+@pytest.mark.parametrize("length", [MAX_NODE_ID + 1, 200])
+def test_an_over_long_node_id_flag_is_refused_too(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    monkeypatch.delenv("DW_NODE_ID", raising=False)
+    with pytest.raises(ConfigError, match=r"--node-id.*at most 47"):
+        Config.from_env(node_id="n" * length)
+
+
+@pytest.mark.parametrize("node_id", ["nœud-1", "node\t1", "node\n1", "node\x7f1", "ノード"])
+def test_a_node_id_postgresql_would_rewrite_is_refused(monkeypatch: pytest.MonkeyPatch, node_id: str) -> None:
+    monkeypatch.setenv("DW_NODE_ID", node_id)
+    with pytest.raises(ConfigError, match=r"DW_NODE_ID.*printable ASCII"):
+        Config.from_env()
+
+
+def test_the_lease_session_refuses_an_id_it_cannot_name_exactly() -> None:
+    """The persistence side holds the same line for callers that bypass the configuration."""
+    assert ShardLeases("postgresql://unused", "n" * MAX_NODE_ID).application_name == "dw-shard-leases:" + "n" * MAX_NODE_ID
+    for bad in ("n" * (MAX_NODE_ID + 1), "nœud", ""):
+        with pytest.raises(ValueError, match="node id"):
+            ShardLeases("postgresql://unused", bad)
+
+
+@pytest.mark.parametrize("host", ["h" * 80, "a-very-long-kubernetes-pod-name-" + "x" * 40, "hôte"])
+def test_the_default_id_of_an_unfit_host_name_is_cut_stably_and_kept_apart(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """Without DW_NODE_ID the id comes from the host name: a long or non-ASCII one must still
+    start the node, with an id that is the same on every restart and differs from that of a host
+    whose name only shares the beginning."""
+    monkeypatch.delenv("DW_NODE_ID", raising=False)
+
+    def ids(name: str) -> str:
+        monkeypatch.setattr("os.uname", lambda: type("U", (), {"nodename": name})())
+        return Config.from_env(port=8080).node_id
+
+    node_id = ids(host)
+    assert len(node_id) <= MAX_NODE_ID and node_id.isascii() and node_id.isprintable()
+    assert node_id.endswith(":8080")
+    assert ids(host) == node_id
+    assert ids(host + "2") != node_id
+
+
+def test_a_short_host_name_is_the_default_id_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DW_NODE_ID", raising=False)
+    monkeypatch.setattr("os.uname", lambda: type("U", (), {"nodename": "worker-3"})())
+    assert Config.from_env(port=9000).node_id == "worker-3:9000"

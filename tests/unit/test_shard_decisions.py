@@ -69,11 +69,16 @@ def test_a_member_whose_heartbeat_aged_or_that_left_is_not_live() -> None:
     assert d.target == 4
 
 
-def test_sessions_are_matched_on_the_first_47_characters_of_a_long_node_id() -> None:
-    """A PostgreSQL application name holds 63 bytes; ``dw-shard-leases:`` leaves 47 for the id."""
-    long_id = "n" * 60
-    d = decide("a", [Node("a"), Node(long_id)], {"a", long_id[:47]}, free(), set())
-    assert d.live == ["a", long_id]
+def test_sessions_are_matched_exactly_up_to_the_longest_node_id() -> None:
+    """A PostgreSQL application name holds 63 bytes; ``dw-shard-leases:`` leaves 47 for the id,
+    and the configuration refuses longer ids, so a session names its node whole. A session name
+    that is only a prefix of a member's id (what a cut name would be) keeps nobody live."""
+    longest = "n" * 46 + "1"
+    d = decide("a", [Node("a"), Node(longest)], {"a", longest}, free(), set())
+    assert d.live == ["a", longest]
+    too_long = "n" * 60
+    d = decide("a", [Node("a"), Node(too_long)], {"a", too_long[:47]}, free(), set())
+    assert d.live == ["a"]
 
 
 def test_owner_marks_an_earlier_session_left_are_stale_and_free() -> None:
