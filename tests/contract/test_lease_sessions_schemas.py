@@ -24,23 +24,15 @@ import trio_asyncio
 from persistence.pg_shard_leases import MEMBER_LOCK_KEY, ShardLeases
 from persistence.postgres_journal import PostgresJournal
 from runtime.shard_manager import decide_round
-from tests.contract.test_journal import (
-    _database_url,
-    _in_ci,
-    _pg_fetch,
-    _postgres_store,
-    _postgres_unavailable,
-)
+from tests.contract.test_journal import _pg_fetch, _postgres_store
+from tests.postgres_required import postgres_url
 
-_REASON = _postgres_unavailable()
-pytestmark = [pytest.mark.skip(reason=_REASON)] if _REASON is not None and not _in_ci() else []
 SHARDS = 4
 
 
 @pytest.fixture
 async def two_clusters(tmp_path: Path) -> AsyncIterator[tuple[PostgresJournal, PostgresJournal, trio.Nursery]]:
-    if _REASON is not None:
-        pytest.fail(f"{_REASON}; CI is set, so this must not be skipped", pytrace=False)
+    postgres_url()  # skips outside CI without a database, fails in CI
     async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
         journals = []
         for name in ("a", "b"):
@@ -112,7 +104,7 @@ async def test_a_lease_session_of_another_database_is_not_counted(
     """Advisory locks and pg_stat_activity span databases: a cluster in another database whose
     schema has the same name (so the same lock namespace) must not count as this one's."""
     a, _b, nursery = two_clusters
-    url = _database_url()
+    url = postgres_url()
     assert url is not None
     sql = trio_asyncio.aio_as_trio(_pg_fetch)
     other = f"{urlsplit(url).path.lstrip('/')}_x{uuid.uuid4().hex[:8]}"

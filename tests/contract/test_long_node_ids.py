@@ -13,16 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 import trio_asyncio
 
-from tests.contract.test_journal import _database_url, _in_ci, _postgres_unavailable
+from tests.postgres_required import postgres_url
 from tests.unit.inprocess import node_app, postgres_schema
 from tests.unit.test_long_node_ids import MAX_NODE_ID
 
-_REASON = _postgres_unavailable()
-pytestmark = [pytest.mark.skip(reason=_REASON)] if _REASON is not None and not _in_ci() else []
 SHARDS = 4
 
 
@@ -33,9 +30,7 @@ async def _owned(http: Any) -> dict[str, int]:
 
 
 async def test_two_members_with_ids_at_the_maximum_split_the_shards(tmp_path: Path) -> None:
-    if _REASON is not None:
-        pytest.fail(f"{_REASON}; CI is set, so this must not be skipped", pytrace=False)
-    url = _database_url()
+    url = postgres_url()  # skips outside CI without a database, fails in CI
     assert url is not None
     stem = f"long-{uuid.uuid4().hex[:8]}-"  # unique on the server: no other test's session matches
     ids = [stem + "x" * (MAX_NODE_ID - len(stem) - 1) + str(i) for i in (1, 2)]
