@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from persistence import codec
-from persistence.journal import Batch, FencedError, InstanceRow, Journal, StoreUnavailable
+from persistence.journal import Batch, ConflictError, FencedError, InstanceRow, Journal, StoreUnavailable
 from persistence.vocabulary import activity_execution_id, encode_offset
 
 from . import decide_activity, decide_control, decide_time, decide_workflow_task, journal_retry, views
@@ -758,7 +758,16 @@ class RunActor:
             em = Emitter(self.state, now)
             em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
             em.instances.append(msg.instance)
-            await self.commit(em)
+            try:
+                await self.commit(em)
+            except ConflictError:
+                # The store holds this workflow id in another namespace: a start there won a race
+                # the runtime's check could not see (it may run on another node).
+                workflow_id = msg.instance.workflow_id
+                raise ProtocolError(
+                    409, "workflow_id_reserved_in_namespace",
+                    f"Workflow [{workflow_id}] is already reserved in another namespace.", workflow_id=workflow_id,
+                ) from None
             self._after_change()
         return views.run_view(self.state, self.visible)
 

@@ -106,6 +106,15 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX seen_signatures_expiry ON seen_signatures(expires_at)",
         ],
     ),
+    (
+        5,
+        [
+            # Workflow ids are unique across namespaces (control plane 4.1): the store enforces
+            # it, so concurrent starts in two namespaces (on two nodes) cannot both reserve one.
+            "DROP INDEX instances_id",
+            "CREATE UNIQUE INDEX instances_workflow_id ON instances(workflow_id)",
+        ],
+    ),
 ]
 
 
@@ -230,6 +239,13 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
         [
             "CREATE TABLE seen_signatures (key BYTEA PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
             "CREATE INDEX seen_signatures_expiry ON seen_signatures(expires_at)",
+        ],
+    ),
+    (
+        5,
+        [
+            "DROP INDEX instances_id",  # workflow ids are unique across namespaces (see SQLite's version 5)
+            "CREATE UNIQUE INDEX instances_workflow_id ON instances(workflow_id)",
         ],
     ),
 ]

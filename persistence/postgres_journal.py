@@ -256,10 +256,11 @@ _MISCONFIGURED = (
 
 
 def _translate(exc: Exception) -> Exception:
-    """Backend errors as the journal's own: a unique violation on records' (run_id, jseq) is a
+    """Backend errors as the journal's own: a unique violation on records' (run_id, jseq) or on
+    instances' workflow id (held by another namespace) is a
     ConflictError, a lost or refused connection StoreUnavailable, bad settings StoreMisconfigured;
     anything else as is."""
-    if isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "table_name", None) == "records":
+    if isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "table_name", None) in ("records", "instances"):
         err: Exception = ConflictError(str(exc))
     elif isinstance(exc, _MISCONFIGURED):
         err = StoreMisconfigured(f"PostgreSQL refused the node's settings: {exc}")

@@ -204,8 +204,11 @@ class SqliteJournal:
             )
         for i in batch.instances:
             conn.execute(
-                "INSERT OR REPLACE INTO instances(namespace, workflow_id, workflow_type, current_run_id, run_count, created_at)"
-                " VALUES (?,?,?,?,?,?)",
+                # An upsert on the row's own key only: OR REPLACE would also delete another
+                # namespace's row holding the same (globally unique) workflow id.
+                "INSERT INTO instances(namespace, workflow_id, workflow_type, current_run_id, run_count, created_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(namespace, workflow_id) DO UPDATE SET workflow_type=excluded.workflow_type,"
+                " current_run_id=excluded.current_run_id, run_count=excluded.run_count, created_at=excluded.created_at",
                 (i.namespace, i.workflow_id, i.workflow_type, i.current_run_id, i.run_count, i.created_at),
             )
         for n in batch.namespaces:

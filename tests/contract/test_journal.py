@@ -511,13 +511,30 @@ async def test_instance_namespace_and_worker_rows_upsert(journal: Any) -> None:
 
 async def test_rows_are_keyed_by_namespace(journal: Any) -> None:
     await journal.append(Batch(
-        instances=[instance_row("same", "r-one"), instance_row("same", "r-two", namespace="other")],
+        instances=[instance_row("mine", "r-one"), instance_row("theirs", "r-two", namespace="other")],
         workers=[worker_row("same-w"), worker_row("same-w", namespace="other", task_queue="q2")],
     ))
-    assert (await journal.get_instance(NS, "same")).current_run_id == "r-one"
-    assert (await journal.get_instance("other", "same")).current_run_id == "r-two"
+    assert (await journal.get_instance(NS, "mine")).current_run_id == "r-one"
+    assert await journal.get_instance("other", "mine") is None
+    assert (await journal.get_instance("other", "theirs")).current_run_id == "r-two"
     workers = {(w.namespace, w.worker_id): w.task_queue for w in await journal.list_workers()}
     assert workers == {(NS, "same-w"): "q", ("other", "same-w"): "q2"}
+
+
+async def test_a_workflow_id_is_held_by_one_namespace_only(journal: Any) -> None:
+    """Workflow ids are unique across namespaces (control plane 4.1): the store refuses a second
+    namespace's instance of an id, with nothing of that batch written, and still takes the
+    owning namespace's own updates of it (continue-as-new moves its current run)."""
+    await journal.append(Batch(records=[("r-one", 1, body("r-one", 1))], instances=[instance_row("same", "r-one")]))
+    with pytest.raises(ConflictError):
+        await journal.append(Batch(
+            records=[("r-two", 1, body("r-two", 1))], instances=[instance_row("same", "r-two", namespace="other")]
+        ))
+    assert await journal.get_instance("other", "same") is None
+    assert await journal.read_records("r-two") == []
+    assert (await journal.get_instance(NS, "same")).current_run_id == "r-one"
+    await journal.append(Batch(instances=[instance_row("same", "r-three")]))
+    assert (await journal.get_instance(NS, "same")).current_run_id == "r-three"
 
 
 # --- conflicts -------------------------------------------------------------------------
