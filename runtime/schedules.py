@@ -247,6 +247,10 @@ class ScheduleService:
             "search_attributes": schedule.search_attributes or None,
             "duplicate_policy": "use-existing",
         }
+        # Still this schedule's owner? A node that lost the shard must not start a run it then
+        # cannot record: the new owner would fire the occurrence again. (An empty fenced batch
+        # checks the epoch; a take-over in the instant after this check is still possible.)
+        await self._append_fenced(schedule, Batch())
         try:
             status, started = await self.workflows.start(namespace, body)
         except Exception as exc:  # noqa: BLE001 - a failed start is recorded, the schedule goes on
@@ -288,10 +292,21 @@ class ScheduleService:
     def _lock(self, key: tuple[str, str]) -> trio.Lock:
         return self._locks.setdefault(key, trio.Lock())
 
+    async def _append_fenced(self, schedule: ScheduleState, batch: Batch) -> None:
+        """Append under the epoch of the schedule's shard; taken over meanwhile, the new owner
+        serves the schedule (``ForwardTo``)."""
+        batch.fence = self._local(schedule.namespace, schedule.schedule_id)
+        if not batch.fence and not (batch.records or batch.objects):
+            return  # the embedded single node owns everything: nothing to check
+        try:
+            await self.engine.journal.append(batch)
+        except FencedError as exc:
+            self.engine.drop_shards({exc.shard})
+            raise ForwardTo(exc.shard) from None
+
     async def _commit(self, schedule: ScheduleState, events: list[tuple[str, dict[str, Any]]]) -> ScheduleState:
         """One fenced commit: the audit events and the new state. Installed only once durable."""
         namespace, schedule_id = schedule.namespace, schedule.schedule_id
-        fence = self._local(namespace, schedule_id)
         now = self.engine.clock.now()
         stream = f"schedule:{namespace}:{schedule_id}"
         sequence = schedule.event_seq
@@ -300,13 +315,9 @@ class ScheduleService:
             sequence += 1
             records.append((stream, sequence, codec.dumps({"t": kind, "h": sequence, "at": now, "p": payload})))
         schedule = replace(schedule, updated_at=iso(now), event_seq=sequence)
-        try:
-            await self.engine.journal.append(
-                Batch(fence=fence, records=records, objects=[ObjectRow(namespace, KIND, schedule_id, schedule.to_record(), now)])
-            )
-        except FencedError as exc:  # taken over meanwhile: the new owner serves this schedule
-            self.engine.drop_shards({exc.shard})
-            raise ForwardTo(exc.shard) from None
+        await self._append_fenced(
+            schedule, Batch(records=records, objects=[ObjectRow(namespace, KIND, schedule_id, schedule.to_record(), now)])
+        )
         key = (namespace, schedule_id)
         if schedule.status == "deleted":
             self.active.pop(key, None)

@@ -101,11 +101,6 @@ async def test_a_schedule_commit_with_a_stale_epoch_changes_nothing_and_drops_th
     assert key not in node.schedules.active  # the schedule service let go of it too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a manual trigger whose schedule commit is fenced out still starts the workflow (ScheduleService._start "
-    "commits the run before _commit is refused), yet answers 503 'retry': a retry fires a second workflow",
-)
 async def test_a_trigger_with_a_stale_schedule_epoch_starts_nothing(fenced_node: tuple[Node, Any]) -> None:
     node, http = fenced_node
     spec = {"schedule_id": "manual", "spec": {"cron_expressions": ["@yearly"]}, "action": {"workflow_type": "t", "task_queue": "q"}}
