@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from persistence.ids import ulid
 from runtime.errors import ProtocolError
 
 from . import schemas
-from .app import Api, Ctx
+from .endpoints import Api, Ctx
 from .envelope import Route
 
 WORKER = ("worker",)
@@ -31,24 +32,40 @@ def _hold(cfg: Any, requested: Any) -> float:
     return float(min(max(requested, 0), cfg.max_poll_timeout))
 
 
-def register(api: Api) -> None:
-    node = api.node
-    engine = node.engine
-    cfg = api.cfg
+def _admit_poll(api: Api, kind: str, namespace: str, queue: str) -> None:
+    """Parked polls per queue are bounded; past it the SDK backs off for the advertised time."""
+    limit = api.cfg.max_parked_polls_per_queue
+    if len(api.node.engine.queue(kind, namespace, queue).waiters) >= limit:
+        raise ProtocolError(
+            429, "long_poll_capacity_exhausted",
+            f"Task queue [{queue}] already holds {limit} parked {kind}-task polls; retry after the advertised delay.",
+            poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
+            retryable=True, retry_after_seconds=1, limit=limit,
+        )
 
-    def admit_poll(kind: str, namespace: str, queue: str) -> None:
-        """Parked polls per queue are bounded; past it the SDK backs off for the advertised time."""
-        limit = cfg.max_parked_polls_per_queue
-        if len(engine.queue(kind, namespace, queue).waiters) >= limit:
-            raise ProtocolError(
-                429, "long_poll_capacity_exhausted",
-                f"Task queue [{queue}] already holds {limit} parked {kind}-task polls; retry after the advertised delay.",
-                poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
-                retryable=True, retry_after_seconds=1, limit=limit,
-            )
+
+def _asker(api: Api) -> Callable[..., Awaitable[Any]]:
+    """``ask(task_id, kind, ns=…, **args)``: a message to the actor of the run the task id names."""
+    engine = api.node.engine
 
     async def ask(tid: str, kind: str, /, **args: Any) -> Any:
         return await engine.ask(run_of(tid), kind, namespace=args.pop("ns"), **args)
+
+    return ask
+
+
+def register(api: Api) -> None:
+    """Every worker-plane route, in the order of the OpenAPI document."""
+    _register_workers(api)
+    _register_polls(api)
+    _register_query_tasks(api)
+    _register_workflow_tasks(api)
+    _register_activity_tasks(api)
+
+
+def _register_workers(api: Api) -> None:
+    """A worker registers, heartbeats and deregisters."""
+    node = api.node
 
     @api.endpoint("/api/worker/register", "POST", W, WORKER)
     async def register_worker(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -66,12 +83,19 @@ def register(api: Api) -> None:
     async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await node.workers.deregister(ctx.namespace, ctx.args["worker_id"])
 
+
+def _register_polls(api: Api) -> None:
+    """The long polls for workflow, activity and query tasks."""
+    node = api.node
+    engine = node.engine
+    cfg = api.cfg
+
     for kind in ("workflow", "activity"):
 
         async def poll(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.Poll, ctx.body)
             engine.router.require_queue_here(kind, ctx.namespace, req.task_queue)
-            admit_poll(kind, ctx.namespace, req.task_queue)
+            _admit_poll(api, kind, ctx.namespace, req.task_queue)
             task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
@@ -84,9 +108,14 @@ def register(api: Api) -> None:
     async def poll_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.Poll, ctx.body)
         engine.router.require_queue_here("query", ctx.namespace, req.task_queue)
-        admit_poll("query", ctx.namespace, req.task_queue)
+        _admit_poll(api, "query", ctx.namespace, req.task_queue)
         task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
         return 200, {"task": task, "poll_status": "leased" if task else "empty"}
+
+
+def _register_query_tasks(api: Api) -> None:
+    """A worker answers a query task: its result or its failure."""
+    node = api.node
 
     @api.endpoint("/api/worker/query-tasks/<query_task_id>/complete", "POST", W, WORKER)
     async def complete_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -101,6 +130,11 @@ def register(api: Api) -> None:
         outcome = {"failure": req.failure.model_dump()}
         qid = ctx.args["query_task_id"]
         return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
+
+
+def _register_workflow_tasks(api: Api) -> None:
+    """A leased workflow task: its history pages, heartbeat, completion with commands, failure."""
+    ask = _asker(api)
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/history", "POST", W, WORKER)
     async def wt_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -134,6 +168,11 @@ def register(api: Api) -> None:
         req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
         return 200, await ask(ctx.args["task_id"], "wt_fail", ns=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
                               attempt=req.workflow_task_attempt, failure=req.failure.model_dump())
+
+
+def _register_activity_tasks(api: Api) -> None:
+    """A leased activity attempt: completion, failure, heartbeat with progress."""
+    ask = _asker(api)
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/complete", "POST", W, WORKER)
     async def act_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
