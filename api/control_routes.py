@@ -14,7 +14,7 @@ from runtime.errors import ProtocolError, validation
 from runtime.membership import cluster_view
 
 from . import schemas
-from .app import Api, Ctx
+from .endpoints import Api, Ctx
 from .envelope import Route
 from .manifest import cluster_info
 
@@ -44,7 +44,18 @@ def _input(value: Any) -> Any:
     return value
 
 
-def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
+def register(api: Api) -> None:
+    """Every control-plane route of this module, in the order of the OpenAPI document."""
+    _register_discovery(api)
+    _register_namespaces(api)
+    _register_visibility(api)
+    _register_runs(api)
+    for prefix, scoped in (("/api/workflows/<workflow_id>", False), ("/api/workflows/<workflow_id>/runs/<run_id>", True)):
+        _register_commands(api, prefix, scoped)
+
+
+def _register_discovery(api: Api) -> None:
+    """Health, readiness and cluster info: what a client or load balancer asks first."""
     node = api.node
     cfg = api.cfg
 
@@ -101,7 +112,10 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
             body["cluster"] = {"mode": "cluster", "node_id": cfg.node_id, "shard_count": cfg.shard_count, "status": "database_unavailable"}
         return 200, body
 
-    # --- namespaces ----------------------------------------------------------------
+
+def _register_namespaces(api: Api) -> None:
+    """Namespaces and their retention (admin passes)."""
+    node = api.node
 
     @api.endpoint("/api/namespaces", "GET", Route("control"), OPERATOR, namespace=False)
     async def list_namespaces(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -147,7 +161,10 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
         out = await node.retention.run_pass(ctx.namespace, req.run_ids, req.limit or 100)
         return (207 if out["failed"] else 200), out
 
-    # --- workflows -----------------------------------------------------------------
+
+def _register_visibility(api: Api) -> None:
+    """Listing workflows and the search attributes a list can filter on."""
+    node = api.node
 
     @api.endpoint("/api/workflows", "GET", _op("list"), OPERATOR)
     async def list_workflows(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -198,6 +215,12 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
     @api.endpoint("/api/search-attributes/<name>", "DELETE", Route("control"), OPERATOR)
     async def delete_search_attribute(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await node.search_attributes.delete(ctx.namespace, ctx.args["name"])
+
+
+def _register_runs(api: Api) -> None:
+    """Starting a workflow and reading its runs: description, history, export bundle."""
+    node = api.node
+    cfg = api.cfg
 
     @api.endpoint("/api/workflows", "POST", _op("start"), OPERATOR)
     async def start(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -259,11 +282,9 @@ def register(api: Api) -> None:  # noqa: C901 - a flat route table reads best
             ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"], key, cfg.export_signing_key_id or ("k1" if key else None)
         )
 
-    for prefix, scoped in (("/api/workflows/<workflow_id>", False), ("/api/workflows/<workflow_id>/runs/<run_id>", True)):
-        _register_commands(api, prefix, scoped)
-
 
 def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
+    """Signal, query, update, cancel and terminate, on a workflow or on one of its runs."""
     node = api.node
     suffix = "_run" if scoped else ""
 

@@ -12,15 +12,66 @@ from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import InstanceRow, StoreUnavailable
 from runtime.errors import ProtocolError
+from runtime.node import Node
 from runtime.peers import ALIVE_PATH, RPC_PATH
 
-from .app import Api
+from .endpoints import Api
 from .http_guard import REFUSAL
 
 
 def _closing(response: Response) -> Response:
     response.headers["Connection"] = "close"  # the unread body stays unread
     return response
+
+
+async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
+    """One node call, run here: offers, claims, run starts, terminal info, query submissions, posts."""
+    engine = node.engine
+    op = call["op"]
+    if op == "offers":
+        refused = 0
+        for o in call["offers"]:
+            if engine.router.is_local_queue(o["kind"], o["namespace"], o["queue"]):
+                engine.queue(o["kind"], o["namespace"], o["queue"]).offer(Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"]))
+            else:
+                refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes
+        return {"accepted": len(call["offers"]) - refused, "refused": refused}
+    if op == "claim":
+        try:  # local only: a claim is never forwarded twice
+            offer = Offer(call["run_id"], call["task_id"], "", call["seq"])
+            task = await node.workers.claim_here(call["kind"], offer, call["owner"], call["page_size"])
+        except (NotOwner, RunNotFound, RunUnavailable):
+            task = None
+        return {"task": task}
+    if op == "start_run":
+        try:  # local only: a created run's start is committed by its owner, never forwarded twice
+            message = m.StartRun(meta=dict(call["meta"]), accepted=bool(call["accepted"]), instance=InstanceRow(**call["instance"]))
+            await engine.ask(call["run_id"], message)
+        except (NotOwner, RunUnavailable):
+            return {"started": False}
+        return {"started": True}
+    if op == "terminal_info":
+        try:
+            return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}
+        except (NotOwner, RunNotFound, RunUnavailable):
+            return {"info": None}
+    if op == "query_submit":
+        if not engine.router.is_local_queue("query", call["namespace"], call["queue"]):
+            return {"error": {"status": 503, "reason": "query_task_queue_unavailable",
+                              "message": "The task queue moved to another node; retry shortly."}}
+        try:
+            outcome = await node.queries.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
+        except ProtocolError as exc:
+            return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
+        return {"outcome": outcome}
+    if op == "post":
+        try:
+            message = m.from_wire(call["kind"], call["args"])
+        except m.BadMessage as exc:
+            return {"error": str(exc)}
+        engine.post(call["run_id"], message)
+        return {"accepted": True}
+    return {"error": f"unknown op {op}"}
 
 
 def register(api: Api) -> None:
@@ -50,57 +101,10 @@ def register(api: Api) -> None:
         except (cbor2.CBORDecodeError, ValueError, TypeError):
             return Response(b"refused: the body is not CBOR", status=400)
         try:
-            result = await _dispatch(call)
+            result = await _dispatch(node, call)
         except StoreUnavailable as exc:
             return Response(f"unavailable: {exc}".encode(), status=503)
         return Response(cbor2.dumps(result), status=200, content_type="application/cbor")
-
-    async def _dispatch(call: dict[str, Any]) -> dict[str, Any]:
-        op = call["op"]
-        if op == "offers":
-            refused = 0
-            for o in call["offers"]:
-                if engine.router.is_local_queue(o["kind"], o["namespace"], o["queue"]):
-                    engine.queue(o["kind"], o["namespace"], o["queue"]).offer(Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"]))
-                else:
-                    refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes
-            return {"accepted": len(call["offers"]) - refused, "refused": refused}
-        if op == "claim":
-            try:  # local only: a claim is never forwarded twice
-                offer = Offer(call["run_id"], call["task_id"], "", call["seq"])
-                task = await node.workers.claim_here(call["kind"], offer, call["owner"], call["page_size"])
-            except (NotOwner, RunNotFound, RunUnavailable):
-                task = None
-            return {"task": task}
-        if op == "start_run":
-            try:  # local only: the created run's start is committed by its owner, never forwarded twice
-                message = m.StartRun(meta=dict(call["meta"]), accepted=bool(call["accepted"]), instance=InstanceRow(**call["instance"]))
-                await engine.ask(call["run_id"], message)
-            except (NotOwner, RunUnavailable):
-                return {"started": False}
-            return {"started": True}
-        if op == "terminal_info":
-            try:
-                return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}
-            except (NotOwner, RunNotFound, RunUnavailable):
-                return {"info": None}
-        if op == "query_submit":
-            if not engine.router.is_local_queue("query", call["namespace"], call["queue"]):
-                return {"error": {"status": 503, "reason": "query_task_queue_unavailable",
-                                  "message": "The task queue moved to another node; retry shortly."}}
-            try:
-                outcome = await node.queries.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
-            except ProtocolError as exc:
-                return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
-            return {"outcome": outcome}
-        if op == "post":
-            try:
-                message = m.from_wire(call["kind"], call["args"])
-            except m.BadMessage as exc:
-                return {"error": str(exc)}
-            engine.post(call["run_id"], message)
-            return {"accepted": True}
-        return {"error": f"unknown op {op}"}
 
     api.app.add_url_rule(RPC_PATH, endpoint="internal_rpc", view_func=rpc, methods=["POST"], provide_automatic_options=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import schemas
-from .app import Api, Ctx
+from .endpoints import Api, Ctx
 from .envelope import Route
 
 OPERATOR = ("operator", "admin")

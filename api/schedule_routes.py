@@ -6,7 +6,7 @@ from typing import Any
 
 from runtime import schedule_commands as ops
 
-from .app import Api, Ctx
+from .endpoints import Api, Ctx
 from .envelope import Route
 
 OPERATOR = ("operator", "admin")

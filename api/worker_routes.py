@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from actors import messages as m
 from persistence.ids import ulid
+from persistence.vocabulary import decode_offset, run_of_task
 from runtime.errors import ProtocolError
 
 from . import schemas
-from .app import Api, Ctx
+from .endpoints import Api, Ctx
 from .envelope import Route
 
 WORKER = ("worker",)
 W = Route("worker")
-_CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def run_of(task_id: str) -> str:
     """Task ids start with their run id; anything else is unknown to this server."""
-    run_id = task_id.split("-", 1)[0]
-    if len(run_id) != 26 or not set(run_id) <= _CROCKFORD or "-" not in task_id:
+    run_id = run_of_task(task_id)
+    if run_id is None:
         raise ProtocolError(404, "task_not_found", f"Task [{task_id}] was not found.", task_id=task_id)
     return run_id
 
@@ -32,21 +31,35 @@ def _hold(cfg: Any, requested: Any) -> float:
     return float(min(max(requested, 0), cfg.max_poll_timeout))
 
 
-def register(api: Api) -> None:
-    node = api.node
-    engine = node.engine
-    cfg = api.cfg
+def _admit_poll(api: Api, kind: str, namespace: str, queue: str) -> None:
+    """Parked polls per queue are bounded; past it the SDK backs off for the advertised time."""
+    limit = api.cfg.max_parked_polls_per_queue
+    if len(api.node.engine.queue(kind, namespace, queue).waiters) >= limit:
+        raise ProtocolError(
+            429, "long_poll_capacity_exhausted",
+            f"Task queue [{queue}] already holds {limit} parked {kind}-task polls; retry after the advertised delay.",
+            poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
+            retryable=True, retry_after_seconds=1, limit=limit,
+        )
 
-    def admit_poll(kind: str, namespace: str, queue: str) -> None:
-        """Parked polls per queue are bounded; past it the SDK backs off for the advertised time."""
-        limit = cfg.max_parked_polls_per_queue
-        if len(engine.queue(kind, namespace, queue).waiters) >= limit:
-            raise ProtocolError(
-                429, "long_poll_capacity_exhausted",
-                f"Task queue [{queue}] already holds {limit} parked {kind}-task polls; retry after the advertised delay.",
-                poll_status="long_poll_capacity_exhausted", task=None, task_kind=f"{kind}_task", task_queue=queue,
-                retryable=True, retry_after_seconds=1, limit=limit,
-            )
+
+async def _ask(api: Api, task_id: str, message: m.Message) -> Any:
+    """A message to the actor of the run the task id names."""
+    return await api.node.engine.ask(run_of(task_id), message)
+
+
+def register(api: Api) -> None:
+    """Every worker-plane route, in the order of the OpenAPI document."""
+    _register_workers(api)
+    _register_polls(api)
+    _register_query_tasks(api)
+    _register_workflow_tasks(api)
+    _register_activity_tasks(api)
+
+
+def _register_workers(api: Api) -> None:
+    """A worker registers, heartbeats and deregisters."""
+    node = api.node
 
     @api.endpoint("/api/worker/register", "POST", W, WORKER)
     async def register_worker(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -64,12 +77,19 @@ def register(api: Api) -> None:
     async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await node.workers.deregister(ctx.namespace, ctx.args["worker_id"])
 
+
+def _register_polls(api: Api) -> None:
+    """The long polls for workflow, activity and query tasks."""
+    node = api.node
+    engine = node.engine
+    cfg = api.cfg
+
     for kind in ("workflow", "activity"):
 
         async def poll(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.Poll, ctx.body)
             engine.router.require_queue_here(kind, ctx.namespace, req.task_queue)
-            admit_poll(kind, ctx.namespace, req.task_queue)
+            _admit_poll(api, kind, ctx.namespace, req.task_queue)
             task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
@@ -82,9 +102,14 @@ def register(api: Api) -> None:
     async def poll_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.Poll, ctx.body)
         engine.router.require_queue_here("query", ctx.namespace, req.task_queue)
-        admit_poll("query", ctx.namespace, req.task_queue)
+        _admit_poll(api, "query", ctx.namespace, req.task_queue)
         task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
         return 200, {"task": task, "poll_status": "leased" if task else "empty"}
+
+
+def _register_query_tasks(api: Api) -> None:
+    """A worker answers a query task: its result or its failure."""
+    node = api.node
 
     @api.endpoint("/api/worker/query-tasks/<query_task_id>/complete", "POST", W, WORKER)
     async def complete_query(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -100,56 +125,75 @@ def register(api: Api) -> None:
         qid = ctx.args["query_task_id"]
         return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
 
+
+def _register_workflow_tasks(api: Api) -> None:
+    """A leased workflow task: its history pages, heartbeat, completion with commands, failure."""
+
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/history", "POST", W, WORKER)
     async def wt_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.WorkflowTaskHistory, ctx.body)
         try:
-            after = int(base64.b64decode(req.next_history_page_token, validate=True).decode())
-            if after < 0:
-                raise ValueError
-        except (ValueError, UnicodeDecodeError):
+            after = decode_offset(req.next_history_page_token)
+        except ValueError:
             raise ProtocolError(400, "invalid_page_token", "The next_history_page_token could not be decoded.") from None
-        body = await engine.ask(run_of(ctx.args["task_id"]), m.WorkflowTaskHistory(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-            attempt=req.workflow_task_attempt, after=after, page_size=req.history_page_size or 500,
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.WorkflowTaskHistory(
+            namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
+            after=after, page_size=req.history_page_size or 500,
         ))
-        return 200, body
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def wt_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.TaskLease, ctx.body)
-        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.WorkflowTaskHeartbeat(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt))
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.WorkflowTaskHeartbeat(
+            namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
+        ))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/complete", "POST", W, WORKER)
     async def wt_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteWorkflowTask, ctx.body)
-        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.CompleteWorkflowTask(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt, commands=req.commands))
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.CompleteWorkflowTask(
+            namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
+            commands=req.commands,
+        ))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)
     async def wt_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
-        return 200, await engine.ask(run_of(ctx.args["task_id"]), m.FailWorkflowTask(namespace=ctx.namespace, task_id=ctx.args["task_id"], owner=req.lease_owner,
-                              attempt=req.workflow_task_attempt, failure=req.failure.model_dump()))
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.FailWorkflowTask(
+            namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
+            failure=req.failure.model_dump(),
+        ))
+
+
+def _register_activity_tasks(api: Api) -> None:
+    """A leased activity attempt: completion, failure, heartbeat with progress."""
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/complete", "POST", W, WORKER)
     async def act_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        return 200, await engine.ask(run_of(task_id), m.CompleteActivity(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, result=req.result))
+        return 200, await _ask(api, task_id, m.CompleteActivity(
+            namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner, result=req.result,
+        ))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/fail", "POST", W, WORKER)
     async def act_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailActivity, ctx.body)
         task_id = ctx.args["task_id"]
-        return 200, await engine.ask(run_of(task_id), m.FailActivity(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, failure=req.failure.model_dump()))
+        return 200, await _ask(api, task_id, m.FailActivity(
+            namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
+            failure=req.failure.model_dump(),
+        ))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/heartbeat", "POST", W, WORKER)
     async def act_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.ActivityHeartbeat, ctx.body)
         task_id = ctx.args["task_id"]
         progress = {k: v for k, v in req.model_dump().items() if k in ("message", "current", "total", "unit", "details") and v is not None}
-        return 200, await engine.ask(run_of(task_id), m.ActivityHeartbeat(namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id,
-                              owner=req.lease_owner, progress=progress))
+        return 200, await _ask(api, task_id, m.ActivityHeartbeat(
+            namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner, progress=progress,
+        ))

@@ -18,13 +18,9 @@ from cryptography.hazmat.primitives.hmac import HMAC
 
 from persistence import avro
 from persistence.ids import iso
+from persistence.vocabulary import BUCKET_OF, TERMINAL_STATUSES
 
 SCHEMA = "durable-workflow.v2.history-export"
-STATUS_BUCKETS = {
-    "pending": "running", "running": "running", "waiting": "running", "completed": "completed",
-    "failed": "failed", "cancelled": "failed", "terminated": "failed",
-}
-TERMINAL = {"completed", "failed", "cancelled", "terminated"}
 
 
 def canonical_json(value: Any) -> str:
@@ -95,9 +91,96 @@ def build(
     signing_key: bytes | None = None,
     key_id: str | None = None,
 ) -> dict[str, Any]:
+    """The whole bundle: the run's block, its payloads, the projections of its events, the
+    codec and manifest blocks, and last the integrity block over all of them."""
     last_seq = events[-1]["sequence"] if events else 0
     arguments, result = _blob(meta.get("arguments")), _blob(output)
-    history = [
+    workflow = _workflow(
+        run_id, meta, status, closed_reason, closed_at, last_progress_at, search_attributes, current_run_id, last_seq
+    )
+    bundle: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": 1,
+        "exported_at": iso(now),
+        "dedupe_key": f"{run_id}:{last_seq}:{iso(last_progress_at) or ''}",
+        "history_complete": status in TERMINAL_STATUSES,
+        "workflow": workflow,
+        "payloads": _payloads(status, arguments, result),
+        "summary": None,
+        "selected_run": {"source": "journal", "run_id": run_id},
+        "history_events": _history(events),
+        "waits": [],
+        "timeline": [],
+        "linked_intakes_scope": None,
+        "linked_intakes": [],
+        "commands": _commands(events),
+        "signals": _signals(events),
+        "updates": [],
+        "tasks": [],
+        "activities": _activities(events),
+        "timers": _timers(events),
+        "failures": _failures(events),
+        "links": {"projection_source": "history", "parents": _parents(meta), "children": _children(events)},
+        "redaction": {"applied": False, "policy": None, "paths": []},
+        "codec_schemas": _codec_schemas(),
+        "payload_manifest": {"version": 1, "entries": _manifest(status, arguments, result)},
+    }
+    bundle["integrity"] = integrity(bundle, signing_key, key_id)
+    return bundle
+
+
+def _workflow(
+    run_id: str,
+    meta: dict[str, Any],
+    status: str,
+    closed_reason: str | None,
+    closed_at: float | None,
+    last_progress_at: float | None,
+    search_attributes: dict[str, Any],
+    current_run_id: str,
+    last_seq: int,
+) -> dict[str, Any]:
+    """The run itself: identity, type, status and times, as the SDK's bundle reader expects them."""
+    return {
+        "instance_id": meta["workflow_id"],
+        "run_id": run_id,
+        "run_number": meta.get("run_number", 1),
+        "is_current_run": run_id == current_run_id,
+        "current_run_id": current_run_id,
+        "current_run_source": "instance",
+        "workflow_type": meta["workflow_type"],
+        "workflow_class": meta["workflow_type"],
+        "business_key": meta.get("business_key"),
+        "visibility_labels": None,
+        "memo": meta.get("memo") or {},
+        "search_attributes": search_attributes,
+        "status": status,
+        "status_bucket": BUCKET_OF.get(status, "running"),
+        "closed_reason": closed_reason,
+        "archived_at": None,
+        "archive_command_id": None,
+        "archive_reason": None,
+        "compatibility": None,
+        "connection": None,
+        "queue": meta.get("task_queue"),
+        "last_history_sequence": last_seq,
+        "started_at": iso(meta.get("started_at")),
+        "closed_at": iso(closed_at),
+        "last_progress_at": iso(last_progress_at),
+    }
+
+
+def _payloads(status: str, arguments: str | None, result: str | None) -> dict[str, Any]:
+    """The run's input and, once completed, its output (Avro blobs as stored)."""
+    return {
+        "codec": "avro",
+        "arguments": {"available": arguments is not None, "data": arguments},
+        "output": {"available": status == "completed" and result is not None, "data": result if status == "completed" else None},
+    }
+
+
+def _history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {
             "id": e["id"],
             "sequence": e["sequence"],
@@ -109,7 +192,10 @@ def build(
         }
         for e in events
     ]
-    signals = [
+
+
+def _signals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {
             "id": e["payload"].get("signal_id") or e["id"],
             "name": e["payload"].get("signal_name"),
@@ -121,110 +207,81 @@ def build(
         for e in events
         if e["event_type"] == "SignalReceived"
     ]
-    commands = [
+
+
+def _commands(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The client commands the history applied (start, signal, cancel, terminate)."""
+    return [
         {"id": e["workflow_command_id"], "type": e["event_type"], "sequence": e["sequence"], "status": "applied"}
         for e in events
         if e.get("workflow_command_id") and e["event_type"] in ("StartAccepted", "SignalReceived", "CancelRequested", "TerminateRequested")
     ]
-    timers = [
+
+
+def _timers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {"sequence": e["payload"].get("sequence"), "timer_id": e["payload"].get("timer_id"), "type": e["event_type"],
          "fire_at": e["payload"].get("fire_at")}
         for e in events
         if e["event_type"] in ("TimerScheduled", "TimerFired", "TimerCancelled")
     ]
-    activities = [
+
+
+def _activities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {"sequence": e["payload"].get("sequence"), "activity_type": e["payload"].get("activity_type"),
          "activity_execution_id": e["payload"].get("activity_execution_id"), "type": e["event_type"]}
         for e in events
         if e["event_type"].startswith("Activity")
     ]
-    failures = [
+
+
+def _failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {"id": e["payload"].get("failure_id"), "type": e["event_type"], "message": e["payload"].get("message"),
          "sequence": e["sequence"]}
         for e in events
         if e["payload"].get("failure_id")
     ]
-    children = [
+
+
+def _children(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {"child_workflow_instance_id": e["payload"].get("child_workflow_instance_id"),
          "child_workflow_run_id": e["payload"].get("child_workflow_run_id")}
         for e in events
         if e["event_type"] == "ChildRunStarted"
     ]
+
+
+def _parents(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parent workflow that started this run, and the run it continued from."""
     parents = []
     parent = meta.get("parent")
     if parent:
         parents.append({"parent_workflow_instance_id": parent["workflow_id"], "parent_workflow_run_id": parent["run_id"]})
     if meta.get("continued_from"):
         parents.append({"continued_from_run_id": meta["continued_from"]})
+    return parents
+
+
+def _manifest(status: str, arguments: str | None, result: str | None) -> list[dict[str, Any]]:
     manifest = [_manifest_entry("payloads.arguments.data", arguments)]
     if status == "completed" and result is not None:
         manifest.append(_manifest_entry("payloads.output.data", result))
-    bundle: dict[str, Any] = {
-        "schema": SCHEMA,
-        "schema_version": 1,
-        "exported_at": iso(now),
-        "dedupe_key": f"{run_id}:{last_seq}:{iso(last_progress_at) or ''}",
-        "history_complete": status in TERMINAL,
-        "workflow": {
-            "instance_id": meta["workflow_id"],
-            "run_id": run_id,
-            "run_number": meta.get("run_number", 1),
-            "is_current_run": run_id == current_run_id,
-            "current_run_id": current_run_id,
-            "current_run_source": "instance",
-            "workflow_type": meta["workflow_type"],
-            "workflow_class": meta["workflow_type"],
-            "business_key": meta.get("business_key"),
-            "visibility_labels": None,
-            "memo": meta.get("memo") or {},
-            "search_attributes": search_attributes,
-            "status": status,
-            "status_bucket": STATUS_BUCKETS.get(status, "running"),
-            "closed_reason": closed_reason,
-            "archived_at": None,
-            "archive_command_id": None,
-            "archive_reason": None,
-            "compatibility": None,
-            "connection": None,
-            "queue": meta.get("task_queue"),
-            "last_history_sequence": last_seq,
-            "started_at": iso(meta.get("started_at")),
-            "closed_at": iso(closed_at),
-            "last_progress_at": iso(last_progress_at),
-        },
-        "payloads": {
-            "codec": "avro",
-            "arguments": {"available": arguments is not None, "data": arguments},
-            "output": {"available": status == "completed" and result is not None, "data": result if status == "completed" else None},
-        },
-        "summary": None,
-        "selected_run": {"source": "journal", "run_id": run_id},
-        "history_events": history,
-        "waits": [],
-        "timeline": [],
-        "linked_intakes_scope": None,
-        "linked_intakes": [],
-        "commands": commands,
-        "signals": signals,
-        "updates": [],
-        "tasks": [],
-        "activities": activities,
-        "timers": timers,
-        "failures": failures,
-        "links": {"projection_source": "history", "parents": parents, "children": children},
-        "redaction": {"applied": False, "policy": None, "paths": []},
-        "codec_schemas": {
-            "avro": {
-                "encoding": "base64-avro-single-object",
-                "framing": "single_object",
-                "magic_hex": "c301",
-                "current_fingerprint": avro.FINGERPRINT_HEX,
-                "writer_schemas": {
-                    avro.FINGERPRINT_HEX: {"schema": avro.VALUE_SCHEMA, "fingerprint": f"crc64-avro:{avro.FINGERPRINT_HEX}"}
-                },
-            }
-        },
-        "payload_manifest": {"version": 1, "entries": manifest},
+    return manifest
+
+
+def _codec_schemas() -> dict[str, Any]:
+    """The one Avro writer schema every payload of this server is encoded with."""
+    return {
+        "avro": {
+            "encoding": "base64-avro-single-object",
+            "framing": "single_object",
+            "magic_hex": "c301",
+            "current_fingerprint": avro.FINGERPRINT_HEX,
+            "writer_schemas": {
+                avro.FINGERPRINT_HEX: {"schema": avro.VALUE_SCHEMA, "fingerprint": f"crc64-avro:{avro.FINGERPRINT_HEX}"}
+            },
+        }
     }
-    bundle["integrity"] = integrity(bundle, signing_key, key_id)
-    return bundle

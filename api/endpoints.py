@@ -1,0 +1,342 @@
+"""The request pipeline shared by every route: ``Api.endpoint`` wraps a handler in it.
+
+The route modules register their handlers here and api.app assembles them, so the
+imports point one way (api.app → routes → api.endpoints) without a loop.
+
+Order is normative (control-plane 1.2): route match → body gate → authentication →
+role → version header → namespace → handler. Every failure a client can cause comes
+back in the plane's envelope with a stable reason; an unexpected failure becomes a
+500 ``server_error`` without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
+from persistence.ids import shard_of_run
+from persistence.journal import StoreUnavailable
+from runtime.errors import ForwardTo, ProtocolError
+from runtime.node import Node
+from runtime.peers import RPC_PATH
+from runtime.replay_guard import ReplayUnavailable
+from runtime.router import OWNER_BUDGET, Unreachable
+
+from . import json_body, request_checks, unavailable
+from .auth import Authenticator, authorize
+from .envelope import Route, render
+from .http_guard import REFUSAL, RequestGuard
+from .manifest import server_capabilities
+
+log = logging.getLogger("dw.api")
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+RPC_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Ctx:
+    """What a handler is given once the pipeline has passed: namespace, parsed body, path and query args."""
+
+    namespace: str
+    body: Any
+    args: dict[str, str]
+    query: dict[str, str]
+
+
+Handler = Callable[[Ctx], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+class Api:
+    """The Quart-Trio app of one node and the pipeline its endpoints run in (see the module doc)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.cfg = node.cfg
+        # the application keeps the name it always had (its logger, root path): api.app serves it
+        self.app = QuartTrio("api.app")
+        # Body size is bounded by the RequestGuard below, per route, before anything buffers it.
+        self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
+        self.app.url_map.merge_slashes = False  # "/api//x" is not found, not a redirect built from Host
+        self.app.asgi_app = RequestGuard(self.app.asgi_app, self._body_limit)  # type: ignore[method-assign]
+        self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression)
+        self.auth = Authenticator(
+            self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
+            backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,
+        )
+        self.registry: list[dict[str, Any]] = []  # every endpoint, for the OpenAPI document
+        self.app.register_error_handler(HTTPException, self._http_error)
+        self.app.register_error_handler(Exception, self._unexpected)
+
+    # --- pipeline ------------------------------------------------------------------
+
+    def endpoint(
+        self,
+        rule: str,
+        method: str,
+        route: Route,
+        roles: tuple[str, ...],
+        *,
+        version: bool = True,
+        namespace: bool = True,
+        auth: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            async def view(**path_args: str) -> Response:
+                result = await self._pipeline(route, roles, version, namespace, auth, fn, path_args)
+                if isinstance(result, Response):
+                    return result
+                status, out = result
+                return self.render(route, status, out, path_args)
+
+            view.__name__ = f"{fn.__name__}_{method.lower()}"
+            self.registry.append(
+                {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
+                 "auth": auth, "fn": fn}
+            )
+            self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method], provide_automatic_options=False)
+            return fn
+
+        return deco
+
+    async def _pipeline(
+        self, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool, fn: Handler, args: dict[str, str]
+    ) -> tuple[int, dict[str, Any]] | Response:
+        try:
+            body = await self._body_gate()
+            if auth:
+                raw = await request.get_data(cache=True)
+                principal = self.auth.authenticate(
+                    method=request.method, path=request.path, query_string=request.query_string.decode("latin-1"),
+                    headers=request.headers, body=raw,
+                )
+                if principal.replay_key is not None and self._forwarded_by(raw) is None:
+                    # a request a verified peer forwards was checked by the node the client reached
+                    await self._first_use(principal.replay_key, principal.replay_expires_at)
+                authorize(principal, roles)
+            if route.plane == "worker":
+                request_checks.worker_version()
+            elif version:
+                request_checks.control_version()
+            ns = (request.headers.get("X-Namespace") or request.args.get("namespace") or self.cfg.default_namespace).lower()
+            if needs_ns and not self.node.namespaces.exists(ns):
+                raise ProtocolError(
+                    404,
+                    "namespace_not_found",
+                    f"Namespace '{ns}' does not exist.",
+                    namespace=ns,
+                    remediation="Register the namespace via POST /api/namespaces, or send an X-Namespace header naming an existing namespace.",
+                )
+            return await self._handle(fn, Ctx(ns, body, args, dict(request.args)))
+        except ProtocolError as exc:  # every refusal a client can cause, at any layer
+            return exc.status, exc.body()
+        except RunDamaged:
+            return 409, {
+                "message": "Records of this run's journal cannot be read (the server logged which); the run can only "
+                "be terminated.",
+                "reason": "run_journal_unreadable",
+            }
+        except RunUnavailable:
+            return 503, self._unavailable(
+                "run_unavailable", "The run's journal could not be loaded; the server logged why and retries shortly."
+            )
+        except (ForwardTo, NotOwner):
+            return 503, self._unavailable(
+                "shard_not_owned", "No node owns this shard right now (the cluster is rebalancing); retry shortly."
+            )
+        except StoreUnavailable:
+            return 503, self._unavailable(
+                "store_unavailable", "The server cannot reach its database right now; retry shortly."
+            )
+        except RunNotFound:
+            if route.plane == "worker":
+                task_id = args.get("task_id")
+                return 404, {"message": f"Task [{task_id}] was not found.", "reason": "task_not_found", "task_id": task_id}
+            return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
+
+    @staticmethod
+    def _unavailable(reason: str, message: str) -> dict[str, Any]:
+        return unavailable.body(request.path, g.get("json_body"), reason, message)
+
+    async def _handle(self, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
+        """Run the handler here, or forward the request to the shard's owner (runtime.router).
+
+        A rebalance is ridden out for ``OWNER_BUDGET`` from the first miss; then the answer is
+        503 with Retry-After. A request a member forwarded is not forwarded again (one hop):
+        it waits for the shard to become this node's within the same budget."""
+        deadline: float | None = None
+        router = self.node.engine.router
+        while True:
+            try:
+                return await fn(ctx)
+            except (ForwardTo, NotOwner) as exc:
+                shard = exc.shard if isinstance(exc, ForwardTo) else shard_of_run(str(exc.args[0]))
+                if shard is None or self.node.engine.peers is None:
+                    raise
+                now = trio.current_time()
+                deadline = now + OWNER_BUDGET if deadline is None else deadline
+                if self._forwarded_by(await request.get_data()) is None:
+                    try:
+                        answer = await router.forward(shard, self._send_to, budget=max(deadline - now, 0.0))
+                    except Unreachable:
+                        raise exc from None
+                    if answer is not None:
+                        return self._relay(answer)
+                elif now >= deadline:
+                    raise
+                else:
+                    await trio.sleep(0.25)  # forwarded here: this node is about to own the shard, or the budget ends
+
+    async def _send_to(self, url: str) -> httpx.Response:
+        return await self.node.engine.peers.forward(
+            url, request.method, self._raw_target(), dict(request.headers), await request.get_data()
+        )
+
+    @staticmethod
+    def _relay(answer: httpx.Response) -> Response:
+        drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
+        return Response(answer.content, status=answer.status_code, headers={k: v for k, v in answer.headers.items() if k.lower() not in drop})
+
+    def _forwarded_by(self, body: bytes) -> str | None:
+        """The peer that forwarded this request, when its node signature holds; None otherwise.
+
+        A client can send the forwarding header too; unverified, it means nothing."""
+        if "forwarded_by" not in g:
+            peers = self.node.engine.peers
+            g.forwarded_by = peers.forwarded_by(request.method, self._raw_target(), body, request.headers) if peers else None
+        return g.forwarded_by
+
+    @staticmethod
+    def _raw_target() -> str:
+        """The path and query exactly as the client sent them (percent-encoding included)."""
+        path = request.scope.get("raw_path") or request.path.encode()
+        qs = request.scope.get("query_string") or b""
+        return (path + (b"?" + qs if qs else b"")).decode("latin-1")
+
+    async def _first_use(self, key: bytes, expires_at: float) -> None:
+        try:
+            first = await self.node.replay.first_use(key, expires_at)
+        except ReplayUnavailable:
+            raise ProtocolError(
+                503, "replay_check_unavailable",
+                "The server cannot check request signatures for replays right now (its database is unreachable); retry shortly.",
+                retryable=True,
+            ) from None
+        if not first:
+            raise ProtocolError(
+                401, "unauthorized",
+                "Request signature was already used; sign every request afresh (add an X-DW-Nonce to tell identical requests apart).",
+            )
+
+    def _body_limit(self, path: str) -> int:
+        """Bytes a route reads at most. A node call may carry a run's whole history (a query), and
+        only a member's call is read at all (its signature is checked on the headers first)."""
+        return max(RPC_MAX_BYTES, 16 * self.cfg.max_payload_bytes) if path == RPC_PATH else self.cfg.max_payload_bytes
+
+    async def _body_gate(self) -> Any:
+        limit = self.cfg.max_payload_bytes
+        g.close_connection = True  # until the body has been read, an early answer must end the connection
+        refusal = request.scope.get(REFUSAL)
+        if refusal == "conflicting_framing":
+            raise ProtocolError(
+                400, "conflicting_framing",
+                "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
+            )
+        too_large = ProtocolError(
+            413,
+            "payload_too_large",
+            f"Request payload exceeds the maximum allowed size of {limit} bytes.",
+            limit=limit,
+        )
+        length = request.content_length
+        if refusal == "too_large" or (length is not None and length > limit):
+            raise too_large
+        raw = await request.get_data(cache=True)
+        if request.scope.get(REFUSAL) == "too_large" or len(raw) > limit:
+            raise too_large
+        g.close_connection = False
+        request_checks.single_valued_query()
+        if not raw:
+            return {}
+        if request.method not in _BODY_METHODS:
+            return {}
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise ProtocolError(
+                415,
+                "unsupported_media_type",
+                "Request bodies must use a JSON media type.",
+                accepted_content_types=["application/json", "application/*+json"],
+            )
+        g.json_body = json_body.parse(raw, self.cfg.max_payload_depth)
+        return g.json_body
+
+    # --- rendering and errors ------------------------------------------------------
+
+    def render(self, route: Route, status: int, body: dict[str, Any], args: dict[str, str]) -> Response:
+        response = render(
+            route,
+            status,
+            body,
+            args,
+            capabilities=self.capabilities,
+            accept_encoding=request.headers.get("Accept-Encoding"),
+            compression=self.cfg.compression,
+        )
+        if g.get("close_connection", False):
+            response.headers["Connection"] = "close"
+        if status == 503:
+            response.headers["Retry-After"] = str(body.get("retry_after_seconds") or unavailable.RETRY_AFTER_SECONDS)
+        return response
+
+    @staticmethod
+    def _route_for_path(path: str) -> Route:
+        if path == "/api/worker" or path.startswith("/api/worker/"):
+            return Route("worker")
+        return Route("control")
+
+    async def _http_error(self, exc: HTTPException) -> Response:
+        route = self._route_for_path(request.path)
+        code = exc.code or 500
+        if 300 <= code < 400:
+            code = 404  # routing's slash redirects would echo the Host header; nothing here moved
+        length = request.content_length
+        g.close_connection = True
+        if code != 413 and not request.scope.get(REFUSAL) and (length is None or length <= self.cfg.max_payload_bytes):
+            try:
+                raw = await request.get_data(cache=True)
+                g.close_connection = bool(request.scope.get(REFUSAL)) or len(raw) > self.cfg.max_payload_bytes
+            except Exception:  # noqa: BLE001 - a broken body only means the connection closes
+                pass
+        if request.scope.get(REFUSAL) == "conflicting_framing":
+            code, body = 400, {
+                "message": "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
+                "reason": "conflicting_framing",
+            }
+        elif code == 404:
+            body = {"message": f"No route matches {request.method} {request.path}.", "reason": "not_found"}
+        elif code == 405:
+            body = {"message": f"Method {request.method} is not allowed on {request.path}.", "reason": "method_not_allowed"}
+        elif code == 413:
+            limit = self.cfg.max_payload_bytes
+            body = {
+                "message": f"Request payload exceeds the maximum allowed size of {limit} bytes.",
+                "reason": "payload_too_large",
+                "limit": limit,
+            }
+        else:
+            body = {"message": exc.description or "Request failed.", "reason": "bad_request" if code < 500 else "server_error"}
+        return self.render(route, code, body, {})
+
+    async def _unexpected(self, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        route = self._route_for_path(request.path)
+        return self.render(route, 500, {"message": "The server hit an unexpected error; it has been logged.", "reason": "server_error"}, {})
