@@ -3,7 +3,7 @@
 ``/internal/rpc`` runs only calls a member signed with the cluster secret for *this* node and
 start, once (api/internal_routes.py, runtime/peers.py, runtime/signing.py): unsigned, forged,
 mis-addressed, altered, stale and replayed calls are refused with 401 and have no effect.
-Forwarding (api/app.py ``_handle``, runtime/router.py): a client's request for a shard owned
+Forwarding (api/endpoints.py ``_handle``, runtime/router.py): a client's request for a shard owned
 elsewhere is forwarded once; a request a member forwarded is never forwarded again (one hop),
 and when no owner is reachable the answer is 503 with Retry-After after the grace, not before.
 
@@ -146,7 +146,7 @@ async def test_a_node_outside_a_cluster_has_no_rpc(tmp_path: Path) -> None:
 async def not_owner(member: tuple[Node, Any], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Node, Any, list[str]]]:
     """This node owns no shard; "other" at OTHER owns them all. Forwards are recorded, and answered 201."""
     node, http = member
-    monkeypatch.setattr("api.app.OWNER_BUDGET", GRACE)
+    monkeypatch.setattr("api.endpoints.OWNER_BUDGET", GRACE)
     node.engine.owned = {}
     peers = node.engine.peers
     peers.set_directory([type("Row", (), {"node_id": "other", "advertise_url": OTHER, "started_at": 1.0})()])
