@@ -13,7 +13,7 @@ from runtime import page_tokens
 from runtime.errors import ProtocolError, validation
 from runtime.membership import cluster_view
 
-from . import schemas
+from . import schemas, views
 from .endpoints import Api, Ctx
 from .envelope import Route
 from .manifest import cluster_info
@@ -199,7 +199,7 @@ def _register_visibility(api: Api) -> None:
             "time_filters": time_filters,
             "time_key": [q.get(k) for k in ("started_after", "started_before", "closed_after", "closed_before")],
         }
-        return 200, await node.workflows.list(ctx.namespace, args)
+        return 200, views.run_page(await node.workflows.list(ctx.namespace, args))
 
     # --- search attributes -------------------------------------------------------------
 
@@ -241,19 +241,19 @@ def _register_runs(api: Api) -> None:
         body["input"] = _input(body.get("input"))
         if body.get("workflow_id") is None:
             body.pop("workflow_id")
-        return await node.workflows.start(ctx.namespace, body)
+        return views.started(await node.workflows.start(ctx.namespace, body))
 
     @api.endpoint("/api/workflows/<workflow_id>", "GET", _op("describe"), OPERATOR)
     async def describe(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        return 200, await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"])
+        return 200, views.described(await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"]))
 
     @api.endpoint("/api/workflows/<workflow_id>/runs", "GET", _op("list_runs"), OPERATOR)
     async def list_runs(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        return 200, await node.workflows.list_runs(ctx.namespace, ctx.args["workflow_id"])
+        return 200, views.instance_runs(await node.workflows.list_runs(ctx.namespace, ctx.args["workflow_id"]))
 
     @api.endpoint("/api/workflows/<workflow_id>/runs/<run_id>", "GET", _op("describe_run"), OPERATOR)
     async def describe_run(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        return 200, await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"])
+        return 200, views.described(await node.workflows.describe(ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"]))
 
     @api.endpoint("/api/workflows/<workflow_id>/runs/<run_id>/history", "GET", _op("history"), OPERATOR)
     async def history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -291,9 +291,11 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     async def signal(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         name = _name(ctx.args["name"], "signal_name", api.cfg.max_operation_name_length)
         req = schemas.parse(schemas.Signal, ctx.body)
-        return await node.workflows.signal(
+        result = await node.workflows.signal(
             ctx.namespace, ctx.args["workflow_id"], name, _input(req.input), ctx.args.get("run_id"), req.request_id
         )
+        limits = node.engine.limits
+        return views.signalled(result, name, history_limit=limits.history_events, pending_signal_limit=limits.pending_signals)
 
     signal.__name__ = f"signal{suffix}"
     api.endpoint(f"{prefix}/signal/<name>", "POST", Route("control", "signal"), OPERATOR)(signal)
@@ -313,10 +315,11 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
         req = schemas.parse(schemas.Update, ctx.body)
         wait_for = req.wait_for or "accepted"
         timeout = float(min(req.wait_timeout_seconds or 10, 55))  # under the SDK's 60 s client timeout
-        return await node.workflows.update(
+        result = await node.workflows.update(
             ctx.namespace, ctx.args["workflow_id"], name, _input(req.input) if req.input is not None else avro.envelope([]),
             ctx.args.get("run_id"), req.request_id, wait_for, timeout,
         )
+        return views.updated(result, name, wait_for, timeout, history_limit=node.engine.limits.history_events)
 
     update.__name__ = f"update{suffix}"
     api.endpoint(f"{prefix}/update/<name>", "POST", Route("control", "update"), OPERATOR)(update)
@@ -325,9 +328,10 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
 
         async def close(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:
             req = schemas.parse(schemas.CloseRun, ctx.body)
-            return await node.workflows.close(
+            result = await node.workflows.close(
                 ctx.namespace, ctx.args["workflow_id"], kind, req.reason, ctx.args.get("run_id"), req.request_id
             )
+            return views.closed(result, kind, req.reason)
 
         close.__name__ = f"{kind}{suffix}"
         api.endpoint(f"{prefix}/{kind}", "POST", Route("control", kind), OPERATOR)(close)

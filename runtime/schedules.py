@@ -252,7 +252,7 @@ class ScheduleService:
         # checks the epoch; a take-over in the instant after this check is still possible.)
         await self._append_fenced(schedule, Batch())
         try:
-            status, started = await self.workflows.start(namespace, body)
+            started = await self.workflows.start(namespace, body)  # a duplicate is our own earlier fire
         except Exception as exc:  # noqa: BLE001 - a failed start is recorded, the schedule goes on
             reason = str(exc)[:500]
             events.append(("ScheduleTriggerSkipped", {**base, "reason": "start_failed", "error": reason}))
@@ -261,27 +261,23 @@ class ScheduleService:
                 recent_actions=self._recent(schedule, {"outcome": "failed", "reason": reason, "fired_at": iso(now)}),
             )
             return failed, {"outcome": "trigger_failed", "reason": reason}
-        if status >= 400 and started.get("outcome") != "rejected_duplicate":  # a duplicate is our own earlier fire
-            events.append(("ScheduleTriggerSkipped", {**base, "reason": "start_rejected", "error": started.get("message")}))
-            failed = replace(schedule, failures_count=schedule.failures_count + 1)
-            return failed, {"outcome": "trigger_failed", "reason": started.get("message") or "start rejected"}
         remaining = None if schedule.remaining_actions is None else schedule.remaining_actions - 1
         fired = replace(
             schedule, fires_count=schedule.fires_count + 1, last_fired_at=iso(now), latest_workflow_instance_id=workflow_id,
             remaining_actions=remaining,
             recent_actions=self._recent(
-                schedule, {"workflow_id": workflow_id, "run_id": started["run_id"], "outcome": "triggered", "fired_at": iso(now)}
+                schedule, {"workflow_id": workflow_id, "run_id": started.run.run_id, "outcome": "triggered", "fired_at": iso(now)}
             ),
         )
         events.append((
             "ScheduleTriggered",
-            {**base, "workflow_instance_id": workflow_id, "workflow_run_id": started["run_id"], "trigger_number": fired.fires_count,
+            {**base, "workflow_instance_id": workflow_id, "workflow_run_id": started.run.run_id, "trigger_number": fired.fires_count,
              "outcome": "scheduled", "workflow_type": action["workflow_type"]},
         ))
         if remaining == 0:
             fired = replace(fired, status="deleted", deleted_at=iso(now), next_fire_at=None, next_occurrence=None)
             events.append(("ScheduleDeleted", {"reason": "max_runs_exhausted"}))
-        return fired, {"outcome": "triggered", "workflow_id": workflow_id, "run_id": started["run_id"]}
+        return fired, {"outcome": "triggered", "workflow_id": workflow_id, "run_id": started.run.run_id}
 
     @staticmethod
     def _recent(schedule: ScheduleState, item: dict[str, Any]) -> tuple[dict[str, Any], ...]:

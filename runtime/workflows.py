@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -11,16 +12,13 @@ import trio
 from actors import messages as m
 from actors.emit import new_run_meta
 from actors.run_actor import RunNotFound
-from persistence import avro
-from persistence.ids import iso, run_ulid, shard_of, ulid
+from persistence.ids import run_ulid, shard_of, ulid
 from persistence.journal import InstanceRow, RunRow
-from persistence.vocabulary import BUCKET_OF, STATUS_BUCKETS, TERMINAL_STATUSES, decode_offset, encode_offset
+from persistence.vocabulary import STATUS_BUCKETS, decode_offset, encode_offset
 
 from . import history_export, page_tokens, visibility
 from .engine import Engine
 from .errors import ProtocolError, validation
-
-BUCKETS = BUCKET_OF  # status -> bucket (the schedule service reads it from here)
 
 
 def not_found(workflow_id: str) -> ProtocolError:
@@ -71,6 +69,50 @@ def read_list_token(token: Any, fingerprint: str) -> tuple[int, tuple[float, str
             errors={"next_page_token": ["The page token was issued for different filters."]},
         )
     return 0, position
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A start's outcome: ``started_new``, ``returned_existing_active`` or ``rejected_duplicate``."""
+
+    run: m.RunView
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    run: m.RunView
+    current: m.RunView  # the instance's current run (the same as ``run`` unless a past run was asked for)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRuns:
+    workflow_id: str
+    current_run_id: str
+    runs: list[RunRow]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: list[RunRow]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A control-plane command delivered to a run: the run, the run id the client named (None:
+    the instance's current run), and the actor's answer (its sequence and command id, or
+    ``rejected`` with the reason)."""
+
+    target: m.RunView
+    requested_run_id: str | None
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult(CommandResult):
+    record: dict[str, Any] | None  # the update's record once it was accepted (None when rejected)
+    timed_out: bool
 
 
 class WorkflowService:
@@ -136,7 +178,7 @@ class WorkflowService:
         for key in [k for k in self._instances if k[0] == namespace]:
             del self._instances[key]
 
-    async def start(self, namespace: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def start(self, namespace: str, req: dict[str, Any]) -> Started:
         workflow_id = req.get("workflow_id") or ulid()
         key = (namespace, workflow_id)
         lock = self._locks.setdefault(key, trio.Lock())
@@ -147,7 +189,7 @@ class WorkflowService:
                 if not lock.statistics().tasks_waiting:
                     self._locks.pop(key, None)
 
-    async def _start_locked(self, namespace: str, workflow_id: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _start_locked(self, namespace: str, workflow_id: str, req: dict[str, Any]) -> Started:
         wtype = req["workflow_type"]
         inst = self._instances.get((namespace, workflow_id))
         if inst is None:
@@ -170,16 +212,9 @@ class WorkflowService:
                     f"and cannot be reused for [{wtype}].",
                 )
             view = await self.current(namespace, workflow_id)
-            body = self._start_body(view)
             if req.get("duplicate_policy") == "use-existing" and view.is_open:
-                return 200, {**body, "outcome": "returned_existing_active"}
-            return 409, {
-                **body,
-                "outcome": "rejected_duplicate",
-                "reason": "duplicate_not_allowed",
-                "rejection_reason": "instance_already_started",
-                "message": f"Workflow [{workflow_id}] has already been started; workflow ids are never reused.",
-            }
+                return Started(view, "returned_existing_active")
+            return Started(view, "rejected_duplicate")
         now = self.engine.clock.now()
         shard = shard_of(namespace, workflow_id, self.engine.shard_count)
         run_id = run_ulid(shard, now)
@@ -207,104 +242,26 @@ class WorkflowService:
         # taken over meanwhile answers NotOwner and the request goes to the new owner.
         view = await self.engine.ask(run_id, m.StartRun(meta=meta, accepted=True, instance=instance))
         self._instances[(namespace, workflow_id)] = instance
-        return 201, {**self._start_body(view), "outcome": "started_new"}
-
-    @staticmethod
-    def _start_body(view: m.RunView) -> dict[str, Any]:
-        return {
-            "workflow_id": view.workflow_id,
-            "run_id": view.run_id,
-            "workflow_type": view.workflow_type,
-            "namespace": view.namespace,
-            "status": view.status,
-            "business_key": view.business_key,
-            "payload_codec": "avro",
-        }
+        return Started(view, "started_new")
 
     # --- reads ---------------------------------------------------------------------
 
-    async def describe(self, namespace: str, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
+    async def describe(self, namespace: str, workflow_id: str, run_id: str | None = None) -> Described:
         current = await self.current(namespace, workflow_id)
         view = current if run_id is None else await self.run(namespace, workflow_id, run_id)
-        is_current = view.run_id == current.run_id
-        open_ = view.is_open
-        return {
-            "workflow_id": workflow_id,
-            "run_id": view.run_id,
-            "namespace": namespace,
-            "workflow_type": view.workflow_type,
-            "business_key": view.business_key,
-            "status": view.status,
-            "status_bucket": BUCKETS[view.status],
-            "is_terminal": view.status in TERMINAL_STATUSES,
-            "closed_reason": view.closed_reason,
-            "task_queue": view.task_queue,
-            "run_number": view.run_number,
-            "run_count": current.run_number,
-            "is_current_run": is_current,
-            "compatibility": None,
-            "payload_codec": "avro",
-            "execution_timeout_seconds": view.execution_timeout,
-            "run_timeout_seconds": view.run_timeout,
-            "execution_deadline_at": iso(view.execution_deadline),
-            "run_deadline_at": iso(view.run_deadline),
-            "input": avro.decode_envelope(view.arguments),
-            "output": avro.decode_envelope(view.output),
-            "input_envelope": view.arguments,
-            "output_envelope": view.output,
-            "started_at": iso(view.started_at),
-            "closed_at": iso(view.closed_at),
-            "last_progress_at": iso(view.last_progress_at),
-            "wait_kind": view.wait_kind,
-            "wait_reason": None,
-            "memo": view.memo,
-            "search_attributes": view.search_attributes,
-            "actions": {
-                "can_signal": open_ and is_current,
-                "can_query": open_,
-                "can_update": open_ and is_current,
-                "can_cancel": open_ and is_current,
-                "can_terminate": open_ and is_current,
-                "can_repair": open_ and is_current,
-                "can_archive": False,
-            },
-        }
+        return Described(view, current)
 
-    async def list_runs(self, namespace: str, workflow_id: str) -> dict[str, Any]:
+    async def list_runs(self, namespace: str, workflow_id: str) -> InstanceRuns:
         current = await self.current(namespace, workflow_id)
         rows = await self.journal.list_instance_runs(namespace, workflow_id)
         runs = []
         for row in rows:
             if self.engine.is_live(row.run_id):  # its row may be a commit behind the actor
                 row = (await self.engine.ask(row.run_id, m.Describe())).row
-            runs.append(self._summary(row, is_current=row.run_id == current.run_id))
-        return {"workflow_id": workflow_id, "run_count": len(runs), "runs": runs}
+            runs.append(row)
+        return InstanceRuns(workflow_id, current.run_id, runs)
 
-    @staticmethod
-    def _summary(row: RunRow, *, is_current: bool | None = None) -> dict[str, Any]:
-        out = {
-            "workflow_id": row.workflow_id,
-            "run_id": row.run_id,
-            "run_number": row.run_number,
-            "workflow_type": row.workflow_type,
-            "namespace": row.namespace,
-            "business_key": row.business_key,
-            "status": row.status,
-            "status_bucket": BUCKETS.get(row.status, "running"),
-            "is_terminal": row.status in TERMINAL_STATUSES,
-            "closed_reason": row.closed_reason,
-            "task_queue": row.task_queue,
-            "payload_codec": "avro",
-            "started_at": iso(row.started_at),
-            "closed_at": iso(row.closed_at),
-            "memo": row.memo,
-            "search_attributes": row.search_attributes,
-        }
-        if is_current is not None:
-            out["is_current_run"] = is_current
-        return out
-
-    async def list(self, namespace: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def list(self, namespace: str, args: dict[str, Any]) -> RunPage:
         size = args["page_size"]
         statuses = list(STATUS_BUCKETS[args["status"]]) if args.get("status") else None
         query = args.get("query")
@@ -330,9 +287,8 @@ class WorkflowService:
         )
         more = len(rows) > size
         page = rows[:size]
-        items = [self._summary(r) for r in page]
         token = list_token(page[-1].started_at, page[-1].run_id, fingerprint) if more and page else None
-        return {"workflows": items, "workflow_count": len(items), "next_page_token": token}
+        return RunPage(page, token)
 
     async def history(
         self, namespace: str, workflow_id: str, run_id: str, *, page_size: int, token: Any, wait: bool, hold: float
@@ -369,51 +325,25 @@ class WorkflowService:
 
     async def signal(
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None = None
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> CommandResult:
         target = await self._target(namespace, workflow_id, run_id)
-        result = await self.engine.ask(
+        answer = await self.engine.ask(
             target.run_id, m.Signal(name=name, arguments=arguments, command_id=ulid(), request_id=request_id)
         )
-        body = self._command_body(target, run_id, result.get("command_id", ""))
-        body["signal_name"] = name
-        if result.get("rejected") == "history_limit_exceeded":
-            raise self._history_full(body)
-        if result.get("rejected") == "pending_signal_limit_exceeded":
-            limit = self.engine.limits.pending_signals
-            raise ProtocolError(
-                422, "pending_signal_limit_exceeded",
-                f"The run already holds {limit} signals its workflow has not processed yet; retry once it catches up.",
-                limit=limit, workflow_id=body["workflow_id"], run_id=body["run_id"],
-            )
-        if "rejected" in result:
-            return 409, self._rejected(body, "run_not_active")
-        return 202, {**body, "outcome": "signal_received", "command_sequence": result["sequence"]}
+        return CommandResult(target, run_id, answer)
 
     async def update(
-        self,
-        namespace: str,
-        workflow_id: str,
-        name: str,
-        arguments: Any,
-        run_id: str | None,
-        request_id: str | None,
-        wait_for: str,
-        wait_timeout: float,
-    ) -> tuple[int, dict[str, Any]]:
+        self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None,
+        wait_for: str, wait_timeout: float,
+    ) -> UpdateResult:
         target = await self._target(namespace, workflow_id, run_id)
-        result = await self.engine.ask(
+        answer = await self.engine.ask(
             target.run_id,
             m.Update(name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id),
         )
-        body = self._command_body(target, run_id, result.get("command_id", ""))
-        body.update(update_name=name, wait_for=wait_for, wait_timeout_seconds=int(wait_timeout) if wait_for == "completed" else None)
-        if result.get("rejected") == "history_limit_exceeded":
-            raise self._history_full(body)
-        if "rejected" in result:
-            return 409, {**self._rejected(body, "run_not_active"), "update_status": "rejected", "update_id": None}
-        update_id = result["update_id"]
-        body["update_id"] = update_id
-        body["command_sequence"] = result["sequence"]
+        if "rejected" in answer:
+            return UpdateResult(target, run_id, answer, None, False)
+        update_id = answer["update_id"]
         timed_out = False
         if wait_for == "completed":
             with trio.move_on_after(wait_timeout) as scope:
@@ -423,52 +353,17 @@ class WorkflowService:
                         break
                     await seen.changed.wait()  # the run's next commit, or its passivation
             timed_out = scope.cancelled_caught
-        up = (await self.engine.ask(target.run_id, m.ReadUpdate(update_id=update_id))).record or {"status": "accepted"}
-        body.update(
-            wait_timed_out=timed_out,
-            workflow_sequence=None,
-            accepted_at=iso(up.get("accepted_at")),
-            applied_at=iso(up.get("applied_at")),
-            rejected_at=None,
-            closed_at=iso(up.get("closed_at")),
-            result=None,
-            result_envelope=None,
-            failure_id=None,
-            failure_message=None,
-        )
-        if up["status"] == "completed" and wait_for == "completed":
-            envelope = {"codec": "avro", "blob": up["result"]} if isinstance(up["result"], str) else up["result"]
-            return 200, {
-                **body, "outcome": "update_completed", "update_status": "completed",
-                "result": avro.decode_envelope(envelope), "result_envelope": envelope,
-            }
-        if up["status"] == "failed" and wait_for == "completed":
-            failure = up.get("failure") or {}
-            if failure.get("reason") == "run_closed":
-                return 409, {
-                    **body, "outcome": "rejected_run_closed", "update_status": "rejected", "command_status": "rejected",
-                    "reason": "run_closed", "rejection_reason": "run_closed", "rejected_at": iso(up.get("closed_at")),
-                    "message": failure.get("message"),
-                }
-            return 422, {
-                **body, "outcome": "update_failed", "update_status": "failed", "reason": "update_failed",
-                "failure_id": failure.get("failure_id"), "failure_message": failure.get("message"),
-                "message": failure.get("message") or "The update handler failed.",
-            }
-        return 202, {**body, "outcome": None, "update_status": "accepted"}
+        record = (await self.engine.ask(target.run_id, m.ReadUpdate(update_id=update_id))).record
+        return UpdateResult(target, run_id, answer, record, timed_out)
 
     async def close(
         self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> CommandResult:
         target = await self._target(namespace, workflow_id, run_id, damaged_ok=True)  # the actor takes only terminate
-        result = await self.engine.ask(
+        answer = await self.engine.ask(
             target.run_id, m.Close(kind=kind, reason=reason, command_id=ulid(), request_id=request_id)
         )
-        body = self._command_body(target, run_id, result.get("command_id", ""))
-        if "rejected" in result:
-            return 409, self._rejected(body, "run_not_active")
-        body["reason"] = reason
-        return 200, {**body, "outcome": "cancelled" if kind == "cancel" else "terminated", "command_sequence": result["sequence"]}
+        return CommandResult(target, run_id, answer)
 
     async def _target(self, namespace: str, workflow_id: str, run_id: str | None, *, damaged_ok: bool = False) -> m.RunView:
         view = await self.current(namespace, workflow_id, damaged_ok=damaged_ok)
@@ -482,40 +377,3 @@ class WorkflowService:
                 target_scope="run",
             )
         return view
-
-    @staticmethod
-    def _command_body(target: m.RunView, run_id: str | None, command_id: str) -> dict[str, Any]:
-        return {
-            "workflow_id": target.workflow_id,
-            "run_id": target.run_id,
-            "requested_run_id": run_id,
-            "resolved_run_id": target.run_id,
-            "command_id": command_id,
-            "target_scope": "run" if run_id else "instance",
-            "workflow_type": target.workflow_type,
-            "command_status": "accepted",
-            "command_source": "control_plane",
-            "reason": None,
-            "rejection_reason": None,
-            "validation_errors": {},
-        }
-
-    def _history_full(self, body: dict[str, Any]) -> ProtocolError:
-        limit = self.engine.limits.history_events
-        return ProtocolError(
-            422, "history_limit_exceeded",
-            f"The run's history has reached its limit of {limit} events; it accepts no more signals or updates "
-            "until it continues as new.",
-            limit=limit, workflow_id=body["workflow_id"], run_id=body["run_id"],
-        )
-
-    @staticmethod
-    def _rejected(body: dict[str, Any], code: str) -> dict[str, Any]:
-        return {
-            **body,
-            "outcome": "rejected_not_active",
-            "command_status": "rejected",
-            "reason": code,
-            "rejection_reason": code,
-            "message": "The workflow run is no longer active.",
-        }

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from api import views
 from persistence.ids import iso
 from runtime import schedule_commands
 from runtime.node import Node
@@ -50,12 +51,12 @@ async def history(node: Node, sid: str) -> list[dict[str, Any]]:
 
 
 async def run_status(node: Node, workflow_id: str) -> str:
-    return (await node.workflows.describe(NS, workflow_id))["status"]
+    return (await node.workflows.describe(NS, workflow_id)).run.status
 
 
 async def terminate(node: Node, workflow_id: str) -> None:
-    status, out = await node.workflows.close(NS, workflow_id, "terminate", "test closes it", None)
-    assert status == 200, out
+    result = await node.workflows.close(NS, workflow_id, "terminate", "test closes it", None)
+    assert "sequence" in result.answer, result.answer
 
 
 async def fires_reach(node: Node, sid: str, count: int) -> dict[str, Any]:
@@ -155,7 +156,7 @@ async def test_cancel_and_terminate_other_close_the_open_run_and_start_a_new_one
 
         await wait_for(f"the first run to be {closed}", first_closed)
         described = await node.workflows.describe(NS, first["workflow_id"])
-        assert described["closed_reason"] == closed
+        assert described.run.closed_reason == closed
         assert await run_status(node, second["workflow_id"]) not in ("cancelled", "terminated")
         assert (await describe(node, "replacer"))["fires_count"] == 2
 
@@ -202,7 +203,7 @@ async def test_an_update_changes_the_schedule_durably_and_replans_it(tmp_path: P
         view = await describe(node, "changing")
         events = await history(node, "changing")
         fired = await trigger(node, "changing")
-        started = await node.workflows.describe(NS, fired["workflow_id"])
+        started = views.described(await node.workflows.describe(NS, fired["workflow_id"]))
     assert view["spec"] == HOURLY and view["overlap_policy"] == "allow_all" and view["note"] == "after"
     assert view["action"]["workflow_type"] == "scheduled" and view["action"]["task_queue"] == "elsewhere"
     assert view["memo"] == {"owner": "ops"} and view["max_runs"] == 5 and view["remaining_actions"] == 5
@@ -245,7 +246,7 @@ async def test_a_fire_whose_record_was_lost_is_recorded_after_recovery_without_a
     async with running_node(tmp_path, clock) as node:  # recovery: same clock, the fire is still due
         view = await fires_reach(node, "crashy", 1)
         fired = [e for e in await history(node, "crashy") if e["event_type"] == "ScheduleTriggered"]
-        runs = (await node.workflows.list_runs(NS, started_id))["runs"]
+        runs = [{"run_id": row.run_id} for row in (await node.workflows.list_runs(NS, started_id)).runs]
     assert [e["workflow_instance_id"] for e in fired] == [started_id]  # the run started before the crash, once
     assert fired[0]["workflow_run_id"] == started_run and [r["run_id"] for r in runs] == [started_run]
     assert view["latest_workflow_instance_id"] == started_id and view["fires_count"] == 1

@@ -35,7 +35,7 @@ async def signal(client: HttpClient, workflow_id: str, **body: Any) -> tuple[int
 
 async def received(node: Node, workflow_id: str) -> int:
     described = await node.workflows.describe("default", workflow_id)
-    history = await node.workflows.history("default", workflow_id, described["run_id"], page_size=1000, token=None, wait=False, hold=0)
+    history = await node.workflows.history("default", workflow_id, described.run.run_id, page_size=1000, token=None, wait=False, hold=0)
     return [e["event_type"] for e in history["events"]].count("SignalReceived")
 
 
