@@ -62,7 +62,9 @@ class Api:
         self.node = node
         self.cfg = node.cfg
         # the application keeps the name it always had (its logger, root path): api.app serves it
-        self.app = QuartTrio("api.app")
+        # No static folder: Quart's default /static route would sit outside the endpoint
+        # registry, and so outside its authentication.
+        self.app = QuartTrio("api.app", static_folder=None)
         # Body size is bounded by the RequestGuard below, per route, before anything buffers it.
         self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
         self.app.url_map.merge_slashes = False  # "/api//x" is not found, not a redirect built from Host
