@@ -21,6 +21,7 @@ import pytest
 from persistence.ids import shard_of_run
 from runtime.peers import BODY_HASH_HEADER, FORWARDED_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, audience
 from runtime.signing import body_digest, sign
+from tests.e2e.harness import wait_until
 from tests.e2e.server import ServerProcess
 from tests.e2e.stores import store
 
@@ -76,9 +77,40 @@ def _rss_mib(pid: int) -> float:
         return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
 
 
+def _converged(url: str, node_ids: list[str], timeout: float = 60.0) -> dict[str, int]:
+    """Until each of ``node_ids`` is active with its fair share and every shard is owned.
+
+    Read where an operator reads it (``GET /api/cluster/info``, signed: this cluster runs the
+    signature driver). The scenario needs each node serving its runs before it starts, and again
+    after a restart; the deadline only bounds how long a cluster that never converges takes to fail.
+    """
+    fair = SHARDS // len(node_ids)
+
+    def owned() -> dict[str, int]:
+        r = call(url, "GET", "/api/cluster/info")
+        assert r.status_code == 200, r.text
+        return {n["node_id"]: n["shards_owned"] for n in r.json()["cluster"]["nodes"] if n["status"] == "active"}
+
+    def ready() -> dict[str, int] | None:
+        seen = owned()
+        held = sum(seen.values()) == SHARDS and all(seen.get(n, 0) >= fair for n in node_ids)
+        return seen if held else None
+
+    try:
+        return wait_until(ready, timeout=timeout, what="cluster converged", interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"{node_ids} never held their shares of {SHARDS} within {timeout:g}s: {owned()}") from None
+
+
 def _owner_of_run(dsn: str, run_id: str) -> str:
     shard = shard_of_run(run_id)
     return _rows(dsn, "SELECT owner_node FROM shards WHERE shard_id = $1", shard)[0][0]
+
+
+def _events(dsn: str, run_id: str, event_type: str) -> list[dict[str, Any]]:
+    """The payloads of the run's journaled events of ``event_type``, in order."""
+    return [rec["p"] for (body,) in _rows(dsn, "SELECT body FROM records WHERE run_id = $1 ORDER BY jseq", run_id)
+            if (rec := cbor2.loads(body)).get("t") == event_type]
 
 
 def _signals(dsn: str, run_id: str) -> list[str]:
@@ -95,9 +127,9 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
         assert dsn is not None
         nodes = {name: _node(tmp_path, name, dsn) for name in ("node-1", "node-2")}
         try:
-            time.sleep(3)  # both hold their share
             one, two = nodes["node-1"].url, nodes["node-2"].url
             assert one is not None and two is not None
+            _converged(one, list(nodes))  # both hold their share: the run below must land on node 2's
 
             # point 4: a signed request accepted by one node is refused by the other
             ns_body = json.dumps({"name": f"ns-{uuid.uuid4().hex[:8]}"}).encode()
@@ -131,21 +163,6 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
                          raw_path=f"/api/workflows/{wf}/signal/{raw}")
                 assert r.status_code in (200, 202), r.text
             assert _signals(dsn, run_id) == ["x?y=1", "x%41"]
-
-            # point 4 for node-to-node calls: a captured signed call is delivered once
-            secret = bytes.fromhex(_rows(dsn, "SELECT value FROM cluster_settings WHERE key = 'cluster_secret'")[0][0])
-            started_at = _rows(dsn, "SELECT started_at FROM nodes WHERE node_id = 'node-2'")[0][0]
-            rpc = cbor2.dumps({"op": "post", "run_id": run_id, "kind": "signal",
-                               "args": {"name": "via-rpc", "arguments": None, "command_id": uuid.uuid4().hex}})
-            s = sign(secret, "POST", "/internal/rpc", body_digest(rpc), time.time(), audience("node-2", started_at))
-            rpc_headers = {FORWARDED_HEADER: "node-1", TIMESTAMP_HEADER: s.timestamp, SIGNATURE_HEADER: s.signature,
-                           BODY_HASH_HEADER: body_digest(rpc), "Content-Type": "application/cbor"}
-            with httpx.Client(timeout=30) as http:
-                answers = [http.post(two + "/internal/rpc", content=rpc, headers=rpc_headers).status_code for _ in range(3)]
-                elsewhere = http.post(one + "/internal/rpc", content=rpc, headers=rpc_headers).status_code
-            assert answers == [200, 401, 401] and elsewhere == 401, (answers, elsewhere)
-            time.sleep(0.5)
-            assert _signals(dsn, run_id).count("via-rpc") == 1
 
             # point 2 for node calls: a call no member signed is refused before its body is read,
             # and the node keeps no more of it in memory than it had
@@ -182,12 +199,35 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
                 assert first.status_code in (200, 202), first.text
             nodes["node-2"].stop()
             nodes["node-2"].start()
-            time.sleep(2)
+            # node 2 is back and owns its shards again, so a replay that got past the signature
+            # check would be delivered (200/202), not refused for want of an owner
+            _converged(one, list(nodes))
             with httpx.Client(timeout=30) as http:
                 for url in (two, one):
                     replay = http.post(f"{url}/api/workflows/{wf}/signal/once", content=signal_body, headers=sig_headers)
                     assert replay.status_code == 401, replay.text
             assert _signals(dsn, run_id).count("once") == 1
+
+            # point 4 for node-to-node calls: a captured signed call is delivered once. Peers may
+            # post only a few message kinds to another node's run (actors.messages.POSTABLE); a
+            # 'close' (terminate) has an effect in the journal, so it goes last: it ends the run.
+            secret = bytes.fromhex(_rows(dsn, "SELECT value FROM cluster_settings WHERE key = 'cluster_secret'")[0][0])
+            started_at = _rows(dsn, "SELECT started_at FROM nodes WHERE node_id = 'node-2'")[0][0]
+            rpc = cbor2.dumps({"op": "post", "run_id": run_id, "kind": "close",
+                               "args": {"kind": "terminate", "reason": "via-rpc", "command_id": uuid.uuid4().hex}})
+            s = sign(secret, "POST", "/internal/rpc", body_digest(rpc), time.time(), audience("node-2", started_at))
+            rpc_headers = {FORWARDED_HEADER: "node-1", TIMESTAMP_HEADER: s.timestamp, SIGNATURE_HEADER: s.signature,
+                           BODY_HASH_HEADER: body_digest(rpc), "Content-Type": "application/cbor"}
+            with httpx.Client(timeout=30) as http:
+                accepted = http.post(two + "/internal/rpc", content=rpc, headers=rpc_headers)
+                replays = [http.post(two + "/internal/rpc", content=rpc, headers=rpc_headers).status_code for _ in range(2)]
+                elsewhere = http.post(one + "/internal/rpc", content=rpc, headers=rpc_headers).status_code
+            assert accepted.status_code == 200 and cbor2.loads(accepted.content) == {"accepted": True}, accepted.content
+            assert replays == [401, 401] and elsewhere == 401, (replays, elsewhere)
+            # the post lands in the run's mailbox after the answer: wait for its record
+            terminated = wait_until(lambda: _events(dsn, run_id, "TerminateRequested"), timeout=30,
+                                    what="the node call's TerminateRequested in the run's journal")
+            assert [e["reason"] for e in terminated] == ["via-rpc"], terminated
         finally:
             for node in nodes.values():
                 node.stop()

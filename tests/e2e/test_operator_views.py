@@ -6,7 +6,7 @@ import httpx
 import pytest
 from durable_workflow import Client
 
-from .harness import run, unique
+from .harness import run, unique, wait_until
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -77,16 +77,18 @@ def test_system_passes_through_the_sdk(server_url: str) -> None:
 def test_cluster_info_carries_the_task_repair_block_of_the_background_pass(server_url: str) -> None:
     """control-plane §9.1: the repair policy and candidates under ``task_repair``, with the
     background pass's own figures (it runs every few seconds on every node)."""
-    import time
-
     with httpx.Client(base_url=server_url, timeout=30) as http:
-        deadline = time.monotonic() + 15
-        while True:
-            info = http.get("/api/cluster/info", headers=CP).json()
-            repair = info["task_repair"]
-            if repair.get("background_pass", {}).get("passes", 0) >= 1 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        seen: dict = {}
+
+        def after_a_background_pass() -> dict | None:
+            seen.update(http.get("/api/cluster/info", headers=CP).json()["task_repair"])
+            return dict(seen) if seen.get("background_pass", {}).get("passes", 0) >= 1 else None
+
+        try:
+            repair = wait_until(after_a_background_pass, timeout=15, interval=0.5,
+                                what="cluster/info's task_repair.background_pass counting a first pass")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; task_repair last read: {seen}") from None
         assert repair["policy"]["redispatch_after_seconds"] == 3.0
         assert {"existing_task_candidates", "missing_task_candidates", "total_candidates"} <= set(repair["candidates"])
         assert repair["background_pass"]["passes"] >= 1 and repair["background_pass"]["at"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -12,7 +11,7 @@ from durable_workflow import Client
 from durable_workflow.client import ScheduleAction, ScheduleSpec
 
 from . import workflows as wf
-from .harness import run, unique, wait_until, with_worker
+from .harness import await_until, run, unique, wait_until, with_worker
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -67,11 +66,18 @@ def test_an_interval_schedule_fires_on_its_own(server_url: str) -> None:
             schedule_id=sid, spec=ScheduleSpec(intervals=[{"every": "PT1S"}]),
             action=ScheduleAction(workflow_type="one_activity", task_queue=tq, input=["Tick"]), overlap_policy="allow_all", max_runs=2,
         )
-        for _ in range(100):
+        seen: list[str] = []
+
+        async def deleted_after_max_runs() -> object:
             history = await client.get_schedule_history(sid)
-            if "ScheduleDeleted" in [e.event_type for e in history.events]:
-                break
-            await asyncio.sleep(0.1)
+            seen[:] = [e.event_type for e in history.events]
+            return history if "ScheduleDeleted" in seen else None
+
+        try:
+            history = await await_until(deleted_after_max_runs, timeout=20,
+                                        what=f"schedule {sid} fired max_runs=2 times and deleted itself")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its history so far: {seen}") from None
         runs = [e for e in history.events if e.event_type == "ScheduleTriggered"]
         return [e.event_type for e in history.events], [await client.get_workflow_handle(e.workflow_instance_id).result(timeout=30) for e in runs]
 
