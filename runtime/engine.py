@@ -198,7 +198,9 @@ class Engine:
         kind, args = m.to_wire(message)
         for attempt in range(REMOTE_POST_ATTEMPTS):
             try:
-                await self.router.call_run(run_id, "post", kind=kind, args=args)
+                reply = await self.router.call_run(run_id, "post", kind=kind, args=args)
+                if isinstance(reply, dict) and "error" in reply:
+                    log.warning("posting %s to run %s: its owner refused it (%s)", kind, run_id, reply["error"])
                 return
             except Unreachable:
                 if self.owned is None or shard_of_run(run_id) in self.owned:

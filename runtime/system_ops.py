@@ -62,6 +62,9 @@ class SystemOps:
             except (NotOwner, RunNotFound, RunUnavailable) as exc:
                 results.append({"execution_id": exec_id, "outcome": "error", "reason": type(exc).__name__})
                 continue
+            except Exception as exc:  # noqa: BLE001 - reported per execution (spec 9.2: 207), the pass goes on
+                results.append({"execution_id": exec_id, "outcome": "error", "reason": type(exc).__name__, "error": str(exc)[:300]})
+                continue
             results.append({"execution_id": exec_id, "outcome": "enforced", "has_retry": act is not None and act.status == "pending"})
         return {
             "processed": len(results),

@@ -142,9 +142,6 @@ async def test_an_activity_timeout_pass_answers_200_and_207_once_a_run_is_unavai
             assert any(r["execution_id"] == execution[good] and r["outcome"] == "enforced" for r in out["results"]), out
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/system_ops.py activity_timeout_pass catches only NotOwner/RunNotFound/"
-                   "RunUnavailable: a run whose journal refuses the write fails the whole pass with 500 (spec §9.2: an "
-                   "'error' result, 207); the repair pass catches per run")
 async def test_an_activity_timeout_pass_reports_a_run_whose_journal_refuses_the_write(tmp_path: Path) -> None:
     async with node_app(tmp_path) as (node, http):
         good, bad = [await _start(http, f"refused-{name}") for name in ("good", "bad")]
