@@ -401,7 +401,7 @@ def _update_accepted(state: RunState, record: Record) -> None:
         "arguments": payload.get("arguments"),
         "command_id": payload.get("workflow_command_id"),
         "status": "accepted",
-        "h": _sequence(record),
+        "sequence": _sequence(record),
         "accepted_at": record.at,
         "applied_at": None,
         "closed_at": None,
