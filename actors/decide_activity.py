@@ -32,7 +32,7 @@ def claim(state: RunState, seq: int, owner: str, now: float, lease_seconds: floa
             "lease_expires_at": iso(lease),
             **par_fields(act.parallel),
         },
-        x={"owner": owner, "lease": lease},
+        extra={"owner": owner, "lease": lease},
     )
     return em
 
@@ -221,7 +221,7 @@ def _retry(em: Emitter, act: Activity, info: dict[str, Any], now: float, k: int 
             **extra,
             **par_fields(act.parallel),
         },
-        x={"available_at": available, "attempt_number": k},
+        extra={"available_at": available, "attempt_number": k},
     )
 
 

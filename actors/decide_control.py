@@ -25,7 +25,7 @@ def signal(state: RunState, name: str, arguments: Any, command_id: str, now: flo
         payload["arguments"] = blob_of(arguments)
     if state.cond is not None:
         payload["workflow_sequence"] = state.cond["seq"]
-    em.event("SignalReceived", payload, cmd=command_id)
+    em.event("SignalReceived", payload, command_id=command_id)
     return em
 
 
@@ -42,7 +42,7 @@ def update(state: RunState, name: str, arguments: Any, command_id: str, update_i
         "workflow_run_id": state.run_id,
         "ordering_state": "ready",
     }
-    em.event("UpdateAccepted", payload, cmd=command_id)
+    em.event("UpdateAccepted", payload, command_id=command_id)
     return em
 
 
@@ -56,7 +56,7 @@ def cancel_or_terminate(state: RunState, kind: str, reason: str | None, command_
     requested = {**ids, "command_type": kind}
     if reason is not None:
         requested["reason"] = reason
-    em.event("CancelRequested" if kind == "cancel" else "TerminateRequested", requested, cmd=command_id)
+    em.event("CancelRequested" if kind == "cancel" else "TerminateRequested", requested, command_id=command_id)
     word = "cancelled" if kind == "cancel" else "terminated"
     closed = {
         **ids,
@@ -68,11 +68,11 @@ def cancel_or_terminate(state: RunState, kind: str, reason: str | None, command_
     }
     if reason is not None:
         closed["reason"] = reason
-    close_run(state, em, "WorkflowCancelled" if kind == "cancel" else "WorkflowTerminated", closed, cmd=command_id)
+    close_run(state, em, "WorkflowCancelled" if kind == "cancel" else "WorkflowTerminated", closed, command_id=command_id)
     return em
 
 
-def close_run(state: RunState, em: Emitter, terminal: str, payload: dict[str, Any], cmd: str | None = None) -> None:
+def close_run(state: RunState, em: Emitter, terminal: str, payload: dict[str, Any], command_id: str | None = None) -> None:
     """Cancel, terminate and timeout close the run at once: open steps are cancelled first (spec 10.9)."""
     for act in sorted(state.activities.values(), key=lambda a: a.seq):
         em.event(
@@ -89,7 +89,7 @@ def close_run(state: RunState, em: Emitter, terminal: str, payload: dict[str, An
         )
     for timer in sorted(state.timers.values(), key=lambda t: t.seq):
         em.event("TimerCancelled", _timer_payload(timer, {"cancelled_at": em.ts()}))
-    em.event(terminal, payload, cmd=cmd)
+    em.event(terminal, payload, command_id=command_id)
     closure_effects(state, em)
 
 

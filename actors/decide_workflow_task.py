@@ -110,7 +110,7 @@ def complete(
     state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS, ids: IdSource = RANDOM_IDS
 ) -> Emitter:
     commands = validate_commands(raw_commands)
-    em = Emitter(state, now, wt=task_id, ids=ids)
+    em = Emitter(state, now, workflow_task_id=task_id, ids=ids)
     wt = state.wt
     if wt is not None and wt.update_id is not None:
         return _complete_update_task(state, em, task_id, wt.update_id, commands)
@@ -155,7 +155,7 @@ def complete(
             closes = True
             _TERMINAL_APPLY[ctype](state, em, cmd, step)
     if not closes:  # closing a run may always be recorded, whatever its length
-        check_history(state, sum(1 for r in em.records if "h" in r), limits)
+        check_history(state, sum(1 for record in em.records if record.is_history), limits)
     em.internal("wt_done", task=task_id)
     if closes:
         closure_effects(state, em)
@@ -187,8 +187,8 @@ def apply_update(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int | N
     at = {"sequence": seq} if seq is not None else {}
     base = {"update_id": up["update_id"], "update_name": up["name"]}
     if cmd["type"] == "complete_update":
-        em.event("UpdateApplied", {**base, "arguments": up["arguments"], **ids, **at}, cmd=up["command_id"])
-        em.event("UpdateCompleted", {**base, **at, "result": blob_of(cmd["result"]), "payload_codec": "avro", **ids}, cmd=up["command_id"])
+        em.event("UpdateApplied", {**base, "arguments": up["arguments"], **ids, **at}, command_id=up["command_id"])
+        em.event("UpdateCompleted", {**base, **at, "result": blob_of(cmd["result"]), "payload_codec": "avro", **ids}, command_id=up["command_id"])
         return
     exc_type = cmd.get("exception_type")
     exc_class = cmd.get("exception_class") or exc_type or "UpdateFailed"
@@ -205,7 +205,7 @@ def apply_update(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int | N
             "exception": {"class": exc_class, "type": exc_type, "message": cmd["message"]},
             **ids,
         },
-        cmd=up["command_id"],
+        command_id=up["command_id"],
     )
 
 
@@ -284,10 +284,10 @@ def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: i
         "activity_type": cmd["activity_type"],
         "activity_execution_id": exec_id,
         "activity_class": cmd["activity_type"],
-        "workflow_task_id": em.wt,
+        "workflow_task_id": em.workflow_task_id,
         **par_fields(cmd.get("par")),
     }
-    em.event("ActivityScheduled", payload, x={"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")})
+    em.event("ActivityScheduled", payload, extra={"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")})
 
 
 def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
@@ -299,7 +299,7 @@ def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
         "fire_at": iso(fire_at),
         **par_fields(cmd.get("par")),
     }
-    em.event("TimerScheduled", payload, x={"fire_at": fire_at, "par": cmd.get("par")})
+    em.event("TimerScheduled", payload, extra={"fire_at": fire_at, "par": cmd.get("par")})
 
 
 def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
@@ -321,7 +321,7 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
     }
     if cmd.get("retry_policy") is not None:
         base["retry_policy"] = cmd["retry_policy"]
-    em.event("ChildWorkflowScheduled", dict(base), x={"par": cmd.get("par")})
+    em.event("ChildWorkflowScheduled", dict(base), extra={"par": cmd.get("par")})
     meta = new_run_meta(
         run_id=child_run,
         namespace=state.namespace,
@@ -346,7 +346,7 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
     for key in ("execution_timeout_seconds", "run_timeout_seconds"):
         if cmd.get(key):
             started[key] = cmd[key]
-    em.event("ChildRunStarted", started, x={"start": meta})
+    em.event("ChildRunStarted", started, extra={"start": meta})
     em.new_runs.append(NewRun(child_run, meta))
 
 
@@ -392,7 +392,7 @@ def _open_condition(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int,
         ):
             deadline = satisfied["deadline"]
             delay = max(0, math.ceil(deadline - em.now))
-    em.event("ConditionWaitOpened", payload, x={"deadline": deadline})
+    em.event("ConditionWaitOpened", payload, extra={"deadline": deadline})
     if timeout is not None:
         extra = {"timer_kind": "condition_timeout", "condition_wait_id": wait_id}
         for key in ("condition_key", "condition_definition_fingerprint"):
@@ -401,7 +401,7 @@ def _open_condition(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int,
         em.event(
             "TimerScheduled",
             {"sequence": seq, "timer_id": f"{state.run_id}-t{seq}", "delay_seconds": delay, "fire_at": iso(deadline), **extra},
-            x={"fire_at": deadline, "extra": extra},
+            extra={"fire_at": deadline, "extra": extra},
         )
 
 
@@ -409,7 +409,7 @@ def _complete_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: 
     result = cmd.get("result")
     output = blob_of(result) if result is not None else AVRO_NULL_BLOB
     env = result if isinstance(result, dict) else {"codec": "avro", "blob": output}
-    em.event("WorkflowCompleted", {"output": output, "payload_codec": "avro"}, x={"output": env})
+    em.event("WorkflowCompleted", {"output": output, "payload_codec": "avro"}, extra={"output": env})
 
 
 def _fail_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
@@ -469,7 +469,7 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
             "continued_to_run_number": number,
             "closed_reason": "continued",
         },
-        x={"continued_to": new_run, "start": new_meta},
+        extra={"continued_to": new_run, "start": new_meta},
     )
     em.new_runs.append(NewRun(new_run, new_meta))
 

@@ -18,6 +18,7 @@ from persistence.ids import iso
 from persistence.journal import InstanceRow
 
 from .id_source import RANDOM_IDS, IdSource
+from .records import Record, history_event, internal_record
 from .run_state import RunState
 
 AVRO_NULL_BLOB = "wwHioz3/VYAiNwA="
@@ -39,31 +40,31 @@ class NewRun:
 
 
 class Emitter:
-    def __init__(self, state: RunState, now: float, wt: str | None = None, ids: IdSource = RANDOM_IDS) -> None:
+    def __init__(
+        self, state: RunState, now: float, workflow_task_id: str | None = None, ids: IdSource = RANDOM_IDS
+    ) -> None:
         self.state = state
         self.ids = ids  # where the decision's new ids come from
         self.now = now
-        self.next_h = state.next_h
-        self.records: list[dict[str, Any]] = []
+        self.next_sequence = state.next_h
+        self.records: list[Record] = []
         self.new_runs: list[NewRun] = []
         self.instances: list[InstanceRow] = []  # instance rows this decision writes (a run's start)
         self.effects: list[Effect] = []
-        self.wt = wt
+        self.workflow_task_id = workflow_task_id  # the task whose completion this decision is
 
-    def event(self, etype: str, payload: dict[str, Any], x: dict[str, Any] | None = None, cmd: str | None = None) -> dict[str, Any]:
-        rec: dict[str, Any] = {"t": etype, "h": self.next_h, "at": self.now, "p": payload}
-        if x:
-            rec["x"] = x
-        if self.wt:
-            rec["wt"] = self.wt
-        if cmd:
-            rec["cmd"] = cmd
-        self.next_h += 1
-        self.records.append(rec)
-        return rec
+    def event(
+        self, kind: str, payload: dict[str, Any], extra: dict[str, Any] | None = None, command_id: str | None = None
+    ) -> Record:
+        """Append the next history event."""
+        record = history_event(kind, self.next_sequence, self.now, payload, extra, self.workflow_task_id, command_id)
+        self.next_sequence += 1
+        self.records.append(record)
+        return record
 
-    def internal(self, rtype: str, **data: Any) -> None:
-        self.records.append({"t": rtype, "at": self.now, **data})
+    def internal(self, kind: str, /, **data: Any) -> None:
+        """Append an internal transition (no history) with its fields."""
+        self.records.append(internal_record(kind, self.now, **data))
 
     def ts(self, value: float | None = None) -> str:
         return iso(self.now if value is None else value)  # type: ignore[return-value]
@@ -135,7 +136,7 @@ def new_run_meta(
     }
 
 
-def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list[dict[str, Any]]:
+def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list[Record]:
     """The opening records of a run: StartAccepted (control-plane starts only) then WorkflowStarted."""
     common = {
         "workflow_type": meta["workflow_type"],
@@ -150,11 +151,11 @@ def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list
         "search_attributes": meta.get("search_attributes") or None,
     }
     common.update({k: v for k, v in optional.items() if v is not None})
-    records: list[dict[str, Any]] = []
-    h = 1
+    records: list[Record] = []
+    sequence = 1
     if accepted:
-        records.append({"t": "StartAccepted", "h": h, "at": now, "p": {**common, "outcome": "started_new"}, "x": {"meta": meta}})
-        h += 1
+        records.append(history_event("StartAccepted", sequence, now, {**common, "outcome": "started_new"}, {"meta": meta}))
+        sequence += 1
     started = dict(common)
     for key, src in (("execution_timeout_seconds", "execution_timeout"), ("run_timeout_seconds", "run_timeout")):
         if meta.get(src):
@@ -176,8 +177,5 @@ def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list
         started["continued_from_run_id"] = meta["continued_from"]
     if meta.get("arguments") is not None:
         started["input"] = meta["arguments"]
-    rec: dict[str, Any] = {"t": "WorkflowStarted", "h": h, "at": now, "p": started}
-    if not accepted:
-        rec["x"] = {"meta": meta}
-    records.append(rec)
+    records.append(history_event("WorkflowStarted", sequence, now, started, None if accepted else {"meta": meta}))
     return records

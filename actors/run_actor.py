@@ -27,6 +27,7 @@ from .emit import Emitter, started_records
 from .errors import GuardError, ProtocolError
 from .id_source import IdSource
 from .limits import Limits, history_full, signals_full
+from .records import from_stored, to_stored
 from .run_state import TERMINAL, RunState, fold
 from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
@@ -123,13 +124,13 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
     damage: list[str] = []
     for jseq, body in enumerate(bodies, 1):
         try:
-            rec = codec.loads(body)
+            record = from_stored(codec.loads(body))
             if damage:
                 trial = copy.deepcopy(state)
-                fold(trial, rec)
+                fold(trial, record)
                 state = trial
             else:
-                fold(state, rec)
+                fold(state, record)
         except Exception as exc:
             if not damage and not isinstance(exc, codec.DecodeError):
                 raise
@@ -369,10 +370,10 @@ class RunActor:
         state = self.state
         batch = Batch(fence=self.host.fence(self.run_id))
         base = state.jseq
-        for i, rec in enumerate(em.records):
-            batch.records.append((self.run_id, base + i + 1, codec.dumps(rec)))
-        for rec in em.records:
-            fold(state, rec)
+        for offset, record in enumerate(em.records, 1):
+            batch.records.append((self.run_id, base + offset, codec.dumps(to_stored(record))))
+        for record in em.records:
+            fold(state, record)
         batch.runs.append(run_row(state, em.now))
         batch.instances.extend(em.instances)
         self.committing = True
@@ -545,7 +546,11 @@ class RunActor:
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:
             created.append(s.wt.task_id)
-        created += [activity_execution_id(self.run_id, r["p"]["sequence"]) for r in em.records if r["t"] == "ActivityScheduled"]
+        created += [
+            activity_execution_id(self.run_id, record.payload["sequence"])
+            for record in em.records
+            if record.kind == "ActivityScheduled"
+        ]
         return {
             "task_id": task_id,
             "workflow_task_attempt": attempt,
@@ -714,7 +719,7 @@ class RunActor:
         return await self._commit_command(em, request_id, msg.command_id, update_id=msg.update_id)
 
     async def _commit_command(self, em: Emitter, request_id: str | None, command_id: str, **extra: Any) -> dict[str, Any]:
-        answer = {"sequence": em.records[0]["h"], "command_id": command_id, **extra}
+        answer = {"sequence": em.records[0].sequence, "command_id": command_id, **extra}
         if request_id:
             em.internal("command", request_id=request_id, answer=answer)
         await self.commit(em)

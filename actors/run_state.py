@@ -1,10 +1,10 @@
 """A run's folded state and the fold that builds it from journal records.
 
-The journal holds two kinds of records for a run: *history events* (``h`` set, the
-PascalCase events the SDK replays) and *internal transitions* (lower-case ``t``: task
-claims, releases, failures). Folding both, in journal order, yields everything the
-actor needs: status, the one workflow-task slot, open activities, timers, children,
-the open condition wait. ``fold`` is deterministic and does no I/O: every id and
+The journal holds two kinds of records for a run (``records.Record``): *history events*
+(with a sequence: the PascalCase events the SDK replays) and *internal transitions* (a
+lower-case kind and no sequence: task claims, releases, failures). Folding both, in journal
+order, yields everything the actor needs: status, the one workflow-task slot, open
+activities, timers, children, the open condition wait. ``fold`` is deterministic and does no I/O: every id and
 instant it uses is carried by the record, so recovery is replay.
 """
 
@@ -16,6 +16,8 @@ from typing import Any
 
 from persistence.ids import iso
 from persistence.vocabulary import TERMINAL_STATUSES, workflow_task_id
+
+from .records import Record
 
 TERMINAL = TERMINAL_STATUSES
 TERMINAL_EVENTS = {
@@ -155,42 +157,40 @@ class RunState:
         return "signal"
 
 
-def fold(state: RunState, rec: dict[str, Any]) -> RunState:
+def fold(state: RunState, record: Record) -> RunState:
     """Apply one journal record to the run state (in place) and return it."""
-    t = rec["t"]
-    at = rec["at"]
     state.jseq += 1
-    if "h" in rec:
-        _history(state, rec)
-        state.last_progress_at = at
-        handler = _EVENT_FOLDS.get(t)
+    if record.is_history:
+        _history(state, record)
+        state.last_progress_at = record.at
+        handler = _EVENT_FOLDS.get(record.kind)
     else:
-        handler = _INTERNAL_FOLDS[t]
+        handler = _INTERNAL_FOLDS[record.kind]
     if handler is not None:
-        handler(state, rec)
-    extra = rec.get("x")
-    if extra and "start" in extra:  # this record created a run: it stays pending until confirmed
-        state.pending_starts[extra["start"]["run_id"]] = extra["start"]
-    _schedule(state, at)
+        handler(state, record)
+    if "start" in record.extra:  # this record created a run: it stays pending until confirmed
+        start = record.extra["start"]
+        state.pending_starts[start["run_id"]] = start
+    _schedule(state, record.at)
     return state
 
 
-def _history(state: RunState, rec: dict[str, Any]) -> None:
-    h = rec["h"]
-    assert h == state.next_h, f"history gap in {state.run_id}: expected {state.next_h}, got {h}"
-    state.next_h = h + 1
-    ts = iso(rec["at"])
+def _history(state: RunState, record: Record) -> None:
+    sequence = _sequence(record)
+    assert sequence == state.next_h, f"history gap in {state.run_id}: expected {state.next_h}, got {sequence}"
+    state.next_h = sequence + 1
+    timestamp = iso(record.at)
     state.events.append(
         {
-            "id": f"{state.run_id}-{h}",
-            "sequence": h,
-            "event_type": rec["t"],
+            "id": f"{state.run_id}-{sequence}",
+            "sequence": sequence,
+            "event_type": record.kind,
             "namespace": state.meta.get("namespace"),
-            "workflow_task_id": rec.get("wt"),
-            "workflow_command_id": rec.get("cmd"),
-            "recorded_at": ts,
-            "timestamp": ts,
-            "payload": rec.get("p") or {},
+            "workflow_task_id": record.workflow_task_id,
+            "workflow_command_id": record.command_id,
+            "recorded_at": timestamp,
+            "timestamp": timestamp,
+            "payload": record.payload,
         }
     )
 
@@ -206,251 +206,261 @@ def _schedule(state: RunState, at: float) -> None:
 
 def _set_wake(state: RunState, at: float) -> None:
     state.wake = True
-    wt = state.wt
-    if wt is not None and wt.status == "ready" and wt.available_at > at:
-        wt.available_at = at  # a new wake event cuts a failure backoff short
+    task = state.wt
+    if task is not None and task.status == "ready" and task.available_at > at:
+        task.available_at = at  # a new wake event cuts a failure backoff short
 
 
-def _member_resolved(state: RunState, par: dict[str, Any] | None, seq: int, at: float) -> None:
+def _member_resolved(state: RunState, parallel: dict[str, Any] | None, sequence: int, at: float) -> None:
     """Wake the workflow for a resolved step; for a parallel member only when its whole group resolved."""
-    if not par:
+    if not parallel:
         _set_wake(state, at)
         return
-    group = state.groups.get(par["parallel_group_path"][0]["parallel_group_id"])
+    group = state.groups.get(parallel["parallel_group_path"][0]["parallel_group_id"])
     if group is None:
         _set_wake(state, at)
         return
-    group["open"].discard(seq)
+    group["open"].discard(sequence)
     if not group["open"]:
         _set_wake(state, at)
 
 
-def _register_step(state: RunState, seq: int, info: dict[str, Any], par: dict[str, Any] | None) -> None:
-    state.step_seq = max(state.step_seq, seq)
-    state.steps[seq] = info
-    if par:
-        outer = par["parallel_group_path"][0]
+def _register_step(state: RunState, sequence: int, info: dict[str, Any], parallel: dict[str, Any] | None) -> None:
+    state.step_seq = max(state.step_seq, sequence)
+    state.steps[sequence] = info
+    if parallel:
+        outer = parallel["parallel_group_path"][0]
         group = state.groups.setdefault(outer["parallel_group_id"], {"open": set()})
-        group["open"].add(seq)
+        group["open"].add(sequence)
 
 
 # --- history event folds -------------------------------------------------------------
 
 
-def _started(state: RunState, rec: dict[str, Any]) -> None:
-    meta = rec.get("x", {}).get("meta")
+def _started(state: RunState, record: Record) -> None:
+    meta = record.extra.get("meta")
     if meta is not None:
         state.meta = dict(meta)
         state.search_attributes = dict(meta.get("search_attributes") or {})
-    if rec["t"] == "WorkflowStarted":
+    if record.kind == "WorkflowStarted":
         state.status = "pending"
-        _set_wake(state, rec["at"])
+        _set_wake(state, record.at)
 
 
-def _activity_scheduled(state: RunState, rec: dict[str, Any]) -> None:
-    x = rec["x"]
-    seq = rec["p"]["sequence"]
-    par = x.get("par")
-    act = Activity(
-        seq=seq,
-        exec_id=rec["p"]["activity_execution_id"],
-        activity_type=rec["p"]["activity_type"],
-        queue=x["queue"],
-        arguments=x.get("arguments"),
-        policy=x["policy"],
-        scheduled_at=rec["at"],
-        parallel=par,
-        available_at=rec["at"],
-        ready_since=rec["at"],
+def _activity_scheduled(state: RunState, record: Record) -> None:
+    payload, extra = record.payload, record.extra
+    sequence = payload["sequence"]
+    parallel = extra.get("par")
+    activity = Activity(
+        seq=sequence,
+        exec_id=payload["activity_execution_id"],
+        activity_type=payload["activity_type"],
+        queue=extra["queue"],
+        arguments=extra.get("arguments"),
+        policy=extra["policy"],
+        scheduled_at=record.at,
+        parallel=parallel,
+        available_at=record.at,
+        ready_since=record.at,
     )
-    state.activities[seq] = act
-    _register_step(state, seq, {"kind": "activity", "name": act.activity_type}, par)
+    state.activities[sequence] = activity
+    _register_step(state, sequence, {"kind": "activity", "name": activity.activity_type}, parallel)
 
 
-def _activity_started(state: RunState, rec: dict[str, Any]) -> None:
-    act = state.activities[rec["p"]["sequence"]]
-    act.status = "running"
-    act.attempt_number = rec["p"]["attempt_number"]
-    act.attempt_closed = False
-    act.owner = rec["x"]["owner"]
-    act.lease_expires_at = rec["x"]["lease"]
-    act.claimed_at = rec["at"]
-    act.heartbeat_base = rec["at"]
-    act.progress = None
+def _activity_started(state: RunState, record: Record) -> None:
+    activity = state.activities[record.payload["sequence"]]
+    activity.status = "running"
+    activity.attempt_number = record.payload["attempt_number"]
+    activity.attempt_closed = False
+    activity.owner = record.extra["owner"]
+    activity.lease_expires_at = record.extra["lease"]
+    activity.claimed_at = record.at
+    activity.heartbeat_base = record.at
+    activity.progress = None
 
 
-def _activity_retry(state: RunState, rec: dict[str, Any]) -> None:
-    act = state.activities[rec["p"]["sequence"]]
-    act.status = "pending"
-    act.attempt_closed = True
-    act.owner = None
-    act.available_at = rec["x"]["available_at"]
-    act.ready_since = act.available_at
-    act.attempt_number = rec["x"].get("attempt_number", act.attempt_number)
+def _activity_retry(state: RunState, record: Record) -> None:
+    activity = state.activities[record.payload["sequence"]]
+    activity.status = "pending"
+    activity.attempt_closed = True
+    activity.owner = None
+    activity.available_at = record.extra["available_at"]
+    activity.ready_since = activity.available_at
+    activity.attempt_number = record.extra.get("attempt_number", activity.attempt_number)
 
 
-def _activity_resolved(state: RunState, rec: dict[str, Any]) -> None:
-    act = state.activities.pop(rec["p"]["sequence"])
-    _member_resolved(state, act.parallel, act.seq, rec["at"])
+def _activity_resolved(state: RunState, record: Record) -> None:
+    activity = state.activities.pop(record.payload["sequence"])
+    _member_resolved(state, activity.parallel, activity.seq, record.at)
 
 
-def _activity_cancelled(state: RunState, rec: dict[str, Any]) -> None:
-    state.activities.pop(rec["p"]["sequence"], None)
+def _activity_cancelled(state: RunState, record: Record) -> None:
+    state.activities.pop(record.payload["sequence"], None)
 
 
-def _timer_scheduled(state: RunState, rec: dict[str, Any]) -> None:
-    p = rec["p"]
-    kind = "condition" if p.get("timer_kind") == "condition_timeout" else "user"
-    par = rec.get("x", {}).get("par")
-    x = rec["x"]
-    timer = Timer(p["sequence"], p["timer_id"], x["fire_at"], p["delay_seconds"], kind, par, dict(x.get("extra") or {}))
-    state.timers[p["sequence"]] = timer
+def _timer_scheduled(state: RunState, record: Record) -> None:
+    payload, extra = record.payload, record.extra
+    kind = "condition" if payload.get("timer_kind") == "condition_timeout" else "user"
+    parallel = extra.get("par")
+    timer = Timer(
+        payload["sequence"], payload["timer_id"], extra["fire_at"], payload["delay_seconds"], kind, parallel,
+        dict(extra.get("extra") or {}),
+    )
+    state.timers[payload["sequence"]] = timer
     if kind == "user":
-        _register_step(state, timer.seq, {"kind": "timer", "delay": timer.delay}, par)
+        _register_step(state, timer.seq, {"kind": "timer", "delay": timer.delay}, parallel)
     elif state.cond is not None:
         state.cond["timer_seq"] = timer.seq
 
 
-def _timer_fired(state: RunState, rec: dict[str, Any]) -> None:
-    timer = state.timers.pop(rec["p"]["sequence"], None)
+def _timer_fired(state: RunState, record: Record) -> None:
+    timer = state.timers.pop(record.payload["sequence"], None)
     if timer is None:
         return
     if timer.kind == "condition":
         state.cond = None
-        _set_wake(state, rec["at"])
+        _set_wake(state, record.at)
     else:
-        _member_resolved(state, timer.parallel, timer.seq, rec["at"])
+        _member_resolved(state, timer.parallel, timer.seq, record.at)
 
 
-def _timer_cancelled(state: RunState, rec: dict[str, Any]) -> None:
-    state.timers.pop(rec["p"]["sequence"], None)
+def _timer_cancelled(state: RunState, record: Record) -> None:
+    state.timers.pop(record.payload["sequence"], None)
 
 
-def _child_scheduled(state: RunState, rec: dict[str, Any]) -> None:
-    p = rec["p"]
-    par = rec.get("x", {}).get("par")
+def _child_scheduled(state: RunState, record: Record) -> None:
+    payload = record.payload
+    parallel = record.extra.get("par")
     child = Child(
-        p["sequence"],
-        p["child_workflow_instance_id"],
-        p["child_workflow_run_id"],
-        p["child_workflow_type"],
-        p["parent_close_policy"],
-        par,
+        payload["sequence"],
+        payload["child_workflow_instance_id"],
+        payload["child_workflow_run_id"],
+        payload["child_workflow_type"],
+        payload["parent_close_policy"],
+        parallel,
     )
     state.children[child.seq] = child
-    _register_step(state, child.seq, {"kind": "child", "name": child.workflow_type}, par)
+    _register_step(state, child.seq, {"kind": "child", "name": child.workflow_type}, parallel)
 
 
-def _child_run_started(state: RunState, rec: dict[str, Any]) -> None:
-    child = state.children.get(rec["p"]["sequence"])
+def _child_run_started(state: RunState, record: Record) -> None:
+    child = state.children.get(record.payload["sequence"])
     if child is not None:
-        child.run_id = rec["p"]["child_workflow_run_id"]
-        child.run_number = rec["p"].get("child_run_number", 1)
+        child.run_id = record.payload["child_workflow_run_id"]
+        child.run_number = record.payload.get("child_run_number", 1)
 
 
-def _child_resolved(state: RunState, rec: dict[str, Any]) -> None:
-    child = state.children.pop(rec["p"]["sequence"], None)
+def _child_resolved(state: RunState, record: Record) -> None:
+    child = state.children.pop(record.payload["sequence"], None)
     if child is not None:
-        _member_resolved(state, child.parallel, child.seq, rec["at"])
+        _member_resolved(state, child.parallel, child.seq, record.at)
 
 
-def _marker(kind: str) -> Callable[[RunState, dict[str, Any]], None]:
-    def apply(state: RunState, rec: dict[str, Any]) -> None:
-        p = rec["p"]
+def _marker(kind: str) -> Callable[[RunState, Record], None]:
+    def apply(state: RunState, record: Record) -> None:
         info: dict[str, Any] = {"kind": kind}
         if kind == "search_attributes":
-            state.search_attributes = dict(p.get("merged") or {})
-        _register_step(state, p["sequence"], info, None)
+            state.search_attributes = dict(record.payload.get("merged") or {})
+        _register_step(state, record.payload["sequence"], info, None)
 
     return apply
 
 
-def _cond_opened(state: RunState, rec: dict[str, Any]) -> None:
-    p = rec["p"]
+def _cond_opened(state: RunState, record: Record) -> None:
+    payload = record.payload
     state.cond = {
-        "seq": p["sequence"],
-        "wait_id": p["condition_wait_id"],
-        "key": p.get("condition_key"),
-        "fingerprint": p.get("condition_definition_fingerprint"),
-        "timeout": p.get("timeout_seconds"),
-        "deadline": rec.get("x", {}).get("deadline"),
+        "seq": payload["sequence"],
+        "wait_id": payload["condition_wait_id"],
+        "key": payload.get("condition_key"),
+        "fingerprint": payload.get("condition_definition_fingerprint"),
+        "timeout": payload.get("timeout_seconds"),
+        "deadline": record.extra.get("deadline"),
     }
     state.last_signal = None
-    _register_step(state, p["sequence"], {"kind": "condition"}, None)
+    _register_step(state, payload["sequence"], {"kind": "condition"}, None)
 
 
-def _cond_satisfied(state: RunState, rec: dict[str, Any]) -> None:
+def _cond_satisfied(state: RunState, record: Record) -> None:
     state.cond = None
 
 
-def _signal(state: RunState, rec: dict[str, Any]) -> None:
-    state.last_signal = {"signal_name": rec["p"]["signal_name"], "workflow_signal_id": rec["p"]["signal_id"]}
-    state.last_signal_h = rec["h"]
-    state.unseen_signals.append(rec["h"])
+def _signal(state: RunState, record: Record) -> None:
+    sequence = _sequence(record)
+    state.last_signal = {"signal_name": record.payload["signal_name"], "workflow_signal_id": record.payload["signal_id"]}
+    state.last_signal_h = sequence
+    state.unseen_signals.append(sequence)
     if state.cond is not None:
-        _set_wake(state, rec["at"])
+        _set_wake(state, record.at)
 
 
-def _update_accepted(state: RunState, rec: dict[str, Any]) -> None:
-    p = rec["p"]
-    state.updates[p["update_id"]] = {
-        "update_id": p["update_id"],
-        "name": p["update_name"],
-        "arguments": p.get("arguments"),
-        "command_id": p.get("workflow_command_id"),
+def _update_accepted(state: RunState, record: Record) -> None:
+    payload = record.payload
+    state.updates[payload["update_id"]] = {
+        "update_id": payload["update_id"],
+        "name": payload["update_name"],
+        "arguments": payload.get("arguments"),
+        "command_id": payload.get("workflow_command_id"),
         "status": "accepted",
-        "h": rec["h"],
-        "accepted_at": rec["at"],
+        "sequence": _sequence(record),
+        "accepted_at": record.at,
         "applied_at": None,
         "closed_at": None,
         "result": None,
         "failure": None,
     }
-    state.pending_updates.append(p["update_id"])
+    state.pending_updates.append(payload["update_id"])
 
 
-def _update_applied(state: RunState, rec: dict[str, Any]) -> None:
-    up = state.updates.get(rec["p"]["update_id"])
-    if up is not None:
-        up["applied_at"] = rec["at"]
+def _update_applied(state: RunState, record: Record) -> None:
+    update = state.updates.get(record.payload["update_id"])
+    if update is not None:
+        update["applied_at"] = record.at
 
 
-def _update_completed(state: RunState, rec: dict[str, Any]) -> None:
-    p = rec["p"]
-    up = state.updates.get(p["update_id"])
-    if up is not None:
-        up["closed_at"] = rec["at"]
-        if p.get("failure_id"):
-            up["status"] = "failed"
-            up["failure"] = {"failure_id": p["failure_id"], "message": p.get("message"), "exception_type": p.get("exception_type")}
+def _update_completed(state: RunState, record: Record) -> None:
+    payload = record.payload
+    update = state.updates.get(payload["update_id"])
+    if update is not None:
+        update["closed_at"] = record.at
+        if payload.get("failure_id"):
+            update["status"] = "failed"
+            update["failure"] = {
+                "failure_id": payload["failure_id"], "message": payload.get("message"), "exception_type": payload.get("exception_type"),
+            }
         else:
-            up["status"] = "completed"
-            up["result"] = p.get("result")
-    if p["update_id"] in state.pending_updates:
-        state.pending_updates.remove(p["update_id"])
+            update["status"] = "completed"
+            update["result"] = payload.get("result")
+    if payload["update_id"] in state.pending_updates:
+        state.pending_updates.remove(payload["update_id"])
     if state.cond is not None:
-        _set_wake(state, rec["at"])  # the handler may have made the open wait's predicate true
+        _set_wake(state, record.at)  # the handler may have made the open wait's predicate true
 
 
-def _closed(state: RunState, rec: dict[str, Any]) -> None:
+def _closed(state: RunState, record: Record) -> None:
     for update_id in state.pending_updates:  # accepted but never applied: their callers are released
-        up = state.updates[update_id]
-        up["status"] = "failed"
-        up["closed_at"] = rec["at"]
-        up["failure"] = {"failure_id": None, "message": "The workflow run closed before the update was applied.", "reason": "run_closed"}
+        update = state.updates[update_id]
+        update["status"] = "failed"
+        update["closed_at"] = record.at
+        update["failure"] = {"failure_id": None, "message": "The workflow run closed before the update was applied.", "reason": "run_closed"}
     state.pending_updates = []
-    status, reason = TERMINAL_EVENTS[rec["t"]]
+    status, reason = TERMINAL_EVENTS[record.kind]
     state.status = status
     state.closed_reason = reason
-    state.closed_at = rec["at"]
-    state.output = rec.get("x", {}).get("output")
-    if status in ("completed", "failed") and rec["t"] != "WorkflowTimedOut":
+    state.closed_at = record.at
+    state.output = record.extra.get("output")
+    if status in ("completed", "failed") and record.kind != "WorkflowTimedOut":
         state.late_outcomes = {a.seq: a.attempt_number for a in state.activities.values() if a.status == "running"}
     state.wt = None
     state.wake = False
     state.timers.clear()
     state.activities.clear()
     state.cond = None
+
+
+def _sequence(record: Record) -> int:
+    """The history sequence of an event fold (only history events reach those)."""
+    assert record.sequence is not None
+    return record.sequence
 
 
 _EVENT_FOLDS: dict[str, Any] = {
@@ -488,25 +498,26 @@ _EVENT_FOLDS: dict[str, Any] = {
 
 
 # --- internal transitions ------------------------------------------------------------
+# Their fields are read under their stored names (``record.data``), as the Emitter wrote them.
 
 
-def _wt_claim(state: RunState, rec: dict[str, Any]) -> None:
-    wt = state.wt
-    assert wt is not None and wt.task_id == rec["task"]
-    wt.status = "leased"
-    wt.attempt = rec["attempt"]
-    wt.owner = rec["owner"]
-    wt.lease_expires_at = rec["lease"]
-    wt.snapshot = rec["snap"]
-    if wt.update_id is None:
+def _wt_claim(state: RunState, record: Record) -> None:
+    task = state.wt
+    assert task is not None and task.task_id == record.data["task"]
+    task.status = "leased"
+    task.attempt = record.data["attempt"]
+    task.owner = record.data["owner"]
+    task.lease_expires_at = record.data["lease"]
+    task.snapshot = record.data["snap"]
+    if task.update_id is None:
         state.wake = False  # the snapshot holds every event that set it; update tasks leave it
     if state.status == "waiting" or state.status == "pending":
         state.status = "running" if state.status == "waiting" else state.status
 
 
-def _wt_done(state: RunState, rec: dict[str, Any]) -> None:
+def _wt_done(state: RunState, record: Record) -> None:
     snapshot = state.wt.snapshot if state.wt is not None else 0
-    state.unseen_signals = [h for h in state.unseen_signals if h > snapshot]
+    state.unseen_signals = [sequence for sequence in state.unseen_signals if sequence > snapshot]
     state.wt = None
     state.wt_failures = 0
     if state.is_open:
@@ -514,45 +525,45 @@ def _wt_done(state: RunState, rec: dict[str, Any]) -> None:
         # A signal that arrived after this task's snapshot was never seen by the worker; if the
         # completion left a wait open, the next task must replay it against that wait.
         if state.cond is not None and state.last_signal_h > snapshot:
-            _set_wake(state, rec["at"])
+            _set_wake(state, record.at)
 
 
-def _wt_fail(state: RunState, rec: dict[str, Any]) -> None:
-    wt = state.wt
-    assert wt is not None
+def _wt_fail(state: RunState, record: Record) -> None:
+    task = state.wt
+    assert task is not None
     state.wt_failures += 1
-    wt.status = "ready"
-    wt.owner = None
-    wt.lease_expires_at = None
-    wt.available_at = rec["retry_at"]
+    task.status = "ready"
+    task.owner = None
+    task.lease_expires_at = None
+    task.available_at = record.data["retry_at"]
 
 
-def _wt_release(state: RunState, rec: dict[str, Any]) -> None:
-    wt = state.wt
-    if wt is not None and wt.task_id == rec["task"]:
-        wt.status = "ready"
-        wt.owner = None
-        wt.lease_expires_at = None
-        wt.available_at = rec["at"]
+def _wt_release(state: RunState, record: Record) -> None:
+    task = state.wt
+    if task is not None and task.task_id == record.data["task"]:
+        task.status = "ready"
+        task.owner = None
+        task.lease_expires_at = None
+        task.available_at = record.at
 
 
-def _act_release(state: RunState, rec: dict[str, Any]) -> None:
-    act = state.activities.get(rec["seq"])
-    if act is not None:
-        act.status = "pending"
-        act.attempt_closed = True
-        act.owner = None
-        act.available_at = rec["at"]
-        act.ready_since = rec["at"]
+def _act_release(state: RunState, record: Record) -> None:
+    activity = state.activities.get(record.data["seq"])
+    if activity is not None:
+        activity.status = "pending"
+        activity.attempt_closed = True
+        activity.owner = None
+        activity.available_at = record.at
+        activity.ready_since = record.at
 
 
-def _act_late(state: RunState, rec: dict[str, Any]) -> None:
+def _act_late(state: RunState, record: Record) -> None:
     """An outcome that arrived after the run closed: stored once, no history (spec 6.5)."""
-    state.late_outcomes.pop(rec["seq"], None)
+    state.late_outcomes.pop(record.data["seq"], None)
 
 
-def _command(state: RunState, rec: dict[str, Any]) -> None:
-    state.commands[rec["request_id"]] = rec["answer"]
+def _command(state: RunState, record: Record) -> None:
+    state.commands[record.data["request_id"]] = record.data["answer"]
 
 
 _INTERNAL_FOLDS: dict[str, Any] = {
@@ -563,6 +574,6 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_release": _act_release,
     "act_late": _act_late,
     "command": _command,
-    "repair_wake": lambda state, rec: _set_wake(state, rec["at"]),  # an operator's repair pass
-    "run_started": lambda state, rec: state.pending_starts.pop(rec["run"], None),  # its first commit is in
+    "repair_wake": lambda state, record: _set_wake(state, record.at),  # an operator's repair pass
+    "run_started": lambda state, record: state.pending_starts.pop(record.data["run"], None),  # its first commit is in
 }

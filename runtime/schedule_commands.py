@@ -16,6 +16,7 @@ from typing import Any
 
 from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.limits import Limits, search_attribute_problem
+from actors.records import from_stored
 from persistence import avro, codec
 from persistence.ids import iso, ulid
 
@@ -371,14 +372,16 @@ async def history(svc: ScheduleService, namespace: str, schedule_id: str, q: dic
         raise ProtocolError(404, "schedule_not_found", f"Schedule [{schedule_id}] not found in namespace [{namespace}].", schedule_id=schedule_id)
     events = []
     for raw in bodies:
-        record = codec.loads(raw)
-        if record["h"] <= after:
+        record = from_stored(codec.loads(raw))
+        sequence = record.sequence
+        assert sequence is not None, "a schedule's audit stream holds history events only"
+        if sequence <= after:
             continue
-        payload = record["p"]
+        payload = record.payload
         events.append({
-            "id": f"{schedule_id}-{record['h']}", "sequence": record["h"], "event_type": record["t"], "payload": payload,
+            "id": f"{schedule_id}-{sequence}", "sequence": sequence, "event_type": record.kind, "payload": payload,
             "workflow_instance_id": payload.get("workflow_instance_id"), "workflow_run_id": payload.get("workflow_run_id"),
-            "recorded_at": iso(record["at"]),
+            "recorded_at": iso(record.at),
         })
     page, more = events[:limit], len(events) > limit
     return {"schedule_id": schedule_id, "namespace": namespace, "events": page,

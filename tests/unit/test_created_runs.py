@@ -14,6 +14,7 @@ import trio.testing
 
 from actors import messages as m
 from actors.clock import TrioClock
+from actors.records import from_stored
 from persistence import codec
 from persistence.journal import InstanceRow
 from runtime.engine import Engine
@@ -46,7 +47,7 @@ class BatchJournal(FakeJournal):
 
 
 def _types(journal: FakeJournal, run_id: str) -> list[str]:
-    return [codec.loads(body)["t"] for body in journal.records.get(run_id, [])]
+    return [from_stored(codec.loads(body)).kind for body in journal.records.get(run_id, [])]
 
 
 async def _complete_first_task(engine: Engine, run_id: str, commands: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,7 +109,8 @@ async def test_a_lost_continuation_is_started_by_the_reader_that_follows_the_lin
 ) -> None:
     journal = BatchJournal()
     first = _run(journal, TrioClock().now())
-    [meta] = [codec.loads(b)["x"]["meta"] for b in journal.records[first] if "meta" in codec.loads(b).get("x", {})]
+    records = [from_stored(codec.loads(b)) for b in journal.records[first]]
+    [meta] = [record.extra["meta"] for record in records if "meta" in record.extra]
     journal.instances[("default", meta["workflow_id"])] = InstanceRow("default", meta["workflow_id"], "t", first, 1, 0.0)
     crashed = Engine(journal, TrioClock(), idle_seconds=600)
     crashed.start_run = lambda *args: None  # type: ignore[method-assign]

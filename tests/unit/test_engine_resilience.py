@@ -8,6 +8,7 @@ import trio
 from actors import messages as m
 from actors.clock import TrioClock
 from actors.emit import new_run_meta, started_records
+from actors.records import from_stored, to_stored
 from actors.run_actor import RunUnavailable
 from persistence import codec
 from persistence.ids import run_ulid
@@ -39,7 +40,7 @@ def _run(journal: FakeJournal, now: float) -> str:
         run_id=run_id, namespace="default", workflow_id=f"wf-{run_id}", workflow_type="t", task_queue="q",
         run_number=1, arguments=None, now=now, execution_timeout=None, run_timeout=None,
     )
-    journal.records[run_id] = [codec.dumps(r) for r in started_records(meta, now, accepted=True)]
+    journal.records[run_id] = [codec.dumps(to_stored(r)) for r in started_records(meta, now, accepted=True)]
     return run_id
 
 
@@ -95,9 +96,9 @@ async def test_a_run_stored_deeper_than_the_decoder_default_still_loads(autojump
     clock = TrioClock()
     engine = Engine(journal, clock, idle_seconds=5)
     run_id = _run(journal, clock.now())
-    started = codec.loads(journal.records[run_id][-1])
-    started["p"]["memo"] = _deep(450)
-    journal.records[run_id][-1] = codec.dumps(started)
+    started = from_stored(codec.loads(journal.records[run_id][-1]))
+    started.payload["memo"] = _deep(450)
+    journal.records[run_id][-1] = codec.dumps(to_stored(started))
     with pytest.raises(cbor2.CBORDecodeError):
         cbor2.loads(journal.records[run_id][-1])
     async with trio.open_nursery() as nursery:
@@ -132,7 +133,7 @@ async def test_a_run_with_an_unreadable_record_refuses_everything_but_terminate(
             answer = await engine.ask(run_id, m.Close(kind="terminate", reason="unreadable journal"))
         assert "sequence" in answer and (await engine.ask(run_id, m.Describe())).status == "terminated"
         assert journal.records[run_id][2] == b"\xff\xff not cbor"  # appended after it, nothing rewritten
-        assert "WorkflowTerminated" in [codec.loads(b)["t"] for b in journal.records[run_id][3:]]
+        assert "WorkflowTerminated" in [from_stored(codec.loads(b)).kind for b in journal.records[run_id][3:]]
         assert "cannot be read" in caplog.text and run_id in caplog.text
         # closed now: it reads again (what could be read), also after passivation and reload
         await trio.sleep(10)

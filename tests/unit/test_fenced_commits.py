@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from actors.records import from_stored
 from persistence import codec
 from persistence.ids import shard_of_run
 from runtime.node import Node
@@ -37,7 +38,7 @@ def _claim_behind_the_nodes_back(node: Node, shard: int) -> None:
 
 
 async def _record_types(node: Node, key: str) -> list[str]:
-    return [codec.loads(b)["t"] for b in await node.journal.read_records(key)]
+    return [from_stored(codec.loads(b)).kind for b in await node.journal.read_records(key)]
 
 
 @pytest.fixture

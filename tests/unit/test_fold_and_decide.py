@@ -16,6 +16,7 @@ from actors import decide_workflow_task as dwt
 from actors.commands import CommandError
 from actors.decide_workflow_task import GuardError
 from actors.emit import AVRO_NULL_BLOB, Emitter, new_run_meta, started_records
+from actors.records import Record
 from actors.run_state import RunState, fold
 from persistence.ids import iso
 
@@ -31,16 +32,16 @@ ACT_OWNER = "act-worker"
 # --- helpers ---------------------------------------------------------------------------
 
 
-def history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if "h" in r]
+def history(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.is_history]
 
 
-def types(records: list[dict[str, Any]]) -> list[str]:
-    return [r["t"] for r in history(records)]
+def types(records: list[Record]) -> list[str]:
+    return [r.kind for r in history(records)]
 
 
-def only(records: list[dict[str, Any]], etype: str) -> dict[str, Any]:
-    [rec] = [r for r in records if r["t"] == etype]
+def only(records: list[Record], etype: str) -> Record:
+    [rec] = [r for r in records if r.kind == etype]
     return rec
 
 
@@ -71,7 +72,7 @@ class Run:
         self.opening = self.apply(started_records(self.meta, T0, accepted=accepted))
         self.last: Emitter | None = None
 
-    def apply(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def apply(self, records: list[Record]) -> list[Record]:
         for rec in records:
             fold(self.state, rec)
         seqs = [e["sequence"] for e in self.state.events]
@@ -79,7 +80,7 @@ class Run:
         assert self.state.next_h == len(seqs) + 1
         return records
 
-    def commit(self, em: Emitter | None) -> list[dict[str, Any]]:
+    def commit(self, em: Emitter | None) -> list[Record]:
         assert em is not None, "the decision produced nothing"
         self.last = em
         return self.apply(em.records)
@@ -89,18 +90,18 @@ class Run:
         self.commit(dwt.claim(self.state, owner, now))
         return self.state.wt
 
-    def complete(self, commands: Any, now: float, owner: str = WF_OWNER) -> list[dict[str, Any]]:
+    def complete(self, commands: Any, now: float, owner: str = WF_OWNER) -> list[Record]:
         wt = self.state.wt
         assert wt is not None
         dwt.guard(self.state, wt.task_id, owner, wt.attempt, now)
         return self.commit(dwt.complete(self.state, wt.task_id, commands, now))
 
-    def turn(self, commands: Any, now: float) -> list[dict[str, Any]]:
+    def turn(self, commands: Any, now: float) -> list[Record]:
         """Claim the ready workflow task and complete it at the same instant."""
         self.claim(now)
         return self.complete(commands, now)
 
-    def fail_task(self, failure: dict[str, Any], now: float, owner: str = WF_OWNER) -> tuple[str, list[dict[str, Any]]]:
+    def fail_task(self, failure: dict[str, Any], now: float, owner: str = WF_OWNER) -> tuple[str, list[Record]]:
         wt = self.state.wt
         assert wt is not None
         dwt.guard(self.state, wt.task_id, owner, wt.attempt, now)
@@ -108,7 +109,7 @@ class Run:
         return outcome, self.commit(em)
 
     # activities
-    def act_claim(self, seq: int, now: float, owner: str = ACT_OWNER) -> list[dict[str, Any]]:
+    def act_claim(self, seq: int, now: float, owner: str = ACT_OWNER) -> list[Record]:
         return self.commit(decide_activity.claim(self.state, seq, owner, now))
 
     def _live(self, seq: int, owner: str, verb: str) -> Any:
@@ -117,19 +118,19 @@ class Run:
         assert live is act
         return act
 
-    def act_complete(self, seq: int, now: float, result: Any = RESULT, owner: str = ACT_OWNER) -> list[dict[str, Any]]:
+    def act_complete(self, seq: int, now: float, result: Any = RESULT, owner: str = ACT_OWNER) -> list[Record]:
         act = self._live(seq, owner, "completed")
         return self.commit(decide_activity.complete(self.state, act, result, now))
 
-    def act_fail(self, seq: int, failure: dict[str, Any], now: float, owner: str = ACT_OWNER) -> list[dict[str, Any]]:
+    def act_fail(self, seq: int, failure: dict[str, Any], now: float, owner: str = ACT_OWNER) -> list[Record]:
         act = self._live(seq, owner, "failed")
         return self.commit(decide_activity.fail(self.state, act, failure, now))
 
     # clock and control plane
-    def tick(self, now: float) -> list[dict[str, Any]]:
+    def tick(self, now: float) -> list[Record]:
         return self.commit(decide_time.tick(self.state, now))
 
-    def signal(self, name: str, now: float, command_id: str = "sig-1") -> list[dict[str, Any]]:
+    def signal(self, name: str, now: float, command_id: str = "sig-1") -> list[Record]:
         return self.commit(decide_control.signal(self.state, name, None, command_id, now))
 
 
@@ -172,8 +173,8 @@ def scheduled_run(now: float = T0 + 1, **act: Any) -> Run:
 def test_start_records_and_first_workflow_task() -> None:
     run = Run()
     assert types(run.opening) == ["StartAccepted", "WorkflowStarted"]
-    assert [r["h"] for r in run.opening] == [1, 2]
-    started = run.opening[1]["p"]
+    assert [r.sequence for r in run.opening] == [1, 2]
+    started = run.opening[1].payload
     assert started["workflow_instance_id"] == "wf-1"
     assert started["workflow_run_id"] == RUN
     assert started["input"] == ARGS
@@ -188,7 +189,7 @@ def test_start_records_and_first_workflow_task() -> None:
 def test_child_style_start_has_workflow_started_first() -> None:
     run = Run(accepted=False)
     assert types(run.opening) == ["WorkflowStarted"]
-    assert run.opening[0]["h"] == 1
+    assert run.opening[0].sequence == 1
     assert run.state.status == "pending"
     assert run.state.wt is not None and run.state.wt.status == "ready"
 
@@ -211,13 +212,13 @@ def test_complete_with_schedule_activity() -> None:
     records = run.complete([activity()], T0 + 1)
     assert types(records) == ["ActivityScheduled"]
     sched = only(records, "ActivityScheduled")
-    assert sched["h"] == 3
-    assert sched["wt"] == wt.task_id
-    assert sched["p"]["sequence"] == 1
-    assert sched["p"]["activity_type"] == "greet"
-    assert sched["p"]["activity_execution_id"] == f"{RUN}-a1"
-    assert sched["x"]["queue"] == "acts"
-    assert records[-1] == {"t": "wt_done", "at": T0 + 1, "task": wt.task_id}
+    assert sched.sequence == 3
+    assert sched.workflow_task_id == wt.task_id
+    assert sched.payload["sequence"] == 1
+    assert sched.payload["activity_type"] == "greet"
+    assert sched.payload["activity_execution_id"] == f"{RUN}-a1"
+    assert sched.extra["queue"] == "acts"
+    assert records[-1] == Record("wt_done", T0 + 1, data={"task": wt.task_id})
     act = run.state.activities[1]
     assert (act.status, act.attempt_number, act.available_at) == ("pending", 0, T0 + 1)
     assert run.state.wt is None
@@ -236,9 +237,9 @@ def test_activity_claim_then_complete_wakes_workflow() -> None:
     run = scheduled_run()
     records = run.act_claim(1, T0 + 2)
     started = only(records, "ActivityStarted")
-    assert started["p"]["attempt_number"] == 1
-    assert started["p"]["activity_attempt_id"] == f"{RUN}-a1.1"
-    assert started["x"] == {"owner": ACT_OWNER, "lease": T0 + 2 + decide_activity.ACTIVITY_LEASE}
+    assert started.payload["attempt_number"] == 1
+    assert started.payload["activity_attempt_id"] == f"{RUN}-a1.1"
+    assert started.extra == {"owner": ACT_OWNER, "lease": T0 + 2 + decide_activity.ACTIVITY_LEASE}
     act = run.state.activities[1]
     assert (act.status, act.owner, act.attempt_closed) == ("running", ACT_OWNER, False)
     assert run.state.wt is None  # ActivityStarted never wakes
@@ -246,9 +247,9 @@ def test_activity_claim_then_complete_wakes_workflow() -> None:
 
     records = run.act_complete(1, T0 + 5)
     done = only(records, "ActivityCompleted")
-    assert done["p"]["result"] == RESULT["blob"]
-    assert done["p"]["payload_codec"] == "avro"
-    assert done["p"]["sequence"] == 1
+    assert done.payload["result"] == RESULT["blob"]
+    assert done.payload["payload_codec"] == "avro"
+    assert done.payload["sequence"] == 1
     assert 1 not in run.state.activities
     wt = run.state.wt
     assert wt is not None
@@ -275,7 +276,7 @@ def test_complete_workflow_closes_run() -> None:
     run.act_complete(1, T0 + 3)
     records = run.turn([{"type": "complete_workflow", "result": RESULT}], T0 + 4)
     done = only(records, "WorkflowCompleted")
-    assert done["p"] == {"output": RESULT["blob"], "payload_codec": "avro"}
+    assert done.payload == {"output": RESULT["blob"], "payload_codec": "avro"}
     assert (run.state.status, run.state.closed_reason, run.state.closed_at) == ("completed", "completed", T0 + 4)
     assert run.state.output == RESULT
     assert run.state.wt is None
@@ -285,7 +286,7 @@ def test_complete_workflow_closes_run() -> None:
 def test_complete_workflow_without_result_writes_avro_null() -> None:
     run = Run()
     records = run.turn([{"type": "complete_workflow"}], T0 + 1)
-    assert only(records, "WorkflowCompleted")["p"]["output"] == AVRO_NULL_BLOB
+    assert only(records, "WorkflowCompleted").payload["output"] == AVRO_NULL_BLOB
 
 
 def test_fail_workflow_records_failure() -> None:
@@ -294,7 +295,7 @@ def test_fail_workflow_records_failure() -> None:
         [{"type": "fail_workflow", "message": "declined", "exception_type": "CardDeclined", "failed_step_sequence": 2}],
         T0 + 1,
     )
-    p = only(records, "WorkflowFailed")["p"]
+    p = only(records, "WorkflowFailed").payload
     assert p["message"] == "declined"
     assert p["source_kind"] == "workflow_run"
     assert p["exception"] == {"class": "Exception", "type": "CardDeclined", "message": "declined", "code": 0}
@@ -308,15 +309,15 @@ def test_fail_workflow_records_failure() -> None:
 def test_parallel_group_wakes_only_when_all_members_resolved() -> None:
     run = Run()
     records = run.turn(activity_group(1, ["a", "b", "c"]), T0 + 1)
-    assert [r["p"]["sequence"] for r in history(records)] == [1, 2, 3]
-    assert all(r["p"]["parallel_group_id"] == "parallel-activities:1:3" for r in history(records))
+    assert [r.payload["sequence"] for r in history(records)] == [1, 2, 3]
+    assert all(r.payload["parallel_group_id"] == "parallel-activities:1:3" for r in history(records))
     for seq in (1, 2, 3):
         run.act_claim(seq, T0 + 2)
     run.act_complete(3, T0 + 3)
     assert run.state.wt is None
     failed = run.act_fail(1, {"message": "no", "type": "Boom"}, T0 + 4)
     assert types(failed) == ["ActivityFailed"]
-    assert only(failed, "ActivityFailed")["p"]["parallel_group_index"] == 0  # metadata on resolutions
+    assert only(failed, "ActivityFailed").payload["parallel_group_index"] == 0  # metadata on resolutions
     assert run.state.wt is None  # a failed member does not wake early
     run.act_complete(2, T0 + 5)
     assert run.state.wt is not None and run.state.wt.available_at == T0 + 5
@@ -331,7 +332,7 @@ def test_duplicate_group_is_ignored_and_consumes_no_steps() -> None:
     assert types(fired) == ["TimerFired"]
     wt = run.claim(T0 + 3)
     records = run.complete(activity_group(2, ["a", "b", "c"]), T0 + 3)
-    assert records == [{"t": "wt_done", "at": T0 + 3, "task": wt.task_id}]
+    assert records == [Record("wt_done", T0 + 3, data={"task": wt.task_id})]
     assert run.state.step_seq == 4
     assert sorted(run.state.activities) == [2, 3, 4]
     run.act_claim(2, T0 + 4)
@@ -344,7 +345,7 @@ def test_duplicate_group_is_ignored_and_consumes_no_steps() -> None:
     # a re-emitted group followed by a new step: the new step gets the next number
     records = run.turn([*activity_group(2, ["a", "b", "c"]), {"type": "record_side_effect", "result": SIDE_EFFECT_BLOB}], T0 + 9)
     assert types(records) == ["SideEffectRecorded"]
-    assert only(records, "SideEffectRecorded")["p"]["sequence"] == 5
+    assert only(records, "SideEffectRecorded").payload["sequence"] == 5
 
 
 def test_parallel_metadata_disagreeing_with_assigned_step_is_rejected_without_effect() -> None:
@@ -382,13 +383,13 @@ def test_step_sequence_is_dense_across_kinds() -> None:
         ],
         T0 + 1,
     )
-    assert [(r["t"], r["p"]["sequence"]) for r in history(records)] == [
+    assert [(r.kind, r.payload["sequence"]) for r in history(records)] == [
         ("SideEffectRecorded", 1),
         ("VersionMarkerRecorded", 2),
         ("ActivityScheduled", 3),
         ("ActivityScheduled", 4),
     ]
-    assert only(records, "SideEffectRecorded")["p"]["result"] == SIDE_EFFECT_BLOB
+    assert only(records, "SideEffectRecorded").payload["result"] == SIDE_EFFECT_BLOB
     for seq in (3, 4):
         run.act_claim(seq, T0 + 2)
         run.act_complete(seq, T0 + 3)
@@ -396,7 +397,7 @@ def test_step_sequence_is_dense_across_kinds() -> None:
         [{"type": "upsert_search_attributes", "attributes": {"Region": "eu"}}, activity("c"), {"type": "start_timer", "delay_seconds": 9}],
         T0 + 4,
     )
-    assert [r["p"]["sequence"] for r in history(records)] == [5, 6, 7]
+    assert [r.payload["sequence"] for r in history(records)] == [5, 6, 7]
     assert run.state.step_seq == 7
     assert run.state.search_attributes == {"Region": "eu"}
     assert sorted(run.state.steps) == [1, 2, 3, 4, 5, 6, 7]
@@ -417,18 +418,18 @@ def test_open_condition_wait_with_timeout_schedules_condition_timer() -> None:
     records = run.turn([open_wait(60)], T0 + 1)
     assert types(records) == ["ConditionWaitOpened", "TimerScheduled"]
     opened, timer = history(records)
-    assert opened["p"] == {
+    assert opened.payload == {
         "sequence": 1,
         "condition_wait_id": f"{RUN}-w1",
         "condition_key": "approval",
         "condition_definition_fingerprint": "sha256:7d91",
         "timeout_seconds": 60,
     }
-    assert timer["p"]["sequence"] == 1
-    assert timer["p"]["timer_kind"] == "condition_timeout"
-    assert timer["p"]["condition_wait_id"] == f"{RUN}-w1"
-    assert timer["p"]["delay_seconds"] == 60
-    assert timer["p"]["fire_at"] == iso(T0 + 61)
+    assert timer.payload["sequence"] == 1
+    assert timer.payload["timer_kind"] == "condition_timeout"
+    assert timer.payload["condition_wait_id"] == f"{RUN}-w1"
+    assert timer.payload["delay_seconds"] == 60
+    assert timer.payload["fire_at"] == iso(T0 + 61)
     assert run.state.cond is not None and run.state.cond["seq"] == 1
     assert run.state.timers[1].kind == "condition"
     assert run.state.wait_kind() == "condition"
@@ -446,7 +447,7 @@ def test_signal_without_open_wait_does_not_wake() -> None:
     run = scheduled_run()
     records = run.signal("approve", T0 + 2)
     assert types(records) == ["SignalReceived"]
-    assert "workflow_sequence" not in records[0]["p"]
+    assert "workflow_sequence" not in records[0].payload
     assert run.state.wt is None
 
 
@@ -454,20 +455,20 @@ def test_signal_wakes_open_wait_and_completion_satisfies_it_first() -> None:
     run = Run()
     run.turn([open_wait(60)], T0 + 1)
     sig = run.signal("approve", T0 + 5, command_id="cmd-sig")
-    assert sig[0]["p"]["workflow_sequence"] == 1
-    assert sig[0]["cmd"] == "cmd-sig"
+    assert sig[0].payload["workflow_sequence"] == 1
+    assert sig[0].command_id == "cmd-sig"
     assert run.state.wt is not None and run.state.wt.available_at == T0 + 5
     records = run.turn([activity("orders.charge")], T0 + 6)
     assert types(records) == ["ConditionWaitSatisfied", "TimerCancelled", "ActivityScheduled"]
     satisfied, cancelled, scheduled = history(records)
-    assert satisfied["p"]["sequence"] == 1
-    assert satisfied["p"]["condition_wait_id"] == f"{RUN}-w1"
-    assert satisfied["p"]["signal_name"] == "approve"
-    assert satisfied["p"]["workflow_signal_id"] == "cmd-sig"
-    assert satisfied["p"]["timer_id"] == f"{RUN}-t1"
-    assert cancelled["p"]["timer_kind"] == "condition_timeout"
-    assert cancelled["p"]["sequence"] == 1
-    assert scheduled["p"]["sequence"] == 2
+    assert satisfied.payload["sequence"] == 1
+    assert satisfied.payload["condition_wait_id"] == f"{RUN}-w1"
+    assert satisfied.payload["signal_name"] == "approve"
+    assert satisfied.payload["workflow_signal_id"] == "cmd-sig"
+    assert satisfied.payload["timer_id"] == f"{RUN}-t1"
+    assert cancelled.payload["timer_kind"] == "condition_timeout"
+    assert cancelled.payload["sequence"] == 1
+    assert scheduled.payload["sequence"] == 2
     assert run.state.cond is None
     assert run.state.timers == {}
 
@@ -504,7 +505,7 @@ def test_completion_that_missed_a_signal_to_its_open_wait_is_superseded() -> Non
     assert run.state.wt is not None  # catch-up task for s2
     run.claim(T0 + 5)
     late = run.signal("add", T0 + 6, command_id="s3")  # reaches the open wait during the lease
-    assert late[0]["p"]["workflow_sequence"] == 1
+    assert late[0].payload["workflow_sequence"] == 1
     records = run.complete([open_wait(None)], T0 + 7)
     assert types(records) == []  # nothing written: no ConditionWaitSatisfied, no second wait
     assert run.state.cond is not None and run.state.cond["seq"] == 1
@@ -519,8 +520,8 @@ def test_condition_timeout_fires_when_no_task_is_leased() -> None:
     assert run.tick(T0 + 10) == []
     fired = run.tick(T0 + 11)
     assert types(fired) == ["TimerFired"]
-    assert fired[0]["p"]["timer_kind"] == "condition_timeout"
-    assert fired[0]["p"]["fired_at"] == iso(T0 + 11)
+    assert fired[0].payload["timer_kind"] == "condition_timeout"
+    assert fired[0].payload["fired_at"] == iso(T0 + 11)
     assert run.state.cond is None
     assert run.state.wt is not None
 
@@ -537,7 +538,7 @@ def test_condition_timeout_is_deferred_while_ordinary_task_is_leased() -> None:
     assert history(records) == []
     fired = run.tick(T0 + 13)
     assert types(fired) == ["TimerFired"]
-    assert fired[0]["p"]["condition_wait_id"] == f"{RUN}-w1"
+    assert fired[0].payload["condition_wait_id"] == f"{RUN}-w1"
     assert run.state.cond is None
     assert run.state.wt is not None  # the timeout wakes the workflow
 
@@ -560,9 +561,9 @@ def test_reopened_wait_keeps_remaining_deadline() -> None:
     records = run.turn([open_wait(60)], T0 + 25)
     assert types(records) == ["ConditionWaitSatisfied", "TimerCancelled", "ConditionWaitOpened", "TimerScheduled"]
     timer = history(records)[-1]
-    assert timer["p"]["sequence"] == 2
-    assert timer["p"]["delay_seconds"] == 36
-    assert timer["p"]["fire_at"] == iso(T0 + 61)
+    assert timer.payload["sequence"] == 2
+    assert timer.payload["delay_seconds"] == 36
+    assert timer.payload["fire_at"] == iso(T0 + 61)
     assert run.state.timers[2].fire_at == T0 + 61
 
 
@@ -571,7 +572,7 @@ def test_reopened_wait_with_other_key_gets_full_timeout() -> None:
     run.turn([open_wait(60)], T0 + 1)
     run.signal("approve", T0 + 20)
     records = run.turn([open_wait(60, key="other")], T0 + 25)
-    assert history(records)[-1]["p"]["delay_seconds"] == 60
+    assert history(records)[-1].payload["delay_seconds"] == 60
     assert run.state.timers[2].fire_at == T0 + 85
 
 
@@ -584,7 +585,7 @@ def test_activity_retry_with_backoff_then_final_failure() -> None:
 
     run.act_claim(1, T0 + 2)
     records = run.act_fail(1, failure, T0 + 3)
-    retry = only(records, "ActivityRetryScheduled")["p"]
+    retry = only(records, "ActivityRetryScheduled").payload
     assert (retry["retry_backoff_seconds"], retry["retry_after_attempt"], retry["max_attempts"]) == (2, 1, 3)
     assert retry["retry_available_at"] == iso(T0 + 5)
     assert run.state.wt is None  # retries never wake the workflow
@@ -592,13 +593,13 @@ def test_activity_retry_with_backoff_then_final_failure() -> None:
     assert (act.status, act.available_at, act.attempt_closed) == ("pending", T0 + 5, True)
     assert decide_activity.claim(run.state, 1, ACT_OWNER, T0 + 4) is None  # backoff not elapsed
 
-    assert only(run.act_claim(1, T0 + 5), "ActivityStarted")["p"]["attempt_number"] == 2
-    retry = only(run.act_fail(1, failure, T0 + 6), "ActivityRetryScheduled")["p"]
+    assert only(run.act_claim(1, T0 + 5), "ActivityStarted").payload["attempt_number"] == 2
+    retry = only(run.act_fail(1, failure, T0 + 6), "ActivityRetryScheduled").payload
     assert (retry["retry_backoff_seconds"], retry["retry_after_attempt"]) == (5, 2)
 
     run.act_claim(1, T0 + 11)
     records = run.act_fail(1, failure, T0 + 12)
-    final = only(records, "ActivityFailed")["p"]
+    final = only(records, "ActivityFailed").payload
     assert final["attempt_number"] == 3
     assert final["non_retryable"] is False
     assert final["exception_type"] == "Flaky"
@@ -614,7 +615,7 @@ def test_backoff_reuses_last_entry_beyond_list() -> None:
     run.act_claim(1, T0 + 2)
     run.act_fail(1, {"message": "x"}, T0 + 2)
     run.act_claim(1, T0 + 5)
-    retry = only(run.act_fail(1, {"message": "x"}, T0 + 5), "ActivityRetryScheduled")["p"]
+    retry = only(run.act_fail(1, {"message": "x"}, T0 + 5), "ActivityRetryScheduled").payload
     assert retry["retry_backoff_seconds"] == 3
 
 
@@ -623,7 +624,7 @@ def test_default_policy_fails_on_first_attempt() -> None:
     run.act_claim(1, T0 + 2)
     records = run.act_fail(1, {"message": "x"}, T0 + 3)
     assert types(records) == ["ActivityFailed"]
-    assert only(records, "ActivityFailed")["p"]["exception_class"] == "RuntimeError"
+    assert only(records, "ActivityFailed").payload["exception_class"] == "RuntimeError"
 
 
 @pytest.mark.parametrize(
@@ -642,7 +643,7 @@ def test_non_retryable_error_types(failure: dict[str, Any], expected: bool) -> N
     records = run.act_fail(1, failure, T0 + 3)
     if expected:
         assert types(records) == ["ActivityFailed"]
-        p = only(records, "ActivityFailed")["p"]
+        p = only(records, "ActivityFailed").payload
         assert p["non_retryable"] is True
         assert p["exception"]["non_retryable"] is True
         assert run.state.wt is not None
@@ -656,7 +657,7 @@ def test_start_to_close_timeout_final() -> None:
     run.act_claim(1, T0 + 2)
     assert run.tick(T0 + 11) == []
     records = run.tick(T0 + 12)
-    p = only(records, "ActivityTimedOut")["p"]
+    p = only(records, "ActivityTimedOut").payload
     assert p["timeout_kind"] == "start_to_close"
     assert p["failure_category"] == "timeout"
     assert p["message"] == f"Activity greet start_to_close deadline expired at {iso(T0 + 12)}."
@@ -666,7 +667,7 @@ def test_start_to_close_timeout_final() -> None:
 def test_start_to_close_timeout_retries_within_budget() -> None:
     run = scheduled_run(start_to_close_timeout=10, retry_policy={"max_attempts": 2})
     run.act_claim(1, T0 + 2)
-    retry = only(run.tick(T0 + 12), "ActivityRetryScheduled")["p"]
+    retry = only(run.tick(T0 + 12), "ActivityRetryScheduled").payload
     assert (retry["retry_reason"], retry["timeout_kind"]) == ("timeout", "start_to_close")
     assert run.state.wt is None
     # the superseded attempt is stale
@@ -678,7 +679,7 @@ def test_heartbeat_timeout() -> None:
     run = scheduled_run(heartbeat_timeout=5, start_to_close_timeout=30)
     run.act_claim(1, T0 + 2)
     records = run.tick(T0 + 7)
-    assert only(records, "ActivityTimedOut")["p"]["timeout_kind"] == "heartbeat"
+    assert only(records, "ActivityTimedOut").payload["timeout_kind"] == "heartbeat"
 
 
 def test_schedule_to_close_is_final_even_with_attempts_left() -> None:
@@ -687,7 +688,7 @@ def test_schedule_to_close_is_final_even_with_attempts_left() -> None:
     assert types(run.tick(T0 + 11)) == ["ActivityRetryScheduled"]
     run.act_claim(1, T0 + 12)
     records = run.tick(T0 + 21)  # schedule-to-close deadline T0+21, attempt 2's start-to-close T0+22
-    p = only(records, "ActivityTimedOut")["p"]
+    p = only(records, "ActivityTimedOut").payload
     assert p["timeout_kind"] == "schedule_to_close"
     assert p["attempt_number"] == 2
     assert 1 not in run.state.activities
@@ -706,7 +707,7 @@ def test_timeout_precedence_when_several_deadlines_passed(timeouts: dict[str, in
     run.act_claim(1, T0 + 1)
     records = run.tick(T0 + 30)  # every deadline has passed
     assert len(history(records)) == 1
-    kind = history(records)[0]["p"]["timeout_kind"]
+    kind = history(records)[0].payload["timeout_kind"]
     assert kind == expected_kind
     if expected_kind == "schedule_to_close":
         assert types(records) == ["ActivityTimedOut"]
@@ -717,10 +718,10 @@ def test_lease_expiry_releases_activity_without_history() -> None:
     run.act_claim(1, T0 + 2)
     lease = run.state.activities[1].lease_expires_at
     records = run.tick(lease)
-    assert records == [{"t": "act_release", "at": lease, "seq": 1}]
+    assert records == [Record("act_release", lease, data={"seq": 1})]
     assert run.state.activities[1].status == "pending"
     again = run.act_claim(1, lease + 1)
-    assert only(again, "ActivityStarted")["p"]["attempt_number"] == 2
+    assert only(again, "ActivityStarted").payload["attempt_number"] == 2
 
 
 def test_schedule_to_start_timeouts_exhaust_the_attempt_budget() -> None:
@@ -751,12 +752,12 @@ def busy_run(**timeouts: Any) -> Run:
 
 def test_run_timeout_closes_run_and_cancels_open_steps() -> None:
     run = busy_run(run_timeout=100)
-    assert run.opening[1]["p"]["run_timeout_seconds"] == 100
-    assert run.opening[1]["p"]["run_deadline_at"] == iso(T0 + 100)
+    assert run.opening[1].payload["run_timeout_seconds"] == 100
+    assert run.opening[1].payload["run_deadline_at"] == iso(T0 + 100)
     assert run.tick(T0 + 99) == []
     records = run.tick(T0 + 100)
     assert types(records) == ["ActivityCancelled", "TimerCancelled", "WorkflowTimedOut"]
-    p = only(records, "WorkflowTimedOut")["p"]
+    p = only(records, "WorkflowTimedOut").payload
     assert p["timeout_kind"] == "run_timeout"
     assert p["run_deadline_at"] == iso(T0 + 100)
     assert p["message"] == f"Workflow run deadline expired at {iso(T0 + 100)}."
@@ -768,7 +769,7 @@ def test_run_timeout_closes_run_and_cancels_open_steps() -> None:
 def test_execution_timeout_wins_when_both_deadlines_passed() -> None:
     run = busy_run(run_timeout=100, execution_timeout=50)
     records = run.tick(T0 + 200)
-    assert only(records, "WorkflowTimedOut")["p"]["timeout_kind"] == "execution_timeout"
+    assert only(records, "WorkflowTimedOut").payload["timeout_kind"] == "execution_timeout"
 
 
 @pytest.mark.parametrize(
@@ -783,10 +784,10 @@ def test_cancel_and_terminate_close_at_once(kind: str, requested: str, terminal:
     run.signal("approve", T0 + 3)
     records = run.commit(decide_control.cancel_or_terminate(run.state, kind, "user asked", "cmd-9", T0 + 4))
     assert types(records) == [requested, "ActivityCancelled", "TimerCancelled", terminal]
-    assert records[0]["p"]["command_type"] == kind
-    assert records[0]["cmd"] == "cmd-9"
-    assert only(records, "ActivityCancelled")["p"]["activity_attempt_id"] == f"{RUN}-a1.1"
-    p = only(records, terminal)["p"]
+    assert records[0].payload["command_type"] == kind
+    assert records[0].command_id == "cmd-9"
+    assert only(records, "ActivityCancelled").payload["activity_attempt_id"] == f"{RUN}-a1.1"
+    p = only(records, terminal).payload
     assert p["reason"] == "user asked"
     assert p["message"] == f"Workflow {status}: user asked"
     assert p["closed_reason"] == status
@@ -844,7 +845,7 @@ def test_released_task_is_reclaimed_with_next_attempt() -> None:
     wt = run.claim(T0 + 1)
     lease = wt.lease_expires_at
     records = run.tick(lease)
-    assert records == [{"t": "wt_release", "at": lease, "task": wt.task_id, "reason": "lease_expired"}]
+    assert records == [Record("wt_release", lease, data={"task": wt.task_id, "reason": "lease_expired"})]
     assert run.state.wt.status == "ready"
     wt = run.claim(lease + 1, owner="second")
     assert (wt.attempt, wt.owner) == (2, "second")
@@ -936,7 +937,7 @@ def test_waiting_for_history_failure_closes_task_without_history() -> None:
     before = len(run.state.events)
     outcome, records = run.fail_task({"type": "WorkflowTaskWaitingForHistory", "message": "waiting"}, T0 + 5)
     assert outcome == "completed"
-    assert records == [{"t": "wt_done", "at": T0 + 5, "task": wt.task_id}]
+    assert records == [Record("wt_done", T0 + 5, data={"task": wt.task_id})]
     assert len(run.state.events) == before
     assert run.state.wt is None  # no new wake arrived meanwhile
     assert run.state.wt_failures == 0
@@ -967,7 +968,7 @@ def test_other_failures_retry_with_capped_exponential_backoff() -> None:
         outcome, records = run.fail_task({"type": "NonDeterministicReplayError", "message": "boom"}, now)
         assert outcome == "failed"
         assert history(records) == []
-        assert records[0]["message"] == "boom"
+        assert records[0].data["message"] == "boom"
         delays.append(run.state.wt.available_at - now)
         assert dwt.claim(run.state, WF_OWNER, run.state.wt.available_at - 0.5) is None
         now = run.state.wt.available_at
@@ -1006,7 +1007,7 @@ def test_continue_as_new_creates_next_run() -> None:
     records = run.turn([{"type": "continue_as_new"}], T0 + 5)
     em = run.last
     assert types(records) == ["ConditionWaitSatisfied", "WorkflowContinuedAsNew"]
-    p = only(records, "WorkflowContinuedAsNew")["p"]
+    p = only(records, "WorkflowContinuedAsNew").payload
     assert p["sequence"] == 3
     assert p["continued_to_run_number"] == 2
     assert (run.state.status, run.state.closed_reason) == ("completed", "continued")
@@ -1017,13 +1018,13 @@ def test_continue_as_new_creates_next_run() -> None:
     assert run.state.pending_starts == {new.run_id: new.meta}  # until the new run confirms
     new_records = started_records(new.meta, new.meta["started_at"], accepted=False)
     first = new_records[0]
-    assert (first["t"], first["h"]) == ("WorkflowStarted", 1)
+    assert (first.kind, first.sequence) == ("WorkflowStarted", 1)
     assert len(new_records) == 1
-    assert first["p"]["continued_from_run_id"] == RUN
-    assert first["p"]["input"] == ARGS  # absent arguments reuse the current input
-    assert first["p"]["search_attributes"] == {"Region": "eu"}
-    assert first["p"]["execution_deadline_at"] == iso(T0 + 3600)  # spans the chain
-    assert first["p"]["run_deadline_at"] == iso(T0 + 5 + 300)  # per run
+    assert first.payload["continued_from_run_id"] == RUN
+    assert first.payload["input"] == ARGS  # absent arguments reuse the current input
+    assert first.payload["search_attributes"] == {"Region": "eu"}
+    assert first.payload["execution_deadline_at"] == iso(T0 + 3600)  # spans the chain
+    assert first.payload["run_deadline_at"] == iso(T0 + 5 + 300)  # per run
     assert new.meta["run_number"] == 2
     assert new.meta["workflow_id"] == "wf-1"
 
@@ -1033,7 +1034,7 @@ def test_continue_as_new_creates_next_run() -> None:
     assert child.status == "pending"
     assert child.wt is not None and child.wt.task_id == f"{new.run_id}-wt1"
     assert child.step_seq == 0
-    run.apply([{"t": "run_started", "at": T0 + 6, "run": new.run_id}])
+    run.apply([Record("run_started", T0 + 6, data={"run": new.run_id})])
     assert run.state.pending_starts == {}
 
 
@@ -1044,7 +1045,7 @@ def test_continue_as_new_with_overrides() -> None:
     [new] = run.last.new_runs
     assert new.meta["workflow_type"] == "greeter.v2"
     assert new.meta["task_queue"] == "other"
-    assert started_records(new.meta, T0 + 1, accepted=False)[0]["p"]["input"] == new_args
+    assert started_records(new.meta, T0 + 1, accepted=False)[0].payload["input"] == new_args
 
 
 def test_child_start_creates_child_run_and_links_parent() -> None:
@@ -1052,12 +1053,12 @@ def test_child_start_creates_child_run_and_links_parent() -> None:
     records = run.turn([{"type": "start_child_workflow", "workflow_type": "ship", "parent_close_policy": "terminate"}], T0 + 1)
     assert types(records) == ["ChildWorkflowScheduled", "ChildRunStarted"]
     [new] = run.last.new_runs
-    assert only(records, "ChildRunStarted")["x"]["start"] == new.meta  # the parent's record keeps the start
+    assert only(records, "ChildRunStarted").extra["start"] == new.meta  # the parent's record keeps the start
     assert run.state.pending_starts == {new.run_id: new.meta}
     started = started_records(new.meta, new.meta["started_at"], accepted=False)[0]
-    assert (started["t"], started["h"]) == ("WorkflowStarted", 1)
-    assert started["p"]["parent_workflow_run_id"] == RUN
-    assert started["p"]["parent_sequence"] == 1
+    assert (started.kind, started.sequence) == ("WorkflowStarted", 1)
+    assert started.payload["parent_workflow_run_id"] == RUN
+    assert started.payload["parent_sequence"] == 1
     assert run.state.children[1].run_id == new.run_id
     assert run.state.wait_kind() == "child"
     closed = run.commit(
@@ -1065,7 +1066,7 @@ def test_child_start_creates_child_run_and_links_parent() -> None:
             run.state, 1, {"event": "WorkflowCompleted", "payload": {"output": "blob"}, "run_id": new.run_id, "closed_at": T0 + 5}, T0 + 6
         )
     )
-    assert only(closed, "ChildRunCompleted")["p"]["result"] == "blob"
+    assert only(closed, "ChildRunCompleted").payload["result"] == "blob"
     assert run.state.wt is not None
 
 
@@ -1141,7 +1142,7 @@ def test_next_deadline_after_idle_tick_is_the_next_due_instant(build: Any, expec
 # --- updates ---------------------------------------------------------------------------
 
 
-def accept_update(run: Run, update_id: str, now: float, name: str = "push") -> list[dict[str, Any]]:
+def accept_update(run: Run, update_id: str, now: float, name: str = "push") -> list[Record]:
     return run.commit(decide_control.update(run.state, name, {"codec": "avro", "blob": "AAAA"}, f"cmd-{update_id}", update_id, now))
 
 
@@ -1151,7 +1152,7 @@ def test_an_accepted_update_gets_a_task_of_its_own_that_does_not_clear_the_wake(
     assert run.state.wt is None
     records = accept_update(run, "u1", T0 + 2)
     assert types(records) == ["UpdateAccepted"]
-    assert only(records, "UpdateAccepted")["p"]["arguments"] == "AAAA"
+    assert only(records, "UpdateAccepted").payload["arguments"] == "AAAA"
     assert run.state.wt is not None and run.state.wt.update_id == "u1"
     run.state.wake = True  # as if something else woke the run meanwhile
     run.claim(T0 + 3)
@@ -1169,8 +1170,8 @@ def test_update_task_completion_records_applied_then_completed_at_the_open_wait(
     records = run.complete([{"type": "complete_update", "update_id": "u1", "result": {"codec": "avro", "blob": "BBBB"}}], T0 + 4)
     assert types(records) == ["UpdateApplied", "UpdateCompleted"]
     applied, done = history(records)
-    assert applied["p"]["update_name"] == "push" and applied["p"]["arguments"] == "AAAA" and applied["p"]["sequence"] == 1
-    assert done["p"]["result"] == "BBBB" and done["p"]["payload_codec"] == "avro"
+    assert applied.payload["update_name"] == "push" and applied.payload["arguments"] == "AAAA" and applied.payload["sequence"] == 1
+    assert done.payload["result"] == "BBBB" and done.payload["payload_codec"] == "avro"
     assert run.state.updates["u1"]["status"] == "completed" and run.state.pending_updates == []
     assert run.state.cond is not None  # an update task does not answer the wait's predicate...
     assert run.state.wt is not None and run.state.wt.update_id is None  # ...an ordinary task re-evaluates it
@@ -1184,7 +1185,7 @@ def test_failed_update_and_updates_left_pending_when_the_run_closes() -> None:
     run.claim(T0 + 3)
     records = run.complete([{"type": "fail_update", "update_id": "u1", "message": "refused", "exception_type": "ValueError"}], T0 + 4)
     assert types(records) == ["UpdateCompleted"]
-    assert records[0]["p"]["failure_id"] and records[0]["p"]["exception"]["message"] == "refused"
+    assert records[0].payload["failure_id"] and records[0].payload["exception"]["message"] == "refused"
     assert run.state.updates["u1"]["status"] == "failed"
     assert run.state.wt is not None and run.state.wt.update_id == "u2"  # the next update goes first
     run.commit(decide_control.cancel_or_terminate(run.state, "terminate", None, "cmd-t", T0 + 5))

@@ -70,7 +70,7 @@ def test_history_length_at_the_boundary() -> None:
         dwt.complete(over.state, over.state.wt.task_id, [activity(), activity("b"), activity("c")], T0 + 1, limits)
     assert err.value.extra == {"limit_kind": "history_event_count", "current_value": 5, "configured_limit": 4}
     done = dwt.complete(over.state, over.state.wt.task_id, [{"type": "complete_workflow"}], T0 + 1, replace(limits, history_events=2))
-    assert [r["t"] for r in done.records if "h" in r] == ["WorkflowCompleted"]  # closing is never refused
+    assert [r.kind for r in done.records if r.is_history] == ["WorkflowCompleted"]  # closing is never refused
 
 
 def test_unseen_signals_are_counted_until_a_task_sees_them() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from actors import decide_workflow_task as dwt
 from actors.id_source import SeededIds
+from actors.records import Record
 from persistence.ids import shard_of_run
 from tests.unit.test_fold_and_decide import T0, Run
 
@@ -13,7 +15,7 @@ CHILD = {"type": "start_child_workflow", "workflow_type": "ship", "parent_close_
 CONTINUE = {"type": "continue_as_new"}
 
 
-def _decide(commands: list[dict], seed: int) -> list[dict]:
+def _decide(commands: list[dict], seed: int) -> list[Any]:
     run = Run()
     run.claim(T0 + 1)
     wt = run.state.wt
@@ -25,10 +27,10 @@ def _decide(commands: list[dict], seed: int) -> list[dict]:
 def test_a_child_start_decided_twice_with_the_same_seed_is_the_same_records() -> None:
     first, second = _decide([CHILD], 7), _decide([CHILD], 7)
     assert first == second
-    child = next(r for r in first if r.get("t") == "ChildRunStarted")["p"]
+    child = next(r for r in first if isinstance(r, Record) and r.kind == "ChildRunStarted").payload
     assert child["child_workflow_run_id"] != child["child_workflow_instance_id"]
     # the minted run id still routes itself to the child's shard
-    assert shard_of_run(child["child_workflow_run_id"]) == next(r for r in first if "new_run" in r)["meta"]["shard"]
+    assert shard_of_run(child["child_workflow_run_id"]) == next(r for r in first if isinstance(r, dict) and "new_run" in r)["meta"]["shard"]
 
 
 def test_another_seed_mints_other_ids() -> None:
@@ -37,7 +39,7 @@ def test_another_seed_mints_other_ids() -> None:
 
 def test_continue_as_new_is_reproducible_too() -> None:
     first, second = _decide([CONTINUE], 3), _decide([CONTINUE], 3)
-    assert first == second and any(r.get("t") == "WorkflowContinuedAsNew" for r in first)
+    assert first == second and any(isinstance(r, Record) and r.kind == "WorkflowContinuedAsNew" for r in first)
 
 
 def test_the_default_source_is_random() -> None:

@@ -14,6 +14,7 @@ import trio.testing
 
 from actors import messages as m
 from actors.clock import TrioClock
+from actors.records import from_stored
 from persistence import codec
 from runtime.engine import Engine
 from runtime.system_ops import SystemOps
@@ -41,7 +42,7 @@ async def _schedule_activity(engine: Engine, run_id: str, **policy: Any) -> None
 
 
 def _types(journal: FakeJournal, run_id: str) -> list[str]:
-    return [codec.loads(body)["t"] for body in journal.records[run_id]]
+    return [from_stored(codec.loads(body)).kind for body in journal.records[run_id]]
 
 
 async def test_an_activity_past_its_start_to_close_is_listed_and_enforced(mock_clock: trio.testing.MockClock) -> None:
