@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from actors import messages as m
+from actors.records import history_event, to_stored
 from actors.run_actor import NotOwner, RunNotFound
 from actors.schedule_spec import SpecError, next_fire, occurrences, parse_spec, previous_fire
 from persistence import codec
@@ -309,7 +310,7 @@ class ScheduleService:
         records = []
         for kind, payload in events:
             sequence += 1
-            records.append((stream, sequence, codec.dumps({"t": kind, "h": sequence, "at": now, "p": payload})))
+            records.append((stream, sequence, codec.dumps(to_stored(history_event(kind, sequence, now, payload)))))
         schedule = replace(schedule, updated_at=iso(now), event_seq=sequence)
         await self._append_fenced(
             schedule, Batch(records=records, objects=[ObjectRow(namespace, KIND, schedule_id, schedule.to_record(), now)])

@@ -18,6 +18,7 @@ import cbor2
 import httpx
 import pytest
 
+from actors.records import from_stored
 from persistence.ids import shard_of_run
 from runtime.peers import BODY_HASH_HEADER, FORWARDED_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, audience
 from runtime.signing import body_digest, sign
@@ -109,16 +110,16 @@ def _owner_of_run(dsn: str, run_id: str) -> str:
 
 def _events(dsn: str, run_id: str, event_type: str) -> list[dict[str, Any]]:
     """The payloads of the run's journaled events of ``event_type``, in order."""
-    return [rec["p"] for (body,) in _rows(dsn, "SELECT body FROM records WHERE run_id = $1 ORDER BY jseq", run_id)
-            if (rec := cbor2.loads(body)).get("t") == event_type]
+    return [record.payload for (body,) in _rows(dsn, "SELECT body FROM records WHERE run_id = $1 ORDER BY jseq", run_id)
+            if (record := from_stored(cbor2.loads(body))).kind == event_type]
 
 
 def _signals(dsn: str, run_id: str) -> list[str]:
     names = []
     for (body,) in _rows(dsn, "SELECT body FROM records WHERE run_id = $1 ORDER BY jseq", run_id):
-        rec = cbor2.loads(body)
-        if rec.get("t") == "SignalReceived":
-            names.append(rec["p"]["signal_name"])
+        record = from_stored(cbor2.loads(body))
+        if record.kind == "SignalReceived":
+            names.append(record.payload["signal_name"])
     return names
 
 
