@@ -165,10 +165,6 @@ class Engine:
             self._nursery.start_soon(actor.main, name=f"run:{run_id}")
         return actor
 
-    def activate(self, run_id: str) -> None:
-        """Bring a run to life wherever its shard lives (a child or a continued run may live elsewhere)."""
-        self.post(run_id, m.Tick())
-
     def forget(self, actor: RunActor) -> None:
         if self.actors.get(actor.run_id) is actor:
             del self.actors[actor.run_id]

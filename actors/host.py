@@ -1,0 +1,46 @@
+"""What a run actor needs from the node that hosts it (the engine implements it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from persistence.journal import Journal
+
+from . import messages as m
+from .clock import Clock
+from .id_source import IdSource
+from .limits import Limits
+from .task_queue import Offer, TaskQueue
+from .timer_service import TimerService
+
+if TYPE_CHECKING:
+    from .run_actor import RunActor
+
+
+class Host(Protocol):
+    journal: Journal
+    clock: Clock
+    timers: TimerService
+    idle_seconds: float
+    wt_lease: float
+    act_lease: float
+    limits: Limits
+    ids: IdSource
+
+    def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
+
+    def publish_ready(self, run_id: str, tasks: dict[str, tuple[str, str, str, Offer]]) -> None: ...
+
+    def post(self, run_id: str, message: m.Message) -> None: ...
+
+    def forget(self, actor: RunActor) -> None: ...
+
+    def fence(self, run_id: str) -> dict[int, int]: ...
+
+    def drop_shards(self, shards: set[int]) -> None: ...
+
+    def quarantine(self, run_id: str, seconds: float | None = None) -> None: ...
+
+    def start_run(self, creator: str, run_id: str, message: m.StartRun) -> None: ...
+
+    async def terminal_info(self, run_id: str) -> dict[str, Any] | None: ...

@@ -1,0 +1,282 @@
+"""A run actor's answers to its workers: claiming, replaying, heartbeating, completing and
+failing workflow tasks and activity attempts. Each handler runs inside the actor, one message
+at a time, and commits before it answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from persistence.vocabulary import activity_execution_id, encode_offset
+
+from . import decide_activity, decide_time, decide_workflow_task
+from . import messages as m
+from .emit import Emitter
+from .errors import GuardError
+from .host import Host
+from .run_state import RunState
+
+log = logging.getLogger("dw.actor")
+
+
+class _ActorParts:
+    """What the handlers use of the actor they are part of (``RunActor``)."""
+
+    run_id: str
+    host: Host
+    state: RunState
+    visible: int
+
+    if TYPE_CHECKING:
+        async def commit(self, em: Emitter) -> None: ...
+
+        def _after_change(self) -> None: ...
+
+        def _launch(self, run_id: str) -> None: ...
+
+        def start_message(self, run_id: str) -> m.StartRun | None: ...
+
+
+
+class WorkerPlaneHandlers(_ActorParts):
+    async def _on_claim_workflow_task(self, msg: m.ClaimWorkflowTask) -> dict[str, Any] | None:
+        s = self.state
+        if s.wt is None or s.wt.task_id != msg.task_id:
+            return None
+        em = decide_workflow_task.claim(s, msg.owner, self.host.clock.now(), self.host.wt_lease)
+        if em is None:
+            return None
+        await self.commit(em)
+        return self.workflow_task_payload(msg.page_size)
+
+    def _on_replay_workflow_task(self, msg: m.ReplayWorkflowTask) -> dict[str, Any] | None:
+        wt = self.state.wt
+        now = self.host.clock.now()
+        if wt is None or wt.task_id != msg.task_id or wt.status != "leased" or wt.owner != msg.owner or wt.attempt != msg.attempt:
+            return None
+        if (wt.lease_expires_at or 0) <= now:
+            return None
+        return self.workflow_task_payload(msg.page_size)
+
+    def workflow_task_payload(self, page_size: int) -> dict[str, Any]:
+        s = self.state
+        wt = s.wt
+        assert wt is not None
+        from persistence.ids import iso
+
+        events = s.events[: min(wt.snapshot, page_size)]
+        more = wt.snapshot > page_size
+        return {
+            "task_id": wt.task_id,
+            "task_kind": "workflow",
+            "workflow_id": s.meta["workflow_id"],
+            "run_id": s.run_id,
+            "namespace": s.namespace,
+            "workflow_type": s.meta["workflow_type"],
+            "workflow_task_attempt": wt.attempt,
+            "payload_codec": "avro",
+            "arguments": s.meta.get("arguments"),
+            "run_status": s.status,
+            "task_queue": s.task_queue,
+            "lease_owner": wt.owner,
+            "lease_expires_at": iso(wt.lease_expires_at),
+            "history_events": events,
+            "last_history_sequence": wt.snapshot,
+            "total_history_events": wt.snapshot,
+            "next_history_page_token": encode_offset(len(events)) if more else None,
+            "workflow_update_id": wt.update_id,
+            "workflow_command_id": None,
+        }
+
+    async def _on_workflow_task_history(self, msg: m.WorkflowTaskHistory) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        await self._guard_wt(msg.task_id, msg.owner, msg.attempt, now)
+        wt = s.wt
+        assert wt is not None
+        end = min(wt.snapshot, msg.after + msg.page_size)
+        events = s.events[msg.after:end]
+        return {
+            "task_id": msg.task_id,
+            "workflow_task_attempt": wt.attempt,
+            "history_events": events,
+            "total_history_events": wt.snapshot,
+            "next_history_page_token": encode_offset(end) if end < wt.snapshot else None,
+        }
+
+    async def _guard_wt(self, task_id: str, owner: Any, attempt: Any, now: float) -> None:
+        try:
+            decide_workflow_task.guard(self.state, task_id, owner, attempt, now)
+        except GuardError as exc:
+            if exc.release and self.state.wt is not None:
+                em = Emitter(self.state, now)
+                em.internal("wt_release", task=task_id, reason="lease_expired")
+                await self.commit(em)
+            raise
+
+    async def _on_workflow_task_heartbeat(self, msg: m.WorkflowTaskHeartbeat) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        task_id = msg.task_id
+        await self._guard_wt(task_id, msg.owner, msg.attempt, now)
+        em = Emitter(s, now)
+        wt = s.wt
+        assert wt is not None
+        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + self.host.wt_lease, snap=wt.snapshot)
+        await self.commit(em)
+        from persistence.ids import iso
+
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": wt.attempt,
+            "lease_owner": wt.owner,
+            "renewed": True,
+            "lease_expires_at": iso(wt.lease_expires_at),
+            "run_status": s.status,
+            "task_status": "leased",
+            "reason": None,
+        }
+
+    async def _on_complete_workflow_task(self, msg: m.CompleteWorkflowTask) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        task_id, attempt = msg.task_id, msg.attempt
+        await self._guard_wt(task_id, msg.owner, attempt, now)
+        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids)
+        await self.commit(em)
+        created = [r.run_id for r in em.new_runs]
+        if s.wt is not None:
+            created.append(s.wt.task_id)
+        created += [
+            activity_execution_id(self.run_id, record.payload["sequence"])
+            for record in em.records
+            if record.kind == "ActivityScheduled"
+        ]
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": attempt,
+            "outcome": "completed",
+            "recorded": True,
+            "run_id": self.run_id,
+            "run_status": s.status,
+            "created_task_ids": created,
+            "reason": None,
+        }
+
+    async def _on_fail_workflow_task(self, msg: m.FailWorkflowTask) -> dict[str, Any]:
+        s = self.state
+        now = self.host.clock.now()
+        task_id, attempt, failure = msg.task_id, msg.attempt, msg.failure
+        await self._guard_wt(task_id, msg.owner, attempt, now)
+        em, outcome = decide_workflow_task.fail(s, task_id, failure, now)
+        await self.commit(em)
+        if outcome == "failed":
+            log.warning("run %s: workflow task %s failed (%s): %s", self.run_id, task_id, failure.get("type"), failure.get("message"))
+        return {
+            "task_id": task_id,
+            "workflow_task_attempt": attempt,
+            "outcome": outcome,
+            "recorded": True,
+            "reason": None,
+            "next_task_id": s.wt.task_id if s.wt is not None else None,
+        }
+
+    async def _on_release_owner(self, msg: m.ReleaseOwner) -> int:
+        """A deregistering worker hands back its workflow task at once."""
+        wt = self.state.wt
+        if wt is None or wt.status != "leased" or wt.owner != msg.owner:
+            return 0
+        em = Emitter(self.state, self.host.clock.now())
+        em.internal("wt_release", task=wt.task_id, reason="worker_deregistered")
+        await self.commit(em)
+        return 1
+
+    async def _on_claim_activity(self, msg: m.ClaimActivity) -> dict[str, Any] | None:
+        em = decide_activity.claim(self.state, msg.seq, msg.owner, self.host.clock.now(), self.host.act_lease)
+        if em is None:
+            return None
+        await self.commit(em)
+        return decide_activity.task_payload(self.state, self.state.activities[msg.seq])
+
+    def _on_replay_activity(self, msg: m.ReplayActivity) -> dict[str, Any] | None:
+        seq = decide_activity._seq_of(self.state, msg.task_id)
+        act = self.state.activities.get(seq) if seq is not None else None
+        if act is None or act.status != "running" or act.owner != msg.owner or act.attempt_number != msg.attempt:
+            return None
+        if (act.lease_expires_at or 0) <= self.host.clock.now():
+            return None
+        return decide_activity.task_payload(self.state, act)
+
+    async def _on_complete_activity(self, msg: m.CompleteActivity) -> dict[str, Any]:
+        s = self.state
+        task_id, attempt_id, result = msg.task_id, msg.attempt_id, msg.result
+        act = decide_activity.guard(s, task_id, attempt_id, msg.owner, "completed")
+        body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "completed", "recorded": True, "reason": None}
+        if act is None:
+            await self._record_late(task_id, "completed", result)
+            return {**body, "next_task_id": None}
+        await self.commit(decide_activity.complete(s, act, result, self.host.clock.now()))
+        return {**body, "next_task_id": s.wt.task_id if s.wt is not None else None}
+
+    async def _on_fail_activity(self, msg: m.FailActivity) -> dict[str, Any]:
+        s = self.state
+        task_id, attempt_id, failure = msg.task_id, msg.attempt_id, msg.failure
+        act = decide_activity.guard(s, task_id, attempt_id, msg.owner, "failed")
+        body = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": "failed", "recorded": True, "reason": None}
+        if act is None:
+            await self._record_late(task_id, "failed", failure)
+            return {**body, "next_task_id": None}
+        await self.commit(decide_activity.fail(s, act, failure, self.host.clock.now()))
+        retry = s.activities.get(act.seq)
+        next_task = retry.task_id if retry is not None else (s.wt.task_id if s.wt is not None else None)
+        return {**body, "next_task_id": next_task}
+
+    async def _record_late(self, task_id: str, outcome: str, value: Any) -> None:
+        em = Emitter(self.state, self.host.clock.now())
+        em.internal("act_late", seq=decide_activity._seq_of(self.state, task_id), outcome=outcome, value=value)
+        await self.commit(em)
+
+    def _on_activity_heartbeat(self, msg: m.ActivityHeartbeat) -> dict[str, Any]:
+        from persistence.ids import iso
+
+        s = self.state
+        task_id, attempt_id, owner, progress = msg.task_id, msg.attempt_id, msg.owner, msg.progress
+        body: dict[str, Any] = {
+            "task_id": task_id,
+            "activity_attempt_id": attempt_id,
+            "lease_owner": owner,
+            "run_closed_reason": None,
+            "run_closed_at": None,
+        }
+        try:
+            act = decide_activity.guard(s, task_id, attempt_id, owner, "heartbeat")
+        except GuardError as exc:
+            if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
+                raise
+            cancelled = exc.reason in ("run_cancelled", "run_terminated")
+            return {
+                **body,
+                "cancel_requested": cancelled,
+                "can_continue": False,
+                "reason": exc.reason,
+                "heartbeat_recorded": False,
+                "run_closed_reason": s.closed_reason,
+                "run_closed_at": iso(s.closed_at),
+            }
+        if act is None:
+            return {**body, "cancel_requested": False, "can_continue": False, "reason": "run_closed", "heartbeat_recorded": False,
+                    "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
+        now = self.host.clock.now()
+        act.heartbeat_base = now
+        act.lease_expires_at = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
+        act.progress = progress
+        self.host.timers.schedule(self.run_id, decide_time.next_deadline(s, now))
+        return {
+            **body,
+            "cancel_requested": False,
+            "can_continue": True,
+            "reason": None,
+            "heartbeat_recorded": True,
+            "lease_expires_at": iso(act.lease_expires_at),
+            "last_heartbeat_at": iso(now),
+        }
