@@ -21,21 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.envelopes import CP, JSON, WP, control_error, unique, worker_error
+
 from .harness import wait_until
 from .server import ServerProcess
-from .test_bad_input import (
-    CP,
-    JSON,
-    TIMER_60,
-    WP,
-    assert_no_instance,
-    complete,
-    control_error,
-    history,
-    lease_task,
-    unique,
-    worker_error,
-)
+from .worker_calls import TIMER_60, assert_no_instance, complete, history, lease_task
 
 pytestmark = pytest.mark.e2e
 LIMIT = 2 * 1024 * 1024
