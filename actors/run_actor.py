@@ -65,9 +65,10 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
 
 
 class RunActor(WorkerPlaneHandlers, ControlHandlers):
-    def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024) -> None:
+    def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024, *, fresh: bool = False) -> None:
         self.run_id = run_id
         self.host = host
+        self._fresh = fresh  # a run id minted just now: there is no journal to read
         self.send, self._recv = trio.open_memory_channel[Letter](mailbox_size)
         self.state = RunState(run_id)
         self.visible = 0  # history events committed and readable
@@ -124,7 +125,11 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             self.changed.set()  # readers parked on this actor re-resolve the run
 
     async def _load(self) -> None:
-        bodies = await journal_retry.read_records(self.host.journal, self.run_id)
+        if self._fresh:
+            self._fresh = False  # only the first load: a reload after a failed commit reads
+            bodies: list[bytes] = []
+        else:
+            bodies = await journal_retry.read_records(self.host.journal, self.run_id)
         state, self.damage = fold_records(self.run_id, bodies)
         if self.damage:
             log.error(

@@ -146,7 +146,9 @@ class Engine:
         """A run whose actor failed is not re-activated for a while, so a poisoned journal cannot spin."""
         self._quarantined[run_id] = self.clock.now() + (QUARANTINE_SECONDS if seconds is None else seconds)
 
-    def actor(self, run_id: str) -> RunActor:
+    def actor(self, run_id: str, *, fresh: bool = False) -> RunActor:
+        """The run's actor here, activated if need be (``fresh``: the id was minted just now, so
+        the new actor need not read a journal that cannot exist)."""
         actor = self.actors.get(run_id)
         if actor is None:
             assert self._nursery is not None, "engine not running"
@@ -161,7 +163,7 @@ class Engine:
                     raise RunNotFound(run_id)  # no run of this cluster carries that id
                 if shard not in self.owned:
                     raise NotOwner(run_id)
-            actor = self.actors[run_id] = RunActor(run_id, self)
+            actor = self.actors[run_id] = RunActor(run_id, self, fresh=fresh)
             self._nursery.start_soon(actor.main, name=f"run:{run_id}")
         return actor
 
@@ -266,6 +268,18 @@ class Engine:
     def is_live(self, run_id: str) -> bool:
         """The run has an actor in memory on this node (it may still be loading)."""
         return run_id in self.actors
+
+    async def start_new(self, run_id: str, message: m.StartRun) -> m.RunView:
+        """Start a run whose id was minted for this start (a client's start): its actor begins
+        empty instead of reading a journal first, which keeps a read off the start's path."""
+        reply = Reply()
+        letter = Letter(message, reply)
+        try:
+            self.actor(run_id, fresh=True).send.send_nowait(letter)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.deliver(run_id, letter)
+        view: m.RunView = await reply.wait()
+        return view
 
     def work_views(self) -> list[m.WorkView]:
         """The outstanding work of every live run on this node, as of each one's last commit."""

@@ -240,7 +240,7 @@ class WorkflowService:
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
         # The run's own actor writes its first records, fenced by its shard's epoch; a shard
         # taken over meanwhile answers NotOwner and the request goes to the new owner.
-        view = await self.engine.ask(run_id, m.StartRun(meta=meta, accepted=True, instance=instance))
+        view = await self.engine.start_new(run_id, m.StartRun(meta=meta, accepted=True, instance=instance))
         self._instances[(namespace, workflow_id)] = instance
         return Started(view, "started_new")
 

@@ -129,3 +129,33 @@ async def test_a_lost_continuation_is_started_by_the_reader_that_follows_the_lin
         await trio.testing.wait_all_tasks_blocked()
         assert "run_started" in _types(journal, first)
         nursery.cancel_scope.cancel()
+
+
+class CountingJournal(BatchJournal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def read_records(self, run_id: str) -> list[bytes]:
+        self.reads.append(run_id)
+        return await super().read_records(run_id)
+
+    async def find_instances(self, workflow_id: str) -> list[InstanceRow]:
+        return [row for (_, wid), row in self.instances.items() if wid == workflow_id]
+
+
+async def test_a_client_start_reads_no_journal_and_its_run_is_served_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    """A client's start mints the run id, so the run's actor begins empty: the start's path has
+    one write and no read (a read of a journal that cannot exist cost a thread hop per start)."""
+    journal = CountingJournal()
+    engine = Engine(journal, TrioClock(), idle_seconds=600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        started = await WorkflowService(engine).start("default", {"workflow_id": "fresh-1", "workflow_type": "t"})
+        assert started.outcome == "started_new"
+        assert journal.reads == []
+        assert _types(journal, started.run.run_id) == ["StartAccepted", "WorkflowStarted"]
+        assert [v.workflow_task for v in engine.work_views() if v.run_id == started.run.run_id][0] is not None
+        again = await WorkflowService(engine).start("default", {"workflow_id": "fresh-1", "workflow_type": "t"})
+        assert again.outcome == "rejected_duplicate" and again.run.run_id == started.run.run_id
+        nursery.cancel_scope.cancel()
