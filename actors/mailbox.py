@@ -49,5 +49,9 @@ class RunUnavailable(Exception):
     """The run's journal could not be folded; the failure is logged and retried later."""
 
 
+class NotReady(Exception):
+    """The actor cannot answer a read at once (loading, or a commit in flight): use the mailbox."""
+
+
 class RunDamaged(RunUnavailable):
     """Records of the run cannot be decoded: it serves nothing but terminate until it is closed."""

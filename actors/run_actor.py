@@ -25,7 +25,7 @@ from .control_handlers import ControlHandlers
 from .emit import Emitter
 from .errors import ProtocolError
 from .host import Host
-from .mailbox import Letter, NotOwner, Reply, RunDamaged, RunNotFound, RunUnavailable
+from .mailbox import Letter, NotOwner, NotReady, Reply, RunDamaged, RunNotFound, RunUnavailable
 from .records import from_stored, to_stored
 from .run_state import RunState, fold
 from .task_queue import Offer
@@ -35,6 +35,7 @@ from .worker_handlers import WorkerPlaneHandlers
 __all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
+READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo)  # answered by read_now
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
@@ -69,6 +70,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
         self.run_id = run_id
         self.host = host
         self._fresh = fresh  # a run id minted just now: there is no journal to read
+        self.ready = False  # loaded and between commits: reads may be answered at once (read_now)
         self.send, self._recv = trio.open_memory_channel[Letter](mailbox_size)
         self.state = RunState(run_id)
         self.visible = 0  # history events committed and readable
@@ -125,6 +127,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             self.changed.set()  # readers parked on this actor re-resolve the run
 
     async def _load(self) -> None:
+        self.ready = False
         if self._fresh:
             self._fresh = False  # only the first load: a reload after a failed commit reads
             bodies: list[bytes] = []
@@ -139,6 +142,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             )
         self.state = state
         self.visible = len(state.events)
+        self.ready = True
         now = self.host.clock.now()
         for act in state.activities.values():
             if act.status == "running" and act.heartbeat_base is not None:
@@ -189,14 +193,41 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
 
     # --- message dispatch ----------------------------------------------------------
 
+    def _admit(self, message: m.Message) -> None:
+        self.check_readable(message)
+        if self.state.status == "new" and not isinstance(message, m.Tick | m.ChildClosed | m.StartRun):
+            raise RunNotFound(self.run_id)
+        if message.namespace is not None and message.namespace != self.state.namespace:
+            raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
+
+    def read_now(self, message: m.Message) -> Any:
+        """Answer a read at once, without queueing behind the mailbox's writes, while nothing
+        uncommitted is in the state (loaded, no commit in flight). ``NotReady`` otherwise: the
+        caller sends it through the mailbox. A read never changes the run, so answering it
+        between two queued writes is what the mailbox would have done a little later."""
+        if not self.ready or self.committing or not isinstance(message, READS):
+            raise NotReady(self.run_id)
+        self._admit(message)
+        return self._read(message)
+
+    def _read(self, message: m.Message) -> Any:
+        match message:
+            case m.Describe():
+                return views.run_view(self.state, self.visible)
+            case m.ReadHistory():
+                return self._on_read_history(message)
+            case m.ReadUpdate():
+                return m.UpdateView(copy.deepcopy(self.state.updates.get(message.update_id)), self.changed)
+            case m.ReadActivity():
+                return views.activity_view(self.state, message.execution_id)
+            case m.TerminalInfo():
+                return self._on_terminal_info()
+        raise TypeError(f"not a read: {type(message).__name__}")
+
     async def _handle(self, letter: Letter) -> None:
         message, reply = letter.message, letter.reply
         try:
-            self.check_readable(message)
-            if self.state.status == "new" and not isinstance(message, m.Tick | m.ChildClosed | m.StartRun):
-                raise RunNotFound(self.run_id)
-            if message.namespace is not None and message.namespace != self.state.namespace:
-                raise RunNotFound(self.run_id)  # another namespace's task is unknown here, never leaked
+            self._admit(message)
             value = await self._dispatch(message)
         except (ProtocolError, RunNotFound, NotOwner, RunDamaged) as exc:
             if reply:
@@ -263,14 +294,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
                 return await self._on_runs_started(message)
             case m.PendingStart():
                 return self.start_message(message.run_id)
-            case m.Describe():
-                return views.run_view(self.state, self.visible)
-            case m.ReadHistory():
-                return self._on_read_history(message)
-            case m.ReadUpdate():
-                return m.UpdateView(copy.deepcopy(self.state.updates.get(message.update_id)), self.changed)
-            case m.ReadActivity():
-                return views.activity_view(self.state, message.execution_id)
+            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity():
+                return self._read(message)
         raise TypeError(f"RunActor has no handler for {type(message).__name__}")
 
     def check_readable(self, message: m.Message | None = None) -> None:

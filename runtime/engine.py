@@ -16,7 +16,8 @@ from actors import messages as m
 from actors.clock import Clock
 from actors.id_source import RANDOM_IDS, IdSource
 from actors.limits import DEFAULT as DEFAULT_LIMITS
-from actors.run_actor import Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
+from actors.mailbox import NotReady
+from actors.run_actor import READS, Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
@@ -260,7 +261,17 @@ class Engine:
                 await trio.lowlevel.checkpoint()  # it passivated meanwhile: activate afresh
 
     async def ask(self, run_id: str, message: m.Message) -> Any:
-        """Deliver a message to the run's actor on this node and wait for its answer."""
+        """Deliver a message to the run's actor on this node and wait for its answer. A read of
+        a loaded run with no commit in flight is answered at once (``RunActor.read_now``)."""
+        live = self.actors.get(run_id)
+        if live is not None and isinstance(message, READS):
+            try:
+                answer = live.read_now(message)
+            except NotReady:
+                pass
+            else:
+                await trio.lowlevel.checkpoint()
+                return answer
         reply = Reply()
         await self.deliver(run_id, Letter(message, reply))
         return await reply.wait()

@@ -159,3 +159,46 @@ async def test_a_client_start_reads_no_journal_and_its_run_is_served_at_once(aut
         again = await WorkflowService(engine).start("default", {"workflow_id": "fresh-1", "workflow_type": "t"})
         assert again.outcome == "rejected_duplicate" and again.run.run_id == started.run.run_id
         nursery.cancel_scope.cancel()
+
+
+class GatedJournal(FakeJournal):
+    """Holds every append until the test opens the gate, as a slow disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+
+    async def append(self, batch: Any) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+        await super().append(batch)
+
+
+async def test_a_read_is_answered_between_commits_never_during_one(autojump_clock: trio.testing.MockClock) -> None:
+    """Reads skip the mailbox only while nothing uncommitted is in the actor's state: during a
+    commit in flight a describe waits for it, then sees the committed signal."""
+    journal = GatedJournal()
+    journal.gate.set()
+    engine = Engine(journal, TrioClock(), idle_seconds=600)
+    run_id = _run(journal, TrioClock().now())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        before = await engine.ask(run_id, m.Describe())  # loaded, no commit: answered at once
+        assert before.visible == 2
+        journal.gate = trio.Event()
+        journal.waiting = trio.Event()
+        nursery.start_soon(engine.ask, run_id, m.Signal(name="go", arguments=None, command_id="c1"))
+        await journal.waiting.wait()  # the signal's commit is in flight
+        seen: list[Any] = []
+
+        async def describe() -> None:
+            seen.append(await engine.ask(run_id, m.Describe()))
+
+        nursery.start_soon(describe)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == []  # not answered from the folded, uncommitted state
+        journal.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [view.visible for view in seen] == [3]  # the committed signal, once the commit is in
+        nursery.cancel_scope.cancel()
