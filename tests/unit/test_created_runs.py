@@ -196,9 +196,11 @@ async def test_a_read_is_answered_between_commits_never_during_one(autojump_cloc
             seen.append(await engine.ask(run_id, m.Describe()))
 
         nursery.start_soon(describe)
-        await trio.testing.wait_all_tasks_blocked()
-        assert seen == []  # not answered from the folded, uncommitted state
-        journal.gate.set()
+        try:
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == []  # not answered from the folded, uncommitted state
+        finally:
+            journal.gate.set()  # the commit is shielded: let it end whatever the assertion said
         await trio.testing.wait_all_tasks_blocked()
         assert [view.visible for view in seen] == [3]  # the committed signal, once the commit is in
         nursery.cancel_scope.cancel()
