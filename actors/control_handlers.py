@@ -4,7 +4,7 @@ updates, children closing, and the start of the run itself."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from persistence.journal import ConflictError
 
@@ -12,33 +12,14 @@ from . import decide_control, views
 from . import messages as m
 from .emit import Emitter, started_records
 from .errors import ProtocolError
-from .host import Host
+from .host import ActorParts
 from .limits import history_full, signals_full
-from .run_state import TERMINAL, RunState
+from .run_state import TERMINAL
 
 log = logging.getLogger("dw.actor")
 
 
-class _ControlParts:
-    """What the handlers use of the actor they are part of (``RunActor``)."""
-
-    run_id: str
-    host: Host
-    state: RunState
-    visible: int
-
-    if TYPE_CHECKING:
-        async def commit(self, em: Emitter) -> None: ...
-
-        def _after_change(self) -> None: ...
-
-        def _launch(self, run_id: str) -> None: ...
-
-        def start_message(self, run_id: str) -> m.StartRun | None: ...
-
-
-
-class ControlHandlers(_ControlParts):
+class ControlHandlers(ActorParts):
     async def _on_signal(self, msg: m.Signal) -> dict[str, Any]:
         s = self.state
         request_id = msg.request_id

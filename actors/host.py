@@ -14,7 +14,9 @@ from .task_queue import Offer, TaskQueue
 from .timer_service import TimerService
 
 if TYPE_CHECKING:
+    from .emit import Emitter
     from .run_actor import RunActor
+    from .run_state import RunState
 
 
 class Host(Protocol):
@@ -44,3 +46,22 @@ class Host(Protocol):
     def start_run(self, creator: str, run_id: str, message: m.StartRun) -> None: ...
 
     async def terminal_info(self, run_id: str) -> dict[str, Any] | None: ...
+
+
+class ActorParts:
+    """What the handler modules (``worker_handlers``, ``control_handlers``) use of the actor
+    they are mixed into (``RunActor``), declared once for the type checker."""
+
+    run_id: str
+    host: Host
+    state: RunState
+    visible: int
+
+    if TYPE_CHECKING:
+        async def commit(self, em: Emitter) -> None: ...
+
+        def _after_change(self) -> None: ...
+
+        def _launch(self, run_id: str) -> None: ...
+
+        def start_message(self, run_id: str) -> m.StartRun | None: ...

@@ -5,7 +5,7 @@ at a time, and commits before it answers."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from persistence.vocabulary import activity_execution_id, encode_offset
 
@@ -13,32 +13,12 @@ from . import decide_activity, decide_time, decide_workflow_task
 from . import messages as m
 from .emit import Emitter
 from .errors import GuardError
-from .host import Host
-from .run_state import RunState
+from .host import ActorParts
 
 log = logging.getLogger("dw.actor")
 
 
-class _ActorParts:
-    """What the handlers use of the actor they are part of (``RunActor``)."""
-
-    run_id: str
-    host: Host
-    state: RunState
-    visible: int
-
-    if TYPE_CHECKING:
-        async def commit(self, em: Emitter) -> None: ...
-
-        def _after_change(self) -> None: ...
-
-        def _launch(self, run_id: str) -> None: ...
-
-        def start_message(self, run_id: str) -> m.StartRun | None: ...
-
-
-
-class WorkerPlaneHandlers(_ActorParts):
+class WorkerPlaneHandlers(ActorParts):
     async def _on_claim_workflow_task(self, msg: m.ClaimWorkflowTask) -> dict[str, Any] | None:
         s = self.state
         if s.wt is None or s.wt.task_id != msg.task_id:
