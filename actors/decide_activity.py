@@ -14,7 +14,9 @@ from .run_state import Activity, RunState
 ACTIVITY_LEASE = 300.0
 
 
-def claim(state: RunState, seq: int, owner: str, now: float, lease_seconds: float = ACTIVITY_LEASE) -> Emitter | None:
+def claim(
+    state: RunState, seq: int, owner: str, now: float, lease_seconds: float = ACTIVITY_LEASE, poll_id: str | None = None
+) -> Emitter | None:
     act = state.activities.get(seq)
     if act is None or act.status != "pending" or act.available_at > now or not state.is_open:
         return None
@@ -32,7 +34,7 @@ def claim(state: RunState, seq: int, owner: str, now: float, lease_seconds: floa
             "lease_expires_at": iso(lease),
             **par_fields(act.parallel),
         },
-        extra={"owner": owner, "lease": lease},
+        extra={"owner": owner, "lease": lease, **({"poll": poll_id} if poll_id else {})},
     )
     return em
 

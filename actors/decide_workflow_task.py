@@ -81,12 +81,15 @@ def _known_task(state: RunState, task_id: str) -> bool:
     return 1 <= n <= state.wt_counter
 
 
-def claim(state: RunState, owner: str, now: float, lease: float = WORKFLOW_TASK_LEASE) -> Emitter | None:
+def claim(
+    state: RunState, owner: str, now: float, lease: float = WORKFLOW_TASK_LEASE, poll_id: str | None = None
+) -> Emitter | None:
     wt = state.wt
     if wt is None or wt.status != "ready" or wt.available_at > now or not state.is_open:
         return None
     em = Emitter(state, now)
-    em.internal("wt_claim", task=wt.task_id, attempt=wt.attempt + 1, owner=owner, lease=now + lease, snap=state.next_h - 1)
+    poll = {"poll": poll_id} if poll_id else {}
+    em.internal("wt_claim", task=wt.task_id, attempt=wt.attempt + 1, owner=owner, lease=now + lease, snap=state.next_h - 1, **poll)
     return em
 
 

@@ -78,6 +78,7 @@ class ClaimWorkflowTask(Message):
     task_id: str
     owner: str
     page_size: int = 500
+    poll_id: str | None = None  # kept with the lease, so a re-sent poll can find what it was given
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +133,7 @@ class ClaimActivity(Message):
     KIND: ClassVar[str] = "claim_activity"
     seq: int
     owner: str
+    poll_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -371,6 +373,7 @@ class TaskView:
     seq: int | None = None
     deadlines: tuple[float, ...] = ()
     attempt_closed: bool = False
+    poll_id: str | None = None  # the poll it is leased to, while leased
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ class WorkflowTask:
     lease_expires_at: float | None = None
     snapshot: int = 0
     update_id: str | None = None  # an update task applies only this update (worker-plane §8.2)
+    poll_id: str | None = None  # the poll it was leased to: a re-sent poll finds it again (runtime.workers)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Activity:
     heartbeat_base: float | None = None
     progress: dict[str, Any] | None = None
     late_result: Any = None
+    poll_id: str | None = None  # the poll this attempt was leased to (see WorkflowTask.poll_id)
 
     @property
     def task_id(self) -> str:
@@ -274,6 +276,7 @@ def _activity_started(state: RunState, record: Record) -> None:
     activity.attempt_closed = False
     activity.owner = record.extra["owner"]
     activity.lease_expires_at = record.extra["lease"]
+    activity.poll_id = record.extra.get("poll")
     activity.claimed_at = record.at
     activity.heartbeat_base = record.at
     activity.progress = None
@@ -504,11 +507,13 @@ _EVENT_FOLDS: dict[str, Any] = {
 def _wt_claim(state: RunState, record: Record) -> None:
     task = state.wt
     assert task is not None and task.task_id == record.data["task"]
+    renewal = task.status == "leased" and task.attempt == record.data["attempt"]  # a heartbeat keeps the lease's poll
     task.status = "leased"
     task.attempt = record.data["attempt"]
     task.owner = record.data["owner"]
     task.lease_expires_at = record.data["lease"]
     task.snapshot = record.data["snap"]
+    task.poll_id = record.data.get("poll") or (task.poll_id if renewal else None)
     if task.update_id is None:
         state.wake = False  # the snapshot holds every event that set it; update tasks leave it
     if state.status == "waiting" or state.status == "pending":

@@ -61,6 +61,7 @@ def work_view(s: RunState) -> WorkView:
         task = TaskView(
             queue=s.task_queue, task_id=wt.task_id, task_type="workflow", status=wt.status, available_at=wt.available_at,
             lease_owner=wt.owner, lease_expires_at=wt.lease_expires_at, attempt=wt.attempt,
+            poll_id=wt.poll_id if wt.status == "leased" else None,
         )
     activities = tuple(
         TaskView(
@@ -68,7 +69,7 @@ def work_view(s: RunState) -> WorkView:
             lease_owner=a.owner, lease_expires_at=a.lease_expires_at, attempt=a.attempt_number,
             attempt_id=a.attempt_id() if a.status == "running" and not a.attempt_closed else None,
             execution_id=a.exec_id, seq=a.seq, deadlines=tuple(decide_activity.deadlines(a).values()),
-            attempt_closed=a.attempt_closed,
+            attempt_closed=a.attempt_closed, poll_id=a.poll_id if a.status == "running" else None,
         )
         for a in s.activities.values()
     )

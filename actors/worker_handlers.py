@@ -23,7 +23,7 @@ class WorkerPlaneHandlers(ActorParts):
         s = self.state
         if s.wt is None or s.wt.task_id != msg.task_id:
             return None
-        em = decide_workflow_task.claim(s, msg.owner, self.host.clock.now(), self.host.wt_lease)
+        em = decide_workflow_task.claim(s, msg.owner, self.host.clock.now(), self.host.wt_lease, msg.poll_id)
         if em is None:
             return None
         await self.commit(em)
@@ -172,7 +172,7 @@ class WorkerPlaneHandlers(ActorParts):
         return 1
 
     async def _on_claim_activity(self, msg: m.ClaimActivity) -> dict[str, Any] | None:
-        em = decide_activity.claim(self.state, msg.seq, msg.owner, self.host.clock.now(), self.host.act_lease)
+        em = decide_activity.claim(self.state, msg.seq, msg.owner, self.host.clock.now(), self.host.act_lease, msg.poll_id)
         if em is None:
             return None
         await self.commit(em)

@@ -27,7 +27,7 @@ from persistence.ids import shard_of_run
 from persistence.journal import StoreUnavailable
 from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
-from runtime.peers import RPC_PATH
+from runtime.peers import REROUTED_HEADER, RPC_PATH
 from runtime.replay_guard import ReplayUnavailable
 from runtime.router import OWNER_BUDGET, Unreachable
 
@@ -197,10 +197,14 @@ class Api:
                 else:
                     await trio.sleep(0.25)  # forwarded here: this node is about to own the shard, or the budget ends
 
-    async def _send_to(self, url: str) -> httpx.Response:
+    async def _send_to(self, url: str, rerouted: bool) -> httpx.Response:
         return await self.node.engine.peers.forward(
-            url, request.method, self._raw_target(), dict(request.headers), await request.get_data()
+            url, request.method, self._raw_target(), dict(request.headers), await request.get_data(), rerouted=rerouted
         )
+
+    async def rerouted(self) -> bool:
+        """A member re-sent this request after losing the member it first sent it to (runtime.router)."""
+        return request.headers.get(REROUTED_HEADER) == "1" and self._forwarded_by(await request.get_data()) is not None
 
     @staticmethod
     def _relay(answer: httpx.Response) -> Response:

@@ -11,6 +11,7 @@ from actors import messages as m
 from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import InstanceRow, StoreUnavailable
+from runtime import poll_recovery
 from runtime.errors import ProtocolError
 from runtime.node import Node
 from runtime.peers import ALIVE_PATH, RPC_PATH
@@ -39,9 +40,14 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
     if op == "claim":
         try:  # local only: a claim is never forwarded twice
             offer = Offer(call["run_id"], call["task_id"], "", call["seq"])
-            task = await node.workers.claim_here(call["kind"], offer, call["owner"], call["page_size"])
+            task = await node.workers.claim_here(call["kind"], offer, call["owner"], call["page_size"], call.get("poll_id"))
         except (NotOwner, RunNotFound, RunUnavailable):
             task = None
+        return {"task": task}
+    if op == "poll_replay":  # a re-sent poll asks whether a run here leased it something (runtime.poll_recovery)
+        task = await poll_recovery.replay_here(
+            engine, call["kind"], call["namespace"], call["worker"], call["poll_id"], call["page_size"]
+        )
         return {"task": task}
     if op == "start_run":
         try:  # local only: a created run's start is committed by its owner, never forwarded twice

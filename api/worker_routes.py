@@ -90,7 +90,9 @@ def _register_polls(api: Api) -> None:
             req = schemas.parse(schemas.Poll, ctx.body)
             engine.router.require_queue_here(kind, ctx.namespace, req.task_queue)
             _admit_poll(api, kind, ctx.namespace, req.task_queue)
-            task = await node.workers.poll(kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
+            task = await node.workers.poll(
+                kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds), rerouted=await api.rerouted()
+            )
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
             return 200, {"task": task, "poll_status": "leased"}

@@ -25,6 +25,7 @@ log = logging.getLogger("dw.peers")
 RPC_PATH = "/internal/rpc"
 ALIVE_PATH = "/internal/alive"  # no database behind it: /api/health would report the database, not the node
 FORWARDED_HEADER = "X-DW-Forwarded-By"
+REROUTED_HEADER = "X-DW-Rerouted"  # sent again after the member it first went to was lost
 TIMESTAMP_HEADER = "X-DW-Node-Timestamp"
 SIGNATURE_HEADER = "X-DW-Node-Signature"
 BODY_HASH_HEADER = "X-DW-Body-SHA256"
@@ -178,12 +179,16 @@ class Peers:
             raise PeerError(f"{op} to {url} answered {response.status_code}: {response.text[:200]}")
         return cbor2.loads(response.content)
 
-    async def forward(self, url: str, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    async def forward(
+        self, url: str, method: str, path: str, headers: dict[str, str], body: bytes, *, rerouted: bool = False
+    ) -> httpx.Response:
         """Send a client's request on; ``path`` is the raw path and query, sent byte for byte."""
-        drop = ("host", "content-length", "connection", "accept-encoding", "transfer-encoding",
+        drop = ("host", "content-length", "connection", "accept-encoding", "transfer-encoding", REROUTED_HEADER.lower(),
                 FORWARDED_HEADER.lower(), TIMESTAMP_HEADER.lower(), SIGNATURE_HEADER.lower(), BODY_HASH_HEADER.lower())
         out = {k: v for k, v in headers.items() if k.lower() not in drop}
         out.update(self.signed_headers(method, path, body, url))
+        if rerouted:
+            out[REROUTED_HEADER] = "1"
         request = self.http.build_request(method, url.rstrip("/"), headers=out, content=body)
         request.url = request.url.copy_with(raw_path=path.encode("latin-1"))
         return await self.http.send(request)

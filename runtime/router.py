@@ -116,16 +116,17 @@ class Router:
         return await self.call(shard, op, run_id=run_id, **kw)
 
     async def forward(
-        self, shard: int, send: Callable[[str], Awaitable[httpx.Response]], *, budget: float = OWNER_BUDGET,
+        self, shard: int, send: Callable[[str, bool], Awaitable[httpx.Response]], *, budget: float = OWNER_BUDGET,
     ) -> httpx.Response | None:
-        """Send a client's request to the member owning ``shard`` with ``send(url)``.
+        """Send a client's request to the member owning ``shard`` with ``send(url, rerouted)``.
 
         While it is open, the owner is watched: if the directory moves the shard or the owner
-        stops answering probes, the attempt is abandoned and the request goes to the new owner.
+        stops answering probes, the attempt is abandoned and the request goes to the new owner,
+        marked ``rerouted``: the lost owner may have acted on it before its answer was lost.
         None when the shard became this node's (handle it here); ``Unreachable`` when no
         reachable owner appears within ``budget``."""
         deadline = trio.current_time() + budget
-        for _ in range(MAX_REROUTES + 1):
+        for tries in range(MAX_REROUTES + 1):
             url = await self._owner_within(shard, deadline)
             if url is None:
                 return None
@@ -140,10 +141,10 @@ class Router:
                         await trio.sleep(WATCH_INTERVAL)
                     nursery.cancel_scope.cancel()
 
-                async def attempt(url: str = url) -> None:
+                async def attempt(url: str = url, rerouted: bool = tries > 0) -> None:
                     nonlocal answer, failed
                     try:
-                        answer = await send(url)
+                        answer = await send(url, rerouted)
                     except httpx.HTTPError as exc:
                         failed = str(exc) or type(exc).__name__
                         self.peers.suspect(url)

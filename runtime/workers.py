@@ -12,6 +12,7 @@ from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
 from persistence.journal import Batch, WorkerRow
 
+from . import poll_recovery
 from .engine import Engine
 from .errors import ProtocolError
 from .router import Unreachable
@@ -128,7 +129,11 @@ class WorkerService:
         row.last_seen = self.engine.clock.now()
         return row
 
-    async def poll(self, kind: str, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
+    async def poll(
+        self, kind: str, namespace: str, body: dict[str, Any], hold: float, *, rerouted: bool = False
+    ) -> dict[str, Any] | None:
+        """``rerouted``: a member re-sent this poll after losing the queue's former home; what
+        that home gave it may be leased somewhere (``runtime.poll_recovery``)."""
         worker_id, queue = body["worker_id"], body["task_queue"]
         page_size = body.get("history_page_size") or 500
         row = await self.registration(namespace, worker_id, queue)
@@ -145,7 +150,11 @@ class WorkerService:
                 return task
         done = self._inflight[key] = trio.Event()
         try:
-            task = await self._poll(kind, namespace, row, queue, hold, page_size)
+            task = None
+            if rerouted:
+                task = await poll_recovery.replay_anywhere(self.engine, kind, namespace, worker_id, request_id, page_size)
+            if task is None:
+                task = await self._poll(kind, namespace, row, queue, hold, page_size, request_id)
             if task is not None:
                 self._remember(key, kind, task)
             return task
@@ -153,21 +162,27 @@ class WorkerService:
             del self._inflight[key]
             done.set()
 
-    async def claim_here(self, kind: str, offer: Offer, owner: str, page_size: int) -> dict[str, Any] | None:
+    async def claim_here(
+        self, kind: str, offer: Offer, owner: str, page_size: int, poll_id: str | None = None
+    ) -> dict[str, Any] | None:
         """Claim an offered task from its run's actor on this node (``NotOwner`` when it lives elsewhere)."""
         if kind == "workflow":
-            return await self.engine.ask(offer.run_id, m.ClaimWorkflowTask(task_id=offer.task_id, owner=owner, page_size=page_size))
+            message: m.Message = m.ClaimWorkflowTask(task_id=offer.task_id, owner=owner, page_size=page_size, poll_id=poll_id)
+            return await self.engine.ask(offer.run_id, message)  # type: ignore[no-any-return]
         assert offer.seq is not None
-        return await self.engine.ask(offer.run_id, m.ClaimActivity(seq=offer.seq, owner=owner))
+        return await self.engine.ask(offer.run_id, m.ClaimActivity(seq=offer.seq, owner=owner, poll_id=poll_id))  # type: ignore[no-any-return]
 
-    async def claim(self, kind: str, offer: Offer, owner: str, page_size: int) -> dict[str, Any] | None:
+    async def claim(
+        self, kind: str, offer: Offer, owner: str, page_size: int, poll_id: str | None = None
+    ) -> dict[str, Any] | None:
         """Claim an offered task from its run, on this node or on the node owning the run."""
         try:
-            return await self.claim_here(kind, offer, owner, page_size)
+            return await self.claim_here(kind, offer, owner, page_size, poll_id)
         except NotOwner:
             try:
                 reply = await self.engine.router.call_run(
                     offer.run_id, "claim", kind=kind, task_id=offer.task_id, seq=offer.seq, owner=owner, page_size=page_size,
+                    poll_id=poll_id,
                 )
             except Unreachable:
                 return None  # the run's owner will offer it again once it is reachable
@@ -199,7 +214,8 @@ class WorkerService:
             return None  # the run lives elsewhere now: poll afresh
 
     async def _poll(
-        self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float, page_size: int = 500
+        self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float, page_size: int = 500,
+        poll_id: str | None = None,
     ) -> dict[str, Any] | None:
         types_key = "supported_workflow_types" if kind == "workflow" else "supported_activity_types"
         types = set(row.info.get(types_key) or [])
@@ -215,7 +231,7 @@ class WorkerService:
                 return None
             try:
                 with trio.CancelScope(shield=True):
-                    task = await self.claim(kind, offer, row.worker_id, page_size)
+                    task = await self.claim(kind, offer, row.worker_id, page_size, poll_id)
             except Exception:  # noqa: BLE001 - a vanished or broken run must not fail the poll
                 log.exception("claim of %s failed; polling on", offer.task_id)
                 continue

@@ -105,9 +105,11 @@ async def test_a_forwarded_request_is_re_routed_when_its_owner_stops_answering(
     router = Router(engine)
     engine.peers.owners = {1: "a"}
     sent: list[str] = []
+    rerouted: list[bool] = []
 
-    async def send(url: str) -> httpx.Response:
+    async def send(url: str, again: bool) -> httpx.Response:
         sent.append(url)
+        rerouted.append(again)
         if url == "http://a":
             await trio.sleep_forever()  # a long poll parked on a node that then froze
         return httpx.Response(200, text=url)
@@ -122,6 +124,7 @@ async def test_a_forwarded_request_is_re_routed_when_its_owner_stops_answering(
         nursery.start_soon(freeze_a)
         answer = await router.forward(1, send)
     assert answer is not None and answer.text == "http://b" and sent == ["http://a", "http://b"]
+    assert rerouted == [False, True], "the second owner is told the first may have acted on the request"
 
 
 async def test_a_forward_for_a_shard_that_becomes_local_is_handled_here(autojump_clock: trio.testing.MockClock) -> None:
@@ -133,7 +136,7 @@ async def test_a_forward_for_a_shard_that_becomes_local_is_handled_here(autojump
         assert engine.owned is not None
         engine.owned[1] = 2
 
-    async def never(url: str) -> httpx.Response:
+    async def never(url: str, rerouted: bool) -> httpx.Response:
         raise AssertionError("nothing to forward to")
 
     async with trio.open_nursery() as nursery:

@@ -153,7 +153,9 @@ async def not_owner(member: tuple[Node, Any], monkeypatch: pytest.MonkeyPatch) -
     peers.owners = dict.fromkeys(range(node.engine.shard_count), "other")
     forwarded: list[str] = []
 
-    async def forward(url: str, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    async def forward(
+        url: str, method: str, path: str, headers: dict[str, str], body: bytes, rerouted: bool = False
+    ) -> httpx.Response:
         forwarded.append(f"{method} {url}{path}")
         return httpx.Response(201, json={"answered_by": "other"})
 
