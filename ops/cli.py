@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import sys
+import time
 from functools import partial
 
 import trio
@@ -79,6 +80,7 @@ async def _serve(cfg: Config) -> None:
         hcfg.include_server_header = False
         hcfg.errorlog = logging.getLogger("hypercorn.error")
         stop = trio.Event()
+        stopping = time.monotonic()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as http:
                 binds = await http.start(partial(hyper_serve, app, hcfg, shutdown_trigger=stop.wait))
@@ -96,10 +98,11 @@ async def _serve(cfg: Config) -> None:
                 async for signum in signals:
                     log.info("received %s: answering parked polls and shutting down", signal.Signals(signum).name)
                     break
+                stopping = time.monotonic()
                 node.engine.drain()
                 stop.set()
         root.cancel_scope.cancel()
-    log.info("dw-server stopped")
+    log.info("dw-server stopped (shutdown took %.1fs)", time.monotonic() - stopping)
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -145,7 +146,9 @@ class Node:
                 with trio.CancelScope(shield=True):
                     await self.engine.peers.aclose()
             log.info("journal: %d batches in %d commits", self.journal.batches, self.journal.commits)
+            started = time.monotonic()
             await self.journal.aclose()
+            log.info("journal closed in %.1fs", time.monotonic() - started)
 
 
 async def until_reachable(what: str, step: Callable[[], Awaitable[Any]]) -> Any:
