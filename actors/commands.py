@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
+from . import local_activities
 from .errors import CommandError
 
 __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
@@ -16,6 +17,7 @@ __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS"
 STEP_COMMANDS = frozenset(
     {
         "schedule_activity",
+        "record_local_activity",
         "start_timer",
         "start_child_workflow",
         "record_side_effect",
@@ -326,6 +328,7 @@ _VALIDATORS = {
     "complete_update": _complete_update,
     "fail_update": _fail_update,
     "schedule_activity": _schedule_activity,
+    "record_local_activity": lambda cmd, path: local_activities.validate(cmd, path, _parallel(cmd, path)),
     "start_timer": _start_timer,
     "start_child_workflow": _start_child,
     "record_side_effect": _side_effect,

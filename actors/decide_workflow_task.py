@@ -8,6 +8,7 @@ from typing import Any
 from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
+from . import local_activities
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields
 from .errors import GuardError
@@ -270,7 +271,10 @@ def _is_duplicate_member(state: RunState, cmd: dict[str, Any], par: dict[str, An
     step = state.steps.get(seq)
     if step is None:
         return False
-    kind = {"schedule_activity": "activity", "start_timer": "timer", "start_child_workflow": "child"}.get(cmd["type"])
+    kind = {
+        "schedule_activity": "activity", "record_local_activity": "local_activity", "start_timer": "timer",
+        "start_child_workflow": "child",
+    }.get(cmd["type"])
     if step["kind"] != kind:
         return False
     if kind == "timer":
@@ -489,6 +493,7 @@ def closure_effects(state: RunState, em: Emitter) -> None:
 
 _STEP_APPLY = {
     "schedule_activity": _schedule_activity,
+    "record_local_activity": lambda state, em, cmd, seq, _s: local_activities.record(state.run_id, em, cmd, seq),
     "start_timer": _start_timer,
     "start_child_workflow": _start_child,
     "record_side_effect": _side_effect,

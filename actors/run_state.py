@@ -253,6 +253,9 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
     payload, extra = record.payload, record.extra
     sequence = payload["sequence"]
     parallel = extra.get("par")
+    if extra.get("local"):  # a local activity's whole step arrives in one completion: no task, nothing open
+        _register_step(state, sequence, {"kind": "local_activity", "name": payload["activity_type"]}, None)
+        return
     activity = Activity(
         seq=sequence,
         exec_id=payload["activity_execution_id"],
@@ -270,6 +273,8 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
 
 
 def _activity_started(state: RunState, record: Record) -> None:
+    if record.extra.get("local"):
+        return
     activity = state.activities[record.payload["sequence"]]
     activity.status = "running"
     activity.attempt_number = record.payload["attempt_number"]
@@ -283,6 +288,8 @@ def _activity_started(state: RunState, record: Record) -> None:
 
 
 def _activity_retry(state: RunState, record: Record) -> None:
+    if record.extra.get("local"):
+        return
     activity = state.activities[record.payload["sequence"]]
     activity.status = "pending"
     activity.attempt_closed = True
@@ -293,11 +300,15 @@ def _activity_retry(state: RunState, record: Record) -> None:
 
 
 def _activity_resolved(state: RunState, record: Record) -> None:
+    if record.extra.get("local"):
+        return
     activity = state.activities.pop(record.payload["sequence"])
     _member_resolved(state, activity.parallel, activity.seq, record.at)
 
 
 def _activity_cancelled(state: RunState, record: Record) -> None:
+    if record.extra.get("local"):
+        return
     state.activities.pop(record.payload["sequence"], None)
 
 

@@ -130,7 +130,7 @@ class WorkerPlaneHandlers(ActorParts):
         created += [
             activity_execution_id(self.run_id, record.payload["sequence"])
             for record in em.records
-            if record.kind == "ActivityScheduled"
+            if record.kind == "ActivityScheduled" and not record.extra.get("local")  # a local step has no task
         ]
         return {
             "task_id": task_id,

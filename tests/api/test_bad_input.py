@@ -355,7 +355,7 @@ async def test_task_outcome_body_validation(http: Client) -> None:
     [
         pytest.param([{"type": "no_such_command"}], "commands.0.type", id="unknown-type"),
         pytest.param([{"type": "upsert_memo", "entries": {}}], "commands.0.type", id="ext-upsert_memo"),
-        pytest.param([{"type": "record_local_activity"}], "commands.0.type", id="ext-record_local_activity"),
+        pytest.param([{"type": "start_service_operation"}], "commands.0.type", id="ext-start_service_operation"),
         pytest.param([{"delay_seconds": 1}], "commands.0.type", id="missing-type"),
         pytest.param([{"type": 7}], "commands.0.type", id="numeric-type"),
         pytest.param([{"type": "start_timer", "delay_seconds": 1}, {"type": "no_such_command"}], "commands.1.type",

@@ -193,12 +193,12 @@ def test_update_commands_need_an_update_id_and_a_failure_message() -> None:
     "command",
     [
         {"type": "upsert_memo", "entries": ENV},
-        {"type": "record_local_activity"},
+        {"type": "start_service_operation"},
         {"type": ""},
         {"type": None},
         {"activity_type": "no.type"},
     ],
-    ids=["ext-upsert_memo", "ext-local_activity", "empty", "null", "missing"],
+    ids=["ext-upsert_memo", "ext-start_service_operation", "empty", "null", "missing"],
 )
 def test_unknown_or_missing_type_rejected_on_type_field(command: dict[str, Any]) -> None:
     err = assert_field_error([{"type": "start_timer", "delay_seconds": 1}, command], "commands.1.type")

@@ -1191,3 +1191,85 @@ def test_failed_update_and_updates_left_pending_when_the_run_closes() -> None:
     run.commit(decide_control.cancel_or_terminate(run.state, "terminate", None, "cmd-t", T0 + 5))
     assert run.state.updates["u2"]["status"] == "failed"
     assert run.state.updates["u2"]["failure"]["reason"] == "run_closed"
+
+
+# --- plain local activities (extended spec §2.1) ------------------------------------------
+
+
+def local(name: str = "quote", outcome: str = "completed", attempts: int = 1, **extra: Any) -> dict[str, Any]:
+    reports: list[dict[str, Any]] = [
+        {"attempt_id": f"{n:064x}", "attempt_number": n, "outcome": "failed", "message": f"try {n}",
+         "exception_type": "RuntimeError", "non_retryable": False, "retry_reason": "failure", "backoff_seconds": 1}
+        for n in range(1, attempts)
+    ]
+    last: dict[str, Any] = {"attempt_id": f"{attempts:064x}", "attempt_number": attempts, "outcome": outcome, "heartbeats": []}
+    cmd: dict[str, Any] = {"type": "record_local_activity", "activity_type": name, "execution_mode": "local",
+                           "arguments": ARGS, "outcome": outcome, **extra}
+    if outcome == "completed":
+        cmd["result"] = RESULT
+    else:
+        failure = {"message": "declined", "exception_type": "CardDeclined", "non_retryable": True}
+        cmd.update(failure)
+        last.update(failure)
+    cmd["attempts"] = [*reports, last]
+    if attempts > 1:
+        cmd["retry_policy"] = {"max_attempts": attempts, "backoff_seconds": [1] * (attempts - 1)}
+    return cmd
+
+
+def test_a_local_step_is_recorded_whole_with_no_task_and_no_wake() -> None:
+    run = Run()
+    records = run.turn([local(attempts=2), activity("greet")], T0 + 1)
+    assert types(records) == [
+        "ActivityScheduled", "ActivityStarted", "ActivityRetryScheduled", "ActivityStarted", "ActivityCompleted",
+        "ActivityScheduled",
+    ]
+    local_events = history(records)[:5]
+    assert {r.payload["sequence"] for r in local_events} == {1}
+    assert all(r.payload["execution_mode"] == "local" and r.payload["local_activity"] for r in local_events)
+    assert only(records, "ActivityCompleted").payload["result"] == RESULT["blob"]
+    assert history(records)[-1].payload["sequence"] == 2, "the remote activity takes the next step"
+    assert sorted(run.state.activities) == [2], "no activity task for the local step"
+    assert run.state.wt is None, "the worker already went on: nothing wakes the workflow"
+    assert run.state.steps[1] == {"kind": "local_activity", "name": "quote"}
+
+
+def test_a_failed_local_step_carries_what_replay_reads() -> None:
+    run = Run()
+    records = run.turn([local(outcome="failed")], T0 + 1)
+    failed = only(records, "ActivityFailed").payload
+    assert {k: failed[k] for k in ("message", "exception_type", "exception_class", "non_retryable", "failure_category")} == {
+        "message": "declined", "exception_type": "CardDeclined", "exception_class": "CardDeclined",
+        "non_retryable": True, "failure_category": "activity",
+    }
+    assert run.state.activities == {} and run.state.wt is None
+
+
+def test_a_group_with_a_local_member_wakes_when_its_remote_members_resolve() -> None:
+    run = Run()
+    group = [local("quote", **parallel(1, 2, 0)), activity("greet", **parallel(1, 2, 1))]
+    records = run.turn(group, T0 + 1)
+    assert [r.payload["sequence"] for r in history(records) if r.kind == "ActivityScheduled"] == [1, 2]
+    run.act_claim(2, T0 + 2)
+    run.act_complete(2, T0 + 3)
+    assert run.state.wt is not None and run.state.wt.available_at == T0 + 3
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"execution_mode": "remote"}, "execution_mode"),
+    ({"result": None}, "result"),
+    ({"outcome": "timed_out", "result": None, "message": "late", "exception_type": "Timeout", "non_retryable": True}, "timeout_kind"),
+    ({"attempts": []}, "attempts"),
+    ({"heartbeat_timeout": 10, "start_to_close_timeout": 5}, "heartbeat_timeout"),
+    ({"schedule_to_start_timeout": 5}, "schedule_to_start_timeout"),
+    ({"cancellation_policy": "abandon"}, "cancellation_policy"),
+    ({"retry_policy": {"max_attempts": 1, "initial_interval": 2}}, "retry_policy.initial_interval"),
+])
+def test_a_malformed_local_report_is_refused_with_its_field(change: dict[str, Any], field: str) -> None:
+    run = Run()
+    run.claim(T0 + 1)
+    wt = run.state.wt
+    assert wt is not None
+    with pytest.raises(CommandError) as info:
+        dwt.complete(run.state, wt.task_id, [{**local(), **change}], T0 + 1)
+    assert info.value.status == 422 and f"commands.0.{field}" in info.value.errors, info.value.errors
