@@ -89,16 +89,34 @@ def claim(
     if wt is None or wt.status != "ready" or wt.available_at > now or not state.is_open:
         return None
     em = Emitter(state, now)
-    poll = {"poll": poll_id} if poll_id else {}
-    em.internal("wt_claim", task=wt.task_id, attempt=wt.attempt + 1, owner=owner, lease=now + lease, snap=state.next_h - 1, **poll)
+    stamp: dict[str, Any] = {"poll": poll_id} if poll_id else {}
+    if state.sticky is not None:
+        worker, until = state.sticky
+        stamp["sm"] = "sticky_hit_expected" if owner == worker and now < until else "forced_cold_replay"
+    em.internal("wt_claim", task=wt.task_id, attempt=wt.attempt + 1, owner=owner, lease=now + lease, snap=state.next_h - 1, **stamp)
     return em
+
+
+def sticky_fields(state: RunState, task_id: str, sticky: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The ``wt_done`` fields that set this run's sticky affinity (extended spec §12.2), or
+    nothing (which clears it): only a completion whose ``sticky_cache`` names the lease owner
+    and this run, from a worker registered with sticky execution (checked by the caller)."""
+    wt = state.wt
+    if sticky is None or wt is None or wt.task_id != task_id:
+        return {}
+    if sticky.get("worker_id") != wt.owner or sticky.get("run_id") != state.run_id:
+        return {}
+    if sticky.get("workflow_id") != state.meta.get("workflow_id"):
+        return {}
+    return {"sticky": wt.owner, "sticky_until": now + sticky["ttl"]}
 
 
 def fail(state: RunState, task_id: str, failure: dict[str, Any], now: float) -> tuple[Emitter, str]:
     """A workflow-task failure never writes history; it retries the task with backoff."""
     em = Emitter(state, now)
     if failure.get("type") == "WorkflowTaskWaitingForHistory":
-        em.internal("wt_done", task=task_id)
+        kept = {"sticky_kept": True} if state.sticky is not None else {}  # a no-op: the affinity stands (§12.2)
+        em.internal("wt_done", task=task_id, **kept)
         _defer_due_condition_timeout(state, em)
         return em, "completed"
     delay = min(2 ** state.wt_failures, 60)
@@ -111,19 +129,22 @@ def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
 
 
 def complete(
-    state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS, ids: IdSource = RANDOM_IDS
+    state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS, ids: IdSource = RANDOM_IDS,
+    sticky: dict[str, Any] | None = None,
 ) -> Emitter:
+    """``sticky``: the completion's ``sticky_cache`` with ``ttl`` (seconds) as the server allows it."""
     commands = validate_commands(raw_commands)
     em = Emitter(state, now, workflow_task_id=task_id, ids=ids)
     wt = state.wt
+    affinity = sticky_fields(state, task_id, sticky, now)
     if wt is not None and wt.update_id is not None:
-        return _complete_update_task(state, em, task_id, wt.update_id, commands)
+        return _complete_update_task(state, em, task_id, wt.update_id, commands, affinity)
     if state.cond is not None and state.last_signal is not None and wt is not None and state.last_signal_h > wt.snapshot:
         # A signal reached the open wait after this task's snapshot. Replay binds it to that
         # wait, so these commands were decided on a history the SDK will never replay again:
         # applying them would make the next replay non-deterministic. Nothing is written; the
         # next task (scheduled by wt_done) replays with the signal in place.
-        em.internal("wt_done", task=task_id)
+        em.internal("wt_done", task=task_id, **affinity)
         return em
     step = state.step_seq
     satisfied: dict[str, Any] | None = None
@@ -160,13 +181,15 @@ def complete(
             _TERMINAL_APPLY[ctype](state, em, cmd, step)
     if not closes:  # closing a run may always be recorded, whatever its length
         check_history(state, sum(1 for record in em.records if record.is_history), limits)
-    em.internal("wt_done", task=task_id)
+    em.internal("wt_done", task=task_id, **({} if closes else affinity))
     if closes:
         closure_effects(state, em)
     return em
 
 
-def _complete_update_task(state: RunState, em: Emitter, task_id: str, update_id: str, commands: list[dict[str, Any]]) -> Emitter:
+def _complete_update_task(
+    state: RunState, em: Emitter, task_id: str, update_id: str, commands: list[dict[str, Any]], affinity: dict[str, Any]
+) -> Emitter:
     """An update task answers exactly its update; the open wait (if any) is not re-evaluated by
     it, so it stays open and the applied update wakes an ordinary task (spec 8.2 step 6)."""
     if len(commands) != 1 or commands[0]["type"] not in UPDATE_COMMANDS or commands[0]["update_id"] != update_id:
@@ -175,7 +198,7 @@ def _complete_update_task(state: RunState, em: Emitter, task_id: str, update_id:
             f"This is an update task: complete it with exactly one complete_update or fail_update for update [{update_id}].",
         )
     apply_update(state, em, commands[0], state.cond["seq"] if state.cond is not None else None)
-    em.internal("wt_done", task=task_id)
+    em.internal("wt_done", task=task_id, **affinity)
     return em
 
 

@@ -117,6 +117,7 @@ class CompleteWorkflowTask(Message):
     owner: Any
     attempt: Any
     commands: Any
+    sticky: dict[str, Any] | None = None  # the sticky_cache claim, its ttl capped by the server (§12)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

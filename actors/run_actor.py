@@ -363,7 +363,9 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             return ready
         wt = s.wt
         if wt is not None and wt.status == "ready" and wt.available_at <= now:
-            ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, Offer(self.run_id, wt.task_id, s.meta["workflow_type"]))
+            sticky, until = s.sticky if s.sticky is not None and s.sticky[1] > now else (None, 0.0)
+            offer = Offer(self.run_id, wt.task_id, s.meta["workflow_type"], sticky=sticky, sticky_until=until)
+            ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, offer)
         for act in s.activities.values():
             if act.status == "pending" and act.available_at <= now:
                 ready[act.task_id] = ("activity", s.namespace, act.queue, Offer(self.run_id, act.task_id, act.activity_type, act.seq))

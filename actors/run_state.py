@@ -43,6 +43,7 @@ class WorkflowTask:
     snapshot: int = 0
     update_id: str | None = None  # an update task applies only this update (worker-plane §8.2)
     poll_id: str | None = None  # the poll it was leased to: a re-sent poll finds it again (runtime.workers)
+    sticky_mode: str | None = None  # sticky_replay_mode stamped by the claim (extended spec §12.2)
 
 
 @dataclass
@@ -132,6 +133,9 @@ class RunState:
     # Runs this run created (children, its continuation) whose own first commit it has not
     # seen confirmed yet: run id -> their start metadata. Their actors write those records.
     pending_starts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Sticky affinity (extended spec §12.2): (worker id, until) of the worker that cached this
+    # run's history at its last completion; its next workflow task goes to that worker first.
+    sticky: tuple[str, float] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -525,6 +529,7 @@ def _wt_claim(state: RunState, record: Record) -> None:
     task.lease_expires_at = record.data["lease"]
     task.snapshot = record.data["snap"]
     task.poll_id = record.data.get("poll") or (task.poll_id if renewal else None)
+    task.sticky_mode = record.data.get("sm") or (task.sticky_mode if renewal else None)
     if task.update_id is None:
         state.wake = False  # the snapshot holds every event that set it; update tasks leave it
     if state.status == "waiting" or state.status == "pending":
@@ -532,6 +537,10 @@ def _wt_claim(state: RunState, record: Record) -> None:
 
 
 def _wt_done(state: RunState, record: Record) -> None:
+    if "sticky" in record.data:
+        state.sticky = (record.data["sticky"], record.data["sticky_until"])
+    elif not record.data.get("sticky_kept"):
+        state.sticky = None
     snapshot = state.wt.snapshot if state.wt is not None else 0
     state.unseen_signals = [sequence for sequence in state.unseen_signals if sequence > snapshot]
     state.wt = None
@@ -547,6 +556,7 @@ def _wt_done(state: RunState, record: Record) -> None:
 def _wt_fail(state: RunState, record: Record) -> None:
     task = state.wt
     assert task is not None
+    state.sticky = None  # the worker's cached replay failed: the next one starts cold
     state.wt_failures += 1
     task.status = "ready"
     task.owner = None
@@ -556,6 +566,7 @@ def _wt_fail(state: RunState, record: Record) -> None:
 
 def _wt_release(state: RunState, record: Record) -> None:
     task = state.wt
+    state.sticky = None  # its lease expired or it deregistered: that worker is not one to wait for
     if task is not None and task.task_id == record.data["task"]:
         task.status = "ready"
         task.owner = None

@@ -4,11 +4,17 @@ A ready task finds a waiting poller at once (sync match) or waits in the backlog
 poller takes a backlog task at once or parks until one arrives, its hold time ends,
 or the node drains. Offers are only references (run id, task id): the run actor
 remains the authority and confirms each claim, so a stale offer is simply skipped.
+
+Sticky workflow tasks (extended spec §12.2) go first to the worker that cached the run's
+history: at once if one of its polls is parked, else it is held in the backlog for that worker
+for at most ``STICKY_WINDOW`` (never past the affinity's end) — then any worker may take it,
+so a busy or dead sticky worker delays a run by a bounded few seconds, never stalls it.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,65 +27,113 @@ class Offer:
     task_id: str
     type_name: str
     seq: int = 0
+    sticky: str | None = None  # the worker this workflow task should go to first (extended spec §12.2)
+    sticky_until: float = 0.0  # wall-clock end of that affinity
 
 
 Filter = Callable[[str], bool]
+STICKY_WINDOW = 5.0  # seconds a sticky task waits for its own worker before anyone may take it
 
 
 class _Waiter:
-    __slots__ = ("accepts", "event", "offer")
+    __slots__ = ("accepts", "event", "offer", "worker")
 
-    def __init__(self, accepts: Filter) -> None:
+    def __init__(self, accepts: Filter, worker: str | None) -> None:
         self.accepts = accepts
+        self.worker = worker
         self.event = trio.Event()
         self.offer: Offer | None = None
 
 
 class TaskQueue:
-    def __init__(self, max_backlog: int = 100_000) -> None:
+    def __init__(self, max_backlog: int = 100_000, wall: Callable[[], float] = time.time) -> None:
         self.backlog: OrderedDict[str, Offer] = OrderedDict()
         self.waiters: deque[_Waiter] = deque()
         self.max_backlog = max_backlog
         self.pollers_seen: dict[str, float] = {}
+        self.held: dict[str, float] = {}  # task id -> trio time until which only its sticky worker may take it
+        self.sticky_backlog: Counter[str] = Counter()  # worker -> backlog offers sticky to it
+        self.wall = wall  # the clock the offers' sticky_until is read on
 
     def offer(self, offer: Offer) -> None:
         if offer.task_id in self.backlog:
             return
+        hold = min(STICKY_WINDOW, offer.sticky_until - self.wall()) if offer.sticky is not None else 0.0
+        if hold > 0:
+            if self._give(offer, lambda w: w.worker == offer.sticky):
+                return
+            self.held[offer.task_id] = trio.current_time() + hold
+        elif self._give(offer, lambda w: True):
+            return
+        self.backlog[offer.task_id] = offer
+        if offer.sticky is not None:
+            self.sticky_backlog[offer.sticky] += 1
+
+    def _give(self, offer: Offer, eligible: Callable[[_Waiter], bool]) -> bool:
         for waiter in self.waiters:
-            if waiter.offer is None and waiter.accepts(offer.type_name):
+            if waiter.offer is None and eligible(waiter) and waiter.accepts(offer.type_name):
                 waiter.offer = offer
                 waiter.event.set()
                 self.waiters.remove(waiter)
-                return
-        self.backlog[offer.task_id] = offer
+                return True
+        return False
 
     def withdraw(self, task_id: str) -> None:
-        self.backlog.pop(task_id, None)
+        self._remove(task_id)
 
-    def _take_backlog(self, accepts: Filter) -> Offer | None:
+    def _remove(self, task_id: str) -> Offer | None:
+        offer = self.backlog.pop(task_id, None)
+        self.held.pop(task_id, None)
+        if offer is not None and offer.sticky is not None:
+            self.sticky_backlog[offer.sticky] -= 1
+            if self.sticky_backlog[offer.sticky] <= 0:
+                del self.sticky_backlog[offer.sticky]
+        return offer
+
+    def release_worker(self, worker: str) -> None:
+        """``worker`` is gone (deregistered): tasks held for it are anyone's now."""
+        for task_id in [t for t, o in self.backlog.items() if o.sticky == worker and t in self.held]:
+            del self.held[task_id]
+            offer = self.backlog[task_id]
+            if self._give(offer, lambda w: True):
+                self._remove(task_id)
+
+    def _take_backlog(self, accepts: Filter, worker: str | None) -> Offer | None:
+        if worker is not None and self.sticky_backlog.get(worker):
+            for task_id, offer in self.backlog.items():  # its own sticky tasks first
+                if offer.sticky == worker and accepts(offer.type_name):
+                    return self._remove(task_id)
+        now = trio.current_time() if self.held else 0.0
         for task_id, offer in self.backlog.items():
-            if accepts(offer.type_name):
-                del self.backlog[task_id]
-                return offer
+            if accepts(offer.type_name) and (not self.held or self.held.get(task_id, 0.0) <= now):
+                return self._remove(task_id)
         return None
 
-    async def take(self, accepts: Filter, timeout: float, draining: trio.Event) -> Offer | None:
+    def _next_release(self) -> float:
+        return min(self.held.values()) if self.held else float("inf")
+
+    async def take(
+        self, accepts: Filter, timeout: float, draining: trio.Event, worker: str | None = None
+    ) -> Offer | None:
         """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain."""
-        offer = self._take_backlog(accepts)
-        if offer is not None or timeout <= 0 or draining.is_set():
-            return offer
-        waiter = _Waiter(accepts)
-        self.waiters.append(waiter)
-        try:
-            with trio.move_on_after(timeout):
-                await waiter.event.wait()
-        except BaseException:
-            if waiter.offer is not None:
-                self.offer(waiter.offer)  # the poller is gone; the task goes to someone else
+        end = trio.current_time() + timeout
+        while True:
+            offer = self._take_backlog(accepts, worker)
+            if offer is not None or trio.current_time() >= end or draining.is_set():
+                return offer
+            waiter = _Waiter(accepts, worker)
+            self.waiters.append(waiter)
+            try:
+                with trio.move_on_at(min(end, self._next_release())):  # a held task may become anyone's
+                    await waiter.event.wait()
+            except BaseException:
+                if waiter.offer is not None:
+                    self.offer(waiter.offer)  # the poller is gone; the task goes to someone else
+                self._forget(waiter)
+                raise
             self._forget(waiter)
-            raise
-        self._forget(waiter)
-        return waiter.offer
+            if waiter.event.is_set():
+                return waiter.offer  # an offer, or None when the node drains
 
     def _forget(self, waiter: _Waiter) -> None:
         if waiter.offer is None:

@@ -66,6 +66,7 @@ class WorkerPlaneHandlers(ActorParts):
             "next_history_page_token": encode_offset(len(events)) if more else None,
             "workflow_update_id": wt.update_id,
             "workflow_command_id": None,
+            **({"sticky_replay_mode": wt.sticky_mode} if wt.sticky_mode else {}),
         }
 
     async def _on_workflow_task_history(self, msg: m.WorkflowTaskHistory) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class WorkerPlaneHandlers(ActorParts):
         now = self.host.clock.now()
         task_id, attempt = msg.task_id, msg.attempt
         await self._guard_wt(task_id, msg.owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids)
+        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids, msg.sticky)
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:

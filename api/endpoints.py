@@ -69,7 +69,7 @@ class Api:
         self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
         self.app.url_map.merge_slashes = False  # "/api//x" is not found, not a redirect built from Host
         self.app.asgi_app = RequestGuard(self.app.asgi_app, self._body_limit)  # type: ignore[method-assign]
-        self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression)
+        self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression, self.cfg.sticky_ttl_seconds)
         self.auth = Authenticator(
             self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
             backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,

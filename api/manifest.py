@@ -149,7 +149,7 @@ AUTH_COMPOSITION_CONTRACT = {
 }
 
 
-def server_capabilities(poll_timeout: int, compression: bool) -> dict[str, Any]:
+def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 300) -> dict[str, Any]:
     return {
         "long_poll_timeout": poll_timeout,
         "supported_workflow_task_commands": SUPPORTED_COMMANDS,
@@ -165,6 +165,10 @@ def server_capabilities(poll_timeout: int, compression: bool) -> dict[str, Any]:
         "non_retryable_failures": True,
         "response_compression": ["gzip", "deflate"] if compression else [],
         "history_compression": {"supported_encodings": [], "compression_threshold": 50},
+        "sticky_execution": {
+            "supported": True, "routing_identity": "worker_id", "ttl_seconds": sticky_ttl,
+            "replay_modes": ["sticky_hit_expected", "cold_replay", "forced_cold_replay"],
+        },
     }
 
 
@@ -237,6 +241,6 @@ def cluster_info(cfg: Any, fleet: dict[str, Any]) -> dict[str, Any]:
         "worker_protocol": {
             "version": WORKER_PROTOCOL_VERSION,
             "header": WORKER_PROTOCOL_HEADER,
-            "server_capabilities": server_capabilities(cfg.poll_timeout, cfg.compression),
+            "server_capabilities": server_capabilities(cfg.poll_timeout, cfg.compression, cfg.sticky_ttl_seconds),
         },
     }

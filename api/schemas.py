@@ -187,8 +187,20 @@ class TaskLease(_Model):
     workflow_task_attempt: Annotated[int, Field(ge=1)]
 
 
+class StickyCache(_Model):
+    """What a sticky worker says it cached (extended spec §12.1)."""
+
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    workflow_id: Annotated[str, Field(min_length=1, max_length=255)]
+    run_id: Annotated[str, Field(min_length=1, max_length=255)]
+    build_id: Str255 | None = None
+    ttl_seconds: Annotated[int, Field(ge=1, le=3600)]
+    metrics: dict[str, int] | None = None
+
+
 class CompleteWorkflowTask(TaskLease):
     commands: list[Any]
+    sticky_cache: StickyCache | None = None
 
 
 class Failure(BaseModel):

@@ -130,6 +130,7 @@ def _register_query_tasks(api: Api) -> None:
 
 def _register_workflow_tasks(api: Api) -> None:
     """A leased workflow task: its history pages, heartbeat, completion with commands, failure."""
+    node, cfg = api.node, api.cfg
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/history", "POST", W, WORKER)
     async def wt_history(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -156,9 +157,15 @@ def _register_workflow_tasks(api: Api) -> None:
     async def wt_complete(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.CompleteWorkflowTask, ctx.body)
         task_id = ctx.args["task_id"]
+        sticky = None
+        claim = req.sticky_cache
+        if claim is not None and await node.workers.has_capability(ctx.namespace, req.lease_owner, "sticky_execution"):
+            sticky = {"worker_id": claim.worker_id, "workflow_id": claim.workflow_id, "run_id": claim.run_id,
+                      "ttl": min(claim.ttl_seconds, cfg.sticky_ttl_seconds)}
+            node.workers.note_sticky_metrics(ctx.namespace, claim.worker_id, claim.metrics)
         return 200, await _ask(api, task_id, m.CompleteWorkflowTask(
             namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
-            commands=req.commands,
+            commands=req.commands, sticky=sticky,
         ))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)

@@ -94,6 +94,7 @@ class Config:
     max_memo_bytes: int = 256 * 1024
     poll_timeout: int = 30
     max_poll_timeout: int = 60
+    sticky_ttl_seconds: int = 300  # the longest a run's tasks prefer the worker that cached it (spec §12.2)
     idle_seconds: float = 30.0
     workflow_task_lease: float = 60.0
     activity_lease: float = 300.0
@@ -154,6 +155,7 @@ class Config:
             keep_alive_seconds=float(_int("DW_HTTP_KEEP_ALIVE_SECONDS", 75)),
             max_memo_bytes=_int("DW_MAX_MEMO_BYTES", 256 * 1024),
             poll_timeout=_int("DW_WORKER_POLL_TIMEOUT", 30),
+            sticky_ttl_seconds=_int("DW_STICKY_TTL_SECONDS", 300),
             synchronous=_synchronous(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL"),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),

@@ -140,7 +140,7 @@ class Engine:
         key = (kind, namespace, name)
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = TaskQueue()
+            q = self.queues[key] = TaskQueue(wall=self.clock.now)
         return q
 
     def quarantine(self, run_id: str, seconds: float | None = None) -> None:

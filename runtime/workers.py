@@ -95,6 +95,9 @@ class WorkerService:
             raise ProtocolError(404, "worker_not_found", f"Worker [{worker_id}] was not found.", worker_id=worker_id)
         row.deleted = True
         await self.engine.journal.append(Batch(workers=[row]))
+        for (_kind, ns, _queue), q in self.engine.queues.items():
+            if ns == namespace:
+                q.release_worker(worker_id)  # its sticky tasks are anyone's now
         recovered = 0
         # Each live run of the namespace checks the lease itself (worker ids are unique per
         # namespace only: another namespace's worker of the same id keeps its leases).
@@ -162,6 +165,20 @@ class WorkerService:
             del self._inflight[key]
             done.set()
 
+    async def has_capability(self, namespace: str, worker_id: str, capability: str) -> bool:
+        """Whether the worker registered with ``capability`` (registered through another member: read)."""
+        row = self.workers.get((namespace, worker_id))
+        if row is None and self.engine.owned is not None:
+            await self.load()
+            row = self.workers.get((namespace, worker_id))
+        return row is not None and capability in (row.info.get("capabilities") or [])
+
+    def note_sticky_metrics(self, namespace: str, worker_id: str, metrics: dict[str, int] | None) -> None:
+        """The sticky cache counters a worker reports with its completions, for operator views."""
+        row = self.workers.get((namespace, worker_id))
+        if row is not None and metrics is not None:
+            row.info["sticky_cache_metrics"] = dict(metrics)
+
     async def claim_here(
         self, kind: str, offer: Offer, owner: str, page_size: int, poll_id: str | None = None
     ) -> dict[str, Any] | None:
@@ -226,7 +243,7 @@ class WorkerService:
         q = self.engine.queue(kind, namespace, queue)
         end = trio.current_time() + hold
         while True:
-            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining)
+            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id)
             if offer is None:
                 return None
             try:
