@@ -1,6 +1,12 @@
 """Benchmarks against a running dw-server, driven by the official SDK (not a test).
 
     python -m ops.bench hello --url http://127.0.0.1:8080 -n 1000 -c 50
+    python -m ops.bench workloads [--phases w1,w3] [--compare /tmp/before --rounds 3]
+    python -m ops.bench requests -n 2000 [--compare /tmp/before --rounds 3]
+
+``workloads`` is W1–W4 of the side-by-side harness (ops/bench_workloads.py), ``requests`` the
+server CPU per request of each kind (ops/bench_requests.py); with ``--compare <checkout>`` both
+measure that build and this one in interleaved rounds and print the ratios (ops/bench_compare.py).
 
 ``hello`` starts N workflows of one activity each, at most C in flight, with one
 SDK worker process serving them, and prints workflows/s and start→result p50/p99.
@@ -15,17 +21,18 @@ import asyncio
 import json
 import multiprocessing
 import os
-import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from datetime import datetime
 
 from durable_workflow import Client, Worker, activity, workflow
+
+from .bench_procs import Server, cpu_seconds, pct
+from .bench_workloads import PHASES, run_workloads
 
 
 @activity.defn(name="bench_hello")
@@ -91,11 +98,6 @@ async def _drive(
         return elapsed, latencies, engine
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 class _RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -115,29 +117,14 @@ class _RssSampler(threading.Thread):
             self.done.wait(0.2)
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start_server(
     database: str | None, token: str | None = None, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
-    data = tempfile.mkdtemp(prefix="dw-bench-")
-    extra = ["--database", database] if database else []
-    env = {**os.environ, **({"DW_AUTH_DRIVER": "token", "DW_AUTH_TOKEN": token} if token else {}), **(extra_env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "serve", "--port", "0", "--data-dir", data, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, m.group(1)
-    raise RuntimeError("dw-server did not start")
+    env = {**({"DW_AUTH_DRIVER": "token", "DW_AUTH_TOKEN": token} if token else {}), **(extra_env or {})}
+    server = Server(database=database, env=env)
+    server.start()
+    assert server.proc is not None
+    return server.proc, server.url
 
 
 def hello(args: argparse.Namespace) -> dict[str, object]:
@@ -161,13 +148,13 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
     try:
         if args.warmup:
             asyncio.run(_drive(url, task_queue, args.warmup, args.concurrency, args.poll_interval, args.token))
-        cpu_before = _cpu_seconds(proc.pid) if proc is not None else 0.0
-        worker_before, client_before = sum(_cpu_seconds(w.pid) for w in workers), time.process_time()
+        cpu_before = cpu_seconds(proc.pid) if proc is not None else 0.0
+        worker_before, client_before = sum(cpu_seconds(w.pid) for w in workers), time.process_time()
         elapsed, latencies, engine = asyncio.run(
             _drive(url, task_queue, args.n, args.concurrency, args.poll_interval, args.token)
         )
-        cpu_used = _cpu_seconds(proc.pid) - cpu_before if proc is not None else 0.0
-        worker_cpu = sum(_cpu_seconds(w.pid) for w in workers) - worker_before
+        cpu_used = cpu_seconds(proc.pid) - cpu_before if proc is not None else 0.0
+        worker_cpu = sum(cpu_seconds(w.pid) for w in workers) - worker_before
         client_cpu = time.process_time() - client_before
     finally:
         stop.set()
@@ -188,11 +175,11 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         "result_poll_interval_s": args.poll_interval,
         "elapsed_s": round(elapsed, 2),
         "workflows_per_s": round(args.n / elapsed, 1),
-        "p50_ms": round(_pct(latencies, 0.50) * 1000, 1),
-        "p99_ms": round(_pct(latencies, 0.99) * 1000, 1),
+        "p50_ms": round(pct(latencies, 0.50) * 1000, 1),
+        "p99_ms": round(pct(latencies, 0.99) * 1000, 1),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
-        "server_start_to_close_p50_ms": round(_pct(engine, 0.50) * 1000, 1),
-        "server_start_to_close_p99_ms": round(_pct(engine, 0.99) * 1000, 1),
+        "server_start_to_close_p50_ms": round(pct(engine, 0.50) * 1000, 1),
+        "server_start_to_close_p99_ms": round(pct(engine, 0.99) * 1000, 1),
         "sdk_worker_cpu_ms_per_workflow": round(worker_cpu / args.n * 1000, 2),
         "sdk_client_cpu_ms_per_workflow": round(client_cpu / args.n * 1000, 2),
     }
@@ -200,6 +187,25 @@ def hello(args: argparse.Namespace) -> dict[str, object]:
         report["server_peak_rss_mib"] = round(sampler.peak_kib / 1024, 1)
         report["server_cpu_ms_per_workflow"] = round(cpu_used / args.n * 1000, 2)
     return report
+
+
+def _suite(args: argparse.Namespace) -> int:
+    from .bench_compare import compare, render
+    from .bench_procs import HERE
+    from .bench_requests import run_requests
+
+    def run(build: str) -> dict[str, object]:
+        if args.workload == "requests":
+            return run_requests(build, args.database, args.n)
+        return run_workloads(build, args.database, tuple(args.phases.split(",")), args.scale, args.idle)
+
+    if args.compare is None:
+        print(json.dumps(run(HERE), indent=2))
+        return 0
+    result = compare(run, os.path.abspath(args.compare), HERE, args.rounds)
+    print(render(result))
+    print(json.dumps(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sign", action="store_true", help="the none driver, for comparison")
     p.add_argument("-n", type=int, default=3000)
     p.add_argument("-c", "--concurrency", type=int, default=20)
+    p = sub.add_parser("workloads", help="W1-W4 through the SDK, server/worker/client CPU per phase")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every N (0.1 for a quick look)")
+    p.add_argument("--idle", type=float, default=70.0, help="W4's idle window, seconds")
+    p = sub.add_parser("requests", help="server CPU per request, per kind of request")
+    p.add_argument("-n", type=int, default=2000, help="requests of each kind")
+    for name in ("workloads", "requests"):
+        p = sub.choices[name]
+        p.add_argument("--database", default=None, help="run the server(s) on this PostgreSQL database")
+        p.add_argument("--compare", default=None, metavar="CHECKOUT", help="also measure this build; print ratios")
+        p.add_argument("--rounds", type=int, default=1, help="with --compare: interleaved rounds per build")
     args = parser.parse_args(argv)
+    if args.workload in ("workloads", "requests"):
+        return _suite(args)
     if args.workload == "signed":
         from .bench_signed import KEY, signed_bench
 
