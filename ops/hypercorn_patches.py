@@ -23,6 +23,11 @@ other version (the methods they replace may change).
    client got nothing. → those bytes wait (PAUSED) until the answer is out; then the
    connection closes as it should.
 
+5. (Speed, not a fix.) A response went out in three writes — head, body, end — each a
+   syscall with its own lock, shield and timeout scope. → the head of a response with a
+   ``Content-Length`` waits for its first body bytes and leaves with them; an empty end is
+   not written.
+
 A request with both ``Content-Length`` and ``Transfer-Encoding`` is left to the app
 (``api.http_guard``), which answers it in the protocol's envelope with ``Connection: close``;
 fix 4 is what makes that answer reach the client.
@@ -111,6 +116,24 @@ class _Connection(h11.Connection):
         return super().next_event()
 
 
+async def _send_h11_event(self: Any, event: Any) -> None:
+    try:
+        data = self.connection.send(event)
+    except h11.LocalProtocolError:
+        if self.connection.their_state != h11.ERROR:
+            raise
+        return
+    pending = getattr(self, "_dw_head", None)
+    if type(event) is h11.Response and any(name.lower() == b"content-length" for name, _ in event.headers):
+        self._dw_head = data  # fix 5: the head leaves with the body
+        return
+    if pending is not None:
+        self._dw_head = None
+        data = pending + data
+    if data:
+        await self.send(RawData(data=data))
+
+
 _original_h11_init = hypercorn_h11.H11Protocol.__init__
 
 
@@ -129,4 +152,5 @@ def install() -> None:
     TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
     TCPServer._read_data = _read_data  # type: ignore[method-assign]
     hypercorn_h11.H11Protocol.__init__ = _h11_init  # type: ignore[method-assign]
+    hypercorn_h11.H11Protocol._send_h11_event = _send_h11_event  # type: ignore[method-assign]
     TCPServer._dw_patched = True  # type: ignore[attr-defined]
