@@ -64,6 +64,8 @@ def _check_config(cfg: Config) -> str | None:
 async def serve(cfg: Config) -> None:
     async with journal_loop(cfg):
         await _serve(cfg)
+    if cfg.database:
+        log.info("asyncio loop of the journal closed")
 
 
 async def _serve(cfg: Config) -> None:
@@ -101,6 +103,7 @@ async def _serve(cfg: Config) -> None:
                 stopping = time.monotonic()
                 node.engine.drain()
                 stop.set()
+            log.info("HTTP server stopped %.1fs after the signal", time.monotonic() - stopping)
         root.cancel_scope.cancel()
     log.info("dw-server stopped (shutdown took %.1fs)", time.monotonic() - stopping)
 

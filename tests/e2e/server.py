@@ -85,7 +85,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise
+                tail = "\n".join(self.log().splitlines()[-60:])
+                raise AssertionError(f"dw-server did not stop within 15 s of SIGTERM; the end of its log:\n{tail}") from None
         return self.proc.returncode if self.proc else 0
 
     def log(self) -> str:
