@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import trio
-from quart import Response, g, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -36,6 +36,7 @@ from .auth import Authenticator, authorize
 from .envelope import Route, render
 from .http_guard import REFUSAL, RequestGuard
 from .manifest import server_capabilities
+from .request_view import Headers, QueryArgs, RequestView
 
 log = logging.getLogger("dw.api")
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -50,6 +51,7 @@ class Ctx:
     body: Any
     args: dict[str, str]
     query: dict[str, str]
+    request: RequestView | None = None
 
 
 Handler = Callable[[Ctx], Awaitable[tuple[int, dict[str, Any]]]]
@@ -93,42 +95,54 @@ class Api:
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             async def view(**path_args: str) -> Response:
-                result = await self._pipeline(route, roles, version, namespace, auth, fn, path_args)
+                req = self.quart_request()
+                result = await self._pipeline(req, route, roles, version, namespace, auth, fn, path_args)
                 if isinstance(result, Response):
                     return result
                 status, out = result
-                return self.render(route, status, out, path_args)
+                return self.render(req, route, status, out, path_args)
 
             view.__name__ = f"{fn.__name__}_{method.lower()}"
             self.registry.append(
                 {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
-                 "auth": auth, "fn": fn}
+                 "auth": auth, "fn": fn, "endpoint": view.__name__}
             )
             self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method], provide_automatic_options=False)
             return fn
 
         return deco
 
+    @staticmethod
+    def quart_request() -> RequestView:
+        """The current Quart request as the pipeline reads it (the body is read when asked for)."""
+        scope = request.scope
+
+        async def read() -> bytes:
+            return await request.get_data(cache=True)  # type: ignore[no-any-return]
+
+        return RequestView(scope, Headers.from_asgi(scope.get("headers") or []), QueryArgs(scope.get("query_string") or b""), read)
+
     async def _pipeline(
-        self, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool, fn: Handler, args: dict[str, str]
+        self, req: RequestView, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool,
+        fn: Handler, args: dict[str, str],
     ) -> tuple[int, dict[str, Any]] | Response:
         try:
-            body = await self._body_gate()
+            body = await self._body_gate(req)
             if auth:
-                raw = await request.get_data(cache=True)
+                raw = await req.data()
                 principal = self.auth.authenticate(
-                    method=request.method, path=request.path, query_string=request.query_string.decode("latin-1"),
-                    headers=request.headers, body=raw,
+                    method=req.method, path=req.path, query_string=req.query_string.decode("latin-1"),
+                    headers=req.headers, body=raw,
                 )
-                if principal.replay_key is not None and self._forwarded_by(raw) is None:
+                if principal.replay_key is not None and self._forwarded_by(req, raw) is None:
                     # a request a verified peer forwards was checked by the node the client reached
                     await self._first_use(principal.replay_key, principal.replay_expires_at)
                 authorize(principal, roles)
             if route.plane == "worker":
-                request_checks.worker_version()
+                request_checks.worker_version(req)
             elif version:
-                request_checks.control_version()
-            ns = (request.headers.get("X-Namespace") or request.args.get("namespace") or self.cfg.default_namespace).lower()
+                request_checks.control_version(req)
+            ns = (req.headers.get("X-Namespace") or req.args.get("namespace") or self.cfg.default_namespace).lower()
             if needs_ns and not self.node.namespaces.exists(ns):
                 raise ProtocolError(
                     404,
@@ -137,7 +151,7 @@ class Api:
                     namespace=ns,
                     remediation="Register the namespace via POST /api/namespaces, or send an X-Namespace header naming an existing namespace.",
                 )
-            return await self._handle(fn, Ctx(ns, body, args, dict(request.args)))
+            return await self._handle(req, fn, Ctx(ns, body, args, req.args.to_dict(), req))
         except ProtocolError as exc:  # every refusal a client can cause, at any layer
             return exc.status, exc.body()
         except RunDamaged:
@@ -148,15 +162,15 @@ class Api:
             }
         except RunUnavailable:
             return 503, self._unavailable(
-                "run_unavailable", "The run's journal could not be loaded; the server logged why and retries shortly."
+                req, "run_unavailable", "The run's journal could not be loaded; the server logged why and retries shortly."
             )
         except (ForwardTo, NotOwner):
             return 503, self._unavailable(
-                "shard_not_owned", "No node owns this shard right now (the cluster is rebalancing); retry shortly."
+                req, "shard_not_owned", "No node owns this shard right now (the cluster is rebalancing); retry shortly."
             )
         except StoreUnavailable:
             return 503, self._unavailable(
-                "store_unavailable", "The server cannot reach its database right now; retry shortly."
+                req, "store_unavailable", "The server cannot reach its database right now; retry shortly."
             )
         except RunNotFound:
             if route.plane == "worker":
@@ -165,10 +179,10 @@ class Api:
             return 404, {"message": "Workflow run not found.", "reason": "run_not_found"}
 
     @staticmethod
-    def _unavailable(reason: str, message: str) -> dict[str, Any]:
-        return unavailable.body(request.path, g.get("json_body"), reason, message)
+    def _unavailable(req: RequestView, reason: str, message: str) -> dict[str, Any]:
+        return unavailable.body(req.path, req.json_body, reason, message)
 
-    async def _handle(self, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
+    async def _handle(self, req: RequestView, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
         """Run the handler here, or forward the request to the shard's owner (runtime.router).
 
         A rebalance is ridden out for ``OWNER_BUDGET`` from the first miss; then the answer is
@@ -185,9 +199,16 @@ class Api:
                     raise
                 now = trio.current_time()
                 deadline = now + OWNER_BUDGET if deadline is None else deadline
-                if self._forwarded_by(await request.get_data()) is None:
+                if self._forwarded_by(req, await req.data()) is None:
+                    body = await req.data()
+
+                    async def send_to(url: str, rerouted: bool, body: bytes = body) -> httpx.Response:
+                        return await self.node.engine.peers.forward(
+                            url, req.method, req.raw_target, req.headers.to_dict(), body, rerouted=rerouted
+                        )
+
                     try:
-                        answer = await router.forward(shard, self._send_to, budget=max(deadline - now, 0.0))
+                        answer = await router.forward(shard, send_to, budget=max(deadline - now, 0.0))
                     except Unreachable:
                         raise exc from None
                     if answer is not None:
@@ -197,35 +218,25 @@ class Api:
                 else:
                     await trio.sleep(0.25)  # forwarded here: this node is about to own the shard, or the budget ends
 
-    async def _send_to(self, url: str, rerouted: bool) -> httpx.Response:
-        return await self.node.engine.peers.forward(
-            url, request.method, self._raw_target(), dict(request.headers), await request.get_data(), rerouted=rerouted
-        )
-
-    async def rerouted(self) -> bool:
+    async def rerouted(self, req: RequestView | None) -> bool:
         """A member re-sent this request after losing the member it first sent it to (runtime.router)."""
-        return request.headers.get(REROUTED_HEADER) == "1" and self._forwarded_by(await request.get_data()) is not None
+        if req is None or req.headers.get(REROUTED_HEADER) != "1":
+            return False
+        return self._forwarded_by(req, await req.data()) is not None
 
     @staticmethod
     def _relay(answer: httpx.Response) -> Response:
         drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
         return Response(answer.content, status=answer.status_code, headers={k: v for k, v in answer.headers.items() if k.lower() not in drop})
 
-    def _forwarded_by(self, body: bytes) -> str | None:
+    def _forwarded_by(self, req: RequestView, body: bytes) -> str | None:
         """The peer that forwarded this request, when its node signature holds; None otherwise.
 
         A client can send the forwarding header too; unverified, it means nothing."""
-        if "forwarded_by" not in g:
+        if req.forwarded is None:
             peers = self.node.engine.peers
-            g.forwarded_by = peers.forwarded_by(request.method, self._raw_target(), body, request.headers) if peers else None
-        return g.forwarded_by
-
-    @staticmethod
-    def _raw_target() -> str:
-        """The path and query exactly as the client sent them (percent-encoding included)."""
-        path = request.scope.get("raw_path") or request.path.encode()
-        qs = request.scope.get("query_string") or b""
-        return (path + (b"?" + qs if qs else b"")).decode("latin-1")
+            req.forwarded = (peers.forwarded_by(req.method, req.raw_target, body, req.headers) if peers else None,)
+        return req.forwarded[0]
 
     async def _first_use(self, key: bytes, expires_at: float) -> None:
         try:
@@ -247,10 +258,10 @@ class Api:
         only a member's call is read at all (its signature is checked on the headers first)."""
         return max(RPC_MAX_BYTES, 16 * self.cfg.max_payload_bytes) if path == RPC_PATH else self.cfg.max_payload_bytes
 
-    async def _body_gate(self) -> Any:
+    async def _body_gate(self, req: RequestView) -> Any:
         limit = self.cfg.max_payload_bytes
-        g.close_connection = True  # until the body has been read, an early answer must end the connection
-        refusal = request.scope.get(REFUSAL)
+        req.close_connection = True  # until the body has been read, an early answer must end the connection
+        refusal = req.scope.get(REFUSAL)
         if refusal == "conflicting_framing":
             raise ProtocolError(
                 400, "conflicting_framing",
@@ -262,19 +273,19 @@ class Api:
             f"Request payload exceeds the maximum allowed size of {limit} bytes.",
             limit=limit,
         )
-        length = request.content_length
+        length = req.content_length
         if refusal == "too_large" or (length is not None and length > limit):
             raise too_large
-        raw = await request.get_data(cache=True)
-        if request.scope.get(REFUSAL) == "too_large" or len(raw) > limit:
+        raw = await req.data()
+        if req.scope.get(REFUSAL) == "too_large" or len(raw) > limit:
             raise too_large
-        g.close_connection = False
-        request_checks.single_valued_query()
+        req.close_connection = False
+        request_checks.single_valued_query(req)
         if not raw:
             return {}
-        if request.method not in _BODY_METHODS:
+        if req.method not in _BODY_METHODS:
             return {}
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise ProtocolError(
                 415,
@@ -282,26 +293,29 @@ class Api:
                 "Request bodies must use a JSON media type.",
                 accepted_content_types=["application/json", "application/*+json"],
             )
-        g.json_body = json_body.parse(raw, self.cfg.max_payload_depth)
-        return g.json_body
+        req.json_body = json_body.parse(raw, self.cfg.max_payload_depth)
+        return req.json_body
 
     # --- rendering and errors ------------------------------------------------------
 
-    def render(self, route: Route, status: int, body: dict[str, Any], args: dict[str, str]) -> Response:
-        response = render(
-            route,
-            status,
-            body,
-            args,
-            capabilities=self.capabilities,
-            accept_encoding=request.headers.get("Accept-Encoding"),
-            compression=self.cfg.compression,
+    def render_parts(
+        self, req: RequestView, route: Route, status: int, body: dict[str, Any], args: dict[str, str]
+    ) -> tuple[bytes, dict[str, str]]:
+        """The answer's bytes and headers (Content-Type included), for either way of sending it."""
+        data, headers = render(
+            route, status, body, args,
+            capabilities=self.capabilities, accept_encoding=req.headers.get("Accept-Encoding"), compression=self.cfg.compression,
         )
-        if g.get("close_connection", False):
-            response.headers["Connection"] = "close"
+        if req.close_connection:
+            headers["Connection"] = "close"
         if status == 503:
-            response.headers["Retry-After"] = str(body.get("retry_after_seconds") or unavailable.RETRY_AFTER_SECONDS)
-        return response
+            headers["Retry-After"] = str(body.get("retry_after_seconds") or unavailable.RETRY_AFTER_SECONDS)
+        return data, headers
+
+    def render(self, req: RequestView, route: Route, status: int, body: dict[str, Any], args: dict[str, str]) -> Response:
+        data, headers = self.render_parts(req, route, status, body, args)
+        content_type = headers.pop("Content-Type")
+        return Response(data, status=status, headers=headers, content_type=content_type)
 
     @staticmethod
     def _route_for_path(path: str) -> Route:
@@ -310,27 +324,28 @@ class Api:
         return Route("control")
 
     async def _http_error(self, exc: HTTPException) -> Response:
-        route = self._route_for_path(request.path)
+        req = self.quart_request()
+        route = self._route_for_path(req.path)
         code = exc.code or 500
         if 300 <= code < 400:
             code = 404  # routing's slash redirects would echo the Host header; nothing here moved
-        length = request.content_length
-        g.close_connection = True
-        if code != 413 and not request.scope.get(REFUSAL) and (length is None or length <= self.cfg.max_payload_bytes):
+        length = req.content_length
+        req.close_connection = True
+        if code != 413 and not req.scope.get(REFUSAL) and (length is None or length <= self.cfg.max_payload_bytes):
             try:
-                raw = await request.get_data(cache=True)
-                g.close_connection = bool(request.scope.get(REFUSAL)) or len(raw) > self.cfg.max_payload_bytes
+                raw = await req.data()
+                req.close_connection = bool(req.scope.get(REFUSAL)) or len(raw) > self.cfg.max_payload_bytes
             except Exception:  # noqa: BLE001 - a broken body only means the connection closes
                 pass
-        if request.scope.get(REFUSAL) == "conflicting_framing":
+        if req.scope.get(REFUSAL) == "conflicting_framing":
             code, body = 400, {
                 "message": "The request has both Content-Length and Transfer-Encoding; send exactly one of them.",
                 "reason": "conflicting_framing",
             }
         elif code == 404:
-            body = {"message": f"No route matches {request.method} {request.path}.", "reason": "not_found"}
+            body = {"message": f"No route matches {req.method} {req.path}.", "reason": "not_found"}
         elif code == 405:
-            body = {"message": f"Method {request.method} is not allowed on {request.path}.", "reason": "method_not_allowed"}
+            body = {"message": f"Method {req.method} is not allowed on {req.path}.", "reason": "method_not_allowed"}
         elif code == 413:
             limit = self.cfg.max_payload_bytes
             body = {
@@ -340,9 +355,11 @@ class Api:
             }
         else:
             body = {"message": exc.description or "Request failed.", "reason": "bad_request" if code < 500 else "server_error"}
-        return self.render(route, code, body, {})
+        return self.render(req, route, code, body, {})
 
     async def _unexpected(self, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        route = self._route_for_path(request.path)
-        return self.render(route, 500, {"message": "The server hit an unexpected error; it has been logged.", "reason": "server_error"}, {})
+        req = self.quart_request()
+        log.exception("unhandled error on %s %s", req.method, req.path)
+        return self.render(req, self._route_for_path(req.path), 500, self.UNEXPECTED, {})
+
+    UNEXPECTED = {"message": "The server hit an unexpected error; it has been logged.", "reason": "server_error"}

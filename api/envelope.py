@@ -8,8 +8,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Response
-
 from .manifest import (
     CONTROL_PLANE_HEADER,
     CONTROL_PLANE_VERSION,
@@ -87,8 +85,9 @@ def render(
     capabilities: dict[str, Any],
     accept_encoding: str | None,
     compression: bool,
-) -> Response:
-    headers: dict[str, str] = {}
+) -> tuple[bytes, dict[str, str]]:
+    """The body's bytes and the headers of the answer (Content-Type among them)."""
+    headers: dict[str, str] = {"Content-Type": "application/json"}
     if route.plane == "worker":
         headers[WORKER_PROTOCOL_HEADER] = WORKER_PROTOCOL_VERSION
         body.setdefault("protocol_version", WORKER_PROTOCOL_VERSION)
@@ -111,4 +110,4 @@ def render(
         if encoding:
             headers["Content-Encoding"] = encoding
             headers["Vary"] = "Accept-Encoding"
-    return Response(data, status=status, headers=headers, content_type="application/json")
+    return data, headers

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import re
 
-from quart import request
-
 from runtime.errors import ProtocolError
 
 from .manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
+from .request_view import RequestView
 
 _WORKER_VERSION = re.compile(r"^1(\.\d+)?$")
 
 
-def single_valued_query() -> None:
+def single_valued_query(request: RequestView) -> None:
     """Every query parameter of this API takes one value; ``a=1&a=2`` would be read as
     ``a=1`` while a signature over the sorted pairs also holds for ``a=2&a=1``."""
     for name, values in request.args.lists():
@@ -28,7 +27,7 @@ def single_valued_query() -> None:
             )
 
 
-def control_version() -> None:
+def control_version(request: RequestView) -> None:
     """The control-plane version header is required and must be the one version served."""
     value = request.headers.get(CONTROL_PLANE_HEADER)
     value = value.strip() if value is not None else None
@@ -51,7 +50,7 @@ def control_version() -> None:
             remediation=f"Send the {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} header; other versions are not served.",
         )
 
-def worker_version() -> None:
+def worker_version(request: RequestView) -> None:
     """The worker protocol header is required; any 1.x is accepted."""
     value = (request.headers.get(WORKER_PROTOCOL_HEADER) or "").strip()
     if not value:

@@ -91,7 +91,7 @@ def _register_polls(api: Api) -> None:
             engine.router.require_queue_here(kind, ctx.namespace, req.task_queue)
             _admit_poll(api, kind, ctx.namespace, req.task_queue)
             task = await node.workers.poll(
-                kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds), rerouted=await api.rerouted()
+                kind, ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds), rerouted=await api.rerouted(ctx.request)
             )
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
