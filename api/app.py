@@ -16,6 +16,7 @@ from runtime.node import Node
 from . import control_routes, internal_routes, openapi, operator_routes, schedule_routes, worker_routes
 from .endpoints import Api, Ctx
 from .envelope import Route
+from .fast_path import FastPath
 
 
 def create_app(node: Node) -> QuartTrio:
@@ -25,6 +26,7 @@ def create_app(node: Node) -> QuartTrio:
     operator_routes.register(api)
     worker_routes.register(api)
     internal_routes.register(api)
+    api.guard.app = FastPath(api, api.guard.app)  # hot routes skip Quart's per-request machinery (api.fast_path)
 
     @api.endpoint("/api/openapi.json", "GET", Route("open"), (), auth=False, version=False, namespace=False)
     async def openapi_document(ctx: Ctx) -> tuple[int, dict[str, Any]]:

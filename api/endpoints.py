@@ -57,6 +57,30 @@ class Ctx:
 Handler = Callable[[Ctx], Awaitable[tuple[int, dict[str, Any]]]]
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """Another member's answer to a request forwarded to it, passed on as it came."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A registered route: its pipeline settings and its handler."""
+
+    rule: str
+    method: str
+    route: Route
+    roles: tuple[str, ...]
+    version: bool
+    namespace: bool
+    auth: bool
+    fn: Handler
+    name: str
+
+
 class Api:
     """The Quart-Trio app of one node and the pipeline its endpoints run in (see the module doc)."""
 
@@ -70,13 +94,15 @@ class Api:
         # Body size is bounded by the RequestGuard below, per route, before anything buffers it.
         self.app.config.update(RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60, MAX_CONTENT_LENGTH=None)
         self.app.url_map.merge_slashes = False  # "/api//x" is not found, not a redirect built from Host
-        self.app.asgi_app = RequestGuard(self.app.asgi_app, self._body_limit)  # type: ignore[method-assign]
+        self.guard = RequestGuard(self.app.asgi_app, self._body_limit)
+        self.app.asgi_app = self.guard  # type: ignore[method-assign]
         self.capabilities = server_capabilities(self.cfg.poll_timeout, self.cfg.compression, self.cfg.sticky_ttl_seconds)
         self.auth = Authenticator(
             self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
             backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,
         )
         self.registry: list[dict[str, Any]] = []  # every endpoint, for the OpenAPI document
+        self.endpoints: dict[str, Endpoint] = {}  # by Quart endpoint name (api.fast_path finds them so)
         self.app.register_error_handler(HTTPException, self._http_error)
         self.app.register_error_handler(Exception, self._unexpected)
 
@@ -94,18 +120,18 @@ class Api:
         auth: bool = True,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
-            async def view(**path_args: str) -> Response:
-                req = self.quart_request()
-                result = await self._pipeline(req, route, roles, version, namespace, auth, fn, path_args)
-                if isinstance(result, Response):
-                    return result
-                status, out = result
-                return self.render(req, route, status, out, path_args)
+            entry = Endpoint(rule, method, route, roles, version, namespace, auth, fn, f"{fn.__name__}_{method.lower()}")
 
-            view.__name__ = f"{fn.__name__}_{method.lower()}"
+            async def view(**path_args: str) -> Response:
+                status, data, headers = await self.serve(self.quart_request(), entry, path_args)
+                content_type = headers.pop("Content-Type", None)
+                return Response(data, status=status, headers=headers, content_type=content_type)
+
+            view.__name__ = entry.name
+            self.endpoints[entry.name] = entry
             self.registry.append(
                 {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
-                 "auth": auth, "fn": fn, "endpoint": view.__name__}
+                 "auth": auth, "fn": fn}
             )
             self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method], provide_automatic_options=False)
             return fn
@@ -122,10 +148,21 @@ class Api:
 
         return RequestView(scope, Headers.from_asgi(scope.get("headers") or []), QueryArgs(scope.get("query_string") or b""), read)
 
+    async def serve(self, req: RequestView, entry: Endpoint, path_args: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """One request through the pipeline to its answer: status, body bytes, headers."""
+        result = await self._pipeline(
+            req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
+        )
+        if isinstance(result, Relayed):
+            return result.status, result.content, dict(result.headers)
+        status, out = result
+        data, headers = self.render_parts(req, entry.route, status, out, path_args)
+        return status, data, headers
+
     async def _pipeline(
         self, req: RequestView, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool,
         fn: Handler, args: dict[str, str],
-    ) -> tuple[int, dict[str, Any]] | Response:
+    ) -> tuple[int, dict[str, Any]] | Relayed:
         try:
             body = await self._body_gate(req)
             if auth:
@@ -182,7 +219,7 @@ class Api:
     def _unavailable(req: RequestView, reason: str, message: str) -> dict[str, Any]:
         return unavailable.body(req.path, req.json_body, reason, message)
 
-    async def _handle(self, req: RequestView, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Response:
+    async def _handle(self, req: RequestView, fn: Handler, ctx: Ctx) -> tuple[int, dict[str, Any]] | Relayed:
         """Run the handler here, or forward the request to the shard's owner (runtime.router).
 
         A rebalance is ridden out for ``OWNER_BUDGET`` from the first miss; then the answer is
@@ -225,9 +262,13 @@ class Api:
         return self._forwarded_by(req, await req.data()) is not None
 
     @staticmethod
-    def _relay(answer: httpx.Response) -> Response:
+    def _relay(answer: httpx.Response) -> Relayed:
         drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
-        return Response(answer.content, status=answer.status_code, headers={k: v for k, v in answer.headers.items() if k.lower() not in drop})
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+        content_type = next((headers.pop(k) for k in list(headers) if k.lower() == "content-type"), None)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return Relayed(answer.status_code, headers, answer.content)
 
     def _forwarded_by(self, req: RequestView, body: bytes) -> str | None:
         """The peer that forwarded this request, when its node signature holds; None otherwise.
