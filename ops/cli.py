@@ -23,6 +23,7 @@ from runtime.membership import render_table
 from runtime.node import Node, bootstrap, cluster_status, journal_loop
 
 from . import hypercorn_patches
+from .task_dump import task_tree
 
 log = logging.getLogger("dw.server")
 MAX_PAYLOAD_DEPTH = 300  # the journal reads 400 levels; a record wraps a payload in a few more
@@ -101,11 +102,20 @@ async def _serve(cfg: Config) -> None:
                     log.info("received %s: answering parked polls and shutting down", signal.Signals(signum).name)
                     break
                 stopping = time.monotonic()
+                root.start_soon(_report_slow_shutdown, SLOW_SHUTDOWN_SECONDS)
                 node.engine.drain()
                 stop.set()
             log.info("HTTP server stopped %.1fs after the signal", time.monotonic() - stopping)
         root.cancel_scope.cancel()
     log.info("dw-server stopped (shutdown took %.1fs)", time.monotonic() - stopping)
+
+
+SLOW_SHUTDOWN_SECONDS = 8.0  # a stop taking longer than this is logged with what every task waits on
+
+
+async def _report_slow_shutdown(after: float) -> None:
+    await trio.sleep(after)
+    log.warning("shutdown still running after %.0fs; tasks and what they wait on:\n%s", after, "\n".join(task_tree()))
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -45,6 +45,7 @@ from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.trio.tcp_server import TCPServer
 
 SEND_TIMEOUT = 15.0  # seconds without the client accepting one chunk: the client is gone
+SEND_TIMEOUT_STOPPING = 1.0  # the same once the server is shutting down: a stop must not wait on a client
 SEND_CHUNK = 64 * 1024
 CLOSE_TIMEOUT = 5.0  # bound on the shielded closing and timer bookkeeping
 FOR_VERSIONS = {"hypercorn": "0.18.", "h11": "0.16."}
@@ -56,8 +57,9 @@ async def _protocol_send(self: TCPServer, event: Any) -> None:
         async with self.send_lock:
             data = memoryview(event.data)
             try:
+                stopping = self.context.terminated.is_set()
                 for start in range(0, max(len(data), 1), SEND_CHUNK):
-                    with trio.move_on_after(SEND_TIMEOUT) as scope:
+                    with trio.move_on_after(SEND_TIMEOUT_STOPPING if stopping else SEND_TIMEOUT) as scope:
                         scope.shield = True  # as upstream: a caller's cancel must not cut a frame in half
                         await self.stream.send_all(data[start:start + SEND_CHUNK])
                     if scope.cancelled_caught:
