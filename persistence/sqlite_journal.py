@@ -41,6 +41,7 @@ from .journal import (
     shard_count_mismatch,
 )
 from .migrations import SQLITE_MIGRATIONS
+from .serial_thread import SerialThread
 
 log = logging.getLogger("dw.journal")
 
@@ -66,8 +67,8 @@ class SqliteJournal:
         self.synchronous = level
         self.max_batch = max_batch
         self._group = GroupCommit(max_batch)
-        self._write_lock = trio.CapacityLimiter(1)
-        self._read_lock = trio.CapacityLimiter(1)
+        self._writer = SerialThread("dw-sqlite-writer")  # every write, in order, on the write connection
+        self._reader = SerialThread("dw-sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self.commits = 0
@@ -97,7 +98,7 @@ class SqliteJournal:
         self._rconn = self._connect()
 
     async def open(self) -> None:
-        await trio.to_thread.run_sync(self.open_sync)
+        await self._writer.run(self.open_sync)
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -121,7 +122,7 @@ class SqliteJournal:
     async def run_writer(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit loop; lives in the node's root nursery."""
         async def commit(group: list[Pending]) -> None:
-            await trio.to_thread.run_sync(self._commit_group, group, limiter=self._write_lock)
+            await self._writer.run(self._commit_group, group)
 
         await self._group.run(commit, task_status=task_status)
 
@@ -132,7 +133,10 @@ class SqliteJournal:
                     conn.close()
 
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(close, limiter=self._write_lock)
+            await self._reader.run(lambda: None)  # reads given before the close are done
+            await self._writer.run(close)
+        self._writer.stop()
+        self._reader.stop()
 
     # --- writes --------------------------------------------------------------------
 
@@ -250,9 +254,7 @@ class SqliteJournal:
                 raise
             return result
 
-        with trio.CancelScope(shield=True):  # the thread runs to the end anyway
-            result = await trio.to_thread.run_sync(run, limiter=self._write_lock)
-        return result
+        return await self._writer.run(run)  # shielded: the thread runs to the end anyway
 
     async def clear_owner_marks(self, node_id: str, keep: list[int]) -> int:
         """Forget ``node_id`` as owner of every shard but ``keep`` (marks a lost session left)."""
@@ -373,7 +375,7 @@ class SqliteJournal:
             assert self._rconn is not None
             return self._rconn.execute(sql, args).fetchall()
 
-        return await trio.to_thread.run_sync(run, limiter=self._read_lock)
+        return await self._reader.run(run)
 
     async def ping(self) -> bool:
         try:

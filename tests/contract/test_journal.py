@@ -110,11 +110,12 @@ async def _sqlite_pauses(journal: Any, location: str, check: Callable[[str], Awa
     """Temporary triggers on the journal's writer connection call back into the test, from the
     writer thread, inside the open transaction; the test's reads run meanwhile in trio."""
     paused: set[str] = set()
+    token = trio.lowlevel.current_trio_token()  # the writer is the journal's own thread, not one of trio's
 
     def pause(table: str) -> int:
         if table not in paused:  # the first row written to each table
             paused.add(table)
-            trio.from_thread.run(check, table)
+            trio.from_thread.run(check, table, trio_token=token)
         return 0
 
     conn = journal._wconn  # the writer's own connection: only its transactions run TEMP triggers
