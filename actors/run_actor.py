@@ -78,11 +78,15 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
         self.committing = False
         self.damage: list[str] = []  # records that could not be read (see fold_records)
         self._scope = trio.CancelScope()
+        self._stopped = False
 
     # --- lifecycle -----------------------------------------------------------------
 
     def stop(self) -> None:
-        """The shard moved away: stop at once; the journal keeps everything committed."""
+        """The shard moved away: stop at once; the journal keeps everything committed. Callers
+        still waiting on it are told ``NotOwner`` (they forward to the new owner), never left
+        waiting: a shielded wait (a poll's claim) would otherwise hold up the node's shutdown."""
+        self._stopped = True
         self._scope.cancel()
 
     async def main(self) -> None:
@@ -109,7 +113,10 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return
             if letter.reply:
-                letter.reply.set(error=RunUnavailable(self.run_id))
+                letter.reply.set(error=self._gone())
+
+    def _gone(self) -> Exception:
+        return NotOwner(self.run_id) if self._stopped else RunUnavailable(self.run_id)
 
     async def _main(self) -> None:
         try:
@@ -123,6 +130,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
             await self._loop()
         finally:
             self.host.forget(self)
+            self._fail_pending()  # stopped with letters queued: their callers are answered
             self._recv.close()
             self.changed.set()  # readers parked on this actor re-resolve the run
 
@@ -229,6 +237,10 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
         try:
             self._admit(message)
             value = await self._dispatch(message)
+        except trio.Cancelled:
+            if reply and not reply.event.is_set():
+                reply.set(error=self._gone())  # stopped mid-message: whether it committed, the new owner knows
+            raise
         except (ProtocolError, RunNotFound, NotOwner, RunDamaged) as exc:
             if reply:
                 reply.set(error=exc)

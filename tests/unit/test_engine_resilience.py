@@ -9,7 +9,7 @@ from actors import messages as m
 from actors.clock import TrioClock
 from actors.emit import new_run_meta, started_records
 from actors.records import from_stored, to_stored
-from actors.run_actor import RunUnavailable
+from actors.run_actor import NotOwner, RunUnavailable
 from persistence import codec
 from persistence.ids import run_ulid
 from runtime.engine import Engine
@@ -141,3 +141,51 @@ async def test_a_run_with_an_unreadable_record_refuses_everything_but_terminate(
         assert (await engine.ask(run_id, m.Describe())).status == "terminated"
         assert engine.actors[run_id].damage
         nursery.cancel_scope.cancel()
+
+
+class GatedJournal(FakeJournal):
+    """Commits wait at a gate: a stop can catch the actor mid-commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+
+    async def append(self, batch) -> None:  # noqa: ANN001 - the journal Batch
+        self.waiting.set()
+        await self.gate.wait()
+        await super().append(batch)
+
+
+async def test_callers_of_an_actor_stopped_mid_commit_are_told_not_owner_even_when_shielded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A stopped actor (its shard moved) once left its callers waiting for ever; a poll's claim
+    waits shielded, so the node could not even shut down (seen in the cluster loop)."""
+    journal = GatedJournal()
+    clock = TrioClock()
+    engine = Engine(journal, clock, idle_seconds=5)
+    run_id = _run(journal, clock.now())
+    answers: dict[str, object] = {}
+
+    async def ask(name: str, message: m.Message, shield: bool) -> None:
+        try:
+            with trio.CancelScope(shield=shield):  # as WorkerService._poll waits for a claim
+                answers[name] = await engine.ask(run_id, message)
+        except NotOwner as exc:
+            answers[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        nursery.start_soon(ask, "in flight", m.Signal(name="a", arguments=None, command_id="c-1"), True)
+        await journal.waiting.wait()
+        nursery.start_soon(ask, "queued", m.Signal(name="b", arguments=None, command_id="c-2"), False)
+        await trio.testing.wait_all_tasks_blocked()
+        engine.actors[run_id].stop()
+        journal.gate.set()  # the commit in flight ends (it is shielded: it runs to its end)
+        with trio.fail_after(1):
+            while len(answers) < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert isinstance(answers["queued"], NotOwner), answers
+    assert not isinstance(answers["in flight"], BaseException), "the committed signal is answered as committed"
