@@ -28,6 +28,12 @@ other version (the methods they replace may change).
    ``Content-Length`` waits for its first body bytes and leaves with them; an empty end is
    not written.
 
+6. (Speed, not a fix.) The keep-alive timer was a task started (``Nursery.start``) when a
+   connection went idle and cancelled when a request came, twice per request. → one watcher
+   per connection whose deadline moves (idle: now + keep-alive; busy: never); it closes the
+   connection when the deadline passes, or when the server stops while the connection is idle
+   (or as soon as it becomes idle), exactly when the timer task did.
+
 A request with both ``Content-Length`` and ``Transfer-Encoding`` is left to the app
 (``api.http_guard``), which answers it in the protocol's envelope with ``Connection: close``;
 fix 4 is what makes that answer reach the client.
@@ -36,6 +42,7 @@ fix 4 is what makes that answer reach the client.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 from typing import Any
 
 import h11
@@ -74,13 +81,11 @@ async def _protocol_send(self: TCPServer, event: Any) -> None:
             scope.shield = True
             await self._close()
             await self.protocol.handle(Closed())
-    elif isinstance(event, Updated):
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            scope.shield = True
-            if event.idle:
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-            else:
-                await self.idle_task.stop()
+    elif isinstance(event, Updated):  # fix 6: moving a deadline, nothing to wait for
+        if event.idle:
+            await self.idle_task.restart(self._task_group, self._idle_timeout)
+        else:
+            await self.idle_task.stop()
 
 
 async def _abort(self: TCPServer) -> None:
@@ -90,9 +95,67 @@ async def _abort(self: TCPServer) -> None:
         reader = getattr(self, "_dw_reader_scope", None)
         if reader is not None:
             reader.cancel()  # it may be parked on the protocol's can_read, which nothing else sets
-        await self.idle_task.stop()
+        self.idle_task.close()  # type: ignore[attr-defined]
         await self.stream.aclose()  # frees the descriptor now; run()'s own close is harmless after
         await self.protocol.handle(Closed())  # the app sees http.disconnect
+
+
+class _IdleWatch:
+    """hypercorn's ``TrioSingleTask`` for the keep-alive timer, without a task per request."""
+
+    def __init__(self, server: TCPServer) -> None:
+        self.server = server
+        self.idle = False
+        self.became_idle = trio.Event()
+        self.scope: trio.CancelScope | None = None
+        self.watching = False
+        self.closed = False
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        """The connection is idle (hypercorn's call; ``action`` is its timer, replaced here)."""
+        self.idle = True
+        self.became_idle.set()
+        deadline = trio.current_time() + self.server.config.keep_alive_timeout
+        if self.scope is not None:
+            self.scope.deadline = deadline
+        elif not self.watching and not self.closed:
+            self.watching = True
+            task_group.spawn(self._watch, deadline)
+
+    async def stop(self) -> None:
+        """A request is being handled: no keep-alive deadline until it is answered."""
+        self.idle = False
+        self.became_idle = trio.Event()
+        if self.scope is not None:
+            self.scope.deadline = math.inf
+
+    def close(self) -> None:
+        """The connection is done: the watcher ends without closing anything."""
+        self.closed = True
+        self.idle = False
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def _watch(self, deadline: float) -> None:
+        terminated = self.server.context.terminated
+        with trio.CancelScope(deadline=deadline) as self.scope:
+            await terminated.wait()  # the server is stopping
+            while not self.idle:
+                await self.became_idle.wait()  # a request in progress is answered first
+        self.scope = None
+        if self.closed:
+            return
+        with trio.move_on_after(CLOSE_TIMEOUT) as shield:
+            shield.shield = True
+            await self.server._initiate_server_close()
+
+
+_original_tcp_init = TCPServer.__init__
+
+
+def _tcp_init(self: TCPServer, *args: Any, **kwargs: Any) -> None:
+    _original_tcp_init(self, *args, **kwargs)
+    self.idle_task = _IdleWatch(self)  # type: ignore[assignment]
 
 
 _original_read_data = TCPServer._read_data
@@ -103,8 +166,7 @@ async def _read_data(self: TCPServer) -> None:
         await _original_read_data(self)
     # Reading is over (EOF, reset, timeout or abort): an armed keep-alive timer would keep the
     # connection's task group, and its descriptor, alive until keep_alive_timeout for nothing.
-    with trio.CancelScope(shield=True):
-        await self.idle_task.stop()
+    self.idle_task.close()  # type: ignore[attr-defined]
 
 
 class _Connection(h11.Connection):
@@ -153,6 +215,7 @@ def install() -> None:
         return
     TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
     TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    TCPServer.__init__ = _tcp_init  # type: ignore[method-assign]
     hypercorn_h11.H11Protocol.__init__ = _h11_init  # type: ignore[method-assign]
     hypercorn_h11.H11Protocol._send_h11_event = _send_h11_event  # type: ignore[method-assign]
     TCPServer._dw_patched = True  # type: ignore[attr-defined]
