@@ -73,8 +73,12 @@ class FastPath:
             await self.inner(scope, receive, send)
             return
         entry, args = matched
-        req = RequestView(scope, Headers.from_asgi(scope.get("headers") or []), QueryArgs(scope.get("query_string") or b""),
-                          lambda: _read_body(receive))
+        try:
+            query = QueryArgs(scope.get("query_string") or b"")
+        except UnicodeDecodeError:  # whatever Quart makes of a query that is not UTF-8, it answers
+            await self.inner(scope, receive, send)
+            return
+        req = RequestView(scope, Headers.from_asgi(scope.get("headers") or []), query, lambda: _read_body(receive))
         try:
             if entry.name in PARKING:
                 await req.data()  # the whole body first: after it, the only message left is a disconnect

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+import werkzeug.urls  # noqa: F401 - registers the "werkzeug.url_quote" codec error handler
+
 
 class Headers:
     """Case-insensitive, first value wins (as werkzeug's ``Headers.get``)."""
@@ -42,13 +44,15 @@ class Headers:
 
 
 class QueryArgs:
-    """The query's parameters, each with all its values, in the order given."""
+    """The query's parameters, each with all its values, in the order given — parsed exactly as
+    werkzeug's ``Request.args`` (UTF-8; invalid escapes stay percent-encoded). A query that is
+    not UTF-8 raises ``UnicodeDecodeError`` there as here."""
 
     __slots__ = ("_lists",)
 
     def __init__(self, query_string: bytes) -> None:
         self._lists: dict[str, list[str]] = {}
-        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="replace"):
+        for name, value in parse_qsl(query_string.decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
             self._lists.setdefault(name, []).append(value)
 
     def get(self, name: str, default: Any = None) -> Any:
