@@ -20,7 +20,7 @@ from durable_workflow import Client
 from persistence.ids import shard_of
 from tests.e2e import workflows as wf
 from tests.e2e.harness import run, unique, with_worker
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, stop_all
 from tests.e2e.stores import store
 
 pytestmark = pytest.mark.e2e
@@ -79,8 +79,7 @@ def test_a_signal_retry_through_a_forwarding_node_is_applied_once(tmp_path: Path
                 events = http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000}).json()["events"]
                 still_theirs = shard_of("default", wid, SHARDS) in shards_owned_by(dsn, "node-2")
         finally:
-            for node in nodes:
-                node.stop()
+            stop_all(nodes)
     assert still_theirs  # every request to node 1 was forwarded
     assert [a.status_code for a in answers] == [202, 202, 202], [a.text for a in answers]
     assert len({(a.json()["command_id"], a.json()["command_sequence"]) for a in answers}) == 1

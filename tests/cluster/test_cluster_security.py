@@ -23,7 +23,7 @@ from persistence.ids import shard_of_run
 from runtime.peers import BODY_HASH_HEADER, FORWARDED_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, audience
 from runtime.signing import body_digest, sign
 from tests.e2e.harness import wait_until
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, stop_all
 from tests.e2e.stores import store
 
 pytestmark = pytest.mark.e2e
@@ -230,7 +230,6 @@ def test_signatures_and_node_calls_are_accepted_once_across_the_cluster(tmp_path
                                     what="the node call's TerminateRequested in the run's journal")
             assert [e["reason"] for e in terminated] == ["via-rpc"], terminated
         finally:
-            for node in nodes.values():
-                node.stop()
+            stop_all(nodes.values())
         for node in nodes.values():
             assert "Traceback" not in node.log(), node.log()

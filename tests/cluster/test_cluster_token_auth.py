@@ -22,7 +22,7 @@ from durable_workflow import Client, Worker
 from persistence.ids import shard_of
 from tests.e2e import workflows as wf
 from tests.e2e.harness import unique
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, stop_all
 from tests.e2e.stores import store
 
 pytestmark = pytest.mark.e2e
@@ -112,8 +112,7 @@ def test_token_auth_in_a_cluster_refuses_strangers_and_the_nodes_still_cooperate
             # the runs did live on both nodes' shards (no rebalance moved them all to one)
             assert {owners[shard_of("default", w, SHARDS)] for w in ids["node-1"] + ids["node-2"]} == {"node-1", "node-2"}
         finally:
-            for node in nodes:
-                node.stop()
+            stop_all(nodes)
         for node in nodes:
             assert "Traceback" not in node.log(), node.log()
     assert time.monotonic() - began < 60

@@ -13,7 +13,7 @@ from durable_workflow import Client, Worker
 
 from tests.e2e import workflows as wf
 from tests.e2e.harness import await_until, unique, wait_until
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, stop_all
 from tests.e2e.stores import store
 
 pytestmark = pytest.mark.e2e
@@ -110,8 +110,7 @@ def test_three_nodes_start_on_one_and_work_on_the_others(tmp_path: Path) -> None
                 else:
                     assert result == f"hello, n{i}"
         finally:
-            for node in nodes:
-                node.stop()
+            stop_all(nodes)
         for node in nodes:
             assert "Traceback" not in node.log(), node.log()
 

@@ -19,7 +19,7 @@ from durable_workflow import Client, Worker
 
 from tests.e2e import workflows as wf
 from tests.e2e.harness import unique
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, stop_all
 from tests.e2e.stores import store
 from tests.postgres_required import postgres_url
 
@@ -124,8 +124,7 @@ def test_a_postgresql_restart_ends_no_node_and_every_workflow_completes(tmp_path
         finally:
             if not _pg_ready():
                 restart_postgres()
-            for node in nodes:
-                node.stop()
+            stop_all(nodes)
 
 
 def test_a_node_whose_sessions_are_terminated_rejoins(tmp_path: Path) -> None:
@@ -139,5 +138,4 @@ def test_a_node_whose_sessions_are_terminated_rejoins(tmp_path: Path) -> None:
             _check(nodes, results)
             assert "lease session open again; rejoining" in nodes[1].log()
         finally:
-            for node in nodes:
-                node.stop()
+            stop_all(nodes)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 _LISTEN = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -96,3 +97,16 @@ class ServerProcess:
         return "\n".join(
             f"--- dw-server process {i} of {len(self.logs)} ---\n" + "\n".join(lines) for i, lines in enumerate(self.logs, 1)
         )
+
+
+def stop_all(servers: Iterable[ServerProcess]) -> None:
+    """Stop every server, even when one of them does not stop; then raise the first failure
+    (a loop of ``stop()`` left the others running after the first one failed)."""
+    failures: list[BaseException] = []
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as exc:  # noqa: BLE001 - reported after the rest are stopped
+            failures.append(exc)
+    if failures:
+        raise failures[0]
