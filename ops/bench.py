@@ -29,9 +29,9 @@ import time
 import uuid
 from datetime import datetime
 
-from durable_workflow import Client, Worker, activity, workflow
+from durable_workflow import Client, activity, workflow
 
-from .bench_procs import Server, cpu_seconds, pct
+from .bench_procs import Server, cpu_seconds, pct, serve_worker
 from .bench_workloads import PHASES, run_workloads
 
 
@@ -49,20 +49,10 @@ class HelloWorkflow:
 def _worker_main(
     url: str, task_queue: str, ready: multiprocessing.Event, stop: multiprocessing.Event, slots: int, token: str | None = None
 ) -> None:
-    async def main() -> None:
-        async with Client(url, token=token) as client:
-            worker = Worker(
-                client, task_queue=task_queue, workflows=[HelloWorkflow], activities=[bench_hello], poll_timeout=5,
-                max_concurrent_workflow_tasks=slots, max_concurrent_activity_tasks=slots,
-            )
-            task = asyncio.create_task(worker.run())
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
-            await worker.stop()
-            await task
-
-    asyncio.run(main())
+    serve_worker(
+        url, ready, stop, token, task_queue=task_queue, workflows=[HelloWorkflow], activities=[bench_hello], poll_timeout=5,
+        max_concurrent_workflow_tasks=slots, max_concurrent_activity_tasks=slots,
+    )
 
 
 async def _drive(

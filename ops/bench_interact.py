@@ -14,7 +14,9 @@ import time
 import uuid
 from typing import Any
 
-from durable_workflow import Client, Worker, workflow
+from durable_workflow import Client, workflow
+
+from .bench_procs import serve_worker
 
 
 @workflow.defn(name="bench_counter")
@@ -42,17 +44,7 @@ class CounterWorkflow:
 
 
 def _worker_main(url: str, task_queue: str, ready: Any, stop: Any) -> None:
-    async def main() -> None:
-        async with Client(url) as client:
-            worker = Worker(client, task_queue=task_queue, workflows=[CounterWorkflow], activities=[], poll_timeout=5)
-            task = asyncio.create_task(worker.run())
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
-            await worker.stop()
-            await task
-
-    asyncio.run(main())
+    serve_worker(url, ready, stop, task_queue=task_queue, workflows=[CounterWorkflow], activities=[], poll_timeout=5)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -8,6 +8,7 @@ set to it) with this interpreter, so two commits can be measured back to back in
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = str(Path(__file__).resolve().parent.parent)
 
@@ -123,3 +125,20 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+
+def serve_worker(url: str, ready: Any, stop: Any, token: str | None = None, **worker_options: Any) -> None:
+    """The body of a benchmark's SDK worker process: one ``Worker`` until ``stop`` is set."""
+    from durable_workflow import Client, Worker
+
+    async def main() -> None:
+        async with Client(url, token=token) as client:
+            worker = Worker(client, **worker_options)
+            task = asyncio.create_task(worker.run())
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            await worker.stop()
+            await task
+
+    asyncio.run(main())

@@ -17,6 +17,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -87,12 +88,12 @@ async def _drive(server: Server, n: int) -> dict[str, float]:
 
         poll = {"worker_id": worker, "task_queue": tq, "timeout_seconds": 5}
 
-        async def poll_workflow(_: Any) -> dict[str, Any]:
-            task = _ok(await http.post("/api/worker/workflow-tasks/poll", headers=WP, json=poll), 200)["task"]
-            assert task is not None, "a workflow task was ready for every poll"
+        async def poll_for(kind: str, _: Any) -> dict[str, Any]:
+            task = _ok(await http.post(f"/api/worker/{kind}-tasks/poll", headers=WP, json=poll), 200)["task"]
+            assert task is not None, f"a {kind} task was ready for every poll"
             return task  # type: ignore[no-any-return]
 
-        tasks, cpu["poll_workflow_task_ready"] = await _measure(server, ids, poll_workflow)
+        tasks, cpu["poll_workflow_task_ready"] = await _measure(server, ids, partial(poll_for, "workflow"))
 
         async def complete_workflow(task: dict[str, Any]) -> None:
             body = {"lease_owner": worker, "workflow_task_attempt": task["workflow_task_attempt"],
@@ -101,12 +102,7 @@ async def _drive(server: Server, n: int) -> dict[str, float]:
 
         _, cpu["complete_workflow_task"] = await _measure(server, tasks, complete_workflow)
 
-        async def poll_activity(_: Any) -> dict[str, Any]:
-            task = _ok(await http.post("/api/worker/activity-tasks/poll", headers=WP, json=poll), 200)["task"]
-            assert task is not None, "an activity task was ready for every poll"
-            return task  # type: ignore[no-any-return]
-
-        activities, cpu["poll_activity_task_ready"] = await _measure(server, ids, poll_activity)
+        activities, cpu["poll_activity_task_ready"] = await _measure(server, ids, partial(poll_for, "activity"))
 
         async def complete_activity(task: dict[str, Any]) -> None:
             body = {"activity_attempt_id": task["activity_attempt_id"], "lease_owner": worker, "result": ENVELOPE}

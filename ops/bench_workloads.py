@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from durable_workflow import Client, Worker, activity, workflow
+from durable_workflow import Client, activity, workflow
 
-from .bench_procs import Server, cpu_seconds, pct, rss_mib
+from .bench_procs import Server, cpu_seconds, pct, rss_mib, serve_worker
 
 
 @activity.defn(name="bw_greet")
@@ -80,18 +80,8 @@ ACTIVITIES = [bw_greet, bw_chain_step]
 
 
 def _worker_main(url: str, task_queue: str, sticky: bool, ready: Any, stop: Any) -> None:
-    async def main() -> None:
-        async with Client(url) as client:
-            extra = {"sticky_cache_capacity": 1000} if sticky else {}
-            worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES, **extra)
-            task = asyncio.create_task(worker.run())
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
-            await worker.stop()
-            await task
-
-    asyncio.run(main())
+    extra = {"sticky_cache_capacity": 1000} if sticky else {}
+    serve_worker(url, ready, stop, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES, **extra)
 
 
 class WorkerProcess:
