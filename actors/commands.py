@@ -26,6 +26,7 @@ STEP_COMMANDS = frozenset(
         "open_condition_wait",
     }
 )
+ACTIVITY_CANCELLATION_POLICIES = ("try_cancel", "wait_cancellation_completed", "abandon")
 TERMINAL_COMMANDS = frozenset({"complete_workflow", "fail_workflow", "continue_as_new"})
 UPDATE_COMMANDS = frozenset({"complete_update", "fail_update"})
 SUPPORTED_COMMANDS = sorted(STEP_COMMANDS | TERMINAL_COMMANDS | UPDATE_COMMANDS)
@@ -120,9 +121,9 @@ def _parallel(cmd: dict[str, Any], path: str) -> dict[str, Any] | None:
     return meta
 
 
-def validate_commands(commands: Any) -> list[dict[str, Any]]:
+def validate_commands(commands: Any, *, allow_empty: bool = False) -> list[dict[str, Any]]:
     """Check a completion's command list; returns normalized commands or raises CommandError."""
-    if not isinstance(commands, list) or not commands:
+    if not isinstance(commands, list) or (not commands and not allow_empty):
         raise _invalid("commands", "The commands field must be a non-empty list.")
     if len(commands) > MAX_COMMANDS:
         raise CommandError(
@@ -156,9 +157,13 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     queue = cmd.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise _invalid(f"{path}.queue", "The queue field must be a non-empty string.")
-    for ext in ("worker_session", "cancellation_policy"):
-        if cmd.get(ext) is not None:
-            raise _invalid(f"{path}.{ext}", f"The {ext} field is not supported by this server.")
+    if cmd.get("worker_session") is not None:
+        raise _invalid(f"{path}.worker_session", "The worker_session field is not supported by this server.")
+    cancellation = cmd.get("cancellation_policy")
+    if cancellation is not None and cancellation not in ACTIVITY_CANCELLATION_POLICIES:
+        raise _invalid(f"{path}.cancellation_policy", f"cancellation_policy must be one of {', '.join(ACTIVITY_CANCELLATION_POLICIES)}.")
+    if cancellation == "abandon" and cmd.get("schedule_to_close_timeout") is None:
+        raise _invalid(f"{path}.cancellation_policy", "An abandoned activity needs a schedule_to_close_timeout to bound it.")
     policy = _retry_policy(cmd.get("retry_policy"), f"{path}.retry_policy")
     timeouts = {
         k: _opt_int(cmd, k, path, 1)
@@ -179,6 +184,8 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
             f"{path}.schedule_to_start_timeout", "schedule_to_start_timeout must not exceed schedule_to_close_timeout."
         )
     policy.update(timeouts)
+    if cancellation not in (None, "try_cancel"):  # the default is never stored (extended spec §5.7)
+        policy["cancellation_policy"] = cancellation
     return {
         "type": "schedule_activity",
         "activity_type": cmd["activity_type"],
@@ -203,9 +210,13 @@ def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     policy = cmd.get("parent_close_policy") or "abandon"
     if policy not in PARENT_CLOSE_POLICIES:
         raise _invalid(f"{path}.parent_close_policy", "parent_close_policy must be abandon, request_cancel or terminate.")
-    for ext in ("request_cancellation", "cancellation_policy"):
-        if cmd.get(ext) is not None:
-            raise _invalid(f"{path}.{ext}", f"The {ext} field needs cooperative cancellation, which this server does not offer.")
+    if cmd.get("request_cancellation") is not None:
+        raise _invalid(f"{path}.request_cancellation", "The request_cancellation field is not supported by this server.")
+    if cmd.get("cancellation_policy") not in (None, "abandon"):
+        raise _invalid(
+            f"{path}.cancellation_policy",
+            "This server delivers cooperative cancellation to a child only with cancellation_policy abandon (the default).",
+        )
     exec_t = _opt_int(cmd, "execution_timeout_seconds", path, 1)
     run_t = _opt_int(cmd, "run_timeout_seconds", path, 1)
     if exec_t is not None and run_t is not None and run_t > exec_t:

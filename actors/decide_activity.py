@@ -41,7 +41,7 @@ def claim(
 
 def task_payload(state: RunState, act: Activity) -> dict[str, Any]:
     """The activity task object (worker-plane 6.2), null-valued keys dropped."""
-    policy = {"snapshot_version": 1, **{k: v for k, v in act.policy.items() if v is not None}}
+    policy = {"snapshot_version": 1, **{k: v for k, v in act.policy.items() if v is not None and k != "cancellation_policy"}}
     task = {
         "task_id": act.task_id,
         "workflow_id": state.meta["workflow_id"],
@@ -99,6 +99,12 @@ def guard(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str)
         raise GuardError(404, "attempt_not_found", f"Activity attempt [{attempt_id}] was not found.")
     if parsed[0] != task_id:
         raise GuardError(409, "task_mismatch", "The activity attempt belongs to another task.")
+    if attempt_id in state.stopped_attempts:
+        raise GuardError(
+            409, "activity_cancelled", "The activity was cancelled for the workflow's cancellation request; its outcome is ignored.",
+            task_id=task_id, activity_attempt_id=attempt_id, outcome="ignored", recorded=False, next_task_id=None,
+            cancel_requested=True, can_continue=False,
+        )
     act = state.activities.get(seq)
     base = {"task_id": task_id, "activity_attempt_id": attempt_id, "outcome": verb, "recorded": False, "next_task_id": None}
     if state.status in STOPPED_STATUSES:

@@ -6,7 +6,7 @@ from typing import Any
 
 from persistence.ids import iso
 
-from .decide_workflow_task import _timer_payload, closure_effects
+from .closing import close_run
 from .emit import Emitter, blob_of, par_fields
 from .run_state import RunState
 
@@ -70,27 +70,6 @@ def cancel_or_terminate(state: RunState, kind: str, reason: str | None, command_
         closed["reason"] = reason
     close_run(state, em, "WorkflowCancelled" if kind == "cancel" else "WorkflowTerminated", closed, command_id=command_id)
     return em
-
-
-def close_run(state: RunState, em: Emitter, terminal: str, payload: dict[str, Any], command_id: str | None = None) -> None:
-    """Cancel, terminate and timeout close the run at once: open steps are cancelled first (spec 10.9)."""
-    for act in sorted(state.activities.values(), key=lambda a: a.seq):
-        em.event(
-            "ActivityCancelled",
-            {
-                "sequence": act.seq,
-                "activity_execution_id": act.exec_id,
-                "activity_attempt_id": act.attempt_id(),
-                "activity_type": act.activity_type,
-                "attempt_number": act.attempt_number,
-                "cancelled_at": em.ts(),
-                **par_fields(act.parallel),
-            },
-        )
-    for timer in sorted(state.timers.values(), key=lambda t: t.seq):
-        em.event("TimerCancelled", _timer_payload(timer, {"cancelled_at": em.ts()}))
-    em.event(terminal, payload, command_id=command_id)
-    closure_effects(state, em)
 
 
 def child_closed(state: RunState, seq: int, child: dict[str, Any], now: float) -> Emitter:

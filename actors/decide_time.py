@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from persistence.ids import iso
 
-from . import decide_activity
-from .decide_control import close_run
-from .decide_workflow_task import _timer_payload
+from . import decide_activity, decide_cancellation
+from .closing import close_run, timer_payload
 from .emit import Emitter
 from .run_state import Activity, RunState
 
@@ -25,6 +24,8 @@ def next_deadline(state: RunState, now: float) -> float | None:
     for key in ("execution_deadline", "run_deadline"):
         if meta.get(key):
             candidates.append(meta[key])
+    if state.coop is not None:
+        candidates.append(state.coop["deadline"])  # the cooperative request's cleanup deadline
     wt = state.wt
     leased = wt is not None and wt.status == "leased"
     if wt is not None:
@@ -70,6 +71,12 @@ def tick(state: RunState, now: float) -> Emitter:
             },
         )
         return em
+    if decide_cancellation.cleanup_expired(state, now):
+        decide_cancellation.close_cancelled(
+            state, em, "cancellation_cleanup_deadline_expired",
+            "The workflow did not finish its cleanup before the cancellation request's deadline.",
+        )
+        return em
     wt = state.wt
     leased_ordinary = wt is not None and wt.status == "leased"
     if wt is not None and wt.status == "leased" and now >= (wt.lease_expires_at or 0):
@@ -80,7 +87,7 @@ def tick(state: RunState, now: float) -> Emitter:
             continue
         if timer.kind == "condition" and leased_ordinary:
             continue  # deferred until the leased task resolves (spec 10.4)
-        em.event("TimerFired", _timer_payload(timer, {"fired_at": em.ts()}))
+        em.event("TimerFired", timer_payload(timer, {"fired_at": em.ts()}))
     for act in list(state.activities.values()):
         _activity_deadlines(em, act, now)
     return em

@@ -8,9 +8,10 @@ from typing import Any
 from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
-from . import local_activities
+from . import decide_cancellation, local_activities
+from .closing import closure_effects, timer_payload
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
-from .emit import AVRO_NULL_BLOB, Effect, Emitter, NewRun, blob_of, new_run_meta, par_fields
+from .emit import AVRO_NULL_BLOB, Emitter, NewRun, blob_of, new_run_meta, par_fields
 from .errors import GuardError
 from .id_source import RANDOM_IDS, IdSource
 from .limits import DEFAULT as DEFAULT_LIMITS
@@ -133,7 +134,9 @@ def complete(
     sticky: dict[str, Any] | None = None,
 ) -> Emitter:
     """``sticky``: the completion's ``sticky_cache`` with ``ttl`` (seconds) as the server allows it."""
-    commands = validate_commands(raw_commands)
+    # A cooperative worker may complete with no command: it delivered the request, or its
+    # prepared local calls already recorded the steps (extended spec §2.4, §5.4).
+    commands = validate_commands(raw_commands, allow_empty=state.coop is not None or prepared_claim(state))
     em = Emitter(state, now, workflow_task_id=task_id, ids=ids)
     wt = state.wt
     affinity = sticky_fields(state, task_id, sticky, now)
@@ -184,7 +187,16 @@ def complete(
     em.internal("wt_done", task=task_id, **({} if closes else affinity))
     if closes:
         closure_effects(state, em)
+    elif commands and state.coop is not None and state.coop["delivered"] is None and not state.coop["waiting"]:
+        # The replay stopped short of the boundary to commit earlier commands first (the SDK
+        # completes those and delivers on its next task): give it that next task.
+        em.internal("repair_wake")
     return em
+
+
+def prepared_claim(state: RunState) -> bool:
+    """Whether the leased task admitted prepared local calls (they may leave nothing to complete)."""
+    return False
 
 
 def _complete_update_task(
@@ -248,15 +260,7 @@ def _satisfy_condition(state: RunState, em: Emitter, cond: dict[str, Any]) -> No
         payload.update(state.last_signal)
     em.event("ConditionWaitSatisfied", payload)
     if timer is not None:
-        em.event("TimerCancelled", _timer_payload(timer, {"cancelled_at": em.ts()}))
-
-
-def _timer_payload(timer: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    p = {"sequence": timer.seq, "timer_id": timer.timer_id, "delay_seconds": timer.delay, "fire_at": iso(timer.fire_at)}
-    p.update(timer.extra)
-    p.update(par_fields(timer.parallel))
-    p.update(extra)
-    return p
+        em.event("TimerCancelled", timer_payload(timer, {"cancelled_at": em.ts()}))
 
 
 def _check_groups(state: RunState, commands: list[dict[str, Any]]) -> set[int]:
@@ -317,6 +321,8 @@ def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: i
         "workflow_task_id": em.workflow_task_id,
         **par_fields(cmd.get("par")),
     }
+    if "cancellation_policy" in cmd["policy"]:
+        payload["cancellation_policy"] = cmd["policy"]["cancellation_policy"]
     em.event("ActivityScheduled", payload, extra={"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")})
 
 
@@ -443,6 +449,11 @@ def _complete_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: 
 
 
 def _fail_workflow(state: RunState, em: Emitter, cmd: dict[str, Any], step: int) -> None:
+    if decide_cancellation.closes_cancelled(state, cmd):
+        coop = state.coop
+        assert coop is not None
+        decide_cancellation.close_cancelled(state, em, coop["reason"], cmd["message"], effects=False)
+        return
     exception = dict(cmd.get("exception") or {})
     exception.setdefault("class", cmd.get("exception_class") or "Exception")
     exception.setdefault("type", cmd.get("exception_type"))
@@ -502,16 +513,6 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
         extra={"continued_to": new_run, "start": new_meta},
     )
     em.new_runs.append(NewRun(new_run, new_meta))
-
-
-def closure_effects(state: RunState, em: Emitter) -> None:
-    """Parent-close policies for open children, and the parent's view of this run."""
-    for child in state.children.values():
-        if child.policy in ("request_cancel", "terminate"):
-            em.effects.append(Effect("close_child", child.run_id, {"policy": child.policy, "seq": child.seq}))
-    parent = state.meta.get("parent")
-    if parent:
-        em.effects.append(Effect("notify_parent", parent["run_id"], {"child_run_id": state.run_id}))
 
 
 _STEP_APPLY = {

@@ -182,6 +182,42 @@ class Signal(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestCancellation(Message):
+    """A cooperative cancellation request from the control plane (extended spec §5.1)."""
+
+    KIND: ClassVar[str] = "request_cancellation"
+    request_id: str
+    reason: str | None = None
+    cleanup_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimOp(Message):
+    """An operation bound to a leased workflow task beyond the core four (history, heartbeat,
+    complete, fail): a cancellation delivery or a prepared local activity step. ``op`` names
+    it; ``body`` is the route's validated body."""
+
+    KIND: ClassVar[str] = "claim_op"
+    op: str
+    task_id: str
+    owner: Any
+    attempt: Any
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityOp(Message):
+    """An activity attempt's status or its acknowledgement of a cooperative stop (extended §5.6)."""
+
+    KIND: ClassVar[str] = "activity_op"
+    op: str
+    task_id: str
+    attempt_id: Any
+    owner: Any
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Close(Message):
     """Cancel or terminate the run (``kind``), from a client, a parent-close policy or a schedule."""
 

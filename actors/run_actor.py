@@ -21,6 +21,7 @@ from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailabl
 
 from . import decide_time, journal_retry, views
 from . import messages as m
+from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
 from .emit import Emitter
 from .errors import ProtocolError
@@ -65,7 +66,7 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
     return state, damage
 
 
-class RunActor(WorkerPlaneHandlers, ControlHandlers):
+class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers):
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024, *, fresh: bool = False) -> None:
         self.run_id = run_id
         self.host = host
@@ -294,6 +295,14 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
                 return await self._on_fail_activity(message)
             case m.ActivityHeartbeat():
                 return self._on_activity_heartbeat(message)
+            case m.RequestCancellation():
+                return await self._on_request_cancellation(message)
+            case m.ClaimOp(op="deliver_cancellation"):
+                return await self._on_deliver_cancellation(message)
+            case m.ActivityOp(op="status"):
+                return self._on_activity_status(message)
+            case m.ActivityOp(op="acknowledge_cancellation"):
+                return await self._on_acknowledge_cancellation(message)
             case m.Signal():
                 return await self._on_signal(message)
             case m.Close():
@@ -376,7 +385,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers):
         wt = s.wt
         if wt is not None and wt.status == "ready" and wt.available_at <= now:
             sticky, until = s.sticky if s.sticky is not None and s.sticky[1] > now else (None, 0.0)
-            offer = Offer(self.run_id, wt.task_id, s.meta["workflow_type"], sticky=sticky, sticky_until=until)
+            needs = "cooperative_cancellation" if s.coop is not None else None  # only such workers can replay it (§5.3)
+            offer = Offer(self.run_id, wt.task_id, s.meta["workflow_type"], sticky=sticky, sticky_until=until, needs=needs)
             ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, offer)
         for act in s.activities.values():
             if act.status == "pending" and act.available_at <= now:

@@ -68,6 +68,7 @@ class Activity:
     progress: dict[str, Any] | None = None
     late_result: Any = None
     poll_id: str | None = None  # the poll this attempt was leased to (see WorkflowTask.poll_id)
+    cancel_request: str | None = None  # a cooperative request its worker is asked to stop for (extended §5.6)
 
     @property
     def task_id(self) -> str:
@@ -136,6 +137,10 @@ class RunState:
     # Sticky affinity (extended spec §12.2): (worker id, until) of the worker that cached this
     # run's history at its last completion; its next workflow task goes to that worker first.
     sticky: tuple[str, float] | None = None
+    # Cooperative cancellation (extended spec §5): the run's one request, its delivery, and the
+    # activity attempts stopped for it whose workers still report back (attempt id -> info).
+    coop: dict[str, Any] | None = None
+    stopped_attempts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -308,12 +313,31 @@ def _activity_resolved(state: RunState, record: Record) -> None:
         return
     activity = state.activities.pop(record.payload["sequence"])
     _member_resolved(state, activity.parallel, activity.seq, record.at)
+    _settle_wait(state, activity.seq, record.at)
 
 
 def _activity_cancelled(state: RunState, record: Record) -> None:
     if record.extra.get("local"):
         return
-    state.activities.pop(record.payload["sequence"], None)
+    activity = state.activities.pop(record.payload["sequence"], None)
+    coop = state.coop
+    if activity is None or coop is None:
+        return
+    if activity.status == "running":  # its worker is told to stop, and acknowledges (extended spec §5.6)
+        state.stopped_attempts[activity.attempt_id()] = {
+            "task_id": activity.task_id, "owner": activity.owner, "event_id": f"{state.run_id}-{_sequence(record)}",
+            "acked": bool(record.extra.get("acked")),
+        }
+    _settle_wait(state, activity.seq, record.at)
+
+
+def _settle_wait(state: RunState, sequence: int, at: float) -> None:
+    """A delivery waiting for this step's activity to stop may now be made: a task replays it."""
+    coop = state.coop
+    if coop is not None and sequence in (coop.get("waiting") or ()):
+        coop["waiting"] = [s for s in coop["waiting"] if s != sequence]
+        if not coop["waiting"]:
+            _set_wake(state, at)
 
 
 def _timer_scheduled(state: RunState, record: Record) -> None:
@@ -454,6 +478,45 @@ def _update_completed(state: RunState, record: Record) -> None:
         _set_wake(state, record.at)  # the handler may have made the open wait's predicate true
 
 
+def _coop_requested(state: RunState, record: Record) -> None:
+    payload = record.payload
+    state.coop = {
+        "request_id": payload["workflow_command_id"],
+        "requested_at": record.payload["cancellation"]["requested_at"],
+        "cleanup_deadline_at": payload["cleanup_deadline_at"],
+        "deadline": record.extra["deadline"],
+        "reason": payload.get("reason"),
+        "context": payload.get("cancellation"),
+        "event_id": f"{state.run_id}-{_sequence(record)}",
+        "h": _sequence(record),
+        "delivered": None,
+        "waiting": None,
+    }
+    _set_wake(state, record.at)  # the worker must reach its authored boundary, even without an open wait
+
+
+def _coop_delivered(state: RunState, record: Record) -> None:
+    payload = record.payload
+    coop = state.coop
+    assert coop is not None
+    first, span = payload["sequence"], payload.get("sequence_span", 1)
+    coop["delivered"] = {
+        "boundary": {"sequence": first, "call_kind": payload["call_kind"], "sequence_span": span},
+        "event_id": f"{state.run_id}-{_sequence(record)}",
+    }
+    coop["waiting"] = None
+    steps = range(first, first + span)
+    state.step_seq = max(state.step_seq, first + span - 1)  # a boundary not yet scheduled is reserved
+    if state.cond is not None and state.cond["seq"] in steps:
+        state.cond = None  # the interrupted wait is closed (its timeout timer is cancelled by event)
+    for sequence in steps:
+        activity = state.activities.get(sequence)
+        if activity is not None and activity.policy.get("cancellation_policy") == "abandon":
+            del state.activities[sequence]  # left running: its outcome is kept once, not written to history
+            if activity.status == "running":
+                state.late_outcomes[sequence] = activity.attempt_number
+
+
 def _closed(state: RunState, record: Record) -> None:
     for update_id in state.pending_updates:  # accepted but never applied: their callers are released
         update = state.updates[update_id]
@@ -509,6 +572,8 @@ _EVENT_FOLDS: dict[str, Any] = {
     "UpdateAccepted": _update_accepted,
     "UpdateApplied": _update_applied,
     "UpdateCompleted": _update_completed,
+    "CooperativeCancellationRequested": _coop_requested,
+    "CooperativeCancellationDelivered": _coop_delivered,
     "CancelRequested": None,
     "TerminateRequested": None,
     **{name: _closed for name in TERMINAL_EVENTS},
@@ -589,6 +654,27 @@ def _act_late(state: RunState, record: Record) -> None:
     state.late_outcomes.pop(record.data["seq"], None)
 
 
+def _coop_wait(state: RunState, record: Record) -> None:
+    """A delivery waits for activities to stop: the claim is released, no task until they settle."""
+    coop = state.coop
+    assert coop is not None
+    coop["waiting"] = list(record.data["seqs"])
+    for sequence in coop["waiting"]:
+        activity = state.activities.get(sequence)
+        if activity is not None:
+            activity.cancel_request = coop["request_id"]
+    state.wt = None
+    state.sticky = None
+    if state.is_open:
+        state.status = "waiting"
+
+
+def _act_ack(state: RunState, record: Record) -> None:
+    info = state.stopped_attempts.get(record.data["attempt"])
+    if info is not None:
+        info["acked"] = True
+
+
 def _command(state: RunState, record: Record) -> None:
     state.commands[record.data["request_id"]] = record.data["answer"]
 
@@ -601,6 +687,8 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_release": _act_release,
     "act_late": _act_late,
     "command": _command,
+    "coop_wait": _coop_wait,
+    "act_ack": _act_ack,
     "repair_wake": lambda state, record: _set_wake(state, record.at),  # an operator's repair pass
     "run_started": lambda state, record: state.pending_starts.pop(record.data["run"], None),  # its first commit is in
 }

@@ -29,6 +29,7 @@ class Offer:
     seq: int = 0
     sticky: str | None = None  # the worker this workflow task should go to first (extended spec §12.2)
     sticky_until: float = 0.0  # wall-clock end of that affinity
+    needs: str | None = None  # a worker capability the task requires (a run with a cooperative request)
 
 
 Filter = Callable[[str], bool]
@@ -36,13 +37,17 @@ STICKY_WINDOW = 5.0  # seconds a sticky task waits for its own worker before any
 
 
 class _Waiter:
-    __slots__ = ("accepts", "event", "offer", "worker")
+    __slots__ = ("accepts", "caps", "event", "offer", "worker")
 
-    def __init__(self, accepts: Filter, worker: str | None) -> None:
+    def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str]) -> None:
         self.accepts = accepts
         self.worker = worker
+        self.caps = caps
         self.event = trio.Event()
         self.offer: Offer | None = None
+
+    def takes(self, offer: Offer) -> bool:
+        return (offer.needs is None or offer.needs in self.caps) and self.accepts(offer.type_name)
 
 
 class TaskQueue:
@@ -71,7 +76,7 @@ class TaskQueue:
 
     def _give(self, offer: Offer, eligible: Callable[[_Waiter], bool]) -> bool:
         for waiter in self.waiters:
-            if waiter.offer is None and eligible(waiter) and waiter.accepts(offer.type_name):
+            if waiter.offer is None and eligible(waiter) and waiter.takes(offer):
                 waiter.offer = offer
                 waiter.event.set()
                 self.waiters.remove(waiter)
@@ -98,14 +103,15 @@ class TaskQueue:
             if self._give(offer, lambda w: True):
                 self._remove(task_id)
 
-    def _take_backlog(self, accepts: Filter, worker: str | None) -> Offer | None:
+    def _take_backlog(self, waiter: _Waiter) -> Offer | None:
+        worker = waiter.worker
         if worker is not None and self.sticky_backlog.get(worker):
             for task_id, offer in self.backlog.items():  # its own sticky tasks first
-                if offer.sticky == worker and accepts(offer.type_name):
+                if offer.sticky == worker and waiter.takes(offer):
                     return self._remove(task_id)
         now = trio.current_time() if self.held else 0.0
         for task_id, offer in self.backlog.items():
-            if accepts(offer.type_name) and (not self.held or self.held.get(task_id, 0.0) <= now):
+            if waiter.takes(offer) and (not self.held or self.held.get(task_id, 0.0) <= now):
                 return self._remove(task_id)
         return None
 
@@ -113,15 +119,17 @@ class TaskQueue:
         return min(self.held.values()) if self.held else float("inf")
 
     async def take(
-        self, accepts: Filter, timeout: float, draining: trio.Event, worker: str | None = None
+        self, accepts: Filter, timeout: float, draining: trio.Event, worker: str | None = None,
+        caps: frozenset[str] = frozenset(),
     ) -> Offer | None:
-        """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain."""
+        """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain.
+        ``caps``: the poller's capabilities (an offer that ``needs`` one it lacks is not for it)."""
         end = trio.current_time() + timeout
         while True:
-            offer = self._take_backlog(accepts, worker)
+            waiter = _Waiter(accepts, worker, caps)
+            offer = self._take_backlog(waiter)
             if offer is not None or trio.current_time() >= end or draining.is_set():
                 return offer
-            waiter = _Waiter(accepts, worker)
             self.waiters.append(waiter)
             try:
                 with trio.move_on_at(min(end, self._next_release())):  # a held task may become anyone's

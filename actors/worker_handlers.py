@@ -9,7 +9,7 @@ from typing import Any
 
 from persistence.vocabulary import activity_execution_id, encode_offset
 
-from . import decide_activity, decide_time, decide_workflow_task
+from . import decide_activity, decide_cancellation, decide_time, decide_workflow_task
 from . import messages as m
 from .emit import Emitter
 from .errors import GuardError
@@ -67,7 +67,13 @@ class WorkerPlaneHandlers(ActorParts):
             "workflow_update_id": wt.update_id,
             "workflow_command_id": None,
             **({"sticky_replay_mode": wt.sticky_mode} if wt.sticky_mode else {}),
+            **self._observation(),
         }
+
+    def _observation(self) -> dict[str, Any]:
+        """A standing cooperative request rides on every task and heartbeat of the run (extended §5.3)."""
+        observed = decide_cancellation.observation(self.state)
+        return {"cancellation_request": observed} if observed is not None else {}
 
     async def _on_workflow_task_history(self, msg: m.WorkflowTaskHistory) -> dict[str, Any]:
         s = self.state
@@ -103,7 +109,10 @@ class WorkerPlaneHandlers(ActorParts):
         em = Emitter(s, now)
         wt = s.wt
         assert wt is not None
-        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + self.host.wt_lease, snap=wt.snapshot)
+        snapshot = wt.snapshot
+        if s.coop is not None and s.coop["h"] > snapshot:
+            snapshot = s.next_h - 1  # the claim horizon moves so the worker's refresh shows the request (§5.3)
+        em.internal("wt_claim", task=task_id, attempt=wt.attempt, owner=wt.owner, lease=now + self.host.wt_lease, snap=snapshot)
         await self.commit(em)
         from persistence.ids import iso
 
@@ -116,6 +125,7 @@ class WorkerPlaneHandlers(ActorParts):
             "run_status": s.status,
             "task_status": "leased",
             "reason": None,
+            **self._observation(),
         }
 
     async def _on_complete_workflow_task(self, msg: m.CompleteWorkflowTask) -> dict[str, Any]:
@@ -234,7 +244,7 @@ class WorkerPlaneHandlers(ActorParts):
         except GuardError as exc:
             if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
                 raise
-            cancelled = exc.reason in ("run_cancelled", "run_terminated")
+            cancelled = exc.reason in ("run_cancelled", "run_terminated", "activity_cancelled")
             return {
                 **body,
                 "cancel_requested": cancelled,
@@ -247,6 +257,8 @@ class WorkerPlaneHandlers(ActorParts):
         if act is None:
             return {**body, "cancel_requested": False, "can_continue": False, "reason": "run_closed", "heartbeat_recorded": False,
                     "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
+        if act.cancel_request is not None and s.coop is not None and act.cancel_request == s.coop["request_id"]:
+            return {**body, "cancel_requested": True, "can_continue": False, "reason": "activity_cancelled", "heartbeat_recorded": False}
         now = self.host.clock.now()
         act.heartbeat_base = now
         act.lease_expires_at = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))

@@ -324,6 +324,16 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
     update.__name__ = f"update{suffix}"
     api.endpoint(f"{prefix}/update/<name>", "POST", Route("control", "update"), OPERATOR)(update)
 
+    async def request_cancellation(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RequestCancellation, ctx.body)
+        result = await node.workflows.request_cancellation(
+            ctx.namespace, ctx.args["workflow_id"], ctx.args.get("run_id"), req.reason, req.cleanup_timeout_seconds
+        )
+        return views.cancellation_requested(result)
+
+    request_cancellation.__name__ = f"request_cancellation{suffix}"
+    api.endpoint(f"{prefix}/request-cancellation", "POST", Route("control", "request_cancellation"), OPERATOR)(request_cancellation)
+
     for kind in ("cancel", "terminate"):
 
         async def close(ctx: Ctx, kind: str = kind) -> tuple[int, dict[str, Any]]:

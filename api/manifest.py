@@ -55,6 +55,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "success_fields": ["outcome"],
     },
     "cancel": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
+    "request_cancellation": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
     "terminate": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
     "repair": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
     "archive": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
@@ -165,6 +166,7 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "non_retryable_failures": True,
         "response_compression": ["gzip", "deflate"] if compression else [],
         "history_compression": {"supported_encodings": [], "compression_threshold": 50},
+        "cooperative_cancellation": True,
         "sticky_execution": {
             "supported": True, "routing_identity": "worker_id", "ttl_seconds": sticky_ttl,
             "replay_modes": ["sticky_hit_expected", "cold_replay", "forced_cold_replay"],

@@ -140,6 +140,12 @@ class CloseRun(_Model):
     request_id: Str255 | None = None
 
 
+class RequestCancellation(_Model):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+    cleanup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None
+    request_id: Str255 | None = None
+
+
 class CreateNamespace(_Model):
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9._-]+$")]
     description: Annotated[str, Field(max_length=1000)] | None = None
@@ -185,6 +191,15 @@ class Poll(_Model):
 class TaskLease(_Model):
     lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
     workflow_task_attempt: Annotated[int, Field(ge=1)]
+
+
+class DeliverCancellation(TaskLease):
+    request_id: Annotated[str, Field(min_length=1, max_length=255)]
+    sequence: Annotated[int, Field(ge=1)]
+    call_kind: Annotated[str, Field(min_length=1, max_length=64)]
+    sequence_span: Annotated[int, Field(ge=1, le=1000)] | None = None
+    operation_sequence: Annotated[int, Field(ge=1)] | None = None
+    operation_sequence_span: Annotated[int, Field(ge=1)] | None = None
 
 
 class StickyCache(_Model):
@@ -237,6 +252,10 @@ class WorkflowTaskHistory(TaskLease):
 class AttemptLease(_Model):
     activity_attempt_id: Annotated[str, Field(min_length=1, max_length=255)]
     lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class AcknowledgeCancellation(AttemptLease):
+    request_id: Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class CompleteActivity(AttemptLease):

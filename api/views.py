@@ -231,6 +231,15 @@ def updated(result: UpdateResult, name: str, wait_for: str, wait_timeout: float,
     return 202, {**body, "outcome": None, "update_status": "accepted"}
 
 
+def cancellation_requested(result: CommandResult) -> Answer:
+    """Extended spec §5.1: the run's one request, the first or (``duplicate``) the standing one."""
+    body = _command_body(result)
+    if "rejected" in result.answer:
+        return 409, _rejected(body, "run_not_active")
+    return 200, {**body, "accepted": True, "duplicate": result.answer["duplicate"], "outcome": "cancellation_requested",
+                 "cancellation_request": result.answer["cancellation_request"]}
+
+
 def closed(result: CommandResult, kind: str, reason: str | None) -> Answer:
     body = _command_body(result)
     if "rejected" in result.answer:

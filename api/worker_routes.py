@@ -168,6 +168,15 @@ def _register_workflow_tasks(api: Api) -> None:
             commands=req.commands, sticky=sticky,
         ))
 
+    @api.endpoint("/api/worker/workflow-tasks/<task_id>/deliver-cancellation", "POST", W, WORKER)
+    async def wt_deliver_cancellation(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.DeliverCancellation, ctx.body)
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.ClaimOp(
+            namespace=ctx.namespace, op="deliver_cancellation", task_id=task_id, owner=req.lease_owner,
+            attempt=req.workflow_task_attempt, body=ctx.body,
+        ))
+
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/fail", "POST", W, WORKER)
     async def wt_fail(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FailWorkflowTask, ctx.body)
@@ -196,6 +205,23 @@ def _register_activity_tasks(api: Api) -> None:
         return 200, await _ask(api, task_id, m.FailActivity(
             namespace=ctx.namespace, task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
             failure=req.failure.model_dump(),
+        ))
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/status", "POST", W, WORKER)
+    async def act_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.AttemptLease, ctx.body)
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.ActivityOp(
+            namespace=ctx.namespace, op="status", task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
+        ))
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/acknowledge-cancellation", "POST", W, WORKER)
+    async def act_acknowledge_cancellation(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.AcknowledgeCancellation, ctx.body)
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.ActivityOp(
+            namespace=ctx.namespace, op="acknowledge_cancellation", task_id=task_id, attempt_id=req.activity_attempt_id,
+            owner=req.lease_owner, body={"request_id": req.request_id},
         ))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/heartbeat", "POST", W, WORKER)

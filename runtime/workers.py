@@ -240,10 +240,11 @@ class WorkerService:
         def accepts(name: str) -> bool:
             return not types or name in types
 
+        caps = frozenset(c for c in row.info.get("capabilities") or [] if isinstance(c, str))
         q = self.engine.queue(kind, namespace, queue)
         end = trio.current_time() + hold
         while True:
-            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id)
+            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps)
             if offer is None:
                 return None
             try:

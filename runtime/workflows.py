@@ -356,6 +356,15 @@ class WorkflowService:
         record = (await self.engine.ask(target.run_id, m.ReadUpdate(update_id=update_id))).record
         return UpdateResult(target, run_id, answer, record, timed_out)
 
+    async def request_cancellation(
+        self, namespace: str, workflow_id: str, run_id: str | None, reason: str | None, cleanup_seconds: int | None
+    ) -> CommandResult:
+        target = await self._target(namespace, workflow_id, run_id)
+        answer = await self.engine.ask(
+            target.run_id, m.RequestCancellation(request_id=ulid(), reason=reason, cleanup_seconds=cleanup_seconds)
+        )
+        return CommandResult(target, run_id, answer)
+
     async def close(
         self, namespace: str, workflow_id: str, kind: str, reason: str | None, run_id: str | None, request_id: str | None = None
     ) -> CommandResult:

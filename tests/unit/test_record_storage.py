@@ -220,9 +220,29 @@ def _closes(seen: list[Record]) -> None:
     timed_out.tick(T0 + 100)
 
 
+def _cooperative(seen: list[Record]) -> None:
+    from actors import decide_cancellation as dc
+
+    run = RecordingRun(seen)
+    run.turn([activity(cancellation_policy="wait_cancellation_completed")], T0 + 1)
+    run.act_claim(1, T0 + 2)
+    run.commit(dc.request(run.state, "req-1", "asked", 60, T0 + 3))
+    wt = run.claim(T0 + 4)
+    delivery = dc.parse_delivery({"request_id": "req-1", "sequence": 1, "call_kind": "activity"})
+    run.commit(dc.deliver(run.state, wt.task_id, delivery, T0 + 4)[0])  # coop_wait
+    em = Emitter(run.state, T0 + 5)
+    dc.stop_activity(em, run.state.activities[1], "req-1", acknowledged=True)
+    run.commit(em)
+    wt = run.claim(T0 + 6)
+    run.commit(dc.deliver(run.state, wt.task_id, delivery, T0 + 6)[0])  # CooperativeCancellationDelivered
+    em = Emitter(run.state, T0 + 7)
+    em.internal("act_ack", attempt="run-1-a1.1")
+    run.commit(em)
+
+
 def _decision_records() -> list[Record]:
     seen: list[Record] = []
-    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes):
+    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative):
         scenario(seen)
     return seen
 
