@@ -19,7 +19,7 @@ from persistence.vocabulary import encode_offset
 from .closing import close_run, timer_payload
 from .emit import Emitter, par_fields
 from .errors import CommandError
-from .run_state import Activity, RunState
+from .run_state import Activity, LocalStep, RunState
 
 CONTEXT_SCHEMA = "durable-workflow.cancellation-context/v1"
 CALL_KINDS = ("activity", "local_activity", "timer", "condition", "signal", "child", "parallel", "selection_handle",
@@ -155,6 +155,9 @@ def deliver(state: RunState, task_id: str, d: dict[str, Any], now: float) -> tup
     for act in sorted(running, key=lambda a: a.seq):
         if _policy(act) != "abandon":
             stop_activity(em, act, coop["request_id"])
+    for step in sorted(state.locals.values(), key=lambda s: s.seq):
+        if step.seq in steps and step.status != "closed":  # its callback, if any, was stopped through control
+            cancel_local_step(state, em, step, coop["request_id"])
     for timer in sorted(state.timers.values(), key=lambda t: t.seq):
         if timer.seq in steps:
             em.event("TimerCancelled", timer_payload(timer, {"cancelled_at": em.ts(), "cancellation_request_id": coop["request_id"]}))
@@ -238,3 +241,17 @@ def waiting_status(state: RunState, act: Activity) -> dict[str, Any] | None:
         },
     }
 
+
+
+def cancel_local_step(state: RunState, em: Emitter, step: LocalStep, request_id: str, *, acknowledged: bool = False) -> str:
+    """Close a prepared local step for the request; returns the event id. Acknowledged: its
+    worker joined the stopped callback; otherwise its fate is unknown (or it never started)."""
+    event_id = f"{state.run_id}-{em.next_sequence}"
+    callback = "stopped" if acknowledged else "unknown" if step.status == "running" else "not_started"
+    em.event("ActivityCancelled", {
+        "sequence": step.seq, "activity_type": step.activity_type, "activity_execution_id": step.exec_id,
+        "execution_mode": "local", "local_activity": True, "activity_attempt_id": step.attempt_id(),
+        "attempt_number": step.attempt_number, "cancellation_request_id": request_id, "callback_state": callback,
+        **par_fields(step.parallel),
+    }, extra={"local": True, "acked": acknowledged, "receipt": {"event_id": event_id}})
+    return event_id

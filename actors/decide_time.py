@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from persistence.ids import iso
 
-from . import decide_activity, decide_cancellation
+from . import decide_activity, decide_cancellation, prepared_local
 from .closing import close_run, timer_payload
 from .emit import Emitter
 from .run_state import Activity, RunState
@@ -26,6 +26,9 @@ def next_deadline(state: RunState, now: float) -> float | None:
             candidates.append(meta[key])
     if state.coop is not None:
         candidates.append(state.coop["deadline"])  # the cooperative request's cleanup deadline
+    for step in state.locals.values():
+        if step.status == "running":
+            candidates.extend(step.deadlines.values())  # a prepared local attempt's business deadlines
     wt = state.wt
     leased = wt is not None and wt.status == "leased"
     if wt is not None:
@@ -90,6 +93,8 @@ def tick(state: RunState, now: float) -> Emitter:
         em.event("TimerFired", timer_payload(timer, {"fired_at": em.ts()}))
     for act in list(state.activities.values()):
         _activity_deadlines(em, act, now)
+    for step in prepared_local.due(state, now):
+        prepared_local.expire(state, em, step, now)
     return em
 
 

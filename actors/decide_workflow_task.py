@@ -195,8 +195,9 @@ def complete(
 
 
 def prepared_claim(state: RunState) -> bool:
-    """Whether the leased task admitted prepared local calls (they may leave nothing to complete)."""
-    return False
+    """Whether the run has prepared local calls (their steps are recorded before the completion,
+    which may then have nothing left to say)."""
+    return bool(state.locals)
 
 
 def _complete_update_task(

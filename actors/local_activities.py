@@ -179,7 +179,8 @@ def validate(cmd: dict[str, Any], path: str, parallel: dict[str, Any] | None) ->
     if cmd.get("execution_mode") != "local":
         raise _invalid(f"{path}.execution_mode", "The execution_mode of record_local_activity must be \"local\".")
     if cmd.get("cancellation_policy") not in (None, "try_cancel"):
-        raise _invalid(f"{path}.cancellation_policy", "Explicit local cancellation policies need prepared local activities, which this server does not offer.")
+        raise _invalid(f"{path}.cancellation_policy",
+                       "An explicit local cancellation policy needs prepared local activities: register the worker with them.")
     _payload(cmd.get("arguments"), f"{path}.arguments")
     outcome = cmd.get("outcome")
     if outcome not in OUTCOMES:

@@ -27,6 +27,8 @@ from .emit import Emitter
 from .errors import ProtocolError
 from .host import Host
 from .mailbox import Letter, NotOwner, NotReady, Reply, RunDamaged, RunNotFound, RunUnavailable
+from .prepared_local_handlers import OPS as PREPARED_OPS
+from .prepared_local_handlers import PreparedLocalHandlers
 from .records import from_stored, to_stored
 from .run_state import RunState, fold
 from .task_queue import Offer
@@ -66,7 +68,7 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
     return state, damage
 
 
-class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers):
+class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, PreparedLocalHandlers):
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024, *, fresh: bool = False) -> None:
         self.run_id = run_id
         self.host = host
@@ -299,6 +301,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers):
                 return await self._on_request_cancellation(message)
             case m.ClaimOp(op="deliver_cancellation"):
                 return await self._on_deliver_cancellation(message)
+            case m.ClaimOp() if message.op in PREPARED_OPS:
+                return await self._on_prepared_local(message)
             case m.ActivityOp(op="status"):
                 return self._on_activity_status(message)
             case m.ActivityOp(op="acknowledge_cancellation"):

@@ -79,6 +79,30 @@ class Activity:
 
 
 @dataclass
+class LocalStep:
+    """A prepared local activity (extended spec §2.2–2.3): the server admits each attempt the
+    workflow worker runs, owns its deadlines and retries, and records its outcome."""
+
+    seq: int
+    exec_id: str
+    activity_type: str
+    descriptor: dict[str, Any]  # retry_policy, timeouts, cancellation_policy, cleanup (validated)
+    scheduled_at: float
+    parallel: dict[str, Any] | None = None
+    status: str = "scheduled"  # scheduled | running | retry | closed
+    attempt_number: int = 0
+    admitted_at: float = 0.0
+    claim: tuple[str, int, str] | None = None  # (task id, task attempt, owner) that admitted the attempt
+    nonce: str | None = None  # the worker's worker_attempt_id for it
+    deadlines: dict[str, float] = field(default_factory=dict)  # start_to_close / schedule_to_close / heartbeat
+    receipt: dict[str, Any] | None = None  # the last resolution's receipt fields (a repeated report gets it again)
+    acked: bool = False  # its worker confirmed the callback stopped for the cooperative request
+
+    def attempt_id(self, n: int | None = None) -> str:
+        return f"{self.exec_id}.{self.attempt_number if n is None else n}"
+
+
+@dataclass
 class Timer:
     seq: int
     timer_id: str
@@ -141,6 +165,8 @@ class RunState:
     # activity attempts stopped for it whose workers still report back (attempt id -> info).
     coop: dict[str, Any] | None = None
     stopped_attempts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    locals: dict[int, LocalStep] = field(default_factory=dict)  # prepared local activity steps
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # prepared-prefix checkpoint id -> receipt
 
     @property
     def is_open(self) -> bool:
@@ -262,8 +288,14 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
     payload, extra = record.payload, record.extra
     sequence = payload["sequence"]
     parallel = extra.get("par")
-    if extra.get("local"):  # a local activity's whole step arrives in one completion: no task, nothing open
-        _register_step(state, sequence, {"kind": "local_activity", "name": payload["activity_type"]}, None)
+    if extra.get("local"):  # a plain local step arrives whole in one completion: no task, nothing open
+        prepared = "prep" in extra  # admitted attempt by attempt (extended spec §2.3); a group tracks it
+        _register_step(state, sequence, {"kind": "local_activity", "name": payload["activity_type"]},
+                       extra.get("par") if prepared else None)
+        if prepared:
+            state.locals[sequence] = LocalStep(
+                sequence, payload["activity_execution_id"], payload["activity_type"], extra["prep"], record.at, extra.get("par"),
+            )
         return
     activity = Activity(
         seq=sequence,
@@ -283,6 +315,17 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
 
 def _activity_started(state: RunState, record: Record) -> None:
     if record.extra.get("local"):
+        step = state.locals.get(record.payload["sequence"])
+        admission = record.extra.get("admit")
+        if step is not None and admission is not None:
+            step.status = "running"
+            step.attempt_number = record.payload["attempt_number"]
+            step.admitted_at = record.at
+            step.claim = (admission["task"], admission["wta"], admission["owner"])
+            step.nonce = admission["nonce"]
+            step.deadlines = dict(admission["deadlines"])
+            step.receipt = None
+            step.acked = False
         return
     activity = state.activities[record.payload["sequence"]]
     activity.status = "running"
@@ -296,8 +339,29 @@ def _activity_started(state: RunState, record: Record) -> None:
     activity.progress = None
 
 
+def _local_resolved(state: RunState, record: Record, status: str) -> None:
+    step = state.locals.get(record.payload["sequence"])
+    if step is None:
+        return
+    step.status = status
+    step.receipt = record.extra.get("receipt")
+    if status == "closed":
+        _group_member_closed(state, step)
+        _settle_wait(state, step.seq, record.at)
+
+
+def _group_member_closed(state: RunState, step: LocalStep) -> None:
+    """No wake-up: a prepared step resolves on the claim that runs it (which sees it through its
+    history refresh) or with a task made for it (``wt_defer``); its group counts it resolved."""
+    if step.parallel:
+        group = state.groups.get(step.parallel["parallel_group_path"][0]["parallel_group_id"])
+        if group is not None:
+            group["open"].discard(step.seq)
+
+
 def _activity_retry(state: RunState, record: Record) -> None:
     if record.extra.get("local"):
+        _local_resolved(state, record, "retry")
         return
     activity = state.activities[record.payload["sequence"]]
     activity.status = "pending"
@@ -310,6 +374,7 @@ def _activity_retry(state: RunState, record: Record) -> None:
 
 def _activity_resolved(state: RunState, record: Record) -> None:
     if record.extra.get("local"):
+        _local_resolved(state, record, "closed")
         return
     activity = state.activities.pop(record.payload["sequence"])
     _member_resolved(state, activity.parallel, activity.seq, record.at)
@@ -318,6 +383,10 @@ def _activity_resolved(state: RunState, record: Record) -> None:
 
 def _activity_cancelled(state: RunState, record: Record) -> None:
     if record.extra.get("local"):
+        step = state.locals.get(record.payload["sequence"])
+        if step is not None:
+            step.acked = step.acked or bool(record.extra.get("acked"))
+        _local_resolved(state, record, "closed")
         return
     activity = state.activities.pop(record.payload["sequence"], None)
     coop = state.coop
@@ -478,6 +547,12 @@ def _update_completed(state: RunState, record: Record) -> None:
         _set_wake(state, record.at)  # the handler may have made the open wait's predicate true
 
 
+def _local_heartbeat(state: RunState, record: Record) -> None:
+    step = state.locals.get(record.payload["sequence"])
+    if step is not None and "heartbeat" in record.extra:
+        step.deadlines["heartbeat"] = record.extra["heartbeat"]
+
+
 def _coop_requested(state: RunState, record: Record) -> None:
     payload = record.payload
     state.coop = {
@@ -554,6 +629,7 @@ _EVENT_FOLDS: dict[str, Any] = {
     "ActivityFailed": _activity_resolved,
     "ActivityTimedOut": _activity_resolved,
     "ActivityCancelled": _activity_cancelled,
+    "ActivityHeartbeatRecorded": lambda state, record: _local_heartbeat(state, record),
     "TimerScheduled": _timer_scheduled,
     "TimerFired": _timer_fired,
     "TimerCancelled": _timer_cancelled,
@@ -669,6 +745,23 @@ def _coop_wait(state: RunState, record: Record) -> None:
         state.status = "waiting"
 
 
+def _wt_defer(state: RunState, record: Record) -> None:
+    """A prepared attempt's retry (or the server closing it) ends the claim that ran it; the run's
+    next task replays it, after the retry's backoff (extended spec §2.3)."""
+    if state.wt is not None and state.wt.task_id == record.data["task"]:
+        state.wt = None
+    state.sticky = None
+    state.wake = False
+    if state.is_open:
+        state.status = "waiting"
+        state.wt_counter += 1
+        state.wt = WorkflowTask(workflow_task_id(state.run_id, state.wt_counter), "ready", record.data["available_at"])
+
+
+def _checkpoint(state: RunState, record: Record) -> None:
+    state.checkpoints[record.data["id"]] = dict(record.data["receipt"])
+
+
 def _act_ack(state: RunState, record: Record) -> None:
     info = state.stopped_attempts.get(record.data["attempt"])
     if info is not None:
@@ -688,6 +781,8 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_late": _act_late,
     "command": _command,
     "coop_wait": _coop_wait,
+    "wt_defer": _wt_defer,
+    "checkpoint": _checkpoint,
     "act_ack": _act_ack,
     "repair_wake": lambda state, record: _set_wake(state, record.at),  # an operator's repair pass
     "run_started": lambda state, record: state.pending_starts.pop(record.data["run"], None),  # its first commit is in

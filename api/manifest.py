@@ -167,6 +167,9 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "response_compression": ["gzip", "deflate"] if compression else [],
         "history_compression": {"supported_encodings": [], "compression_threshold": 50},
         "cooperative_cancellation": True,
+        "prepared_local_activities": True,
+        "prepared_local_activity_groups": True,
+        "prepared_local_activity_cancellation_policies": ["try_cancel", "wait_cancellation_completed"],
         "sticky_execution": {
             "supported": True, "routing_identity": "worker_id", "ttl_seconds": sticky_ttl,
             "replay_modes": ["sticky_hit_expected", "cold_replay", "forced_cold_replay"],

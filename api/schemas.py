@@ -202,6 +202,39 @@ class DeliverCancellation(TaskLease):
     operation_sequence_span: Annotated[int, Field(ge=1)] | None = None
 
 
+class PrepareLocalActivity(TaskLease):
+    sequence: Annotated[int, Field(ge=1)]
+    worker_attempt_id: Annotated[str, Field(min_length=1, max_length=255)]
+    descriptor: dict[str, Any]
+
+
+class RecoverLocalActivity(TaskLease):
+    sequence: Annotated[int, Field(ge=1)]
+    descriptor: dict[str, Any]
+
+
+class CheckpointLocalActivities(TaskLease):
+    checkpoint_id: Annotated[str, Field(min_length=1, max_length=255)]
+    start_sequence: Annotated[int, Field(ge=1)]
+    commands: Annotated[list[Any], Field(min_length=1, max_length=1000)]
+
+
+class LocalActivityControl(TaskLease):
+    renew_lease: bool | None = None
+
+
+class LocalActivityHeartbeat(TaskLease):
+    progress: dict[str, Any] | None = None
+
+
+class LocalActivityOutcome(TaskLease):
+    report: dict[str, Any]
+
+
+class LocalActivityAcknowledge(TaskLease):
+    request_id: Annotated[str, Field(min_length=1, max_length=255)]
+
+
 class StickyCache(_Model):
     """What a sticky worker says it cached (extended spec §12.1)."""
 

@@ -54,6 +54,7 @@ def register(api: Api) -> None:
     _register_polls(api)
     _register_query_tasks(api)
     _register_workflow_tasks(api)
+    _register_prepared_local_activities(api)
     _register_activity_tasks(api)
 
 
@@ -185,6 +186,57 @@ def _register_workflow_tasks(api: Api) -> None:
             namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
             failure=req.failure.model_dump(),
         ))
+
+
+def _register_prepared_local_activities(api: Api) -> None:
+    """Prepared local activities (extended spec §2.2): admission, checkpoints and the attempt's
+    control, heartbeat, outcome and stop, all bound to the workflow task's claim."""
+    prefix = "/api/worker/workflow-tasks/<task_id>/local-activities"
+
+    async def claim_op(ctx: Ctx, op: str, lease: Any, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.ClaimOp(
+            namespace=ctx.namespace, op=op, task_id=task_id, owner=lease.lease_owner, attempt=lease.workflow_task_attempt, body=body,
+        ))
+
+    @api.endpoint(f"{prefix}/prepare", "POST", W, WORKER)
+    async def local_prepare(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.PrepareLocalActivity, ctx.body)
+        return await claim_op(ctx, "local_prepare", req, req.model_dump())
+
+    @api.endpoint(f"{prefix}/recover", "POST", W, WORKER)
+    async def local_recover(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RecoverLocalActivity, ctx.body)
+        return await claim_op(ctx, "local_recover", req, req.model_dump())
+
+    for name, op in (("checkpoint", "local_checkpoint"), ("checkpoint-group", "local_checkpoint_group")):
+
+        async def local_checkpoint(ctx: Ctx, op: str = op) -> tuple[int, dict[str, Any]]:
+            req = schemas.parse(schemas.CheckpointLocalActivities, ctx.body)
+            return await claim_op(ctx, op, req, req.model_dump())
+
+        local_checkpoint.__name__ = op
+        api.endpoint(f"{prefix}/{name}", "POST", W, WORKER)(local_checkpoint)
+
+    @api.endpoint(f"{prefix}/<attempt_id>/control", "POST", W, WORKER)
+    async def local_control(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.LocalActivityControl, ctx.body)
+        return await claim_op(ctx, "local_control", req, {"activity_attempt_id": ctx.args["attempt_id"]})
+
+    @api.endpoint(f"{prefix}/<attempt_id>/heartbeat", "POST", W, WORKER)
+    async def local_heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.LocalActivityHeartbeat, ctx.body)
+        return await claim_op(ctx, "local_heartbeat", req, {"activity_attempt_id": ctx.args["attempt_id"], "progress": req.progress})
+
+    @api.endpoint(f"{prefix}/<attempt_id>/outcome", "POST", W, WORKER)
+    async def local_outcome(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.LocalActivityOutcome, ctx.body)
+        return await claim_op(ctx, "local_outcome", req, {"activity_attempt_id": ctx.args["attempt_id"], "report": req.report})
+
+    @api.endpoint(f"{prefix}/<attempt_id>/acknowledge-cancellation", "POST", W, WORKER)
+    async def local_acknowledge(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.LocalActivityAcknowledge, ctx.body)
+        return await claim_op(ctx, "local_acknowledge", req, {"activity_attempt_id": ctx.args["attempt_id"], "request_id": req.request_id})
 
 
 def _register_activity_tasks(api: Api) -> None:

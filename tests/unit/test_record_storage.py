@@ -19,6 +19,7 @@ from actors import decide_control
 from actors import messages as m
 from actors.clock import TrioClock
 from actors.emit import Emitter, new_run_meta, started_records
+from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.records import Record, from_stored, history_event, internal_record, to_stored
 from actors.run_state import _EVENT_FOLDS, _INTERNAL_FOLDS, RunState
 from persistence import codec
@@ -240,9 +241,25 @@ def _cooperative(seen: list[Record]) -> None:
     run.commit(em)
 
 
+def _prepared(seen: list[Record]) -> None:
+    from actors import prepared_local as pl
+    from tests.unit.test_prepared_local_decisions import desc, outcome, prepare
+
+    run = RecordingRun(seen)
+    run.claim(T0 + 1)
+    body = {"checkpoint_id": "c" * 64, "start_sequence": 1, "commands": [{"type": "record_side_effect", "result": "wwHioz3/VYAiNwQO"}]}
+    run.commit(pl.checkpoint(run.state, body, T0 + 2, 60.0, DEFAULT_LIMITS, group=False)[0])  # checkpoint
+    prepare(run, seq=2, retry_policy={"max_attempts": 2}, heartbeat_timeout=5)
+    em = Emitter(run.state, T0 + 4)
+    pl.heartbeat(run.state, em, run.state.locals[2], {"details": {"n": 1}}, T0 + 4)
+    run.commit(em)  # ActivityHeartbeatRecorded
+    outcome(run, {"outcome": "failed", "message": "x", "exception_type": "E", "non_retryable": False}, T0 + 5, seq=2)  # wt_defer
+    assert desc()["execution_mode"] == "local"
+
+
 def _decision_records() -> list[Record]:
     seen: list[Record] = []
-    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative):
+    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared):
         scenario(seen)
     return seen
 
