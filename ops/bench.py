@@ -3,6 +3,7 @@
     python -m ops.bench hello --url http://127.0.0.1:8080 -n 1000 -c 50
     python -m ops.bench workloads [--phases w1,w3] [--compare /tmp/before --rounds 3]
     python -m ops.bench requests -n 2000 [--compare /tmp/before --rounds 3]
+    python -m ops.bench scale --parked 100000 --flood 10000
 
 ``workloads`` is W1–W4 of the side-by-side harness (ops/bench_workloads.py), ``requests`` the
 server CPU per request of each kind (ops/bench_requests.py); with ``--compare <checkout>`` both
@@ -231,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every N (0.1 for a quick look)")
     p.add_argument("--idle", type=float, default=70.0, help="W4's idle window, seconds")
+    p = sub.add_parser("scale", help="RSS with many parked runs; W3 latency while one run absorbs a signal flood")
+    p.add_argument("--parked", type=int, default=100_000, help="runs to park (0: skip)")
+    p.add_argument("--flood", type=int, default=10_000, help="signals into one run (0: skip)")
+    p.add_argument("--signals", type=int, default=200, help="W3 signals measured alone and during the flood")
+    p.add_argument("--idle", type=float, default=70.0, help="idle window with every run parked, seconds")
+    p.add_argument("--database", default=None, help="run the server on this PostgreSQL database")
     p = sub.add_parser("requests", help="server CPU per request, per kind of request")
     p.add_argument("-n", type=int, default=2000, help="requests of each kind")
     for name in ("workloads", "requests"):
@@ -241,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workload in ("workloads", "requests"):
         return _suite(args)
+    if args.workload == "scale":
+        from .bench_procs import HERE
+        from .bench_scale import run_scale
+
+        print(json.dumps(run_scale(HERE, args.database, args.parked, args.flood, args.signals, args.idle), indent=2))
+        return 0
     if args.workload == "signed":
         from .bench_signed import KEY, signed_bench
 
