@@ -741,6 +741,7 @@ def _coop_wait(state: RunState, record: Record) -> None:
             activity.cancel_request = coop["request_id"]
     state.wt = None
     state.sticky = None
+    state.wake = False  # the workflow is held at the boundary: nothing moves it until the stop settles
     if state.is_open:
         state.status = "waiting"
 
