@@ -52,6 +52,18 @@ def control_plane_block(op: str, body: dict[str, Any], path_args: dict[str, str]
     return block
 
 
+_ENCODED: dict[int, tuple[dict[str, Any], str]] = {}
+
+
+def _capabilities_json(capabilities: dict[str, Any]) -> str:
+    """The capability block is the same for every answer of a server: encoded once."""
+    cached = _ENCODED.get(id(capabilities))
+    if cached is None or cached[0] is not capabilities:
+        cached = (capabilities, json.dumps(capabilities, separators=(",", ":"), ensure_ascii=False))
+        _ENCODED[id(capabilities)] = cached
+    return cached[1]
+
+
 def _choose_encoding(accept: str | None) -> str | None:
     if not accept:
         return None
@@ -88,20 +100,24 @@ def render(
 ) -> tuple[bytes, dict[str, str]]:
     """The body's bytes and the headers of the answer (Content-Type among them)."""
     headers: dict[str, str] = {"Content-Type": "application/json"}
+    splice = False
     if route.plane == "worker":
         headers[WORKER_PROTOCOL_HEADER] = WORKER_PROTOCOL_VERSION
         body.setdefault("protocol_version", WORKER_PROTOCOL_VERSION)
-        if status >= 400:
-            body.setdefault("server_capabilities", capabilities)
-            if "message" in body:
-                body.setdefault("error", body["message"])
+        splice = "server_capabilities" not in body  # every worker-plane body carries them (worker-plane §1)
+        if status >= 400 and "message" in body:
+            body.setdefault("error", body["message"])
     elif route.plane == "control":
         if not (route.bare_success and status < 400):
             headers[CONTROL_PLANE_HEADER] = CONTROL_PLANE_VERSION
         if route.operation:
             body["control_plane"] = control_plane_block(route.operation, body, path_args)
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    if compression and len(data) >= 1024:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    size = len(text)  # the answer's own size decides compression, not the constant block spliced in
+    if splice:
+        text = f'{text[:-1]},"server_capabilities":{_capabilities_json(capabilities)}}}'
+    data = text.encode()
+    if compression and size >= 1024:
         encoding = _choose_encoding(accept_encoding)
         if encoding == "gzip":
             data = gzip.compress(data, 1)

@@ -4,6 +4,7 @@
     python -m ops.bench workloads [--phases w1,w3] [--compare /tmp/before --rounds 3]
     python -m ops.bench requests -n 2000 [--compare /tmp/before --rounds 3]
     python -m ops.bench scale --parked 100000 --flood 10000
+    python -m ops.bench floor -n 2000
 
 ``workloads`` is W1–W4 of the side-by-side harness (ops/bench_workloads.py), ``requests`` the
 server CPU per request of each kind (ops/bench_requests.py); with ``--compare <checkout>`` both
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--signals", type=int, default=200, help="W3 signals measured alone and during the flood")
     p.add_argument("--idle", type=float, default=70.0, help="idle window with every run parked, seconds")
     p.add_argument("--database", default=None, help="run the server on this PostgreSQL database")
+    p = sub.add_parser("floor", help="server CPU per request of a trivial route on the same stack (the target's floor)")
+    p.add_argument("-n", type=int, default=2000)
     p = sub.add_parser("requests", help="server CPU per request, per kind of request")
     p.add_argument("-n", type=int, default=2000, help="requests of each kind")
     for name in ("workloads", "requests"):
@@ -248,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workload in ("workloads", "requests"):
         return _suite(args)
+    if args.workload == "floor":
+        from .bench_floor import run_floor
+
+        print(json.dumps(run_floor(args.n), indent=2))
+        return 0
     if args.workload == "scale":
         from .bench_procs import HERE
         from .bench_scale import run_scale

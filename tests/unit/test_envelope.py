@@ -193,12 +193,24 @@ def render_json(route: Route, status: int, body: dict[str, Any]) -> tuple[Any, d
     return response, json.loads(body_of(response))
 
 
-def test_worker_success_carries_protocol_version() -> None:
+def test_worker_success_carries_protocol_version_and_capabilities() -> None:
     response, body = render_json(Route("worker"), 200, {"task": None})
     assert response.status_code == 200
     assert response.headers[WORKER_PROTOCOL_HEADER] == WORKER_PROTOCOL_VERSION
     assert CONTROL_PLANE_HEADER not in response.headers
-    assert body == {"task": None, "protocol_version": "1.20"}
+    assert body == {"task": None, "protocol_version": "1.20", "server_capabilities": {"cap": True}}
+    _, own = render_json(Route("worker"), 200, {"task": None, "server_capabilities": {"mine": 1}})
+    assert own["server_capabilities"] == {"mine": 1}, "a handler's own block is kept"
+
+
+def test_the_capability_block_does_not_make_a_small_worker_answer_compressed() -> None:
+    big_caps = {"k": "x" * 4000}
+    small = rendered(Route("worker"), 200, {"task": None}, {}, capabilities=big_caps, accept_encoding="gzip", compression=True)
+    assert "Content-Encoding" not in small.headers and json.loads(small.data)["server_capabilities"] == big_caps
+    large = rendered(Route("worker"), 200, {"task": {"h": "y" * 2000}}, {}, capabilities=big_caps, accept_encoding="gzip",
+                     compression=True)
+    assert large.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(large.data))["server_capabilities"] == big_caps
 
 
 def test_worker_error_adds_capabilities_and_error_text() -> None:
