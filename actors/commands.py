@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from . import local_activities
+from . import local_activities, memo
 from .errors import CommandError
 
 __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
@@ -23,6 +23,7 @@ STEP_COMMANDS = frozenset(
         "record_side_effect",
         "record_version_marker",
         "upsert_search_attributes",
+        "upsert_memo",
         "open_condition_wait",
     }
 )
@@ -345,6 +346,7 @@ _VALIDATORS = {
     "record_side_effect": _side_effect,
     "record_version_marker": _version_marker,
     "upsert_search_attributes": _upsert_sa,
+    "upsert_memo": memo.validate,
     "open_condition_wait": _condition,
     "complete_workflow": _complete,
     "fail_workflow": _fail,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from persistence import avro
 from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
-from . import decide_cancellation, local_activities
+from . import decide_cancellation, local_activities, memo
 from .closing import closure_effects, timer_payload
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Emitter, NewRun, blob_of, new_run_meta, par_fields
@@ -406,6 +407,14 @@ def _upsert(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any
     em.event("SearchAttributesUpserted", {"sequence": seq, "attributes": cmd["attributes"], "merged": merged})
 
 
+def _upsert_memo(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
+    earlier = next((r.extra["memo"] for r in reversed(em.records) if r.kind == "MemoUpserted"), None)
+    current = earlier if earlier is not None else (state.meta.get("memo") or {})
+    merged = memo.merge(current, cmd["decoded"], "commands")
+    payload = {"sequence": seq, "entries": cmd["entries"], "merged": {"codec": "avro", "blob": avro.encode(merged)}}
+    em.event("MemoUpserted", payload, extra={"memo": merged})
+
+
 def _open_condition(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, satisfied: dict[str, Any] | None) -> None:
     wait_id = f"{state.run_id}-w{seq}"
     payload: dict[str, Any] = {"sequence": seq, "condition_wait_id": wait_id}
@@ -524,6 +533,7 @@ _STEP_APPLY = {
     "record_side_effect": _side_effect,
     "record_version_marker": _version_marker,
     "upsert_search_attributes": _upsert,
+    "upsert_memo": _upsert_memo,
     "open_condition_wait": _open_condition,
 }
 _TERMINAL_APPLY = {

@@ -378,7 +378,7 @@ def acknowledge(state: RunState, step: LocalStep, request_id: Any, now: float, l
     return em, {**body, "duplicate": False, "history_event_id": event_id}
 
 
-CHECKPOINT_COMMANDS = frozenset({"record_side_effect", "record_version_marker", "upsert_search_attributes"})
+CHECKPOINT_COMMANDS = frozenset({"record_side_effect", "record_version_marker", "upsert_search_attributes", "upsert_memo"})
 GROUP_COMMANDS = frozenset({"schedule_activity", "start_timer", "start_child_workflow"})
 
 

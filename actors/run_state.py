@@ -472,6 +472,8 @@ def _marker(kind: str) -> Callable[[RunState, Record], None]:
         info: dict[str, Any] = {"kind": kind}
         if kind == "search_attributes":
             state.search_attributes = dict(record.payload.get("merged") or {})
+        elif kind == "memo":
+            state.meta["memo"] = dict(record.extra["memo"])  # describe, list and continue-as-new read it
         _register_step(state, record.payload["sequence"], info, None)
 
     return apply
@@ -642,6 +644,7 @@ _EVENT_FOLDS: dict[str, Any] = {
     "SideEffectRecorded": _marker("side_effect"),
     "VersionMarkerRecorded": _marker("version_marker"),
     "SearchAttributesUpserted": _marker("search_attributes"),
+    "MemoUpserted": _marker("memo"),
     "ConditionWaitOpened": _cond_opened,
     "ConditionWaitSatisfied": _cond_satisfied,
     "SignalReceived": _signal,

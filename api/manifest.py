@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.commands import SUPPORTED_COMMANDS
+from actors.memo import CAPABILITY as MEMO_CAPABILITY
 
 WORKER_PROTOCOL_VERSION = "1.20"
 CONTROL_PLANE_VERSION = "2"
@@ -166,6 +167,7 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "non_retryable_failures": True,
         "response_compression": ["gzip", "deflate"] if compression else [],
         "history_compression": {"supported_encodings": [], "compression_threshold": 50},
+        "workflow_memo_updates": MEMO_CAPABILITY,
         "cooperative_cancellation": True,
         "prepared_local_activities": True,
         "prepared_local_activity_groups": True,

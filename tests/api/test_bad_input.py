@@ -354,7 +354,7 @@ async def test_task_outcome_body_validation(http: Client) -> None:
     ("commands", "field"),
     [
         pytest.param([{"type": "no_such_command"}], "commands.0.type", id="unknown-type"),
-        pytest.param([{"type": "upsert_memo", "entries": {}}], "commands.0.type", id="ext-upsert_memo"),
+        pytest.param([{"type": "upsert_memo", "entries": {}}], "commands.0.entries", id="malformed-upsert_memo"),
         pytest.param([{"type": "start_service_operation"}], "commands.0.type", id="ext-start_service_operation"),
         pytest.param([{"delay_seconds": 1}], "commands.0.type", id="missing-type"),
         pytest.param([{"type": 7}], "commands.0.type", id="numeric-type"),

@@ -169,6 +169,7 @@ def _timers_markers_and_signals(seen: list[Record]) -> None:
             {"type": "record_side_effect", "result": "AAAA"},
             {"type": "record_version_marker", "change_id": "fraud", "version": 1, "min_supported": -1, "max_supported": 1},
             {"type": "upsert_search_attributes", "attributes": {"Region": "eu"}},
+            {"type": "upsert_memo", "entries": {"codec": "avro", "blob": "wwHioz3/VYAiNw4CBmtleQoCYQA="}},
         ],
         T0 + 1,
     )
