@@ -15,11 +15,11 @@ fast as the server accepts them (a refusal for the run's pending-signal limit is
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 import uuid
 from typing import Any
-
-import httpx
 
 from .bench_procs import Server, pct, rss_mib
 from .bench_workloads import WorkerProcess, _w3
@@ -29,41 +29,75 @@ WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
 PARK = [{"type": "open_condition_wait", "condition_key": "go", "condition_definition_fingerprint": "sha256:bench"}]
 
 
+class RawHTTP:
+    """One keep-alive HTTP/1.1 connection with JSON bodies, at a fraction of httpx's CPU: the load
+    generator shares the machine's two cores with the server, and here it must not be the limit."""
+
+    def __init__(self, url: str) -> None:
+        self.host, _, port = url.removeprefix("http://").partition(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body, separators=(",", ":")).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n{extra}\r\n".encode() + data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        return status, json.loads(await self.reader.readexactly(length))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def _raw_worker(url: str, tq: str, lanes: int, stop: asyncio.Event, done: list[int]) -> None:
     """Poll workflow tasks and answer each with an open condition wait (re-opened on a wake-up)."""
     worker = f"raw-{uuid.uuid4().hex[:8]}"
-    limits = httpx.Limits(max_connections=lanes, max_keepalive_connections=lanes)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        r = await http.post("/api/worker/register", headers=WP, json={"worker_id": worker, "task_queue": tq, "runtime": "python"})
-        r.raise_for_status()
+    first = RawHTTP(url)
+    status, _ = await first.post("/api/worker/register", WP, {"worker_id": worker, "task_queue": tq, "runtime": "python"})
+    assert status == 201, status
+    first.close()
 
-        async def lane() -> None:
+    async def lane() -> None:
+        http = RawHTTP(url)
+        try:
             while not stop.is_set():
-                r = await http.post("/api/worker/workflow-tasks/poll", headers=WP,
-                                    json={"worker_id": worker, "task_queue": tq, "timeout_seconds": 1})
-                task = r.json().get("task") if r.status_code == 200 else None
+                status, reply = await http.post("/api/worker/workflow-tasks/poll", WP,
+                                                {"worker_id": worker, "task_queue": tq, "timeout_seconds": 1})
+                task = reply.get("task") if status == 200 else None
                 if task is None:
                     continue
                 body = {"lease_owner": worker, "workflow_task_attempt": task["workflow_task_attempt"], "commands": PARK}
-                r = await http.post(f"/api/worker/workflow-tasks/{task['task_id']}/complete", headers=WP, json=body)
-                if r.status_code == 200:
+                status, _ = await http.post(f"/api/worker/workflow-tasks/{task['task_id']}/complete", WP, body)
+                if status == 200:
                     done[0] += 1
+        finally:
+            http.close()
 
-        await asyncio.gather(*(lane() for _ in range(lanes)))
+    await asyncio.gather(*(lane() for _ in range(lanes)))
 
 
 async def _start_many(url: str, tq: str, ids: list[str], concurrency: int = 64) -> None:
     pending = iter(ids)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
 
-        async def lane() -> None:
+    async def lane() -> None:
+        http = RawHTTP(url)
+        try:
             for wid in pending:
-                r = await http.post("/api/workflows", headers=CP, json={"workflow_type": "park", "workflow_id": wid, "task_queue": tq})
-                if r.status_code != 201:
-                    raise RuntimeError(f"start {wid}: {r.status_code} {r.text[:200]}")
+                status, reply = await http.post("/api/workflows", CP, {"workflow_type": "park", "workflow_id": wid, "task_queue": tq})
+                if status != 201:
+                    raise RuntimeError(f"start {wid}: {status} {str(reply)[:200]}")
+        finally:
+            http.close()
 
-        await asyncio.gather(*(lane() for _ in range(concurrency)))
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
 
 
 async def _parked(server: Server, n: int, idle_s: float, passivate_s: float) -> dict[str, Any]:
@@ -109,21 +143,23 @@ async def _flood(server: Server, n_signals: int, n_w3: int) -> dict[str, Any]:
         lat: list[float] = []
 
         async def flood() -> None:
-            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-
-                async def lane() -> None:
+            async def lane() -> None:
+                http = RawHTTP(server.url)
+                try:
                     while sent[0] < n_signals:
                         sent[0] += 1
                         while True:
                             t = time.perf_counter()
-                            r = await http.post(f"/api/workflows/{hot}/signal/go", headers=CP, json={"input": []})
-                            if r.status_code == 202:
+                            status, _ = await http.post(f"/api/workflows/{hot}/signal/go", CP, {"input": []})
+                            if status == 202:
                                 lat.append(time.perf_counter() - t)
                                 break
                             refused[0] += 1
                             await asyncio.sleep(0.01)
+                finally:
+                    http.close()
 
-                await asyncio.gather(*(lane() for _ in range(4)))
+            await asyncio.gather(*(lane() for _ in range(4)))
 
         t0 = time.perf_counter()
         flooding = asyncio.create_task(flood())
