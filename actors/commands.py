@@ -224,7 +224,7 @@ def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
         raise _invalid(f"{path}.run_timeout_seconds", "run_timeout_seconds must not exceed execution_timeout_seconds.")
     retry = cmd.get("retry_policy")
     if retry is not None:
-        _retry_policy(retry, f"{path}.retry_policy")
+        retry = _retry_policy(retry, f"{path}.retry_policy")
     return {
         "type": "start_child_workflow",
         "workflow_type": cmd["workflow_type"],

@@ -7,8 +7,8 @@ from typing import Any
 from persistence.ids import iso
 
 from .closing import close_run
-from .emit import Emitter, blob_of, par_fields
-from .run_state import RunState
+from .emit import Emitter, NewRun, blob_of, new_run_meta, par_fields
+from .run_state import Child, RunState
 
 
 def signal(state: RunState, name: str, arguments: Any, command_id: str, now: float) -> Emitter:
@@ -95,6 +95,9 @@ def child_closed(state: RunState, seq: int, child: dict[str, Any], now: float) -
         )
         return em
     if event in ("WorkflowFailed", "WorkflowTimedOut"):
+        if _retries(link, p):
+            _retry_child(state, em, link, child)
+            return em
         exception = p.get("exception") or {"class": p.get("exception_class"), "type": p.get("exception_type"), "message": p.get("message")}
         em.event(
             "ChildRunFailed",
@@ -127,6 +130,47 @@ def child_closed(state: RunState, seq: int, child: dict[str, Any], now: float) -
         },
     )
     return em
+
+
+def _retries(link: Child, failure: dict[str, Any]) -> bool:
+    """Extended spec §6: another attempt iff the budget allows and the failure is retryable."""
+    policy = link.retry
+    if not policy or link.start is None or link.attempt >= policy.get("max_attempts", 1):
+        return False
+    if failure.get("non_retryable") is True:
+        return False
+    names = set(policy.get("non_retryable_error_types") or [])
+    return not names & {failure.get("exception_type"), failure.get("exception_class")}
+
+
+def _retry_child(state: RunState, em: Emitter, link: Child, closed: dict[str, Any]) -> None:
+    """A fresh run of the same child instance, after the backoff; the parent is not woken: it
+    awaits one logical step and sees only the final outcome."""
+    policy, previous = link.retry or {}, link.start or {}
+    backoff = policy.get("backoff_seconds") or []
+    delay = backoff[min(link.attempt - 1, len(backoff) - 1)] if backoff else 0
+    count = previous.get("shard_count", state.meta.get("shard_count", 64))
+    run_id = em.ids.run_ulid(previous.get("shard", 0), em.now)
+    attempt = link.attempt + 1
+    meta = new_run_meta(
+        run_id=run_id, namespace=previous["namespace"], workflow_id=link.workflow_id, workflow_type=link.workflow_type,
+        task_queue=previous.get("task_queue"), run_number=link.run_number + 1, arguments=previous.get("arguments"), now=em.now,
+        execution_timeout=previous.get("execution_timeout"), run_timeout=previous.get("run_timeout"),
+        execution_deadline=previous.get("execution_deadline"), business_key=previous.get("business_key"),
+        memo=previous.get("memo"), search_attributes=previous.get("search_attributes"), parent=previous.get("parent"),
+        shard=previous.get("shard", 0), shard_count=count,
+    )
+    meta.update(first_task_at=em.now + delay, retry_attempt=attempt, retry_of=closed["run_id"],
+                instance_created_at=previous.get("instance_created_at", previous.get("started_at")))
+    payload = {
+        "sequence": link.seq, "child_call_id": f"{state.run_id}-c{link.seq}", "child_workflow_instance_id": link.workflow_id,
+        "child_workflow_run_id": run_id, "child_workflow_type": link.workflow_type, "child_workflow_class": link.workflow_type,
+        "child_run_number": link.run_number + 1, "parent_close_policy": link.policy, "retry_attempt": attempt,
+        "retry_of_child_workflow_run_id": closed["run_id"], "retry_backoff_seconds": delay, "retry_policy": policy,
+        **par_fields(link.parallel),
+    }
+    em.event("ChildRunStarted", payload, extra={"start": meta})
+    em.new_runs.append(NewRun(run_id, meta))
 
 
 def child_continued(state: RunState, seq: int, new_run_id: str, run_number: int, now: float) -> Emitter:

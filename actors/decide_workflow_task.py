@@ -358,7 +358,10 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
         **par,
     }
     if cmd.get("retry_policy") is not None:
-        base["retry_policy"] = cmd["retry_policy"]
+        base["retry_policy"] = {"snapshot_version": 1, **cmd["retry_policy"]}
+    timeouts = {k: cmd[k] for k in ("execution_timeout_seconds", "run_timeout_seconds") if cmd.get(k)}
+    if timeouts:
+        base["timeout_policy"] = {"snapshot_version": 1, "execution_timeout_seconds": None, "run_timeout_seconds": None, **timeouts}
     em.event("ChildWorkflowScheduled", dict(base), extra={"par": cmd.get("par")})
     meta = new_run_meta(
         run_id=child_run,

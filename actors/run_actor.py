@@ -170,7 +170,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
             return None
         own = self.state.meta
         continued = bool(meta.get("continued_from"))
-        created_at = own.get("instance_created_at", own["started_at"]) if continued else meta["started_at"]
+        created_at = own.get("instance_created_at", own["started_at"]) if continued else meta.get(
+            "instance_created_at", meta["started_at"])  # a child retry keeps its instance's creation time
         instance = InstanceRow(
             meta["namespace"], meta["workflow_id"], meta["workflow_type"], run_id, meta["run_number"], created_at
         )

@@ -122,6 +122,9 @@ class Child:
     policy: str
     parallel: dict[str, Any] | None
     run_number: int = 1
+    retry: dict[str, Any] | None = None  # the child retry policy snapshot (extended spec §6)
+    attempt: int = 1  # child runs linked to this step so far
+    start: dict[str, Any] | None = None  # the current attempt's start metadata, the model of a retry
 
 
 @dataclass
@@ -238,6 +241,8 @@ def _schedule(state: RunState, at: float) -> None:
     if state.is_open and state.wt is None and (state.pending_updates or state.wake):
         state.wt_counter += 1
         update_id = state.pending_updates[0] if state.pending_updates else None
+        if state.wt_counter == 1 and state.meta.get("first_task_at"):
+            at = max(at, state.meta["first_task_at"])  # a child retry starts after its backoff (extended spec §6)
         state.wt = WorkflowTask(workflow_task_id(state.run_id, state.wt_counter), "ready", at, update_id=update_id)
 
 
@@ -449,6 +454,7 @@ def _child_scheduled(state: RunState, record: Record) -> None:
         payload["child_workflow_type"],
         payload["parent_close_policy"],
         parallel,
+        retry=payload.get("retry_policy"),
     )
     state.children[child.seq] = child
     _register_step(state, child.seq, {"kind": "child", "name": child.workflow_type}, parallel)
@@ -459,6 +465,9 @@ def _child_run_started(state: RunState, record: Record) -> None:
     if child is not None:
         child.run_id = record.payload["child_workflow_run_id"]
         child.run_number = record.payload.get("child_run_number", 1)
+        child.attempt = record.payload.get("retry_attempt", child.attempt)
+        if "start" in record.extra:
+            child.start = record.extra["start"]
 
 
 def _child_resolved(state: RunState, record: Record) -> None:
