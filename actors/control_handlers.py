@@ -93,9 +93,17 @@ class ControlHandlers(ActorParts):
         return info
 
     def _on_check_children(self) -> None:
-        """After activation, ask children that may have closed while we were away."""
+        """After activation, ask children that may have closed while we were away, and apply the
+        parent-close policies a crash left unrecorded."""
         for child in list(self.state.children.values()):
             self.host.post(self.run_id, m.ChildClosed(child_run_id=child.run_id))
+        for child_run, pending in self.state.parent_close.items():
+            kind = "cancel" if pending["policy"] == "request_cancel" else "terminate"
+            self.host.apply_parent_close(self.run_id, child_run, kind)
+
+    async def _on_parent_close_done(self, msg: m.ParentCloseDone) -> None:
+        em = decide_control.parent_close_done(self.state, msg.child_run_id, msg.outcome, msg.error, self.host.clock.now())
+        await self.commit(em)
 
     async def _on_start_run(self, msg: m.StartRun) -> m.RunView:
         if self.state.status == "new":

@@ -192,3 +192,19 @@ def child_continued(state: RunState, seq: int, new_run_id: str, run_number: int,
         },
     )
     return em
+
+
+def parent_close_done(state: RunState, child_run_id: str, outcome: str, error: str | None, now: float) -> Emitter:
+    """Record, on the closed parent, how its policy went for one child (worker-plane §10.8);
+    nothing when it is recorded already (a re-application after a reload answered twice)."""
+    em = Emitter(state, now)
+    pending = state.parent_close.get(child_run_id)
+    if pending is None:
+        return em
+    payload = {"child_instance_id": pending["workflow_id"], "child_run_id": child_run_id, "policy": pending["policy"],
+               "reason": "parent_closed", "outcome": outcome}
+    if outcome == "failed":
+        em.event("ParentClosePolicyFailed", {**payload, "error": error or "unknown"})
+    else:
+        em.event("ParentClosePolicyApplied", payload)
+    return em

@@ -218,6 +218,16 @@ class ActivityOp(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ParentCloseDone(Message):
+    """A closed parent's policy was applied to one of its children (or could not be)."""
+
+    KIND: ClassVar[str] = "parent_close_done"
+    child_run_id: str
+    outcome: str  # applied | already_closed | failed
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Close(Message):
     """Cancel or terminate the run (``kind``), from a client, a parent-close policy or a schedule."""
 
@@ -308,7 +318,7 @@ _KINDS: dict[str, type[Message]] = {
         StartRun, RunsStarted, PendingStart, Describe, ReadHistory, ReadUpdate, ReadActivity,
     )
 }
-POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started"})  # what one node may post to another's run
+POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started", "parent_close_done"})  # what one node may post to another's run
 
 
 class BadMessage(ValueError):

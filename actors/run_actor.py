@@ -274,6 +274,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return self._on_terminal_info()
             case m.ChildClosed():
                 return await self._on_child_closed(message)
+            case m.ParentCloseDone():
+                return await self._on_parent_close_done(message)
             case m.ReleaseOwner():
                 return await self._on_release_owner(message)
             case m.ClaimWorkflowTask():
@@ -367,10 +369,16 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         for effect in em.effects:
             if effect.kind == "notify_parent":
                 self.host.post(effect.run_id, m.ChildClosed(child_run_id=self.run_id))
-            elif effect.kind == "close_child":
-                kind = "cancel" if effect.data["policy"] == "request_cancel" else "terminate"
-                self.host.post(effect.run_id, m.Close(kind=kind, reason="Parent workflow closed."))
+        if any(effect.kind == "close_child" for effect in em.effects):
+            self._apply_parent_close()
         self._after_change()
+
+    def _apply_parent_close(self) -> None:
+        """Ask each child still owed its parent-close policy to close (after the close commits, and
+        again whenever this run is loaded until the outcome is recorded)."""
+        for child_run, pending in self.state.parent_close.items():
+            kind = "cancel" if pending["policy"] == "request_cancel" else "terminate"
+            self.host.apply_parent_close(self.run_id, child_run, kind)
 
     def _after_change(self) -> None:
         self.changed.set()

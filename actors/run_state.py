@@ -169,6 +169,9 @@ class RunState:
     coop: dict[str, Any] | None = None
     stopped_attempts: dict[str, dict[str, Any]] = field(default_factory=dict)
     locals: dict[int, LocalStep] = field(default_factory=dict)  # prepared local activity steps
+    # Parent-close policies still to apply to children once this run closed: child run id ->
+    # {workflow_id, policy}; each ends with ParentClosePolicyApplied or ParentClosePolicyFailed.
+    parent_close: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # prepared-prefix checkpoint id -> receipt
 
     @property
@@ -622,6 +625,12 @@ def _closed(state: RunState, record: Record) -> None:
     state.timers.clear()
     state.activities.clear()
     state.cond = None
+    state.parent_close = {c.run_id: {"workflow_id": c.workflow_id, "policy": c.policy}
+                          for c in state.children.values() if c.policy in ("request_cancel", "terminate")}
+
+
+def _parent_close_settled(state: RunState, record: Record) -> None:
+    state.parent_close.pop(record.payload["child_run_id"], None)
 
 
 def _sequence(record: Record) -> int:
@@ -662,6 +671,8 @@ _EVENT_FOLDS: dict[str, Any] = {
     "UpdateCompleted": _update_completed,
     "CooperativeCancellationRequested": _coop_requested,
     "CooperativeCancellationDelivered": _coop_delivered,
+    "ParentClosePolicyApplied": _parent_close_settled,
+    "ParentClosePolicyFailed": _parent_close_settled,
     "CancelRequested": None,
     "TerminateRequested": None,
     **{name: _closed for name in TERMINAL_EVENTS},

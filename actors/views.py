@@ -96,7 +96,8 @@ def run_row(s: RunState, now: float | None = None) -> RunRow:
         started_at=m["started_at"],
         closed_at=s.closed_at,
         wake_at=decide_time.next_deadline(s, s.last_progress_at or 0.0 if now is None else now),
-        attention=bool(attention) or bool(s.children),
+        # open: a task, a lease or a child to watch; closed: parent-close policies still owed
+        attention=bool(attention) or (s.is_open and bool(s.children)) or bool(s.parent_close),
         last_seq=s.next_h - 1,
         search_attributes=s.search_attributes,
         memo=m.get("memo") or {},

@@ -61,6 +61,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+LOG = os.path.join(tempfile.gettempdir(), "dw-bench-server.log")
+
+
 @dataclass
 class Server:
     """One dw-server process of one build, on a fresh SQLite data dir (or a PostgreSQL URL)."""
@@ -86,10 +89,19 @@ class Server:
             lines.append(line)
             m = re.search(r"listening on (http://\S+)", line)
             if m:
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                threading.Thread(target=self._keep_log, args=(lines,), daemon=True).start()
                 self.url = m.group(1)
                 return self.url
         raise RuntimeError("dw-server did not start:\n" + "".join(lines[-30:]))
+
+    def _keep_log(self, head: list[str]) -> None:
+        """The server's output goes to LOG (the last server's), for a run that went wrong."""
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(LOG, "w") as out:
+            out.writelines(head)
+            for line in self.proc.stdout:
+                out.write(line)
+                out.flush()
 
     @property
     def pid(self) -> int:

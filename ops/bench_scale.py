@@ -40,6 +40,15 @@ class RawHTTP:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        """One request; a connection the server closed while idle (keep-alive timeout) is opened
+        again and the request sent once more (nothing was read from it, so nothing was done)."""
+        try:
+            return await self._post(path, headers, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            return await self._post(path, headers, body)
+
+    async def _post(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -55,6 +64,7 @@ class RawHTTP:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        self.reader = self.writer = None
 
 
 async def _raw_worker(url: str, tq: str, lanes: int, stop: asyncio.Event, done: list[int]) -> None:
@@ -92,7 +102,7 @@ async def _start_many(url: str, tq: str, ids: list[str], concurrency: int = 64) 
         try:
             for wid in pending:
                 status, reply = await http.post("/api/workflows", CP, {"workflow_type": "park", "workflow_id": wid, "task_queue": tq})
-                if status != 201:
+                if status != 201 and not (status == 409 and reply.get("reason") == "duplicate_not_allowed"):  # a resent start
                     raise RuntimeError(f"start {wid}: {status} {str(reply)[:200]}")
         finally:
             http.close()

@@ -729,7 +729,8 @@ class PostgresJournal:
 
     async def runs_to_recover(self) -> list[RunRow]:
         rows = await self._fetch(
-            f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN {_TERMINAL} AND (attention OR wake_at IS NOT NULL)"
+            f"SELECT {_RUN_COLS} FROM runs WHERE (status NOT IN {_TERMINAL} AND (attention OR wake_at IS NOT NULL))"
+            f" OR (status IN {_TERMINAL} AND attention)"  # closed parents that still owe parent-close policies
         )
         return [self._run(r) for r in rows]
 

@@ -462,8 +462,9 @@ class SqliteJournal:
 
     async def runs_to_recover(self) -> list[RunRow]:
         rows = await self._read(
-            f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN ('completed','failed','cancelled','terminated')"
-            " AND (attention=1 OR wake_at IS NOT NULL)"
+            f"SELECT {_RUN_COLS} FROM runs WHERE (status NOT IN ('completed','failed','cancelled','terminated')"
+            " AND (attention=1 OR wake_at IS NOT NULL))"
+            " OR (status IN ('completed','failed','cancelled','terminated') AND attention=1)"  # parent-close policies owed
         )
         return [self._run(r) for r in rows]
 

@@ -17,7 +17,7 @@ from actors.clock import Clock
 from actors.id_source import RANDOM_IDS, IdSource
 from actors.limits import DEFAULT as DEFAULT_LIMITS
 from actors.mailbox import NotReady
-from actors.run_actor import READS, Letter, NotOwner, Reply, RunActor, RunNotFound, RunUnavailable
+from actors.run_actor import READS, Letter, NotOwner, Reply, RunActor, RunDamaged, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
 from persistence.ids import shard_of, shard_of_run
@@ -238,6 +238,45 @@ class Engine:
             self.post(creator, m.RunsStarted(run_ids=(run_id,)))
             return
         log.warning("gave up starting run %s for %s for now; %s sends it again when next loaded", run_id, creator, creator)
+
+    def apply_parent_close(self, parent: str, child: str, kind: str) -> None:
+        """Close ``child`` for its closed ``parent`` (``cancel`` or ``terminate``) and tell the
+        parent how it went, so it records ParentClosePolicyApplied or ParentClosePolicyFailed.
+        Supervised; the parent asks again whenever it is loaded until that is recorded."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._apply_parent_close, parent, child, kind, name=f"parent-close:{child}")
+
+    async def _apply_parent_close(self, parent: str, child: str, kind: str) -> None:
+        close = m.Close(kind=kind, reason="Parent workflow closed.")
+        outcome, error = "failed", "the child's owner could not be reached"
+        for attempt in range(REMOTE_POST_ATTEMPTS):
+            try:
+                answer = await self.ask(child, close)
+                outcome, error = ("already_closed" if "rejected" in answer else "applied"), None
+                break
+            except RunNotFound:
+                error = "the child run does not exist"
+                break
+            except NotOwner:
+                if self.peers is None:
+                    break
+                try:
+                    kind_, args = m.to_wire(close)
+                    reply = await self.router.call_run(child, "post", kind=kind_, args=args)
+                except Unreachable:
+                    await trio.sleep(min(2.0 * (attempt + 1), 10.0))
+                    continue
+                if isinstance(reply, dict) and "error" in reply:
+                    error = f"the child's owner refused it ({reply['error']})"
+                    break
+                outcome, error = "applied", None  # delivered to the child's owner, which closes it
+                break
+            except (RunUnavailable, StoreUnavailable, RunDamaged) as exc:
+                error = f"the child run is unavailable ({type(exc).__name__})"
+                await trio.sleep(min(2.0 * (attempt + 1), 10.0))
+        if outcome == "failed":
+            log.warning("parent-close policy of %s for child %s failed: %s", parent, child, error)
+        self.post(parent, m.ParentCloseDone(child_run_id=child, outcome=outcome, error=error))
 
     async def _start_once(self, run_id: str, message: m.StartRun) -> None:
         try:

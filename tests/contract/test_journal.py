@@ -730,7 +730,9 @@ async def test_list_runs_query_treats_like_metacharacters_literally(listed: Any)
     assert await run_ids(listed, query="r\\s") == ["l7"]
 
 
-async def test_runs_to_recover_only_open_runs_with_attention_or_wake_at(journal: Any) -> None:
+async def test_runs_to_recover_open_runs_with_attention_or_wake_at_and_closed_ones_still_owing_work(journal: Any) -> None:
+    """A closed run is recovered only while it needs attention (parent-close policies it has not
+    recorded as applied); a due time alone never brings a closed run back."""
     rows = [
         run_row("open-attention", status="running", attention=True),
         run_row("open-wake", status="running", wake_at=T0 + 60),
@@ -744,11 +746,11 @@ async def test_runs_to_recover_only_open_runs_with_attention_or_wake_at(journal:
     await journal.append(Batch(runs=rows))
 
     got = {r.run_id: r for r in await journal.runs_to_recover()}
-    assert set(got) == {"open-attention", "open-wake", "open-both", "other-ns"}
+    assert set(got) == {"open-attention", "open-wake", "open-both", "other-ns", *(f"{s}-attention" for s in TERMINAL)}
     assert got["open-wake"] == rows[1]
 
-    # Closing a run takes it out.
-    await journal.append(Batch(runs=[replace(rows[0], status="completed", closed_at=T0 + 2)]))
+    # Closing a run with nothing owed takes it out.
+    await journal.append(Batch(runs=[replace(rows[0], status="completed", closed_at=T0 + 2, attention=False)]))
     assert "open-attention" not in {r.run_id for r in await journal.runs_to_recover()}
 
 

@@ -252,10 +252,18 @@ def test_children_continue_fail_and_follow_the_parent_close_policy(server_url: s
         await client.terminate_workflow(wid, reason="parent stopped")
         # The parent close policy terminates the waiting child; a child left running fails here.
         await _until_status(client, child_id, "terminated")
-        return (await client.describe_workflow(child_id)).status, _history(server_url, wid, handle.run_id)
 
-    status, parent_events = run(with_worker(server_url, tq, wf.ALL_WORKFLOWS, wf.ALL_ACTIVITIES, body))
+        async def applied() -> list[dict]:
+            events = _history(server_url, wid, handle.run_id)
+            return events if events[-1]["event_type"] == "ParentClosePolicyApplied" else []
+
+        events = await await_until(applied, timeout=30, what="the parent-close policy recorded on the parent")
+        return (await client.describe_workflow(child_id)).status, events, child_id
+
+    status, parent_events, child_id = run(with_worker(server_url, tq, wf.ALL_WORKFLOWS, wf.ALL_ACTIVITIES, body))
     assert status == "terminated"
     kinds = [e["event_type"] for e in parent_events]
     assert kinds.count("ChildRunStarted") == 5  # counter ran three runs (two continues), raiser and waiter one each
-    assert kinds[-1] == "WorkflowTerminated"
+    assert kinds[-2:] == ["WorkflowTerminated", "ParentClosePolicyApplied"]
+    applied = parent_events[-1]["payload"]
+    assert applied["child_instance_id"] == child_id and applied["policy"] == "terminate" and applied["outcome"] == "applied"

@@ -215,8 +215,12 @@ def _closes(seen: list[Record]) -> None:
     RecordingRun(seen, run_timeout=100, execution_timeout=1000).turn([{"type": "continue_as_new"}], T0 + 1)
     for kind in ("cancel", "terminate"):
         run = RecordingRun(seen)
-        run.turn([activity(), {"type": "start_timer", "delay_seconds": 500}], T0 + 1)
+        run.turn([activity(), {"type": "start_timer", "delay_seconds": 500},
+                  {"type": "start_child_workflow", "workflow_type": "kid", "parent_close_policy": "terminate"}], T0 + 1)
         run.commit(decide_control.cancel_or_terminate(run.state, kind, "asked", f"cmd-{kind}", T0 + 2))
+        child = next(iter(run.state.parent_close))
+        run.commit(decide_control.parent_close_done(run.state, child, "failed" if kind == "cancel" else "applied", "gone", T0 + 3))
+        assert not run.state.parent_close
     timed_out = RecordingRun(seen, run_timeout=100)
     timed_out.turn([activity()], T0 + 1)
     timed_out.tick(T0 + 100)
