@@ -151,6 +151,7 @@ def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list
         "search_attributes": meta.get("search_attributes") or None,
     }
     common.update({k: v for k, v in optional.items() if v is not None})
+    common.update({k: v for k, v in (meta.get("schedule") or {}).items() if v is not None})  # started by a schedule
     records: list[Record] = []
     sequence = 1
     if accepted:

@@ -247,6 +247,13 @@ class ScheduleService:
             "memo": schedule.memo or None,
             "search_attributes": schedule.search_attributes or None,
             "duplicate_policy": "use-existing",
+            "schedule": {  # the run's own start event says which schedule and occurrence started it
+                "schedule_id": schedule.schedule_id, "schedule_occurrence_time": iso(occurrence),
+                "schedule_trigger_number": schedule.fires_count + 1, "schedule_overlap_policy": base.get("overlap_policy"),
+                "schedule_cron_expression": next(iter(schedule.spec.get("cron_expressions") or []), None),
+                "schedule_timezone": schedule.spec.get("timezone"),
+                **({"schedule_backfill": True} if base.get("backfill") else {}),
+            },
         }
         # Still this schedule's owner? A node that lost the shard must not start a run it then
         # cannot record: the new owner would fire the occurrence again. (An empty fenced batch

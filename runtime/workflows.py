@@ -237,6 +237,8 @@ class WorkflowService:
             shard_count=self.engine.shard_count,
         )
         meta["instance_created_at"] = now
+        if req.get("schedule"):
+            meta["schedule"] = dict(req["schedule"])
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
         # The run's own actor writes its first records, fenced by its shard's epoch; a shard
         # taken over meanwhile answers NotOwner and the request goes to the new owner.

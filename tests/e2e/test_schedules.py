@@ -55,6 +55,17 @@ def test_a_cron_schedule_triggered_paused_resumed_backfilled_and_deleted(server_
     assert kinds.count("ScheduleTriggered") == 4 and "SchedulePaused" in kinds and "ScheduleResumed" in kinds
     with httpx.Client(base_url=server_url, headers=CP) as http:
         assert http.get(f"/api/schedules/{sid}").status_code == 404  # deleted: only its history remains
+        run_id = http.get(f"/api/workflows/{triggered.workflow_id}").json()["run_id"]
+        events = http.get(f"/api/workflows/{triggered.workflow_id}/runs/{run_id}/history").json()["events"]
+        started = next(e for e in events if e["event_type"] == "WorkflowStarted")["payload"]
+        assert started["schedule_id"] == sid and started["schedule_trigger_number"] == 1, started
+        assert started["schedule_cron_expression"] == "0 3 * * *" and started["schedule_timezone"] == "Europe/Paris"
+        assert started["schedule_occurrence_time"].endswith("Z"), "the run carries the occurrence that started it"
+        backfilled = filled.results[0]["workflow_id"]
+        run_id = http.get(f"/api/workflows/{backfilled}").json()["run_id"]
+        events = http.get(f"/api/workflows/{backfilled}/runs/{run_id}/history").json()["events"]
+        started = next(e for e in events if e["event_type"] == "WorkflowStarted")["payload"]
+        assert started["schedule_occurrence_time"].startswith("2026-04-20T01:00") and started["schedule_backfill"] is True
 
 
 def test_an_interval_schedule_fires_on_its_own(server_url: str) -> None:
