@@ -302,6 +302,13 @@ class ReadUpdate(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadHeartbeats(Message):
+    """The latest heartbeat progress of each activity execution (for history exports)."""
+
+    KIND: ClassVar[str] = "read_heartbeats"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadActivity(Message):
     """The state of one activity execution (by its execution id), for the timeout pass."""
 

@@ -38,7 +38,7 @@ from .worker_handlers import WorkerPlaneHandlers
 __all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
-READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo)  # answered by read_now
+READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats)  # answered by read_now
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
@@ -234,6 +234,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return views.activity_view(self.state, message.execution_id)
             case m.TerminalInfo():
                 return self._on_terminal_info()
+            case m.ReadHeartbeats():
+                return copy.deepcopy(self.state.heartbeats)
         raise TypeError(f"not a read: {type(message).__name__}")
 
     async def _handle(self, letter: Letter) -> None:
@@ -299,7 +301,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
             case m.FailActivity():
                 return await self._on_fail_activity(message)
             case m.ActivityHeartbeat():
-                return self._on_activity_heartbeat(message)
+                return await self._on_activity_heartbeat(message)
             case m.RequestCancellation():
                 return await self._on_request_cancellation(message)
             case m.ClaimOp(op="deliver_cancellation"):
@@ -322,7 +324,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_runs_started(message)
             case m.PendingStart():
                 return self.start_message(message.run_id)
-            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity():
+            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats():
                 return self._read(message)
         raise TypeError(f"RunActor has no handler for {type(message).__name__}")
 

@@ -69,6 +69,7 @@ class Activity:
     late_result: Any = None
     poll_id: str | None = None  # the poll this attempt was leased to (see WorkflowTask.poll_id)
     cancel_request: str | None = None  # a cooperative request its worker is asked to stop for (extended §5.6)
+    heartbeat_journaled: float | None = None  # when this attempt's progress was last written (actors.heartbeats)
 
     @property
     def task_id(self) -> str:
@@ -172,6 +173,9 @@ class RunState:
     # Parent-close policies still to apply to children once this run closed: child run id ->
     # {workflow_id, policy}; each ends with ParentClosePolicyApplied or ParentClosePolicyFailed.
     parent_close: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Latest heartbeat of each activity execution (extended spec §14): execution id ->
+    # {last_heartbeat_at, last_heartbeat_progress, attempts: {n: {last_heartbeat_at, last_heartbeat_progress}}}.
+    heartbeats: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # prepared-prefix checkpoint id -> receipt
 
     @property
@@ -322,6 +326,12 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
 
 
 def _activity_started(state: RunState, record: Record) -> None:
+    beats = (record.extra.get("report") or {}).get("heartbeats")
+    if beats:  # a plain local attempt reports its heartbeats with its outcome
+        payload = record.payload
+        details = beats[-1].get("details")
+        note_heartbeat(state, payload["activity_execution_id"], payload["attempt_number"], record.at,
+                       {"details": details} if details is not None else {})
     if record.extra.get("local"):
         step = state.locals.get(record.payload["sequence"])
         admission = record.extra.get("admit")
@@ -562,7 +572,9 @@ def _update_completed(state: RunState, record: Record) -> None:
 
 
 def _local_heartbeat(state: RunState, record: Record) -> None:
-    step = state.locals.get(record.payload["sequence"])
+    payload = record.payload
+    note_heartbeat(state, payload["activity_execution_id"], payload["attempt_number"], record.at, payload.get("progress") or {})
+    step = state.locals.get(payload["sequence"])
     if step is not None and "heartbeat" in record.extra:
         step.deadlines["heartbeat"] = record.extra["heartbeat"]
 
@@ -748,6 +760,26 @@ def _act_release(state: RunState, record: Record) -> None:
         activity.ready_since = record.at
 
 
+def _act_hb(state: RunState, record: Record) -> None:
+    """A journaled heartbeat: the progress operators see, and the attempt's clock and lease."""
+    data = record.data
+    note_heartbeat(state, data["exec"], data["n"], record.at, data["progress"])
+    activity = state.activities.get(data["seq"])
+    if activity is not None and activity.attempt_number == data["n"] and activity.status == "running":
+        activity.heartbeat_base = max(activity.heartbeat_base or 0.0, record.at)
+        activity.lease_expires_at = max(activity.lease_expires_at or 0.0, data["lease"])
+        activity.progress = data["progress"]
+        activity.heartbeat_journaled = record.at
+
+
+def note_heartbeat(state: RunState, exec_id: str, attempt: int, at: float, progress: dict[str, Any]) -> None:
+    entry = state.heartbeats.setdefault(exec_id, {"attempts": {}})
+    latest = {"last_heartbeat_at": at, "last_heartbeat_progress": progress}
+    entry["attempts"][attempt] = latest
+    if attempt >= max(entry["attempts"]):
+        entry.update(latest)
+
+
 def _act_late(state: RunState, record: Record) -> None:
     """An outcome that arrived after the run closed: stored once, no history (spec 6.5)."""
     state.late_outcomes.pop(record.data["seq"], None)
@@ -803,6 +835,7 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "wt_release": _wt_release,
     "act_release": _act_release,
     "act_late": _act_late,
+    "act_hb": _act_hb,
     "command": _command,
     "coop_wait": _coop_wait,
     "wt_defer": _wt_defer,

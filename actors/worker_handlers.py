@@ -9,11 +9,12 @@ from typing import Any
 
 from persistence.vocabulary import activity_execution_id, encode_offset
 
-from . import decide_activity, decide_cancellation, decide_time, decide_workflow_task
+from . import decide_activity, decide_cancellation, decide_time, decide_workflow_task, heartbeats
 from . import messages as m
 from .emit import Emitter
 from .errors import GuardError
 from .host import ActorParts
+from .run_state import note_heartbeat
 
 log = logging.getLogger("dw.actor")
 
@@ -227,7 +228,7 @@ class WorkerPlaneHandlers(ActorParts):
         em.internal("act_late", seq=decide_activity._seq_of(self.state, task_id), outcome=outcome, value=value)
         await self.commit(em)
 
-    def _on_activity_heartbeat(self, msg: m.ActivityHeartbeat) -> dict[str, Any]:
+    async def _on_activity_heartbeat(self, msg: m.ActivityHeartbeat) -> dict[str, Any]:
         from persistence.ids import iso
 
         s = self.state
@@ -260,9 +261,17 @@ class WorkerPlaneHandlers(ActorParts):
         if act.cancel_request is not None and s.coop is not None and act.cancel_request == s.coop["request_id"]:
             return {**body, "cancel_requested": True, "can_continue": False, "reason": "activity_cancelled", "heartbeat_recorded": False}
         now = self.host.clock.now()
+        lease = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
+        progress = heartbeats.normalize(progress)
+        if heartbeats.due(act.heartbeat_journaled, now):  # durable, at most once per interval (actors.heartbeats)
+            em = Emitter(s, now)
+            em.internal("act_hb", seq=act.seq, exec=act.exec_id, n=act.attempt_number, progress=progress, lease=lease)
+            await self.commit(em)
+        else:  # between two journaled ones the newest stays in memory only
+            note_heartbeat(s, act.exec_id, act.attempt_number, now, progress)
+            act.progress = progress
+            act.lease_expires_at = lease
         act.heartbeat_base = now
-        act.lease_expires_at = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
-        act.progress = progress
         self.host.timers.schedule(self.run_id, decide_time.next_deadline(s, now))
         return {
             **body,

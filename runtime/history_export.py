@@ -88,6 +88,7 @@ def build(
     events: list[dict[str, Any]],
     current_run_id: str,
     now: float,
+    heartbeats: dict[str, dict[str, Any]] | None = None,
     signing_key: bytes | None = None,
     key_id: str | None = None,
 ) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def build(
         "signals": _signals(events),
         "updates": [],
         "tasks": [],
-        "activities": _activities(events),
+        "activities": _activities(events, heartbeats or {}),
         "timers": _timers(events),
         "failures": _failures(events),
         "links": {"projection_source": "history", "parents": _parents(meta), "children": _children(events)},
@@ -227,13 +228,36 @@ def _timers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _activities(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {"sequence": e["payload"].get("sequence"), "activity_type": e["payload"].get("activity_type"),
-         "activity_execution_id": e["payload"].get("activity_execution_id"), "type": e["event_type"]}
-        for e in events
-        if e["event_type"].startswith("Activity")
-    ]
+def _activities(events: list[dict[str, Any]], heartbeats: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per activity execution: its events, its attempts and their latest heartbeat
+    progress (extended spec §14; progress is visibility only, never replayed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        p = e["payload"]
+        exec_id = p.get("activity_execution_id")
+        if not e["event_type"].startswith("Activity") or not exec_id:
+            continue
+        entry = out.setdefault(exec_id, {
+            "activity_execution_id": exec_id, "sequence": p.get("sequence"), "activity_type": p.get("activity_type"),
+            "execution_mode": p.get("execution_mode", "remote"), "events": [], "attempts": {},
+            "last_heartbeat_at": None, "last_heartbeat_progress": None,
+        })
+        entry["events"].append(e["event_type"])
+        entry["status"] = e["event_type"]
+        n = p.get("attempt_number")
+        if isinstance(n, int) and n > 0:
+            entry["attempts"].setdefault(n, {"attempt_number": n, "activity_attempt_id": p.get("activity_attempt_id"),
+                                             "last_heartbeat_at": None, "last_heartbeat_progress": None})
+    for exec_id, entry in out.items():
+        beat = heartbeats.get(exec_id)
+        if beat:
+            entry["last_heartbeat_at"] = iso(beat.get("last_heartbeat_at"))
+            entry["last_heartbeat_progress"] = beat.get("last_heartbeat_progress")
+            for n, attempt in (beat.get("attempts") or {}).items():
+                slot = entry["attempts"].setdefault(n, {"attempt_number": n, "activity_attempt_id": f"{exec_id}.{n}"})
+                slot.update(last_heartbeat_at=iso(attempt["last_heartbeat_at"]), last_heartbeat_progress=attempt["last_heartbeat_progress"])
+        entry["attempts"] = [entry["attempts"][n] for n in sorted(entry["attempts"])]
+    return list(out.values())
 
 
 def _failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

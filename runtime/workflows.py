@@ -316,11 +316,12 @@ class WorkflowService:
         await self.run(namespace, workflow_id, run_id)
         run = await self.engine.ask(run_id, m.Describe())
         page = await self.engine.ask(run_id, m.ReadHistory(after=0))
+        heartbeats = await self.engine.ask(run_id, m.ReadHeartbeats())
         return history_export.build(
             run_id=run_id, meta=run.meta, status=run.status, closed_reason=run.closed_reason, closed_at=run.closed_at,
             last_progress_at=run.last_progress_at, output=run.output, search_attributes=run.search_attributes,
             events=page.events, current_run_id=current.run_id, now=self.engine.clock.now(),
-            signing_key=signing_key, key_id=key_id,
+            signing_key=signing_key, key_id=key_id, heartbeats=heartbeats,
         )
 
     # --- commands ------------------------------------------------------------------

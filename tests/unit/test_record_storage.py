@@ -131,7 +131,7 @@ def test_an_absent_extra_task_or_command_is_not_stored() -> None:
 
 # Internal records written by the actor itself rather than by a decision (wt_claim and
 # wt_release are written by both: a heartbeat, a deregistering worker).
-ACTOR_ONLY = {"command", "act_late", "run_started", "repair_wake", "wt_claim", "wt_release"}
+ACTOR_ONLY = {"command", "act_late", "act_hb", "run_started", "repair_wake", "wt_claim", "wt_release"}
 
 
 class RecordingRun(Run):
@@ -311,6 +311,9 @@ async def test_every_record_the_actor_writes_round_trips_through_its_stored_form
         engine.actors[run_id].state.wt = None  # as if its task record had been lost (see test_system_ops)
         await engine.ask(run_id, m.Repair())  # repair_wake
         claimed = await engine.ask(run_id, m.ClaimActivity(seq=1, owner="act"))
+        await engine.ask(run_id, m.ActivityHeartbeat(
+            task_id=claimed["task_id"], attempt_id=claimed["activity_attempt_id"], owner="act", progress={"details": {"n": 1}},
+        ))  # act_hb
         task = await engine.ask(run_id, m.ClaimWorkflowTask(task_id=engine.actors[run_id].state.wt.task_id, owner="wf"))
         await engine.ask(run_id, m.CompleteWorkflowTask(
             task_id=task["task_id"], owner="wf", attempt=task["workflow_task_attempt"], commands=[{"type": "complete_workflow"}],
