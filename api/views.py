@@ -181,9 +181,21 @@ def signalled(result: CommandResult, name: str, *, history_limit: int, pending_s
             f"The run already holds {pending_signal_limit} signals its workflow has not processed yet; retry once it catches up.",
             limit=pending_signal_limit, workflow_id=body["workflow_id"], run_id=body["run_id"],
         )
+    if rejected == "unknown_signal":
+        return 404, _unknown(body, "signal", name)
     if rejected is not None:
         return 409, _rejected(body, "run_not_active")
     return 202, {**body, "outcome": "signal_received", "command_sequence": result.answer["sequence"]}
+
+
+def _unknown(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    """No worker of the run's queue declares this name for its workflow type (control-plane §4.6)."""
+    return {
+        **body, "outcome": f"rejected_unknown_{kind}", "command_status": "rejected", "reason": f"unknown_{kind}",
+        "rejection_reason": f"unknown_{kind}",
+        "message": f"Workflow type [{body.get('workflow_type')}] declares no {kind} named [{name}] in the command contracts "
+                   f"its workers registered; check the {kind} name.",
+    }
 
 
 def updated(result: UpdateResult, name: str, wait_for: str, wait_timeout: float, *, history_limit: int) -> Answer:
@@ -192,6 +204,8 @@ def updated(result: UpdateResult, name: str, wait_for: str, wait_timeout: float,
     rejected = result.answer.get("rejected")
     if rejected == "history_limit_exceeded":
         raise _history_full(body, history_limit)
+    if rejected == "unknown_update":
+        return 404, {**_unknown(body, "update", name), "update_status": "rejected", "update_id": None}
     if rejected is not None:
         return 409, {**_rejected(body, "run_not_active"), "update_status": "rejected", "update_id": None}
     body["update_id"] = result.answer["update_id"]

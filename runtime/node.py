@@ -77,6 +77,7 @@ class Node:
         self.engine.limits = cfg.limits
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)
+        self.workflows.contracts = self.workers.declared
         self.queries = QueryService(
             self.engine, self.workflows, self.workers,
             timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,

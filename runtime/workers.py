@@ -22,6 +22,7 @@ log = logging.getLogger("dw.workers")
 HEARTBEAT_INTERVAL = 30
 STALE_AFTER = 90
 POLL_MEMORY_SECONDS = 2 * 60 + 60
+CONTRACTS_FRESH_SECONDS = 5.0  # in a cluster, how old the registrations a contract check reads may be
 
 
 class WorkerService:
@@ -30,6 +31,7 @@ class WorkerService:
         self.workers: dict[tuple[str, str], WorkerRow] = {}
         self._polls: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._inflight: dict[tuple[str, str, str, str], trio.Event] = {}
+        self._loaded_at = 0.0
 
     async def load(self) -> None:
         for row in await self.engine.journal.list_workers():
@@ -164,6 +166,25 @@ class WorkerService:
         finally:
             del self._inflight[key]
             done.set()
+
+    async def declared(self, namespace: str, queue: str, workflow_type: str, kind: str) -> set[str] | None:
+        """The ``kind`` names (``signals`` or ``updates``) the live workers of ``queue`` declare for
+        ``workflow_type`` in their command contracts; None when none of them reports a contract
+        for it (then nothing can be refused: the workflow code decides)."""
+        now = self.engine.clock.now()
+        if self.engine.owned is not None and now - self._loaded_at > CONTRACTS_FRESH_SECONDS:
+            self._loaded_at = now
+            await self.load()  # workers registered through another member
+        names: set[str] = set()
+        seen = False
+        for (ns, _), row in self.workers.items():
+            if ns != namespace or row.task_queue != queue or now - row.last_seen > STALE_AFTER:
+                continue
+            contract = (row.info.get("workflow_command_contracts") or {}).get(workflow_type)
+            if isinstance(contract, dict):
+                seen = True
+                names.update(n for n in contract.get(kind) or [] if isinstance(n, str))
+        return names if seen else None
 
     async def has_capability(self, namespace: str, worker_id: str, capability: str) -> bool:
         """Whether the worker registered with ``capability`` (registered through another member: read)."""

@@ -122,6 +122,7 @@ class WorkflowService:
         self._locks: dict[tuple[str, str], trio.Lock] = {}
         self._instances: dict[tuple[str, str], InstanceRow] = {}
         self.search_attributes: Any = None  # SearchAttributeService, set by the node
+        self.contracts: Any = None  # WorkerService.declared, set by the node: the workers' command contracts
 
     async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
         key = (namespace, workflow_id)
@@ -330,16 +331,27 @@ class WorkflowService:
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None = None
     ) -> CommandResult:
         target = await self._target(namespace, workflow_id, run_id)
+        if not await self._declared(target, "signals", name):
+            return CommandResult(target, run_id, {"rejected": "unknown_signal"})
         answer = await self.engine.ask(
             target.run_id, m.Signal(name=name, arguments=arguments, command_id=ulid(), request_id=request_id)
         )
         return CommandResult(target, run_id, answer)
+
+    async def _declared(self, target: m.RunView, kind: str, name: str) -> bool:
+        """Whether the workers' command contracts allow ``name`` (true when they report none)."""
+        if self.contracts is None or not target.is_open:
+            return True
+        names = await self.contracts(target.namespace, target.task_queue or "default", target.workflow_type, kind)
+        return names is None or name in names
 
     async def update(
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None,
         wait_for: str, wait_timeout: float,
     ) -> UpdateResult:
         target = await self._target(namespace, workflow_id, run_id)
+        if not await self._declared(target, "updates", name):
+            return UpdateResult(target, run_id, {"rejected": "unknown_update"}, None, False)
         answer = await self.engine.ask(
             target.run_id,
             m.Update(name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id),
