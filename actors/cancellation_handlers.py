@@ -76,6 +76,9 @@ class CancellationHandlers(ActorParts):
     async def _on_acknowledge_cancellation(self, msg: m.ActivityOp) -> dict[str, Any]:
         s = self.state
         task_id, attempt_id, owner = msg.task_id, msg.attempt_id, msg.owner
+        info = s.stopped_attempts.get(attempt_id)
+        stopped = info is not None and info["task_id"] == task_id and info["owner"] == owner
+        act = None if stopped else decide_activity.guard(s, task_id, attempt_id, owner, "acknowledge")  # 404/409 first
         coop = s.coop
         request_id = msg.body.get("request_id")
         if coop is None or request_id != coop["request_id"]:
@@ -83,15 +86,14 @@ class CancellationHandlers(ActorParts):
                                 "The request_id does not name the cancellation request this attempt was stopped for.")
         body = {"task_id": task_id, "activity_attempt_id": attempt_id, "lease_owner": owner, "request_id": request_id,
                 "acknowledged": True, "reason": None, "heartbeat_recorded": False}
-        info = s.stopped_attempts.get(attempt_id)
-        if info is not None and info["task_id"] == task_id and info["owner"] == owner:
+        if stopped:
+            assert info is not None
             duplicate = bool(info.get("acked"))
             if not duplicate:
                 em = Emitter(s, self.host.clock.now())
                 em.internal("act_ack", attempt=attempt_id)
                 await self.commit(em)
             return {**body, "duplicate": duplicate, "history_event_id": info["event_id"]}
-        act = decide_activity.guard(s, task_id, attempt_id, owner, "acknowledge")
         if act is None or act.cancel_request != coop["request_id"]:
             raise ProtocolError(409, "activity_not_cancelled",
                                 "This activity attempt was not asked to stop; report its outcome with complete or fail.")
