@@ -60,7 +60,8 @@ class TaskQueue:
         self.sticky_backlog: Counter[str] = Counter()  # worker -> backlog offers sticky to it
         self.wall = wall  # the clock the offers' sticky_until is read on
 
-    def offer(self, offer: Offer) -> None:
+    def offer(self, offer: Offer, front: bool = False) -> None:
+        """``front``: ahead of the backlog (a task someone is waiting for synchronously)."""
         if offer.task_id in self.backlog:
             return
         hold = min(STICKY_WINDOW, offer.sticky_until - self.wall()) if offer.sticky is not None else 0.0
@@ -71,6 +72,8 @@ class TaskQueue:
         elif self._give(offer, lambda w: True):
             return
         self.backlog[offer.task_id] = offer
+        if front:
+            self.backlog.move_to_end(offer.task_id, last=False)
         if offer.sticky is not None:
             self.sticky_backlog[offer.sticky] += 1
 

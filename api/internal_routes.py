@@ -72,6 +72,15 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
         except ProtocolError as exc:
             return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
         return {"outcome": outcome}
+    if op == "validation_submit":
+        if not engine.router.is_local_queue("workflow", call["namespace"], call["queue"]):
+            return {"error": {"status": 503, "reason": "update_validation_task_queue_unavailable",
+                              "message": "The task queue moved to another node; retry shortly."}}
+        try:
+            outcome = await node.validation.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
+        except ProtocolError as exc:
+            return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
+        return {"outcome": outcome}
     if op == "post":
         try:
             message = m.from_wire(call["kind"], call["args"])

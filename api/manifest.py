@@ -12,6 +12,7 @@ from typing import Any
 
 from actors.commands import SUPPORTED_COMMANDS
 from actors.memo import CAPABILITY as MEMO_CAPABILITY
+from runtime.update_validation import SEMANTICS as VALIDATION_SEMANTICS
 
 WORKER_PROTOCOL_VERSION = "1.20"
 CONTROL_PLANE_VERSION = "2"
@@ -168,6 +169,8 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "response_compression": ["gzip", "deflate"] if compression else [],
         "history_compression": {"supported_encodings": [], "compression_threshold": 50},
         "workflow_memo_updates": MEMO_CAPABILITY,
+        "update_validation_tasks": True,
+        "synchronous_update_validation": VALIDATION_SEMANTICS,
         "cooperative_cancellation": True,
         "prepared_local_activities": True,
         "prepared_local_activity_groups": True,

@@ -186,6 +186,31 @@ class Poll(_Model):
     poll_request_id: Str255 | None = None
     timeout_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     history_page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+    task_kinds: Annotated[list[str], Field(min_length=1, max_length=2)] | None = None  # multiplexed poll (extended §4.1)
+
+    @field_validator("task_kinds")
+    @classmethod
+    def _kinds(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(set(value)) != len(value) or not set(value) <= {"workflow", "update_validation"}):
+            raise ValueError("task_kinds is a list of distinct kinds out of workflow, update_validation")
+        return value
+
+
+class ValidationVerdict(_Model):
+    lease_owner: Annotated[str, Field(min_length=1, max_length=255)]
+    update_validation_attempt: Annotated[int, Field(ge=1)]
+
+
+class ValidationFailure(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    message: Annotated[str, Field(min_length=1, max_length=10_000)]
+    reason: Literal["update_validator_rejected", "update_validation_worker_failed"]
+    type: str | None = None
+    validation_errors: dict[str, Any] | None = None
+
+
+class RejectValidation(ValidationVerdict):
+    failure: ValidationFailure
 
 
 class TaskLease(_Model):

@@ -53,6 +53,7 @@ def register(api: Api) -> None:
     _register_workers(api)
     _register_polls(api)
     _register_query_tasks(api)
+    _register_validation_tasks(api)
     _register_workflow_tasks(api)
     _register_prepared_local_activities(api)
     _register_activity_tasks(api)
@@ -127,6 +128,23 @@ def _register_query_tasks(api: Api) -> None:
         outcome = {"failure": req.failure.model_dump()}
         qid = ctx.args["query_task_id"]
         return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
+
+
+def _register_validation_tasks(api: Api) -> None:
+    """A worker's verdict on an update validation task (extended spec §4.2)."""
+    node = api.node
+
+    @api.endpoint("/api/worker/update-validation-tasks/<task_id>/approve", "POST", W, WORKER)
+    async def approve_validation(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.ValidationVerdict, ctx.body)
+        return 200, node.validation.answer(ctx.namespace, ctx.args["task_id"], req.lease_owner, req.update_validation_attempt, None)
+
+    @api.endpoint("/api/worker/update-validation-tasks/<task_id>/reject", "POST", W, WORKER)
+    async def reject_validation(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.RejectValidation, ctx.body)
+        return 200, node.validation.answer(
+            ctx.namespace, ctx.args["task_id"], req.lease_owner, req.update_validation_attempt, req.failure.model_dump(),
+        )
 
 
 def _register_workflow_tasks(api: Api) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from actors.clock import Clock, SystemClock
+from actors.validation_tasks import NEED as vt_need
 from persistence.journal import StoreMisconfigured, StoreUnavailable
 from persistence.sqlite_journal import SqliteJournal
 
@@ -28,6 +29,7 @@ from .retention import RetentionService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
 from .system_ops import SystemOps
+from .update_validation import UpdateValidationService
 from .workers import WorkerService
 from .workflows import WorkflowService
 
@@ -78,6 +80,9 @@ class Node:
         self.workflows = WorkflowService(self.engine)
         self.workers = WorkerService(self.engine)
         self.workflows.contracts = self.workers.declared
+        self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))
+        self.workflows.validation = self.validation
+        self.workers.special_claims[vt_need] = self.validation.claim
         self.queries = QueryService(
             self.engine, self.workflows, self.workers,
             timeout=min(cfg.query_timeout, 55.0), max_pending=cfg.query_max_pending,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -32,10 +33,25 @@ class WorkerService:
         self._polls: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._inflight: dict[tuple[str, str, str, str], trio.Event] = {}
         self._loaded_at = 0.0
+        self.validators_seen: dict[tuple[str, str, str], set[str]] = {}
+        # Offers that are not a run's task (an update validation task): what ``needs`` marks
+        # them -> who hands them out (set by the node).
+        self.special_claims: dict[str, Callable[[Offer, str], dict[str, Any] | None]] = {}
 
     async def load(self) -> None:
         for row in await self.engine.journal.list_workers():
             self.workers[(row.namespace, row.worker_id)] = row
+            self._note_validators(row)
+
+    def _note_validators(self, row: WorkerRow) -> None:
+        """Update validators a workflow type of a queue declared are remembered beyond its
+        workers' registrations: with every worker gone, its updates still need validating
+        (and are refused until a validating worker is back) rather than slipping through."""
+        for workflow_type, contract in (row.info.get("workflow_command_contracts") or {}).items():
+            names = contract.get("update_validators") if isinstance(contract, dict) else None
+            if names:
+                key = (row.namespace, row.task_queue, workflow_type)
+                self.validators_seen.setdefault(key, set()).update(n for n in names if isinstance(n, str))
 
     def forget_namespace(self, namespace: str) -> None:
         for key in [k for k in self.workers if k[0] == namespace]:
@@ -68,6 +84,7 @@ class WorkerService:
         )
         await self.engine.journal.append(Batch(workers=[row]))
         self.workers[(namespace, worker_id)] = row
+        self._note_validators(row)
         log.info("worker %s registered on %s/%s (%s)", worker_id, namespace, row.task_queue, row.runtime)
         return {
             "worker_id": worker_id,
@@ -142,9 +159,10 @@ class WorkerService:
         worker_id, queue = body["worker_id"], body["task_queue"]
         page_size = body.get("history_page_size") or 500
         row = await self.registration(namespace, worker_id, queue)
+        kinds = frozenset(f"task_kind:{k}" for k in body.get("task_kinds") or () if k != "workflow")  # multiplexed (§4.1)
         request_id = body.get("poll_request_id")
         if not request_id:
-            return await self._poll(kind, namespace, row, queue, hold, page_size)
+            return await self._poll(kind, namespace, row, queue, hold, page_size, kinds=kinds)
         key = (kind, namespace, worker_id, request_id)
         while key in self._inflight:
             await self._inflight[key].wait()
@@ -159,7 +177,7 @@ class WorkerService:
             if rerouted:
                 task = await poll_recovery.replay_anywhere(self.engine, kind, namespace, worker_id, request_id, page_size)
             if task is None:
-                task = await self._poll(kind, namespace, row, queue, hold, page_size, request_id)
+                task = await self._poll(kind, namespace, row, queue, hold, page_size, request_id, kinds=kinds)
             if task is not None:
                 self._remember(key, kind, task)
             return task
@@ -253,7 +271,7 @@ class WorkerService:
 
     async def _poll(
         self, kind: str, namespace: str, row: WorkerRow, queue: str, hold: float, page_size: int = 500,
-        poll_id: str | None = None,
+        poll_id: str | None = None, *, kinds: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         types_key = "supported_workflow_types" if kind == "workflow" else "supported_activity_types"
         types = set(row.info.get(types_key) or [])
@@ -261,13 +279,19 @@ class WorkerService:
         def accepts(name: str) -> bool:
             return not types or name in types
 
-        caps = frozenset(c for c in row.info.get("capabilities") or [] if isinstance(c, str))
+        caps = frozenset(c for c in row.info.get("capabilities") or [] if isinstance(c, str)) | kinds
         q = self.engine.queue(kind, namespace, queue)
         end = trio.current_time() + hold
         while True:
             offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps)
             if offer is None:
                 return None
+            special = self.special_claims.get(offer.needs or "")
+            if special is not None:
+                task = special(offer, row.worker_id)
+                if task is not None:
+                    return task
+                continue
             try:
                 with trio.CancelScope(shield=True):
                     task = await self.claim(kind, offer, row.worker_id, page_size, poll_id)

@@ -123,6 +123,7 @@ class WorkflowService:
         self._instances: dict[tuple[str, str], InstanceRow] = {}
         self.search_attributes: Any = None  # SearchAttributeService, set by the node
         self.contracts: Any = None  # WorkerService.declared, set by the node: the workers' command contracts
+        self.validation: Any = None  # UpdateValidationService, set by the node
 
     async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
         key = (namespace, workflow_id)
@@ -352,6 +353,8 @@ class WorkflowService:
         target = await self._target(namespace, workflow_id, run_id)
         if not await self._declared(target, "updates", name):
             return UpdateResult(target, run_id, {"rejected": "unknown_update"}, None, False)
+        if self.validation is not None and target.is_open and await self.validation.required(target, name):
+            await self.validation.validate(target, name, arguments, request_id)  # refuses before anything is recorded
         answer = await self.engine.ask(
             target.run_id,
             m.Update(name=name, arguments=arguments, command_id=ulid(), update_id=ulid(), request_id=request_id),
