@@ -77,6 +77,16 @@ class SequentialThenParallel:
 
 @workflow.defn(name="sleeper")
 class Sleeper:
+    # Signals the cluster tests send only to write to the run (the worker's command contract
+    # declares them, so the server accepts them); the workflow ignores them.
+    @workflow.signal("warm")
+    def warm(self, *args):
+        pass
+
+    @workflow.signal("poke")
+    def poke(self, *args):
+        pass
+
     def run(self, ctx, seconds):
         started = ctx.now()  # the replay clock comes from WorkflowStarted's recorded_at
         yield ctx.sleep(seconds)
