@@ -804,8 +804,10 @@ def _coop_wait(state: RunState, record: Record) -> None:
 def _wt_defer(state: RunState, record: Record) -> None:
     """A prepared attempt's retry (or the server closing it) ends the claim that ran it; the run's
     next task replays it, after the retry's backoff (extended spec §2.3)."""
-    if state.wt is not None and state.wt.task_id == record.data["task"]:
-        state.wt = None
+    if state.wt is not None and state.wt.task_id != record.data["task"]:
+        _set_wake(state, record.at)  # another task (an update's, a fresh one) is there already: it replays this too
+        return
+    state.wt = None
     state.sticky = None
     state.wake = False
     if state.is_open:

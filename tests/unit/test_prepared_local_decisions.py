@@ -208,3 +208,14 @@ def test_a_malformed_descriptor_is_refused_with_its_field_named(raw: dict[str, A
     with pytest.raises(CommandError) as info:
         pl.descriptor(raw, claimed().state)
     assert info.value.status == 422 and field in info.value.errors, info.value.errors
+
+
+def test_the_sweeper_keeps_a_task_that_is_already_waiting_for_a_worker() -> None:
+    run = claimed()
+    prepare(run, start_to_close_timeout=100)
+    run.tick(T0 + 3 + LEASE)  # the worker vanished: its claim's task is offered again
+    waiting = run.state.wt
+    assert waiting is not None and waiting.status == "ready"
+    run.tick(T0 + 104)  # then the attempt's deadline passes
+    assert run.state.events[-1]["event_type"] == "ActivityTimedOut"
+    assert run.state.wt is waiting, "the task already waiting replays the outcome; no second task"
