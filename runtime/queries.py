@@ -21,6 +21,7 @@ from persistence import avro
 from persistence.ids import run_ulid, shard_of_run
 
 from .engine import Engine
+from .ephemeral_tasks import hold_until_answered
 from .errors import ForwardTo, ProtocolError
 from .router import Unreachable
 from .workers import WorkerService
@@ -128,23 +129,14 @@ class QueryService:
         self._answered[qid] = answered
         q = self.engine.queue("query", namespace, queue)
         offer = Offer(body["run_id"], qid, workflow_type)
+
+        def timed_out() -> ProtocolError:
+            log.info("query %s on %s/%s timed out (attempt %d)", body["query_name"], namespace, body["workflow_id"], task.attempt)
+            return ProtocolError(504, "query_worker_timeout", "Timed out waiting for a worker to execute the workflow query.",
+                                 query_task_id=qid)
+
         try:
-            q.offer(offer)
-            while not answered.is_set():
-                now = self.engine.clock.now()
-                if now >= task.deadline:
-                    log.info("query %s on %s/%s timed out (attempt %d)", body["query_name"], namespace, body["workflow_id"], task.attempt)
-                    raise ProtocolError(
-                        504, "query_worker_timeout", "Timed out waiting for a worker to execute the workflow query.",
-                        query_task_id=qid,
-                    )
-                if qt.expire_lease(task, now):
-                    q.offer(offer)  # the worker holding it went quiet; another may answer
-                wake = task.deadline if task.lease_expires is None else min(task.deadline, task.lease_expires)
-                with trio.move_on_after(max(wake - now, 0.01)):
-                    await answered.wait()
-            assert task.outcome is not None
-            return task.outcome
+            return await hold_until_answered(self.engine.clock, q, offer, task, answered, qt.expire_lease, timed_out)
         finally:
             if task.status in ("pending", "leased"):
                 task.status = "timed_out"

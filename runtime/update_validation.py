@@ -21,6 +21,7 @@ from actors.task_queue import Offer
 from persistence.ids import run_ulid, shard_of_run
 
 from .engine import Engine
+from .ephemeral_tasks import hold_until_answered
 from .errors import ForwardTo, ProtocolError
 from .router import Unreachable
 from .workers import STALE_AFTER, WorkerService
@@ -132,21 +133,14 @@ class UpdateValidationService:
         self._answered[vid] = answered
         q = self.engine.queue("workflow", namespace, queue)
         offer = Offer(body["run_id"], vid, workflow_type, needs=vt.NEED)
-        try:
-            q.offer(offer, front=True)  # a caller is waiting: ahead of ordinary workflow tasks
-            while not answered.is_set():
-                now = self.engine.clock.now()
-                if now >= task.deadline:
-                    reason = "update_validation_execution_timeout" if task.claimed else "update_validation_task_not_claimed"
-                    raise ProtocolError(504, reason, "No worker answered the update's validation in time; retry.", retryable=True,
-                                        update_validation_task_id=vid)
-                if vt.expire_lease(task, now):
-                    q.offer(offer, front=True)  # the worker holding it went quiet; another may answer
-                wake = task.deadline if task.lease_expires is None else min(task.deadline, task.lease_expires)
-                with trio.move_on_after(max(wake - now, 0.01)):
-                    await answered.wait()
-            assert task.outcome is not None
-            return task.outcome
+
+        def timed_out() -> ProtocolError:
+            reason = "update_validation_execution_timeout" if task.claimed else "update_validation_task_not_claimed"
+            return ProtocolError(504, reason, "No worker answered the update's validation in time; retry.", retryable=True,
+                                 update_validation_task_id=vid)
+
+        try:  # a caller is waiting: ahead of ordinary workflow tasks
+            return await hold_until_answered(self.engine.clock, q, offer, task, answered, vt.expire_lease, timed_out, front=True)
         finally:
             if task.status in ("pending", "leased"):
                 task.status = "timed_out"

@@ -35,6 +35,14 @@ async def with_worker(
             await task
 
 
+async def current_history(http: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:
+    """Every event of the workflow's current run (``http`` carries the control-plane header)."""
+    run_id = (await http.get(f"/api/workflows/{workflow_id}")).json()["run_id"]
+    r = await http.get(f"/api/workflows/{workflow_id}/runs/{run_id}/history", params={"page_size": 1000})
+    r.raise_for_status()
+    return list(r.json()["events"])
+
+
 def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from durable_workflow import Client, Worker, activity, workflow
 
-from .harness import unique
+from .harness import current_history, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
@@ -55,11 +55,6 @@ class Parent:
 WORKFLOWS, ACTIVITIES = [FlakyChild, Parent], [cr_count]
 
 
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    return list((await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})).json()["events"])
-
-
 async def _scenario(url: str, wid: str, key: str, succeed_on: int, max_attempts: int, backoff: int = 0) -> tuple[object, list, dict]:
     tq = unique("cr")
     async with Client(url) as client, httpx.AsyncClient(base_url=url, headers=CP, timeout=30) as http:
@@ -69,7 +64,7 @@ async def _scenario(url: str, wid: str, key: str, succeed_on: int, max_attempts:
             await client.start_workflow(workflow_type="cr_parent", workflow_id=wid, task_queue=tq,
                                         input=[key, succeed_on, max_attempts, backoff])
             result = await client.get_workflow_handle(wid).result(timeout=60)
-            events = await _history(http, wid)
+            events = await current_history(http, wid)
             child_id = next(e for e in events if e["event_type"] == "ChildWorkflowScheduled")["payload"]["child_workflow_instance_id"]
             runs = (await http.get(f"/api/workflows/{child_id}/runs")).json()
             return result, events, runs
@@ -114,7 +109,7 @@ def test_a_retry_waiting_out_its_backoff_survives_a_server_sigkill(tmp_path: Pat
                 task = asyncio.create_task(worker.run())
                 await client.start_workflow(workflow_type="cr_parent", workflow_id=wid, task_queue=tq, input=[key, 2, 2, 3])
                 for _ in range(600):
-                    if sum(e["event_type"] == "ChildRunStarted" for e in await _history(http, wid)) == 2:
+                    if sum(e["event_type"] == "ChildRunStarted" for e in await current_history(http, wid)) == 2:
                         break
                     await asyncio.sleep(0.05)
                 await worker.stop()

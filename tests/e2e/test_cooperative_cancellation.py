@@ -18,19 +18,12 @@ from durable_workflow import Client, Worker
 from durable_workflow.errors import WorkflowCancelled
 
 from . import coop_workflows
-from .harness import await_until, unique
+from .harness import await_until, current_history, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
-
-
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    r = await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})
-    r.raise_for_status()
-    return list(r.json()["events"])
 
 
 def _types(events: list[dict]) -> list[str]:
@@ -55,7 +48,7 @@ async def _with_worker(url: str, tq: str, body) -> object:  # type: ignore[no-un
 
 async def _started(http: httpx.AsyncClient, wid: str, kind: str) -> None:
     async def seen() -> bool:
-        return kind in _types(await _history(http, wid))
+        return kind in _types(await current_history(http, wid))
 
     await await_until(seen, timeout=30, what=f"{kind} in {wid}'s history")
 
@@ -70,7 +63,7 @@ def test_a_request_reaches_the_blocked_timer_and_the_workflow_cleans_up_under_a_
         again = await client.request_workflow_cancellation(wid, reason="twice")
         result = await handle.result(timeout=60)
         described = (await http.get(f"/api/workflows/{wid}")).json()
-        return first, again, result, described, await _history(http, wid)
+        return first, again, result, described, await current_history(http, wid)
 
     first, again, result, described, events = asyncio.run(_with_worker(server_url, tq, body))
     assert result == "cleanup customer asked"
@@ -99,7 +92,7 @@ def test_an_uncaught_request_stops_the_running_activity_and_closes_the_run_cance
         with pytest.raises(WorkflowCancelled):
             await handle.result(timeout=60)
         described = (await http.get(f"/api/workflows/{wid}")).json()
-        events = await _history(http, wid)
+        events = await current_history(http, wid)
         task_id = next(e for e in events if e["event_type"] == "ActivityStarted")["payload"]["activity_execution_id"]
         return described, events, task_id
 
@@ -120,7 +113,7 @@ def test_wait_cancellation_completed_delivers_only_after_the_activity_stopped(se
         handle = await client.start_workflow(workflow_type="coop_waiting_activity", workflow_id=wid, task_queue=tq)
         await _started(http, wid, "ActivityStarted")
         await handle.request_cancellation()
-        return await handle.result(timeout=60), await _history(http, wid)
+        return await handle.result(timeout=60), await current_history(http, wid)
 
     result, events = asyncio.run(_with_worker(server_url, tq, body))
     assert result == "stopped, then cleaned"
@@ -159,7 +152,7 @@ def test_a_request_survives_a_server_sigkill_and_is_delivered_to_the_condition_w
                     finally:
                         await worker.stop()
                         await task
-                return request, result, await _history(http, wid)
+                return request, result, await current_history(http, wid)
 
         try:
             request, result, events = asyncio.run(scenario())

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from durable_workflow import Client, Worker, activity, workflow
 
-from .harness import await_until, unique
+from .harness import await_until, current_history, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
@@ -54,14 +54,7 @@ class Crashy:
         return [a, b, self.signals[0]]
 
 
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    r = await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})
-    r.raise_for_status()
-    return r.json()["events"]
-
-
-def _check_history(events: list[dict]) -> None:
+def _checkcurrent_history(events: list[dict]) -> None:
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1)), "history has a gap"
     seen = collections.Counter(
         (e["event_type"], e["payload"].get("sequence"), e["payload"].get("condition_wait_id"))
@@ -103,7 +96,7 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
             async def mid_way() -> bool:
                 # Kill only once activities have started and some are still running: a kill
                 # before any progress, or after all of it, would test nothing.
-                before.update({wid: await _history(http, wid) for wid in ids})
+                before.update({wid: await current_history(http, wid) for wid in ids})
                 kinds = collections.Counter(e["event_type"] for h in before.values() for e in h)
                 return 0 < kinds["ActivityCompleted"] < kinds["ActivityScheduled"]
 
@@ -116,13 +109,13 @@ def _crash_scenario(tmp_path: Path, database: str | None) -> None:
             results = {}
             for wid in ids:
                 results[wid] = await client.get_workflow_handle(wid).result(timeout=90, poll_interval=0.25)
-            after = {wid: await _history(http, wid) for wid in ids}
+            after = {wid: await current_history(http, wid) for wid in ids}
             await worker.stop()
             await worker_task
 
         for i, wid in enumerate(ids):
             assert results[wid] == [i, i * 10, f"sig-{i}"], (wid, results[wid])
-            _check_history(after[wid])
+            _checkcurrent_history(after[wid])
             old = before[wid]
             assert [(e["sequence"], e["event_type"], e["payload"]) for e in after[wid][: len(old)]] == [
                 (e["sequence"], e["event_type"], e["payload"]) for e in old

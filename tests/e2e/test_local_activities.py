@@ -16,7 +16,7 @@ import httpx
 import pytest
 from durable_workflow import Client, Worker, activity, workflow
 
-from .harness import await_until, unique
+from .harness import await_until, current_history, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
@@ -87,13 +87,6 @@ WORKFLOWS = [LocalThenRemote, LocalRetrying, LocalFailing, LocalThenWait]
 ACTIVITIES = [la_count, la_flaky, la_greet]
 
 
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    r = await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})
-    r.raise_for_status()
-    return list(r.json()["events"])
-
-
 def _worker(client: Client, tq: str) -> Worker:
     return Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=ACTIVITIES, poll_timeout=2)
 
@@ -115,7 +108,7 @@ def test_a_local_activity_result_reaches_the_workflow_and_is_recorded_as_a_local
     async def body(client: Client, http: httpx.AsyncClient) -> object:
         await client.start_workflow(workflow_type="la_then_remote", workflow_id=wid, task_queue=tq, input=[key])
         result = await client.get_workflow_handle(wid).result(timeout=30)
-        return result, await _history(http, wid)
+        return result, await current_history(http, wid)
 
     result, events = asyncio.run(_run_with_worker(server_url, tq, body))
     assert result == [1, "hello, run 1"]
@@ -137,7 +130,7 @@ def test_local_retries_and_failures_are_recorded_as_the_worker_reported_them(ser
         await client.start_workflow(workflow_type="la_retrying", workflow_id=retried, task_queue=tq, input=[retry_key])
         await client.start_workflow(workflow_type="la_failing", workflow_id=failed, task_queue=tq, input=[fail_key])
         results = [await client.get_workflow_handle(w).result(timeout=30) for w in (retried, failed)]
-        return results, await _history(http, retried), await _history(http, failed)
+        return results, await current_history(http, retried), await current_history(http, failed)
 
     results, retry_events, fail_events = asyncio.run(_run_with_worker(server_url, tq, body))
     assert results == ["ok after 3", "failed: transient 1"]
@@ -199,7 +192,7 @@ def test_a_recorded_local_activity_is_not_run_again_after_a_worker_replacement_a
                     await client.start_workflow(workflow_type="la_then_wait", workflow_id=wid, task_queue=tq, input=[key])
 
                     async def recorded() -> bool:
-                        return any(e["event_type"] == "ActivityCompleted" for e in await _history(http, wid))
+                        return any(e["event_type"] == "ActivityCompleted" for e in await current_history(http, wid))
 
                     await await_until(recorded, timeout=30, what="the local activity's outcome in history")
                     await first.stop()  # the worker that ran it is gone

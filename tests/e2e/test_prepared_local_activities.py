@@ -18,7 +18,7 @@ import pytest
 from durable_workflow import Client, Worker
 
 from . import prepared_workflows as pw
-from .harness import await_until, unique
+from .harness import await_until, current_history, unique
 from .server import ServerProcess
 from .stores import BACKENDS, store
 
@@ -26,13 +26,6 @@ pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 CAPABILITIES = ["cooperative_cancellation", "prepared_local_activities", "prepared_local_activity_groups",
                 "prepared_local_activity_cancellation_policies"]
-
-
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    r = await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})
-    r.raise_for_status()
-    return list(r.json()["events"])
 
 
 def _of(events: list[dict], activity_type: str) -> list[str]:
@@ -60,7 +53,7 @@ def _run(server_url: str, workflow_type: str, ledger: Path, key: str) -> tuple[o
 
     async def body(client: Client, http: httpx.AsyncClient) -> object:
         await client.start_workflow(workflow_type=workflow_type, workflow_id=wid, task_queue=tq, input=[str(ledger), key])
-        return await client.get_workflow_handle(wid).result(timeout=60), await _history(http, wid)
+        return await client.get_workflow_handle(wid).result(timeout=60), await current_history(http, wid)
 
     return asyncio.run(_with_worker(server_url, tq, body))  # type: ignore[return-value]
 
@@ -115,7 +108,7 @@ def test_a_cooperative_request_stops_a_running_local_callback(server_url: str, t
                                              input=[str(ledger), key])
         await await_until(lambda: asyncio.sleep(0, pw.runs(str(ledger), key) == 1), timeout=30, what="the callback to start")
         await handle.request_cancellation(reason="enough")
-        return await handle.result(timeout=60), await _history(http, wid)
+        return await handle.result(timeout=60), await current_history(http, wid)
 
     result, events = asyncio.run(_with_worker(server_url, tq, body))
     assert result == "stopped"
@@ -144,7 +137,7 @@ def test_a_recorded_prepared_step_is_not_run_again_after_a_worker_replacement_an
                                                 input=[str(ledger), key])
 
                     async def waiting() -> bool:
-                        return "ConditionWaitOpened" in [e["event_type"] for e in await _history(http, wid)]
+                        return "ConditionWaitOpened" in [e["event_type"] for e in await current_history(http, wid)]
 
                     await await_until(waiting, timeout=30, what="the workflow to wait after its local step")
                     await first.stop()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from durable_workflow import Client, Worker, activity, workflow
 
-from .harness import await_until, unique
+from .harness import await_until, current_history, unique
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -60,13 +60,6 @@ def _shape(events: list[dict]) -> list[tuple[str, tuple[str, ...]]]:
     return [(e["event_type"], tuple(sorted(e["payload"]))) for e in events]
 
 
-async def _history(http: httpx.AsyncClient, wid: str) -> list[dict]:
-    run_id = (await http.get(f"/api/workflows/{wid}")).json()["run_id"]
-    r = await http.get(f"/api/workflows/{wid}/runs/{run_id}/history", params={"page_size": 1000})
-    r.raise_for_status()
-    return list(r.json()["events"])
-
-
 def test_a_sticky_worker_hits_its_cache_and_leaves_the_history_a_cold_worker_would(server_url: str) -> None:
     async def go() -> tuple[list, dict, list, list]:
         async with Client(server_url) as client, httpx.AsyncClient(base_url=server_url, headers=CP, timeout=30) as http:
@@ -78,7 +71,7 @@ def test_a_sticky_worker_hits_its_cache_and_leaves_the_history_a_cold_worker_wou
                 try:
                     await client.start_workflow(workflow_type="st_steps", workflow_id=wid, task_queue=tq, input=[5])
                     results.append(await client.get_workflow_handle(wid).result(timeout=30))
-                    histories.append(await _history(http, wid))
+                    histories.append(await current_history(http, wid))
                     if sticky:
                         metrics = worker.sticky_cache_metrics()
                 finally:
@@ -103,7 +96,7 @@ def test_another_worker_takes_over_a_sticky_run_with_a_cold_replay(server_url: s
             await client.start_workflow(workflow_type="st_wait", workflow_id=wid, task_queue=tq, input=[])
 
             async def waiting() -> bool:
-                return any(e["event_type"] == "ConditionWaitOpened" for e in await _history(http, wid))
+                return any(e["event_type"] == "ConditionWaitOpened" for e in await current_history(http, wid))
 
             await await_until(waiting, timeout=30, what="the run parked on its wait, cached by the first worker")
             await first.stop()
