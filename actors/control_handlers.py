@@ -8,7 +8,7 @@ from typing import Any
 
 from persistence.journal import ConflictError
 
-from . import decide_control, views
+from . import decide_control, message_streams, views
 from . import messages as m
 from .emit import Emitter, started_records
 from .errors import ProtocolError
@@ -45,6 +45,20 @@ class ControlHandlers(ActorParts):
         command_id = msg.command_id or self.host.ids.ulid(now)
         em = decide_control.cancel_or_terminate(s, msg.kind, msg.reason, command_id, now)
         return await self._commit_command(em, request_id, command_id)
+
+    async def _on_append_message(self, msg: m.AppendMessage) -> dict[str, Any]:
+        s = self.state
+        if not s.is_open:
+            return {"rejected": "run_not_active"}
+        em, position, duplicate = message_streams.append(s, msg.stream, msg.message_id, msg.payload, msg.command_id,
+                                                         self.host.clock.now())
+        if not duplicate:
+            if history_full(s, self.host.limits):
+                return {"rejected": "history_limit_exceeded"}
+            if signals_full(s, self.host.limits):
+                return {"rejected": "pending_signal_limit_exceeded"}
+            await self.commit(em)
+        return {"position": position, "duplicate": duplicate}
 
     async def _on_update(self, msg: m.Update) -> dict[str, Any]:
         s = self.state
@@ -110,6 +124,8 @@ class ControlHandlers(ActorParts):
             now = self.host.clock.now()
             em = Emitter(self.state, now)
             em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
+            if msg.meta.get("message_streams"):  # a continuation: its streams' cursors and unread messages first
+                em.records.extend(message_streams.seed_records(msg.meta, len(em.records) + 1, msg.meta["started_at"]))
             em.instances.append(msg.instance)
             try:
                 await self.commit(em)

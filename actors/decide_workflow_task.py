@@ -9,7 +9,7 @@ from persistence import avro
 from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
-from . import decide_cancellation, local_activities, memo
+from . import decide_cancellation, local_activities, memo, message_streams
 from .closing import closure_effects, timer_payload
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Emitter, NewRun, blob_of, new_run_meta, par_fields
@@ -132,13 +132,15 @@ def _defer_due_condition_timeout(state: RunState, em: Emitter) -> None:
 
 def complete(
     state: RunState, task_id: str, raw_commands: Any, now: float, limits: Limits = DEFAULT_LIMITS, ids: IdSource = RANDOM_IDS,
-    sticky: dict[str, Any] | None = None,
+    sticky: dict[str, Any] | None = None, cursors: Any = None,
 ) -> Emitter:
     """``sticky``: the completion's ``sticky_cache`` with ``ttl`` (seconds) as the server allows it."""
     # A cooperative worker may complete with no command: it delivered the request, or its
     # prepared local calls already recorded the steps (extended spec §2.4, §5.4).
     commands = validate_commands(raw_commands, allow_empty=state.coop is not None or prepared_claim(state))
+    consumed = message_streams.parse_cursors(cursors)
     em = Emitter(state, now, workflow_task_id=task_id, ids=ids)
+    message_streams.advance(state, em, consumed)  # how far the workflow read its message streams (§7.1)
     wt = state.wt
     affinity = sticky_fields(state, task_id, sticky, now)
     if wt is not None and wt.update_id is not None:
@@ -185,6 +187,8 @@ def complete(
             _TERMINAL_APPLY[ctype](state, em, cmd, step)
     if not closes:  # closing a run may always be recorded, whatever its length
         check_history(state, sum(1 for record in em.records if record.is_history), limits)
+    if not closes:
+        message_streams.release(state, em)  # the stream a new wait listens to gets its next held message
     em.internal("wt_done", task=task_id, **({} if closes else affinity))
     if closes:
         closure_effects(state, em)
@@ -515,6 +519,8 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
         shard=shard,
         shard_count=count,
     )
+    if state.streams:
+        new_meta["message_streams"] = message_streams.carry(state, em)
     em.event(
         "WorkflowContinuedAsNew",
         {

@@ -118,6 +118,7 @@ class CompleteWorkflowTask(Message):
     attempt: Any
     commands: Any
     sticky: dict[str, Any] | None = None  # the sticky_cache claim, its ttl capped by the server (§12)
+    cursors: Any = None  # message_stream_cursors: how far the workflow read its message streams (§7.1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +180,17 @@ class Signal(Message):
     arguments: Any
     command_id: str
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendMessage(Message):
+    """A message appended to one of the run's instance's message streams (extended spec §7.1)."""
+
+    KIND: ClassVar[str] = "append_message"
+    stream: str
+    message_id: str
+    payload: dict[str, Any]
+    command_id: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -302,6 +302,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_fail_activity(message)
             case m.ActivityHeartbeat():
                 return await self._on_activity_heartbeat(message)
+            case m.AppendMessage():
+                return await self._on_append_message(message)
             case m.RequestCancellation():
                 return await self._on_request_cancellation(message)
             case m.ClaimOp(op="deliver_cancellation"):

@@ -176,6 +176,9 @@ class RunState:
     # Latest heartbeat of each activity execution (extended spec §14): execution id ->
     # {last_heartbeat_at, last_heartbeat_progress, attempts: {n: {last_heartbeat_at, last_heartbeat_progress}}}.
     heartbeats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Message streams (extended spec §7.1): stream -> {next, ids: {message id: position}, cursor,
+    # pending: {position: message}} — pending are the messages above the consumed cursor.
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # prepared-prefix checkpoint id -> receipt
 
     @property
@@ -520,12 +523,52 @@ def _cond_satisfied(state: RunState, record: Record) -> None:
 
 
 def _signal(state: RunState, record: Record) -> None:
+    if "msg" in record.extra or "msg_seed" in record.extra:
+        _stream_message(state, record.extra)
     sequence = _sequence(record)
     state.last_signal = {"signal_name": record.payload["signal_name"], "workflow_signal_id": record.payload["signal_id"]}
     state.last_signal_h = sequence
     state.unseen_signals.append(sequence)
     if state.cond is not None:
+        state.cond["received"] = True  # a message stream records at most one message per wait
         _set_wake(state, record.at)
+
+
+def _stream_message(state: RunState, extra: dict[str, Any]) -> None:
+    if "msg_seed" in extra:  # a continuation inherits the stream's counter, ids and cursor
+        seed = extra["msg_seed"]
+        state.streams[seed["stream"]] = {"next": seed["next"], "ids": dict(seed["ids"]), "cursor": seed["cursor"], "pending": {},
+                                         "held": []}
+        return
+    msg = extra["msg"]
+    stream = _stream(state, msg["stream"])
+    stream["ids"][msg["id"]] = msg["position"]
+    stream["next"] = max(stream["next"], msg["position"] + 1)
+    stream["held"] = [m for m in stream["held"] if m["id"] != msg["id"]]
+    if msg["position"] > stream["cursor"]:
+        stream["pending"][msg["position"]] = {"id": msg["id"], "position": msg["position"], "payload": msg["payload"]}
+
+
+def _stream(state: RunState, name: str) -> dict[str, Any]:
+    stream = state.streams.setdefault(name, {"next": 1, "ids": {}, "cursor": 0, "pending": {}, "held": []})
+    stream.setdefault("held", [])
+    return stream
+
+
+def _msg_held(state: RunState, record: Record) -> None:
+    """A message waiting for its stream's next wait (actors.message_streams)."""
+    data = record.data
+    stream = _stream(state, data["stream"])
+    stream["ids"][data["id"]] = data["position"]
+    stream["next"] = max(stream["next"], data["position"] + 1)
+    stream["held"].append({"id": data["id"], "position": data["position"], "payload": data["payload"]})
+
+
+def _msg_cursor(state: RunState, record: Record) -> None:
+    stream = state.streams.get(record.data["stream"])
+    if stream is not None and record.data["through"] > stream["cursor"]:
+        stream["cursor"] = record.data["through"]
+        stream["pending"] = {p: m for p, m in stream["pending"].items() if p > stream["cursor"]}
 
 
 def _update_accepted(state: RunState, record: Record) -> None:
@@ -838,6 +881,8 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "act_release": _act_release,
     "act_late": _act_late,
     "act_hb": _act_hb,
+    "msg_cursor": _msg_cursor,
+    "msg_held": _msg_held,
     "command": _command,
     "coop_wait": _coop_wait,
     "wt_defer": _wt_defer,

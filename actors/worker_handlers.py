@@ -134,7 +134,7 @@ class WorkerPlaneHandlers(ActorParts):
         now = self.host.clock.now()
         task_id, attempt = msg.task_id, msg.attempt
         await self._guard_wt(task_id, msg.owner, attempt, now)
-        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids, msg.sticky)
+        em = decide_workflow_task.complete(s, task_id, msg.commands, now, self.host.limits, self.host.ids, msg.sticky, msg.cursors)
         await self.commit(em)
         created = [r.run_id for r in em.new_runs]
         if s.wt is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from actors import message_streams
 from actors.limits import search_attribute_problem
 from persistence import avro
 from persistence.ids import iso
@@ -333,6 +334,21 @@ def _register_commands(api: Api, prefix: str, scoped: bool) -> None:
 
     request_cancellation.__name__ = f"request_cancellation{suffix}"
     api.endpoint(f"{prefix}/request-cancellation", "POST", Route("control", "request_cancellation"), OPERATOR)(request_cancellation)
+
+    if not scoped:
+
+        @api.endpoint(f"{prefix}/message-streams/<stream>/messages", "POST", Route("control"), OPERATOR)
+        async def append_message(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+            stream = ctx.args["stream"]
+            problem = message_streams.check_name(stream)
+            if problem:
+                raise validation("stream_name", problem + ".")
+            req = schemas.parse(schemas.AppendMessage, ctx.body)
+            payload = _input(req.input) if req.input is not None else avro.envelope([])
+            result = await node.workflows.append_message(ctx.namespace, ctx.args["workflow_id"], stream, req.message_id, payload)
+            limits = node.engine.limits
+            return views.message_appended(result, stream, req.message_id, history_limit=limits.history_events,
+                                          pending_signal_limit=limits.pending_signals)
 
     for kind in ("cancel", "terminate"):
 

@@ -99,6 +99,23 @@ class Signal(_Model):
         return _check_envelope(v, "input")
 
 
+class AppendMessage(_Model):
+    message_id: Annotated[str, Field(min_length=1, max_length=255)]
+    input: Any = None
+
+    @field_validator("message_id")
+    @classmethod
+    def _id_bytes(cls, v: str) -> str:
+        if len(v.encode()) > 255:
+            raise ValueError("message_id is at most 255 bytes")
+        return v
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
+
+
 class Update(_Model):
     input: Any = None
     request_id: Str255 | None = None
@@ -274,6 +291,8 @@ class StickyCache(_Model):
 class CompleteWorkflowTask(TaskLease):
     commands: list[Any]
     sticky_cache: StickyCache | None = None
+    message_stream_cursors: list[Any] | None = None  # checked by the run (actors.message_streams)
+    message_stream_waits: list[Any] | None = None  # advisory: the run's condition wait governs wake-ups
 
 
 class Failure(BaseModel):

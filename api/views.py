@@ -188,6 +188,27 @@ def signalled(result: CommandResult, name: str, *, history_limit: int, pending_s
     return 202, {**body, "outcome": "signal_received", "command_sequence": result.answer["sequence"]}
 
 
+def message_appended(result: CommandResult, stream: str, message_id: str, *, history_limit: int,
+                     pending_signal_limit: int) -> Answer:
+    """Extended spec §7.1: 202 with the message's position, 200 for a repeated message id."""
+    answer = result.answer
+    body = {"workflow_id": result.target.workflow_id, "run_id": result.target.run_id, "stream_name": stream,
+            "message_id": message_id}
+    rejected = answer.get("rejected")
+    if rejected == "history_limit_exceeded":
+        raise _history_full(body, history_limit)
+    if rejected == "pending_signal_limit_exceeded":
+        raise ProtocolError(422, "pending_signal_limit_exceeded",
+                            f"The run already holds {pending_signal_limit} messages and signals its workflow has not processed yet; "
+                            "retry once it catches up.", limit=pending_signal_limit, **body)
+    if rejected is not None:
+        return 409, {**body, "outcome": "rejected_not_active", "reason": "run_not_active",
+                     "message": "The workflow run is no longer active."}
+    duplicate = bool(answer["duplicate"])
+    return (200 if duplicate else 202), {**body, "position": answer["position"], "duplicate": duplicate,
+                                         "outcome": "message_appended"}
+
+
 def _unknown(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
     """No worker of the run's queue declares this name for its workflow type (control-plane §4.6)."""
     return {

@@ -184,7 +184,7 @@ def _register_workflow_tasks(api: Api) -> None:
             node.workers.note_sticky_metrics(ctx.namespace, claim.worker_id, claim.metrics)
         return 200, await _ask(api, task_id, m.CompleteWorkflowTask(
             namespace=ctx.namespace, task_id=task_id, owner=req.lease_owner, attempt=req.workflow_task_attempt,
-            commands=req.commands, sticky=sticky,
+            commands=req.commands, sticky=sticky, cursors=req.message_stream_cursors,
         ))
 
     @api.endpoint("/api/worker/workflow-tasks/<task_id>/deliver-cancellation", "POST", W, WORKER)

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from actors import message_streams
 from actors import messages as m
 from actors.emit import new_run_meta
 from actors.run_actor import RunNotFound
@@ -332,12 +333,20 @@ class WorkflowService:
         self, namespace: str, workflow_id: str, name: str, arguments: Any, run_id: str | None, request_id: str | None = None
     ) -> CommandResult:
         target = await self._target(namespace, workflow_id, run_id)
-        if not await self._declared(target, "signals", name):
+        if name == message_streams.RESERVED or not await self._declared(target, "signals", name):  # §7.1: not a signal
             return CommandResult(target, run_id, {"rejected": "unknown_signal"})
         answer = await self.engine.ask(
             target.run_id, m.Signal(name=name, arguments=arguments, command_id=ulid(), request_id=request_id)
         )
         return CommandResult(target, run_id, answer)
+
+    async def append_message(self, namespace: str, workflow_id: str, stream: str, message_id: str, payload: Any) -> CommandResult:
+        """A message for the instance's current run (extended spec §7.1)."""
+        target = await self._target(namespace, workflow_id, None)
+        answer = await self.engine.ask(
+            target.run_id, m.AppendMessage(stream=stream, message_id=message_id, payload=payload, command_id=ulid())
+        )
+        return CommandResult(target, None, answer)
 
     async def _declared(self, target: m.RunView, kind: str, name: str) -> bool:
         """Whether the workers' command contracts allow ``name`` (true when they report none)."""

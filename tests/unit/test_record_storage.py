@@ -262,9 +262,20 @@ def _prepared(seen: list[Record]) -> None:
     assert desc()["execution_mode"] == "local"
 
 
+def _streams(seen: list[Record]) -> None:
+    from tests.unit.test_message_stream_decisions import _complete_with_cursor, append, wait
+
+    run = RecordingRun(seen)
+    append(run, "m-1")  # msg_held
+    append(run, "m-2")
+    run.turn([wait(0)], T0 + 3)
+    run.claim(T0 + 4)
+    run.commit(_complete_with_cursor(run, 1, [wait(1)], T0 + 4))  # msg_cursor
+
+
 def _decision_records() -> list[Record]:
     seen: list[Record] = []
-    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared):
+    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared, _streams):
         scenario(seen)
     return seen
 
