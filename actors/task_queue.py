@@ -38,12 +38,12 @@ STICKY_WINDOW = 5.0  # seconds a sticky task waits for its own worker before any
 
 class _Waiter:
     __slots__ = ("accepts", "caps", "event", "offer", "worker")
+    event: trio.Event  # set when it parks: a poll that finds a task in the backlog needs none
 
     def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str]) -> None:
         self.accepts = accepts
         self.worker = worker
         self.caps = caps
-        self.event = trio.Event()
         self.offer: Offer | None = None
 
     def takes(self, offer: Offer) -> bool:
@@ -133,6 +133,7 @@ class TaskQueue:
             offer = self._take_backlog(waiter)
             if offer is not None or trio.current_time() >= end or draining.is_set():
                 return offer
+            waiter.event = trio.Event()
             self.waiters.append(waiter)
             try:
                 with trio.move_on_at(min(end, self._next_release())):  # a held task may become anyone's

@@ -25,6 +25,12 @@ def _closing(response: Response) -> Response:
     return response
 
 
+SUBMITS = {  # op -> (the queue kind whose home holds it, the node's service, the reason when it moved)
+    "query_submit": ("query", "queries", "query_task_queue_unavailable"),
+    "validation_submit": ("workflow", "validation", "update_validation_task_queue_unavailable"),
+}
+
+
 async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
     """One node call, run here: offers, claims, run starts, terminal info, query submissions, posts."""
     engine = node.engine
@@ -63,21 +69,12 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
             return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}
         except (NotOwner, RunNotFound, RunUnavailable):
             return {"info": None}
-    if op == "query_submit":
-        if not engine.router.is_local_queue("query", call["namespace"], call["queue"]):
-            return {"error": {"status": 503, "reason": "query_task_queue_unavailable",
-                              "message": "The task queue moved to another node; retry shortly."}}
+    if op in SUBMITS:  # an ephemeral task held on this queue's home until a worker answers (the call stays open)
+        kind, service, moved = SUBMITS[op]
+        if not engine.router.is_local_queue(kind, call["namespace"], call["queue"]):
+            return {"error": {"status": 503, "reason": moved, "message": "The task queue moved to another node; retry shortly."}}
         try:
-            outcome = await node.queries.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
-        except ProtocolError as exc:
-            return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
-        return {"outcome": outcome}
-    if op == "validation_submit":
-        if not engine.router.is_local_queue("workflow", call["namespace"], call["queue"]):
-            return {"error": {"status": 503, "reason": "update_validation_task_queue_unavailable",
-                              "message": "The task queue moved to another node; retry shortly."}}
-        try:
-            outcome = await node.validation.submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
+            outcome = await getattr(node, service).submit(call["namespace"], call["queue"], call["workflow_type"], dict(call["body"]))
         except ProtocolError as exc:
             return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
         return {"outcome": outcome}
