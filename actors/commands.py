@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from . import local_activities, memo
+from . import local_activities, memo, workflow_streams
 from .errors import CommandError
 
 __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
@@ -242,7 +242,10 @@ def _side_effect(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     result = cmd.get("result")
     if not (isinstance(result, str) and result) and not isinstance(result, dict):
         raise _invalid(f"{path}.result", "The result field must be a non-empty blob string.")
-    return {"type": "record_side_effect", "result": result}
+    out: dict[str, Any] = {"type": "record_side_effect", "result": result}
+    if cmd.get("workflow_stream") is not None:  # an operation on one of the run's output streams (extended §7.2)
+        out["workflow_stream"] = workflow_streams.check_directive(cmd["workflow_stream"], f"{path}.workflow_stream")
+    return out
 
 
 def _version_marker(cmd: dict[str, Any], path: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from persistence import avro
 from persistence.ids import iso, shard_of
 from persistence.vocabulary import STOPPED_STATUSES, activity_execution_id
 
-from . import decide_cancellation, local_activities, memo, message_streams
+from . import decide_cancellation, local_activities, memo, message_streams, workflow_streams
 from .closing import closure_effects, timer_payload
 from .commands import STEP_COMMANDS, UPDATE_COMMANDS, CommandError, validate_commands
 from .emit import AVRO_NULL_BLOB, Emitter, NewRun, blob_of, new_run_meta, par_fields
@@ -161,6 +161,7 @@ def complete(
     closes = False
     duplicates = _check_groups(state, commands)
     check_completion(state, [c for i, c in enumerate(commands) if i not in duplicates], limits)
+    workflow_streams.annotate(state.wstreams, [c for i, c in enumerate(commands) if i not in duplicates], limits.stream_items)
     updated: set[str] = set()
     for i, cmd in enumerate(commands):
         ctype = cmd["type"]
@@ -396,7 +397,12 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
 
 
 def _side_effect(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:
-    em.event("SideEffectRecorded", {"sequence": seq, "result": cmd["result"], "payload_codec": "avro"})
+    payload = {"sequence": seq, "result": cmd["result"], "payload_codec": "avro"}
+    if "workflow_stream" in cmd:  # the fold applies the operation unless the decision skipped it (extended §7.2)
+        payload["workflow_stream"] = cmd["workflow_stream"]
+        if cmd.get("stream_outcome"):
+            payload["workflow_stream_outcome"] = cmd["stream_outcome"]
+    em.event("SideEffectRecorded", payload)
 
 
 def _version_marker(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:

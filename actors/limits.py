@@ -28,6 +28,7 @@ class Limits:
     history_events: int = 50_000
     pending_signals: int = 5000
     parked_polls_per_queue: int = 1000
+    stream_items: int = 10_000  # items a run's workflow streams hold together (extended spec §7.2)
 
 
 DEFAULT = Limits()

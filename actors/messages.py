@@ -321,6 +321,34 @@ class ReadHeartbeats(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadStreams(Message):
+    """The run's workflow streams (``stream`` None), or one stream's page from ``start`` (extended §7.2)."""
+
+    KIND: ClassVar[str] = "read_streams"
+    stream: str | None = None
+    start: int | None = None  # a page of items from this offset; None: the description only
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamAppend(Message):
+    """A client's items for one of the run's workflow streams (validated, normalised)."""
+
+    KIND: ClassVar[str] = "stream_append"
+    stream: str
+    items: list[dict[str, Any]]
+    max_pending: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamClose(Message):
+    KIND: ClassVar[str] = "stream_close"
+    stream: str
+    error_reason: str | None = None
+    retention: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadActivity(Message):
     """The state of one activity execution (by its execution id), for the timeout pass."""
 
@@ -413,6 +441,19 @@ class HistoryPage:
 @dataclass(frozen=True, slots=True)
 class UpdateView:
     record: dict[str, Any] | None
+    changed: trio.Event
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsView:
+    """Stream descriptions (and a page); ``changed`` fires at the run's next commit or stop."""
+
+    workflow_id: str
+    run_id: str
+    streams: list[dict[str, Any]]
+    items: list[dict[str, Any]]
+    next_offset: int
+    terminal: bool
     changed: trio.Event
 
 

@@ -19,6 +19,7 @@ from persistence.vocabulary import activity_execution_id, encode_offset
 
 from . import decide_workflow_task as dwt
 from . import local_activities as la
+from . import workflow_streams
 from .commands import _parallel, validate_commands
 from .decide_cancellation import advance_horizon, cancel_local_step
 from .emit import Emitter, blob_of, par_fields
@@ -407,6 +408,7 @@ def checkpoint(state: RunState, body: dict[str, Any], now: float, lease: float, 
             raise la._invalid(f"commands.{i}.type", f"A {'group' if group else 'checkpoint'} cannot carry {cmd['type']}.")
     check_completion(state, others, limits)
     check_history(state, len(raw), limits)
+    workflow_streams.annotate(state.wstreams, others, limits.stream_items)
     pending = iter(others)
     step = start - 1
     locals_out: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_time, journal_retry, views
+from . import decide_time, journal_retry, views, workflow_streams
 from . import messages as m
 from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
@@ -34,11 +34,12 @@ from .run_state import RunState, fold
 from .task_queue import Offer
 from .views import run_row
 from .worker_handlers import WorkerPlaneHandlers
+from .workflow_stream_handlers import WorkflowStreamHandlers
 
 __all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
-READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats)  # answered by read_now
+READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats, m.ReadStreams)  # answered by read_now
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
@@ -68,7 +69,7 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
     return state, damage
 
 
-class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, PreparedLocalHandlers):
+class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, PreparedLocalHandlers, WorkflowStreamHandlers):
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024, *, fresh: bool = False) -> None:
         self.run_id = run_id
         self.host = host
@@ -151,6 +152,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 "request with 409 run_journal_unreadable and gets no tasks or timers",
                 self.run_id, len(self.damage), "; ".join(self.damage[:3]),
             )
+        workflow_streams.mark_loaded(state.wstreams)
         self.state = state
         self.visible = len(state.events)
         self.ready = True
@@ -236,6 +238,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return self._on_terminal_info()
             case m.ReadHeartbeats():
                 return copy.deepcopy(self.state.heartbeats)
+            case m.ReadStreams():
+                return self._on_read_streams(message)
         raise TypeError(f"not a read: {type(message).__name__}")
 
     async def _handle(self, letter: Letter) -> None:
@@ -326,7 +330,11 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_runs_started(message)
             case m.PendingStart():
                 return self.start_message(message.run_id)
-            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats():
+            case m.StreamAppend():
+                return await self._on_stream_append(message)
+            case m.StreamClose():
+                return await self._on_stream_close(message)
+            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats() | m.ReadStreams():
                 return self._read(message)
         raise TypeError(f"RunActor has no handler for {type(message).__name__}")
 

@@ -17,6 +17,7 @@ from typing import Any
 from persistence.ids import iso
 from persistence.vocabulary import TERMINAL_STATUSES, workflow_task_id
 
+from . import workflow_streams
 from .records import Record
 
 TERMINAL = TERMINAL_STATUSES
@@ -180,6 +181,9 @@ class RunState:
     # pending: {position: message}} — pending are the messages above the consumed cursor.
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # prepared-prefix checkpoint id -> receipt
+    # Workflow streams (extended spec §7.2): the run's output streams, stream name -> its items
+    # and lifecycle (actors.workflow_streams).
+    wstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -504,6 +508,15 @@ def _marker(kind: str) -> Callable[[RunState, Record], None]:
     return apply
 
 
+def _side_effect(state: RunState, record: Record) -> None:
+    _side_effect_step(state, record)
+    if "workflow_stream" in record.payload:
+        workflow_streams.fold_directive(state.wstreams, record.payload, record.at)
+
+
+_side_effect_step = _marker("side_effect")
+
+
 def _cond_opened(state: RunState, record: Record) -> None:
     payload = record.payload
     state.cond = {
@@ -714,7 +727,7 @@ _EVENT_FOLDS: dict[str, Any] = {
     "ChildRunFailed": _child_resolved,
     "ChildRunCancelled": _child_resolved,
     "ChildRunTerminated": _child_resolved,
-    "SideEffectRecorded": _marker("side_effect"),
+    "SideEffectRecorded": _side_effect,
     "VersionMarkerRecorded": _marker("version_marker"),
     "SearchAttributesUpserted": _marker("search_attributes"),
     "MemoUpserted": _marker("memo"),
@@ -888,6 +901,10 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "wt_defer": _wt_defer,
     "checkpoint": _checkpoint,
     "act_ack": _act_ack,
+    "ws_append": lambda state, record: workflow_streams.fold_append(
+        state.wstreams, record.data["stream"], record.data["items"], "client", None, record.at),
+    "ws_close": lambda state, record: workflow_streams.fold_close(
+        state.wstreams, record.data["stream"], record.data.get("error_reason"), record.data.get("retention"), record.at),
     "repair_wake": lambda state, record: _set_wake(state, record.at),  # an operator's repair pass
     "run_started": lambda state, record: state.pending_starts.pop(record.data["run"], None),  # its first commit is in
 }

@@ -13,7 +13,15 @@ from quart_trio import QuartTrio
 
 from runtime.node import Node
 
-from . import control_routes, internal_routes, openapi, operator_routes, schedule_routes, worker_routes
+from . import (
+    control_routes,
+    internal_routes,
+    openapi,
+    operator_routes,
+    schedule_routes,
+    stream_routes,
+    worker_routes,
+)
 from .endpoints import Api, Ctx
 from .envelope import Route
 from .fast_path import FastPath
@@ -22,6 +30,7 @@ from .fast_path import FastPath
 def create_app(node: Node) -> QuartTrio:
     api = Api(node)
     control_routes.register(api)
+    stream_routes.register(api)
     schedule_routes.register(api)
     operator_routes.register(api)
     worker_routes.register(api)

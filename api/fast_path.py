@@ -30,9 +30,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 HOT_CONTROL = frozenset({
-    "start_post", "describe_get", "describe_run_get", "history_get", "signal_post", "signal_run_post",
+    "start_post", "describe_get", "describe_run_get", "history_get", "signal_post", "signal_run_post", "read_workflow_stream_get",
 })
-PARKING = frozenset({"poll_workflow_post", "poll_activity_post", "poll_query_post"})  # may wait for work
+PARKING = frozenset({"poll_workflow_post", "poll_activity_post", "poll_query_post", "read_workflow_stream_get"})  # may wait for work
 BODY_TIMEOUT = 60.0  # as Quart's BODY_TIMEOUT for the other routes
 TIMEOUT_BODY = {"message": "The request body did not arrive in time.", "reason": "bad_request"}
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from actors import workflow_streams
 from actors.commands import MAX_DURATION_SECONDS
 from runtime.errors import ProtocolError
 
@@ -161,6 +162,34 @@ class RequestCancellation(_Model):
     reason: Annotated[str, Field(max_length=1000)] | None = None
     cleanup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None
     request_id: Str255 | None = None
+
+
+class StreamItem(_Model):
+    """One item for a workflow stream: a payload envelope or a payload reference (extended §7.2)."""
+
+    payload: dict[str, Any] | None = None
+    payload_reference: str | None = None
+    payload_codec: str | None = None
+    idempotency_key: str | None = None
+    item_type: str | None = None
+    content_type: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> StreamItem:
+        problem = workflow_streams.item_problem(self.model_dump(exclude_none=True))
+        if problem is not None:
+            raise ValueError(problem[1])
+        return self
+
+
+class AppendStreamItems(_Model):
+    items: Annotated[list[StreamItem], Field(min_length=1, max_length=workflow_streams.MAX_ITEMS_PER_APPEND)]
+    max_pending_items: Annotated[int, Field(ge=1)] | None = None
+
+
+class CloseStream(_Model):
+    error_reason: Annotated[str, Field(min_length=1, max_length=workflow_streams.MAX_REASON_CHARS)] | None = None
+    retention_seconds: Annotated[int, Field(ge=1, le=workflow_streams.MAX_RETENTION_SECONDS)] | None = None
 
 
 class CreateNamespace(_Model):

@@ -116,6 +116,8 @@ class Config:
     max_history_events: int = 50_000
     max_pending_signals: int = 5000
     max_parked_polls_per_queue: int = 1000
+    max_parked_stream_reads: int = 1000  # workflow-stream tails waiting on one node (extended spec §7.2)
+    max_stream_items_per_run: int = 10_000
     export_signing_key: str | None = None
     export_signing_key_id: str | None = None
     query_max_pending: int = 1024
@@ -170,6 +172,8 @@ class Config:
             max_history_events=_int("DW_MAX_HISTORY_EVENTS", 50_000),
             max_pending_signals=_int("DW_MAX_PENDING_SIGNALS", 5000),
             max_parked_polls_per_queue=_int("DW_MAX_PARKED_POLLS_PER_QUEUE", 1000),
+            max_parked_stream_reads=_int("DW_MAX_PARKED_STREAM_READS", 1000),
+            max_stream_items_per_run=_int("DW_MAX_STREAM_ITEMS_PER_RUN", 10_000),
             query_timeout=float(_int("DW_QUERY_TASK_TIMEOUT", _int("DW_WORKER_POLL_TIMEOUT", 30))),
             export_signing_key=_env("DW_HISTORY_EXPORT_SIGNING_KEY"),
             export_signing_key_id=_env("DW_HISTORY_EXPORT_SIGNING_KEY_ID"),
@@ -206,6 +210,7 @@ class Config:
             history_events=self.max_history_events,
             pending_signals=self.max_pending_signals,
             parked_polls_per_queue=self.max_parked_polls_per_queue,
+            stream_items=self.max_stream_items_per_run,
         )
 
     @property

@@ -31,6 +31,7 @@ from .search_attributes import SearchAttributeService
 from .system_ops import SystemOps
 from .update_validation import UpdateValidationService
 from .workers import WorkerService
+from .workflow_streams import WorkflowStreamService
 from .workflows import WorkflowService
 
 log = logging.getLogger("dw.node")
@@ -78,6 +79,7 @@ class Node:
         )
         self.engine.limits = cfg.limits
         self.workflows = WorkflowService(self.engine)
+        self.streams = WorkflowStreamService(self.workflows, cfg.max_parked_stream_reads)
         self.workers = WorkerService(self.engine)
         self.workflows.contracts = self.workers.declared
         self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))

@@ -113,3 +113,63 @@ async def test_prepared_local_routes_refuse_bad_input_and_write_nothing(http: Cl
                  "lease_owner_mismatch")
     assert await history(http, t.workflow_id, t.run_id) == before
     assert (await complete(http, t, TIMER_60)).status_code == 200, "the task is still leased to its worker"
+
+
+async def test_workflow_stream_routes_refuse_bad_input_and_write_nothing(http: Client) -> None:
+    wf = unique("wf-ws")
+    run_id = await start(http, wf)
+    base = f"/api/workflows/{wf}/runs/{run_id}/streams"
+    item = {"payload": ENV, "idempotency_key": "k"}
+    assert (await http.post(f"{base}/out/items", json={"items": [item]}, headers=CP)).status_code == 200
+    before = await history(http, wf, run_id)
+    state = (await http.get(f"{base}/out", headers=CP)).json()["stream"]
+    control_error(await http.post(f"{base}/out/items", content=b"{nope", headers={**CP, **JSON}), 400, "malformed_json")
+    for body, field in (({}, "items"), ({"items": []}, "items"), ({"items": "x"}, "items"), ({"items": [{}]}, "items.0"),
+                        ({"items": [{"payload": {"blob": "x"}}]}, "items.0"), ({"items": [{"payload": ENV, "item_type": 7}]}, "items.0"),
+                        ({"items": [{"payload": ENV, "idempotency_key": "k" * 256}]}, "items.0"),
+                        ({"items": [item] * 501}, "items"), ({"items": [item], "max_pending_items": 0}, "max_pending_items")):
+        r = await http.post(f"{base}/out/items", json=body, headers=CP)
+        errors = control_error(r, 422, "validation_failed")
+        validation_fields(errors)
+        assert any(k.startswith(field) for k in errors["errors"]), (body, r.text)
+    for query, field in (({"from": "-1"}, "from"), ({"max_items": "0"}, "max_items"), ({"max_items": "501"}, "max_items"),
+                         ({"wait_seconds": "61"}, "wait_seconds"), ({"from": "x"}, "from")):
+        validation_fields(control_error(await http.get(f"{base}/out/items", params=query, headers=CP), 422, "validation_failed"), field)
+    for body, field in (({"error_reason": ""}, "error_reason"), ({"retention_seconds": 0}, "retention_seconds"),
+                        ({"error_reason": 5}, "error_reason")):
+        validation_fields(control_error(await http.post(f"{base}/out/close", json=body, headers=CP), 422, "validation_failed"), field)
+    validation_fields(control_error(await http.get(f"{base}/bad%01name", headers=CP), 422, "validation_failed"), "stream_name")
+    control_error(await http.get(f"{base}/ghost", headers=CP), 404, "stream_not_found")
+    control_error(await http.post(f"{base}/ghost/close", json={}, headers=CP), 404, "stream_not_found")
+    control_error(await http.get(f"/api/workflows/{wf}/runs/{fake_run_id()}/streams", headers=CP), 404, "run_not_found")
+    other = unique("wf-ws")
+    other_run = await start(http, other)
+    control_error(await http.get(f"/api/workflows/{wf}/runs/{other_run}/streams/out", headers=CP), 404, "run_not_found")
+    control_error(await http.get(f"/api/workflows/{unique('ghost')}/runs/{run_id}/streams", headers=CP), 404, "instance_not_found")
+    ns = unique("ns-ws")
+    assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
+    control_error(await http.get(f"{base}/out", headers={**CP, "X-Namespace": ns}), 404, "instance_not_found")
+    control_error(await http.post(f"{base}/out/items", json={"items": [item]}, headers={**CP, "X-Namespace": ns}), 404,
+                  "instance_not_found")
+    big = {"items": [{"payload": {"codec": "avro", "blob": "x" * (LIMIT + 1)}}]}
+    too_large(control_error(await http.post(f"{base}/out/items", json=big, headers=CP), 413, "payload_too_large"))
+    assert await history(http, wf, run_id) == before, "nothing was recorded"
+    assert (await http.get(f"{base}/out", headers=CP)).json()["stream"] == state, "the stream is unchanged"
+
+
+async def test_a_malformed_workflow_stream_directive_fails_the_completion_and_records_nothing(http: Client) -> None:
+    t = await lease_task(http)
+    before = await history(http, t.workflow_id, t.run_id)
+    side = {"type": "record_side_effect", "result": "wwHioz3/VYAiNwA="}
+    for directive, field in (("x", "commands.0.workflow_stream"), ({"operation": "drop", "stream_name": "s"}, "operation"),
+                             ({"operation": "append", "stream_name": ""}, "stream_name"),
+                             ({"operation": "append", "stream_name": "s", "items": []}, "items"),
+                             ({"operation": "append", "stream_name": "s", "items": [{"payload": 3}]}, "items.0"),
+                             ({"operation": "error", "stream_name": "s"}, "error_reason"),
+                             ({"operation": "close", "stream_name": "s", "retention_seconds": 0}, "retention_seconds")):
+        r = await complete(http, t, [{**side, "workflow_stream": directive}, *TIMER_60])
+        errors = worker_error(r, 422, "validation_failed")
+        validation_fields(errors)
+        assert any(field in key for key in errors["errors"]), (directive, r.text)
+    assert await history(http, t.workflow_id, t.run_id) == before
+    assert (await complete(http, t, TIMER_60)).status_code == 200, "the task is still leased to its worker"

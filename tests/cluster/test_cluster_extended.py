@@ -1,5 +1,5 @@
-"""The SDK's extended features across a three-node cluster: prepared local activities and
-cooperative cancellation, with a node SIGKILLed between a run's local step and its end.
+"""The SDK's extended features across a three-node cluster: prepared local activities,
+cooperative cancellation, message and workflow streams, with a node SIGKILLed mid-run.
 
 Requests go to any node (forwarded to the run's owner); a run whose owner dies is taken over
 by another node from the journal. What must hold there as on one node: a recorded local step
@@ -12,7 +12,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from durable_workflow import Client, Worker
+from durable_workflow import Client, Worker, workflow
+from durable_workflow.client import WorkflowStreamAppendItem as StreamItem
 
 from tests.e2e import coop_workflows, prepared_workflows
 from tests.e2e.harness import await_until, unique
@@ -77,6 +78,73 @@ def test_prepared_local_steps_and_cancellation_requests_survive_a_node_sigkill(t
             for events in histories:
                 kinds = [e["event_type"] for e in events]
                 assert kinds.count("CooperativeCancellationRequested") == kinds.count("CooperativeCancellationDelivered") == 1
+        finally:
+            stop_all([n for n in nodes if n is not nodes[1]])
+            nodes[1].kill()
+        for node in (nodes[0], nodes[2]):
+            assert "Traceback" not in node.log(), node.log()
+
+
+@workflow.defn(name="stream_relay")
+class StreamRelay:
+    """Relays each message of its message stream to its workflow stream, in order, once each."""
+
+    def run(self, ctx, want):  # type: ignore[no-untyped-def]
+        relayed = 0
+        while relayed < want:
+            message = yield from ctx.message_stream("inbox").receive_one()
+            relayed += 1
+            yield ctx.append_workflow_stream("out", [StreamItem(payload=[message.position, *message.arguments])])
+        yield ctx.close_workflow_stream("out")
+        return relayed
+
+
+def test_message_and_workflow_streams_stay_ordered_and_once_across_a_node_sigkill(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2, 3)]
+        try:
+            tq = unique("streams")
+            wids = [unique("relay") for _ in range(6)]
+
+            async def scenario() -> tuple[list[object], list[list[object]]]:
+                await _converged(nodes[0].url, ["node-1", "node-2", "node-3"])
+                async with Client(nodes[0].url) as c1, Client(nodes[2].url) as c3:
+                    worker = Worker(c3, task_queue=tq, workflows=[StreamRelay], activities=[], poll_timeout=2)
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        runs = {}
+                        for wid in wids:
+                            runs[wid] = (await c1.start_workflow(workflow_type="stream_relay", workflow_id=wid, task_queue=tq,
+                                                                 input=[4])).run_id
+                            await c1.append_message_stream(wid, "inbox", "m-1", args=["a"])
+                            await c3.append_message_stream(wid, "inbox", "m-1", args=["duplicate"])
+                            await c3.append_message_stream(wid, "inbox", "m-2", args=["b"])
+
+                        async def relayed_two() -> bool:
+                            for wid in wids:
+                                page = await c3.subscribe_workflow_stream(wid, runs[wid], "out", from_offset=1, wait_seconds=1)
+                                if not page.items:
+                                    return False
+                            return True
+
+                        await await_until(relayed_two, timeout=60, what="every run relayed its first two messages")
+                        await asyncio.to_thread(nodes[1].kill)  # node 2 dies: its runs move to the survivors
+                        for wid in wids:
+                            await c3.append_message_stream(wid, "inbox", "m-3", args=["c"])
+                            await c1.append_message_stream(wid, "inbox", "m-4", args=["d"])
+                            await c1.append_message_stream(wid, "inbox", "m-3", args=["duplicate"])
+                        outputs = []
+                        for wid in wids:
+                            outputs.append([i.payload async for i in c3.iter_workflow_stream(wid, runs[wid], "out", wait_seconds=10)])
+                        return [await c1.get_workflow_handle(w).result(timeout=120) for w in wids], outputs
+                    finally:
+                        await worker.stop()
+                        await task
+
+            results, outputs = asyncio.run(scenario())
+            assert results == [4] * len(wids)
+            assert outputs == [[[1, "a"], [2, "b"], [3, "c"], [4, "d"]]] * len(wids), "each message relayed once, in order"
         finally:
             stop_all([n for n in nodes if n is not nodes[1]])
             nodes[1].kill()

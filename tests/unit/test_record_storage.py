@@ -273,9 +273,23 @@ def _streams(seen: list[Record]) -> None:
     run.commit(_complete_with_cursor(run, 1, [wait(1)], T0 + 4))  # msg_cursor
 
 
+def _workflow_streams(seen: list[Record]) -> None:
+    run = RecordingRun(seen)
+    items = [{"payload": {"codec": "avro", "blob": "AAAA"}, "idempotency_key": "k", "item_type": "progress"}]
+    run.turn([{"type": "record_side_effect", "result": "wwHioz3/VYAiNwA=",
+               "workflow_stream": {"operation": "append", "stream_name": "out", "items": items, "command_identity": "c"}},
+              {"type": "start_timer", "delay_seconds": 60}], T0 + 1)
+    em = Emitter(run.state, T0 + 2)  # what the actor writes for a client's append and close
+    em.internal("ws_append", stream="out", items=[{"payload": {"codec": "avro", "blob": "BBBB"}, "payload_codec": "avro"}])
+    em.internal("ws_close", stream="out", error_reason="stopped", retention=60)
+    run.commit(em)
+    assert [i["origin"] for i in run.state.wstreams["out"]["items"]] == ["workflow", "client"]
+
+
 def _decision_records() -> list[Record]:
     seen: list[Record] = []
-    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared, _streams):
+    for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared,
+                     _streams, _workflow_streams):
         scenario(seen)
     return seen
 
