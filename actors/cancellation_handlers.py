@@ -26,7 +26,8 @@ class CancellationHandlers(ActorParts):
             return {"rejected": "run_not_active"}
         duplicate = s.coop is not None
         if not duplicate:
-            await self.commit(decide_cancellation.request(s, msg.request_id, msg.reason, msg.cleanup_seconds, self.host.clock.now()))
+            await self.commit(decide_cancellation.request(s, msg.request_id, msg.reason, msg.cleanup_seconds, self.host.clock.now(),
+                                                         msg.parent))
         coop = s.coop
         assert coop is not None
         return {

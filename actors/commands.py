@@ -38,7 +38,8 @@ PARALLEL_KEYS = (
     "parallel_group_size",
     "parallel_group_index",
 )
-PARENT_CLOSE_POLICIES = ("abandon", "request_cancel", "terminate")
+PARENT_CLOSE_POLICIES = ("abandon", "request_cancel", "request_cancellation", "terminate")
+CHILD_CANCELLATION_POLICIES = ("abandon", "try_cancel", "wait_cancellation_completed")
 MAX_COMMANDS = 1000
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600  # ten years: longer deadlines are almost surely unit mistakes
 
@@ -210,14 +211,12 @@ def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     _envelope(cmd.get("arguments"), f"{path}.arguments")
     policy = cmd.get("parent_close_policy") or "abandon"
     if policy not in PARENT_CLOSE_POLICIES:
-        raise _invalid(f"{path}.parent_close_policy", "parent_close_policy must be abandon, request_cancel or terminate.")
+        raise _invalid(f"{path}.parent_close_policy", f"parent_close_policy must be one of {', '.join(PARENT_CLOSE_POLICIES)}.")
     if cmd.get("request_cancellation") is not None:
         raise _invalid(f"{path}.request_cancellation", "The request_cancellation field is not supported by this server.")
-    if cmd.get("cancellation_policy") not in (None, "abandon"):
-        raise _invalid(
-            f"{path}.cancellation_policy",
-            "This server delivers cooperative cancellation to a child only with cancellation_policy abandon (the default).",
-        )
+    cancellation = cmd.get("cancellation_policy") or "abandon"
+    if cancellation not in CHILD_CANCELLATION_POLICIES:  # what a delivery at the child's boundary does (extended §5.7)
+        raise _invalid(f"{path}.cancellation_policy", f"A child's cancellation_policy is one of {', '.join(CHILD_CANCELLATION_POLICIES)}.")
     exec_t = _opt_int(cmd, "execution_timeout_seconds", path, 1)
     run_t = _opt_int(cmd, "run_timeout_seconds", path, 1)
     if exec_t is not None and run_t is not None and run_t > exec_t:
@@ -231,6 +230,7 @@ def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
         "queue": cmd.get("queue"),
         "arguments": cmd.get("arguments"),
         "parent_close_policy": policy,
+        "cancellation_policy": None if cancellation == "abandon" else cancellation,  # the default is never stored
         "retry_policy": retry,
         "execution_timeout_seconds": exec_t,
         "run_timeout_seconds": run_t,

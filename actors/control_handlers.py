@@ -111,9 +111,19 @@ class ControlHandlers(ActorParts):
         parent-close policies a crash left unrecorded."""
         for child in list(self.state.children.values()):
             self.host.post(self.run_id, m.ChildClosed(child_run_id=child.run_id))
-        for child_run, pending in self.state.parent_close.items():
-            kind = "cancel" if pending["policy"] == "request_cancel" else "terminate"
-            self.host.apply_parent_close(self.run_id, child_run, kind)
+        self._apply_parent_close()
+        self._request_children()
+
+    async def _on_child_request_done(self, msg: m.ChildRequestDone) -> None:
+        owed = self.state.child_requests.get(msg.child_run_id)
+        self._requesting.discard(msg.child_run_id)
+        if owed is None or owed.get("done"):
+            return
+        if msg.outcome == "failed":
+            log.warning("run %s: the cooperative request for child %s could not be delivered: %s", self.run_id, msg.child_run_id, msg.error)
+        em = Emitter(self.state, self.host.clock.now())
+        em.internal("coop_child_done", run=msg.child_run_id, outcome=msg.outcome)
+        await self.commit(em)
 
     async def _on_parent_close_done(self, msg: m.ParentCloseDone) -> None:
         em = decide_control.parent_close_done(self.state, msg.child_run_id, msg.outcome, msg.error, self.host.clock.now())

@@ -30,10 +30,14 @@ MAX_SEQUENCE = 2**63 - 1
 FIRST_PAGE = encode_offset(0)  # the SDK reloads the whole history from the run's first event
 
 
-def request(state: RunState, request_id: str, reason: str | None, cleanup_seconds: int | None, now: float) -> Emitter:
-    """Record the run's one request; the fold makes a workflow task ready for it."""
+def request(state: RunState, request_id: str, reason: str | None, cleanup_seconds: int | None, now: float,
+            parent: dict[str, Any] | None = None) -> Emitter:
+    """Record the run's one request; the fold makes a workflow task ready for it. ``parent``: the
+    request comes from the parent run (a delivery at this child's boundary, or the parent's
+    close): its context links to the parent's request and shares its deadline (§5.7)."""
     deadline = now + (cleanup_seconds or DEFAULT_CLEANUP_SECONDS)
     workflow_id = state.meta["workflow_id"]
+    own = {"request_id": request_id, "workflow_instance_id": workflow_id, "workflow_run_id": state.run_id}
     context = {
         "schema": CONTEXT_SCHEMA,
         "request_id": request_id,
@@ -46,8 +50,21 @@ def request(state: RunState, request_id: str, reason: str | None, cleanup_second
         "source": "control_plane",
         "requested_at": iso(now),
         "cleanup_deadline_at": iso(deadline),
-        "lineage": [{"request_id": request_id, "workflow_instance_id": workflow_id, "workflow_run_id": state.run_id}],
+        "lineage": [own],
     }
+    if parent is not None:
+        deadline = min(deadline, parent.get("deadline") or deadline)
+        context.update({
+            "parent_request_id": parent.get("request_id"),
+            "root_request_id": parent.get("root_request_id") or request_id,
+            "root_workflow_instance_id": parent.get("root_workflow_instance_id") or workflow_id,
+            "root_workflow_run_id": parent.get("root_workflow_run_id") or state.run_id,
+            "requester": {"type": "parent_workflow", "id": parent["run_id"], "label": parent["workflow_id"]},
+            "source": "parent_workflow",
+            "requested_at": parent.get("requested_at") or iso(now),
+            "cleanup_deadline_at": iso(deadline),
+            "lineage": [*(parent.get("lineage") or []), own],
+        })
     payload = {
         "workflow_command_id": request_id,
         "workflow_instance_id": workflow_id,
@@ -59,6 +76,25 @@ def request(state: RunState, request_id: str, reason: str | None, cleanup_second
     em = Emitter(state, now)
     em.event("CooperativeCancellationRequested", payload, extra={"deadline": deadline}, command_id=request_id)
     return em
+
+
+def child_request(state: RunState, child_run: str, child_workflow: str, request_id: str | None) -> dict[str, Any]:
+    """What a cooperative request to one child carries about this (parent) run: its own request
+    when there is one (a delivery), or none (its close under ``request_cancellation``)."""
+    coop = state.coop
+    context = (coop or {}).get("context") or {}
+    parent_request = coop["request_id"] if coop is not None else None
+    return {
+        "run": child_run, "workflow_id": child_workflow,
+        "request_id": request_id or f"{parent_request or state.run_id}:{child_run}",
+        "parent": {
+            "workflow_id": state.meta["workflow_id"], "run_id": state.run_id, "request_id": parent_request,
+            "root_request_id": context.get("root_request_id"), "root_workflow_instance_id": context.get("root_workflow_instance_id"),
+            "root_workflow_run_id": context.get("root_workflow_run_id"), "lineage": context.get("lineage") or [],
+            "requested_at": context.get("requested_at"), "deadline": coop["deadline"] if coop is not None else None,
+        },
+        "reason": (coop or {}).get("reason") or "Parent workflow requested cancellation.",
+    }
 
 
 def observation(state: RunState) -> dict[str, Any] | None:
@@ -141,10 +177,16 @@ def deliver(state: RunState, task_id: str, d: dict[str, Any], now: float) -> tup
     steps = range(first, first + span)
     running = [a for a in state.activities.values() if a.seq in steps]
     waiting = [a for a in running if _policy(a) == "wait_cancellation_completed" and a.status == "running"]
-    if waiting:
-        em.internal("coop_wait", task=task_id, seqs=[a.seq for a in waiting])
+    children = sorted((c for c in state.children.values() if c.seq in steps), key=lambda c: c.seq)
+    for child in children:  # try_cancel and wait_cancellation_completed ask the child to stop (once each)
+        if child.cancel in ("try_cancel", "wait_cancellation_completed") and child.run_id not in state.child_requests:
+            em.internal("coop_child", **child_request(state, child.run_id, child.workflow_id, None))
+    awaited = [c for c in children if c.cancel == "wait_cancellation_completed"]
+    if waiting or awaited:
+        em.internal("coop_wait", task=task_id, seqs=[a.seq for a in waiting] + [c.seq for c in awaited])
         return em, {
-            "delivered": False, "duplicate": False, "reason": "cancellation_waiting_for_activity", "claim_released": True,
+            "delivered": False, "duplicate": False, "claim_released": True,
+            "reason": "cancellation_waiting_for_activity" if waiting else "cancellation_waiting_for_child",
             "task_id": task_id, "workflow_run_id": state.run_id, "request_id": None, "sequence": None, "call_kind": None,
             "sequence_span": None, "operation_sequence": None, "operation_sequence_span": None,
         }

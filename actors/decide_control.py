@@ -86,6 +86,7 @@ def child_closed(state: RunState, seq: int, child: dict[str, Any], now: float) -
         "child_workflow_type": link.workflow_type,
         "child_run_number": child.get("run_number", link.run_number),
         "closed_at": iso(child.get("closed_at")),
+        **link.policy_fields(),
         **par_fields(link.parallel),
     }
     if event == "WorkflowCompleted":
@@ -165,7 +166,7 @@ def _retry_child(state: RunState, em: Emitter, link: Child, closed: dict[str, An
     payload = {
         "sequence": link.seq, "child_call_id": f"{state.run_id}-c{link.seq}", "child_workflow_instance_id": link.workflow_id,
         "child_workflow_run_id": run_id, "child_workflow_type": link.workflow_type, "child_workflow_class": link.workflow_type,
-        "child_run_number": link.run_number + 1, "parent_close_policy": link.policy, "retry_attempt": attempt,
+        "child_run_number": link.run_number + 1, **link.policy_fields(), "retry_attempt": attempt,
         "retry_of_child_workflow_run_id": closed["run_id"], "retry_backoff_seconds": delay, "retry_policy": policy,
         **par_fields(link.parallel),
     }
@@ -187,7 +188,7 @@ def child_continued(state: RunState, seq: int, new_run_id: str, run_number: int,
             "child_workflow_run_id": new_run_id,
             "child_workflow_class": link.workflow_type,
             "child_run_number": run_number,
-            "parent_close_policy": link.policy,
+            **link.policy_fields(),
             **par_fields(link.parallel),
         },
     )

@@ -360,6 +360,7 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
         "child_workflow_class": cmd["workflow_type"],
         "child_call_id": f"{state.run_id}-c{seq}",
         "parent_close_policy": policy,
+        **({"cancellation_policy": cmd["cancellation_policy"]} if cmd.get("cancellation_policy") else {}),
         **par,
     }
     if cmd.get("retry_policy") is not None:

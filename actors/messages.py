@@ -201,6 +201,7 @@ class RequestCancellation(Message):
     request_id: str
     reason: str | None = None
     cleanup_seconds: int | None = None
+    parent: dict[str, Any] | None = None  # from the parent run: its request's context (extended spec §5.7)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +228,16 @@ class ActivityOp(Message):
     attempt_id: Any
     owner: Any
     body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildRequestDone(Message):
+    """A child recorded the cooperative request its parent owed it (or could not be reached)."""
+
+    KIND: ClassVar[str] = "child_request_done"
+    child_run_id: str
+    outcome: str  # applied | already_closed | failed
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -365,7 +376,8 @@ _KINDS: dict[str, type[Message]] = {
         StartRun, RunsStarted, PendingStart, Describe, ReadHistory, ReadUpdate, ReadActivity,
     )
 }
-POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started", "parent_close_done"})  # what one node may post to another's run
+POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started", "parent_close_done", "child_request_done",
+                      "request_cancellation"})  # what one node may post to another's run
 
 
 class BadMessage(ValueError):

@@ -19,7 +19,7 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_time, journal_retry, views, workflow_streams
+from . import decide_cancellation, decide_time, journal_retry, views, workflow_streams
 from . import messages as m
 from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
@@ -83,6 +83,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         self.damage: list[str] = []  # records that could not be read (see fold_records)
         self._scope = trio.CancelScope()
         self._stopped = False
+        self._requesting: set[str] = set()  # children a cooperative request is on its way to
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -280,6 +281,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return self._on_terminal_info()
             case m.ChildClosed():
                 return await self._on_child_closed(message)
+            case m.ChildRequestDone():
+                return await self._on_child_request_done(message)
             case m.ParentCloseDone():
                 return await self._on_parent_close_done(message)
             case m.ReleaseOwner():
@@ -383,14 +386,34 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 self.host.post(effect.run_id, m.ChildClosed(child_run_id=self.run_id))
         if any(effect.kind == "close_child" for effect in em.effects):
             self._apply_parent_close()
+        if any(r.kind == "coop_child" for r in em.records):
+            self._request_children()
         self._after_change()
 
     def _apply_parent_close(self) -> None:
-        """Ask each child still owed its parent-close policy to close (after the close commits, and
-        again whenever this run is loaded until the outcome is recorded)."""
-        for child_run, pending in self.state.parent_close.items():
-            kind = "cancel" if pending["policy"] == "request_cancel" else "terminate"
-            self.host.apply_parent_close(self.run_id, child_run, kind)
+        """Ask each child still owed its parent-close policy to close, or (``request_cancellation``)
+        to stop cooperatively — after the close commits, and again whenever this run is loaded
+        until the outcome is recorded."""
+        s = self.state
+        for child_run, pending in s.parent_close.items():
+            policy = pending["policy"]
+            message: m.Message
+            if policy == "request_cancellation":
+                owed = decide_cancellation.child_request(s, child_run, pending["workflow_id"], None)
+                message = m.RequestCancellation(request_id=owed["request_id"], reason="Parent workflow closed.", parent=owed["parent"])
+            else:
+                message = m.Close(kind="cancel" if policy == "request_cancel" else "terminate", reason="Parent workflow closed.")
+            self.host.apply_parent_close(self.run_id, child_run, message)
+
+    def _request_children(self) -> None:
+        """Send the cooperative requests a delivery owes children (extended spec §5.7), once per
+        actor; a reload sends again what was not confirmed (the child keeps one request)."""
+        for child_run, owed in self.state.child_requests.items():
+            if owed.get("done") or child_run in self._requesting:
+                continue
+            self._requesting.add(child_run)
+            message = m.RequestCancellation(request_id=owed["request_id"], reason=owed.get("reason"), parent=owed["parent"])
+            self.host.request_child_cancellation(self.run_id, child_run, message)
 
     def _after_change(self) -> None:
         self.changed.set()

@@ -127,6 +127,11 @@ class Child:
     retry: dict[str, Any] | None = None  # the child retry policy snapshot (extended spec §6)
     attempt: int = 1  # child runs linked to this step so far
     start: dict[str, Any] | None = None  # the current attempt's start metadata, the model of a retry
+    cancel: str | None = None  # cancellation_policy when not the default abandon (extended spec §5.7)
+
+    def policy_fields(self) -> dict[str, Any]:
+        """The policies every event of the step carries (the SDK's replay compares them)."""
+        return {"parent_close_policy": self.policy, **({"cancellation_policy": self.cancel} if self.cancel else {})}
 
 
 @dataclass
@@ -184,6 +189,10 @@ class RunState:
     # Workflow streams (extended spec §7.2): the run's output streams, stream name -> its items
     # and lifecycle (actors.workflow_streams).
     wstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Cooperative requests this run owes its children (a delivery at a child's boundary under
+    # try_cancel / wait_cancellation_completed): child run id -> the request, ``done`` once the
+    # child recorded it (or could not).
+    child_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -475,6 +484,7 @@ def _child_scheduled(state: RunState, record: Record) -> None:
         payload["parent_close_policy"],
         parallel,
         retry=payload.get("retry_policy"),
+        cancel=payload.get("cancellation_policy"),
     )
     state.children[child.seq] = child
     _register_step(state, child.seq, {"kind": "child", "name": child.workflow_type}, parallel)
@@ -494,6 +504,7 @@ def _child_resolved(state: RunState, record: Record) -> None:
     child = state.children.pop(record.payload["sequence"], None)
     if child is not None:
         _member_resolved(state, child.parallel, child.seq, record.at)
+        _settle_wait(state, child.seq, record.at)  # a delivery waiting for this child to close may be made
 
 
 def _marker(kind: str) -> Callable[[RunState, Record], None]:
@@ -694,7 +705,7 @@ def _closed(state: RunState, record: Record) -> None:
     state.activities.clear()
     state.cond = None
     state.parent_close = {c.run_id: {"workflow_id": c.workflow_id, "policy": c.policy}
-                          for c in state.children.values() if c.policy in ("request_cancel", "terminate")}
+                          for c in state.children.values() if c.policy in ("request_cancel", "request_cancellation", "terminate")}
 
 
 def _parent_close_settled(state: RunState, record: Record) -> None:
@@ -901,6 +912,8 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "wt_defer": _wt_defer,
     "checkpoint": _checkpoint,
     "act_ack": _act_ack,
+    "coop_child": lambda state, record: state.child_requests.__setitem__(record.data["run"], dict(record.data)),
+    "coop_child_done": lambda state, record: state.child_requests.get(record.data["run"], {}).__setitem__("done", True),
     "ws_append": lambda state, record: workflow_streams.fold_append(
         state.wstreams, record.data["stream"], record.data["items"], "client", None, record.at),
     "ws_close": lambda state, record: workflow_streams.fold_close(

@@ -78,6 +78,19 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
         except ProtocolError as exc:
             return {"error": {"status": exc.status, "reason": exc.reason, "message": exc.message, "extra": exc.extra}}
         return {"outcome": outcome}
+    if op == "ask":  # a message the sender counts as done only once the run has committed it
+        try:
+            message = m.from_wire(call["kind"], call["args"])
+        except m.BadMessage as exc:
+            return {"error": str(exc)}
+        try:
+            return {"answer": await engine.ask(call["run_id"], message)}
+        except RunNotFound:
+            return {"error": "run_not_found"}
+        except (NotOwner, RunUnavailable):
+            return {"retry": True}
+        except ProtocolError as exc:
+            return {"error": exc.reason}
     if op == "post":
         try:
             message = m.from_wire(call["kind"], call["args"])

@@ -239,19 +239,25 @@ class Engine:
             return
         log.warning("gave up starting run %s for %s for now; %s sends it again when next loaded", run_id, creator, creator)
 
-    def apply_parent_close(self, parent: str, child: str, kind: str) -> None:
-        """Close ``child`` for its closed ``parent`` (``cancel`` or ``terminate``) and tell the
-        parent how it went, so it records ParentClosePolicyApplied or ParentClosePolicyFailed.
-        Supervised; the parent asks again whenever it is loaded until that is recorded."""
+    def apply_parent_close(self, parent: str, child: str, message: m.Message) -> None:
+        """Apply a closed ``parent``'s policy to ``child`` (``message``: a Close, or a cooperative
+        RequestCancellation) and tell the parent how it went, so it records
+        ParentClosePolicyApplied or ParentClosePolicyFailed. Supervised; the parent asks again
+        whenever it is loaded until that is recorded."""
         if self._nursery is not None:
-            self._nursery.start_soon(self._apply_parent_close, parent, child, kind, name=f"parent-close:{child}")
+            self._nursery.start_soon(self._tell_child, parent, child, message, m.ParentCloseDone, name=f"parent-close:{child}")
 
-    async def _apply_parent_close(self, parent: str, child: str, kind: str) -> None:
-        close = m.Close(kind=kind, reason="Parent workflow closed.")
+    def request_child_cancellation(self, parent: str, child: str, message: m.RequestCancellation) -> None:
+        """A cooperative request a delivery at a child's boundary owes the child (extended spec
+        §5.7); the parent records when the child has it, and asks again after a reload until then."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._tell_child, parent, child, message, m.ChildRequestDone, name=f"child-request:{child}")
+
+    async def _tell_child(self, parent: str, child: str, message: m.Message, done: type[m.ParentCloseDone] | type[m.ChildRequestDone]) -> None:
         outcome, error = "failed", "the child's owner could not be reached"
         for attempt in range(REMOTE_POST_ATTEMPTS):
             try:
-                answer = await self.ask(child, close)
+                answer = await self.ask(child, message)
                 outcome, error = ("already_closed" if "rejected" in answer else "applied"), None
                 break
             except RunNotFound:
@@ -261,22 +267,26 @@ class Engine:
                 if self.peers is None:
                     break
                 try:
-                    kind_, args = m.to_wire(close)
-                    reply = await self.router.call_run(child, "post", kind=kind_, args=args)
+                    kind_, args = m.to_wire(message)
+                    reply = await self.router.call_run(child, "ask", kind=kind_, args=args)
                 except Unreachable:
                     await trio.sleep(min(2.0 * (attempt + 1), 10.0))
+                    continue
+                if isinstance(reply, dict) and reply.get("retry"):
+                    await trio.sleep(min(2.0 * (attempt + 1), 10.0))  # it moved on the way: ask its new owner
                     continue
                 if isinstance(reply, dict) and "error" in reply:
                     error = f"the child's owner refused it ({reply['error']})"
                     break
-                outcome, error = "applied", None  # delivered to the child's owner, which closes it
+                answer = reply.get("answer") if isinstance(reply, dict) else None
+                outcome, error = ("already_closed" if isinstance(answer, dict) and "rejected" in answer else "applied"), None
                 break
             except (RunUnavailable, StoreUnavailable, RunDamaged) as exc:
                 error = f"the child run is unavailable ({type(exc).__name__})"
                 await trio.sleep(min(2.0 * (attempt + 1), 10.0))
         if outcome == "failed":
-            log.warning("parent-close policy of %s for child %s failed: %s", parent, child, error)
-        self.post(parent, m.ParentCloseDone(child_run_id=child, outcome=outcome, error=error))
+            log.warning("%s of %s for child %s failed: %s", message.KIND, parent, child, error)
+        self.post(parent, done(child_run_id=child, outcome=outcome, error=error))
 
     async def _start_once(self, run_id: str, message: m.StartRun) -> None:
         try:

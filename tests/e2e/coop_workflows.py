@@ -69,5 +69,33 @@ class CoopCondition:
         return "signalled"
 
 
-WORKFLOWS = [CoopTimer, CoopActivity, CoopWaitingActivity, CoopCondition]
+@workflow.defn(name="coop_child")
+class CoopChild:
+    """A child that waits until a cooperative request reaches it, then cleans up for a moment."""
+
+    def run(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            yield ctx.start_timer(3600)
+        except WorkflowCancelled as exc:
+            with ctx.cancellation_shield():
+                yield ctx.start_timer(1)  # cleanup that takes a while: the parent's wait must span it
+            context = exc.context
+            return {"parent_request_id": context.parent_request_id if context else None,
+                    "lineage": len(context.lineage) if context and context.lineage else 0}
+        return "fired"
+
+
+@workflow.defn(name="coop_parent")
+class CoopParent:
+    """Starts a child with the given cancellation and parent-close policies and waits for it."""
+
+    def run(self, ctx, cancellation_policy, parent_close_policy="abandon"):  # type: ignore[no-untyped-def]
+        try:
+            return (yield ctx.start_child_workflow("coop_child", [], cancellation_policy=cancellation_policy,
+                                                   parent_close_policy=parent_close_policy))
+        except WorkflowCancelled:
+            return "parent stopped"
+
+
+WORKFLOWS = [CoopTimer, CoopActivity, CoopWaitingActivity, CoopCondition, CoopChild, CoopParent]
 ACTIVITIES = [coop_beat, coop_quick]

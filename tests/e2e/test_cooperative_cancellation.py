@@ -183,3 +183,57 @@ def test_request_cancellation_refuses_bad_input_and_closed_runs(server_url: str)
         http.post(f"/api/workflows/{wid}/terminate", json={}).raise_for_status()
         r = http.post(f"/api/workflows/{wid}/request-cancellation", json={})
         assert r.status_code == 409 and r.json()["reason"] == "run_not_active", r.text
+
+
+@pytest.mark.parametrize("policy", ["try_cancel", "wait_cancellation_completed"])
+def test_a_request_at_a_child_boundary_asks_the_child_to_stop_per_its_policy(server_url: str, policy: str) -> None:
+    tq, wid = unique("coop"), unique(f"coop-parent-{policy[:4]}")
+
+    async def body(client: Client, http: httpx.AsyncClient) -> object:
+        handle = await client.start_workflow(workflow_type="coop_parent", workflow_id=wid, task_queue=tq, input=[policy])
+        await _started(http, wid, "ChildRunStarted")
+        events = await current_history(http, wid)
+        child_id = next(e for e in events if e["event_type"] == "ChildRunStarted")["payload"]["child_workflow_instance_id"]
+        await _started(http, child_id, "TimerScheduled")
+        await handle.request_cancellation(reason="stop the family")
+        result = await handle.result(timeout=60)
+        child = await client.get_workflow_handle(child_id).result(timeout=60)
+        return result, child, await current_history(http, wid), await current_history(http, child_id)
+
+    result, child, parent_events, child_events = asyncio.run(_with_worker(server_url, tq, body))
+    assert result == "parent stopped"
+    parent_request = next(e for e in parent_events if e["event_type"] == "CooperativeCancellationRequested")
+    assert child == {"parent_request_id": parent_request["workflow_command_id"], "lineage": 2}, "the child's context links to the parent's"
+    scheduled = next(e for e in parent_events if e["event_type"] == "ChildWorkflowScheduled")
+    assert scheduled["payload"]["cancellation_policy"] == policy
+    child_request = next(e for e in child_events if e["event_type"] == "CooperativeCancellationRequested")
+    assert child_request["payload"]["cancellation"]["root_request_id"] == parent_request["workflow_command_id"]
+    types = _types(parent_events)
+    delivered = types.index("CooperativeCancellationDelivered")
+    if policy == "wait_cancellation_completed":
+        assert "ChildRunCompleted" in types and types.index("ChildRunCompleted") < delivered, "delivered once the child closed"
+    else:
+        assert "ChildRunCompleted" not in types[:delivered], "delivered at once; the child stops on its own time"
+
+
+def test_parent_close_policy_request_cancellation_asks_the_child_to_stop_cooperatively(server_url: str) -> None:
+    tq, wid = unique("coop"), unique("coop-leaves")
+
+    async def body(client: Client, http: httpx.AsyncClient) -> object:
+        await client.start_workflow(workflow_type="coop_parent", workflow_id=wid, task_queue=tq, input=["abandon", "request_cancellation"])
+        await _started(http, wid, "ChildRunStarted")
+        events = await current_history(http, wid)
+        child_id = next(e for e in events if e["event_type"] == "ChildRunStarted")["payload"]["child_workflow_instance_id"]
+        await _started(http, child_id, "TimerScheduled")
+        (await http.post(f"/api/workflows/{wid}/terminate", json={"reason": "operator"})).raise_for_status()
+        child = await client.get_workflow_handle(child_id).result(timeout=60)
+        await _started(http, wid, "ParentClosePolicyApplied")
+        return child, await current_history(http, wid), await current_history(http, child_id)
+
+    child, parent_events, child_events = asyncio.run(_with_worker(server_url, tq, body))
+    assert child == {"parent_request_id": None, "lineage": 1}, "a cooperative request, cleaned up by the child's own code"
+    applied = next(e for e in parent_events if e["event_type"] == "ParentClosePolicyApplied")
+    assert applied["payload"]["policy"] == "request_cancellation"
+    scheduled = next(e for e in parent_events if e["event_type"] == "ChildWorkflowScheduled")
+    assert scheduled["payload"]["parent_close_policy"] == "request_cancellation"
+    assert _types(child_events)[-1] == "WorkflowCompleted"

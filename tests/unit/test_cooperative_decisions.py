@@ -11,6 +11,7 @@ from actors import decide_cancellation as dc
 from actors.commands import CommandError
 from actors.emit import Emitter
 from actors.errors import ProtocolError
+from actors.run_state import RunState
 from tests.unit.test_fold_and_decide import ACT_OWNER, T0, Run, activity, open_wait, types
 
 
@@ -173,3 +174,60 @@ def test_a_delivery_for_another_request_is_refused() -> None:
     with pytest.raises(CommandError) as info:
         dc.deliver(run.state, wt.task_id, dc.parse_delivery({"request_id": "other", "sequence": 1, "call_kind": "timer"}), T0 + 5)
     assert info.value.reason == "cancellation_request_mismatch"
+
+
+def _scheduled(run: Run) -> dict:
+    return next(e["payload"] for e in run.state.events if e["event_type"] == "ChildWorkflowScheduled")
+
+
+def _child(policy: str) -> dict:
+    return {"type": "start_child_workflow", "workflow_type": "kid", "cancellation_policy": policy}
+
+
+def test_try_cancel_at_a_child_boundary_delivers_at_once_and_owes_the_child_a_linked_request() -> None:
+    from durable_workflow.cancellation import CancellationContext
+
+    run = _requested([_child("try_cancel")])
+    assert _scheduled(run)["cancellation_policy"] == "try_cancel", "echoed on the step's events"
+    reply = _deliver(run, 1, "child")
+    assert reply["delivered"] is True
+    assert [r.kind for r in run.last.records][0] == "coop_child"  # type: ignore[union-attr]
+    child = run.state.children[1]
+    owed = run.state.child_requests[child.run_id]
+    assert owed["parent"]["request_id"] == "req-1" and not owed.get("done")
+    kid = RunState(child.run_id, meta={"workflow_id": child.workflow_id})
+    request = dc.request(kid, owed["request_id"], owed["reason"], None, T0 + 6, owed["parent"])
+    context = request.records[0].payload["cancellation"]
+    parsed = CancellationContext.from_dict(context)  # the SDK's own checks of lineage, root and deadline
+    assert parsed.parent_request_id == "req-1" and parsed.root_request_id == "req-1" and len(parsed.lineage) == 2
+    assert context["cleanup_deadline_at"] <= run.state.coop["cleanup_deadline_at"], "no later than the parent's"  # type: ignore[index]
+    em = Emitter(run.state, T0 + 7)
+    em.internal("coop_child_done", run=child.run_id, outcome="applied")
+    run.commit(em)
+    assert run.state.child_requests[child.run_id]["done"] is True
+    assert _deliver(run, 1, "child")["duplicate"] is True, "the same boundary again: the first receipt"
+
+
+def test_wait_cancellation_completed_releases_the_claim_until_the_child_closes() -> None:
+    from actors import decide_control
+
+    run = _requested([_child("wait_cancellation_completed")])
+    reply = _deliver(run, 1, "child")
+    assert reply["delivered"] is False and reply["reason"] == "cancellation_waiting_for_child" and reply["claim_released"]
+    assert [r.kind for r in run.last.records] == ["coop_child", "coop_wait"]  # type: ignore[union-attr]
+    assert run.state.wt is None
+    child = run.state.children[1]
+    info = {"event": "WorkflowCompleted", "payload": {"output": "blob"}, "run_id": child.run_id, "closed_at": T0 + 8}
+    run.commit(decide_control.child_closed(run.state, 1, info, T0 + 9))
+    closed = run.state.events[-1]
+    assert closed["event_type"] == "ChildRunCompleted" and closed["payload"]["cancellation_policy"] == "wait_cancellation_completed"
+    assert run.state.wt is not None and run.state.wt.status == "ready", "the child closed: a task replays and delivers"
+    run.claim(T0 + 10)
+    assert _deliver(run, 1, "child", now=T0 + 10)["delivered"] is True
+
+
+def test_abandon_at_a_child_boundary_leaves_the_child_alone() -> None:
+    run = _requested([_child("abandon")])
+    assert "cancellation_policy" not in _scheduled(run), "the default is never stored"
+    assert _deliver(run, 1, "child")["delivered"] is True
+    assert not run.state.child_requests

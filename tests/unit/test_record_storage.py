@@ -244,6 +244,15 @@ def _cooperative(seen: list[Record]) -> None:
     em = Emitter(run.state, T0 + 7)
     em.internal("act_ack", attempt="run-1-a1.1")
     run.commit(em)
+    parent = RecordingRun(seen)
+    parent.turn([{"type": "start_child_workflow", "workflow_type": "kid", "cancellation_policy": "wait_cancellation_completed"}], T0 + 1)
+    parent.commit(dc.request(parent.state, "req-2", None, 60, T0 + 2))
+    wt = parent.claim(T0 + 3)
+    parent.commit(dc.deliver(parent.state, wt.task_id, dc.parse_delivery({"request_id": "req-2", "sequence": 1, "call_kind": "child"}),
+                             T0 + 3)[0])  # coop_child, coop_wait
+    em = Emitter(parent.state, T0 + 4)  # the child recorded the request (the actor writes it)
+    em.internal("coop_child_done", run=parent.state.children[1].run_id, outcome="applied")
+    parent.commit(em)
 
 
 def _prepared(seen: list[Record]) -> None:
