@@ -373,7 +373,8 @@ _KINDS: dict[str, type[Message]] = {
         Tick, CheckChildren, Ping, Repair, TerminalInfo, ChildClosed, ReleaseOwner, ClaimWorkflowTask,
         ReplayWorkflowTask, WorkflowTaskHistory, WorkflowTaskHeartbeat, CompleteWorkflowTask, FailWorkflowTask,
         ClaimActivity, ReplayActivity, CompleteActivity, FailActivity, ActivityHeartbeat, Signal, Close, Update,
-        StartRun, RunsStarted, PendingStart, Describe, ReadHistory, ReadUpdate, ReadActivity,
+        StartRun, RunsStarted, PendingStart, Describe, ReadHistory, ReadUpdate, ReadActivity, ParentCloseDone,
+        ChildRequestDone, RequestCancellation,
     )
 }
 POSTABLE = frozenset({"tick", "check_children", "child_closed", "close", "runs_started", "parent_close_done", "child_request_done",
@@ -391,9 +392,9 @@ def to_wire(message: Message) -> tuple[str, dict[str, Any]]:
 
 def from_wire(kind: Any, args: Any) -> Message:
     """A message posted by a peer; only the postable kinds, with exactly their fields."""
-    if kind not in POSTABLE or not isinstance(args, dict):
+    cls = _KINDS.get(kind) if kind in POSTABLE else None
+    if cls is None or not isinstance(args, dict):
         raise BadMessage(f"not a postable message: {kind!r}")
-    cls = _KINDS[kind]
     names = {f.name for f in fields(cls)}
     unknown = set(args) - names
     if unknown:

@@ -150,3 +150,57 @@ def test_message_and_workflow_streams_stay_ordered_and_once_across_a_node_sigkil
             nodes[1].kill()
         for node in (nodes[0], nodes[2]):
             assert "Traceback" not in node.log(), node.log()
+
+
+def test_child_cancellation_policies_reach_children_on_other_nodes_across_a_node_sigkill(tmp_path: Path) -> None:
+    with store("postgresql") as dsn:
+        assert dsn is not None
+        nodes = [_node(tmp_path, f"node-{i}", dsn) for i in (1, 2, 3)]
+        try:
+            tq = unique("family")
+            parents = {unique("parent"): policy for policy in ("try_cancel", "wait_cancellation_completed") * 3}
+
+            async def history(client: Client, wid: str) -> list[dict]:
+                run_id = (await client.describe_workflow(wid)).run_id
+                return list((await client.get_history(wid, run_id, page_size=1000))["events"])
+
+            async def scenario() -> tuple[list[object], list[object], list[str]]:
+                await _converged(nodes[0].url, ["node-1", "node-2", "node-3"])
+                async with Client(nodes[0].url) as c1, Client(nodes[2].url) as c3:
+                    worker = Worker(c3, task_queue=tq, workflows=coop_workflows.WORKFLOWS, activities=coop_workflows.ACTIVITIES,
+                                    poll_timeout=2, capabilities=["cooperative_cancellation"])
+                    task = asyncio.create_task(worker.run())
+                    try:
+                        for wid, policy in parents.items():
+                            await c1.start_workflow(workflow_type="coop_parent", workflow_id=wid, task_queue=tq, input=[policy])
+                        children: dict[str, str] = {}
+
+                        async def children_waiting() -> bool:
+                            for wid in parents:
+                                started = [e for e in await history(c1, wid) if e["event_type"] == "ChildRunStarted"]
+                                if not started:
+                                    return False
+                                children[wid] = started[0]["payload"]["child_workflow_instance_id"]
+                                if "TimerScheduled" not in {e["event_type"] for e in await history(c1, children[wid])}:
+                                    return False
+                            return True
+
+                        await await_until(children_waiting, timeout=60, what="every child blocked on its timer")
+                        await asyncio.to_thread(nodes[1].kill)  # node 2 dies with some parents and children
+                        requests = [(await c1.request_workflow_cancellation(wid, reason="family"))["cancellation_request"]["request_id"]
+                                    for wid in parents]
+                        results = [await c1.get_workflow_handle(w).result(timeout=120) for w in parents]
+                        kids = [await c3.get_workflow_handle(children[w]).result(timeout=120) for w in parents]
+                        return results, kids, requests
+                    finally:
+                        await worker.stop()
+                        await task
+
+            results, kids, requests = asyncio.run(scenario())
+            assert results == ["parent stopped"] * len(parents)
+            assert kids == [{"parent_request_id": r, "lineage": 2} for r in requests], "each child got its parent's request once"
+        finally:
+            stop_all([n for n in nodes if n is not nodes[1]])
+            nodes[1].kill()
+        for node in (nodes[0], nodes[2]):
+            assert "Traceback" not in node.log(), node.log()

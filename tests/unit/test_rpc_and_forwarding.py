@@ -210,3 +210,23 @@ async def test_with_no_reachable_owner_the_answer_is_503_with_retry_after_after_
     assert (await r.get_json())["reason"] == "shard_not_owned"
     assert int(r.headers["Retry-After"]) >= 1
     assert GRACE - 0.05 <= waited < GRACE + 5
+
+
+def test_every_kind_a_member_may_post_to_a_run_can_be_read_back_from_the_wire() -> None:
+    """A kind another node posts must decode there: a missing one was a 500 on the node call and
+    a child's cancellation request or a parent's policy outcome that never arrived."""
+    from actors import messages as m
+
+    samples = {
+        "tick": m.Tick(), "check_children": m.CheckChildren(), "child_closed": m.ChildClosed(child_run_id="r"),
+        "close": m.Close(kind="terminate", reason="x"), "runs_started": m.RunsStarted(run_ids=["r"]),
+        "parent_close_done": m.ParentCloseDone(child_run_id="r", outcome="applied"),
+        "child_request_done": m.ChildRequestDone(child_run_id="r", outcome="applied"),
+        "request_cancellation": m.RequestCancellation(request_id="q", parent={"run_id": "p", "workflow_id": "w"}),
+    }
+    assert set(samples) == set(m.POSTABLE)
+    for kind, message in samples.items():
+        wire_kind, args = m.to_wire(message)
+        assert wire_kind == kind and m.from_wire(*cbor2.loads(cbor2.dumps([wire_kind, args]))) == message
+    with pytest.raises(m.BadMessage):
+        m.from_wire("describe", {})
