@@ -35,6 +35,11 @@ class ErrorEnvelope(BaseModel):
     reason: str
 
 
+def query_params(fn: Any, **ranges: tuple[int, int]) -> None:
+    """Document a handler's integer query parameters (name -> inclusive range) for the document."""
+    fn.__dict__["openapi_query"] = ranges
+
+
 def _body_model(fn: Any) -> type[BaseModel] | None:
     try:
         source = inspect.getsource(fn)
@@ -64,6 +69,8 @@ def build(registry: list[dict[str, Any]], *, version: str) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
             for name in _PARAM.findall(entry["rule"])
         ]
+        for name, (low, high) in entry["fn"].__dict__.get("openapi_query", {}).items():
+            params.append({"name": name, "in": "query", "required": False, "schema": {"type": "integer", "minimum": low, "maximum": high}})
         if entry["namespace"]:
             params.append({"name": "X-Namespace", "in": "header", "required": False,
                            "schema": {"type": "string", "pattern": "^[a-zA-Z0-9._-]{1,128}$"}})

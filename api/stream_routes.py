@@ -9,7 +9,7 @@ from actors import messages as m
 from actors import workflow_streams as ws
 from runtime.errors import validation
 
-from . import schemas
+from . import openapi, schemas
 from .endpoints import Api, Ctx
 from .envelope import Route
 
@@ -65,6 +65,8 @@ def register(api: Api) -> None:
         view = await streams.items(ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"], name, start, limit, wait)
         return 200, {**_head(view), "stream": view.streams[0], "items": view.items, "next_offset": view.next_offset,
                      "terminal": view.terminal}
+
+    openapi.query_params(read_workflow_stream, **{"from": (0, 2**53), "max_items": (1, 500), "wait_seconds": (0, 60)})
 
     @api.endpoint(f"{PREFIX}/<stream>/items", "POST", C, OPERATOR)
     async def append_workflow_stream(ctx: Ctx) -> tuple[int, dict[str, Any]]:

@@ -173,3 +173,16 @@ async def test_a_malformed_workflow_stream_directive_fails_the_completion_and_re
         assert any(field in key for key in errors["errors"]), (directive, r.text)
     assert await history(http, t.workflow_id, t.run_id) == before
     assert (await complete(http, t, TIMER_60)).status_code == 200, "the task is still leased to its worker"
+
+
+async def test_the_openapi_document_covers_the_workflow_stream_routes_with_their_query(http: Client) -> None:
+    paths = (await http.get("/api/openapi.json")).json()["paths"]
+    base = "/api/workflows/{workflow_id}/runs/{run_id}/streams"
+    assert set(paths[base]) == {"get"} and set(paths[f"{base}/{{stream}}"]) == {"get"}
+    assert set(paths[f"{base}/{{stream}}/items"]) == {"get", "post"} and set(paths[f"{base}/{{stream}}/close"]) == {"post"}
+    query = {p["name"]: p["schema"] for p in paths[f"{base}/{{stream}}/items"]["get"]["parameters"] if p["in"] == "query"}
+    assert query == {"from": {"type": "integer", "minimum": 0, "maximum": 2**53},
+                     "max_items": {"type": "integer", "minimum": 1, "maximum": 500},
+                     "wait_seconds": {"type": "integer", "minimum": 0, "maximum": 60}}
+    body = paths[f"{base}/{{stream}}/items"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/AppendStreamItems"}
