@@ -52,7 +52,26 @@ class Parent:
             return f"child failed: {exc}"
 
 
-WORKFLOWS, ACTIVITIES = [FlakyChild, Parent], [cr_count]
+@workflow.defn(name="cr_sleepy_child")
+class SleepyChild:
+    def run(self, ctx):  # type: ignore[no-untyped-def]
+        yield ctx.start_timer(3600)
+        return "woke"
+
+
+@workflow.defn(name="cr_timeout_parent")
+class TimeoutParent:
+    """A child that never finishes in time: its run timeout ends each attempt, the policy retries it."""
+
+    def run(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return (yield ctx.start_child_workflow("cr_sleepy_child", [], run_timeout_seconds=1, execution_timeout_seconds=30,
+                                                   retry_policy={"max_attempts": 2, "backoff_seconds": [0]}))
+        except Exception as exc:  # noqa: BLE001 - the parent sees the final failure only
+            return f"child failed: {type(exc).__name__}"
+
+
+WORKFLOWS, ACTIVITIES = [FlakyChild, Parent, SleepyChild, TimeoutParent], [cr_count]
 
 
 async def _scenario(url: str, wid: str, key: str, succeed_on: int, max_attempts: int, backoff: int = 0) -> tuple[object, list, dict]:
@@ -94,6 +113,34 @@ def test_the_parent_sees_the_last_failure_once_the_budget_is_spent(server_url: s
     kinds = [e["event_type"] for e in events if e["event_type"].startswith("Child")]
     assert kinds == ["ChildWorkflowScheduled", "ChildRunStarted", "ChildRunStarted", "ChildRunFailed"]
     assert len(runs["runs"]) == 2
+
+
+def test_a_child_run_timeout_ends_each_attempt_and_the_parent_sees_the_last_one(server_url: str) -> None:
+    wid, tq = unique("cr-timeout"), unique("cr")
+
+    async def scenario() -> tuple[object, list, dict]:
+        async with Client(server_url) as client, httpx.AsyncClient(base_url=server_url, headers=CP, timeout=30) as http:
+            worker = Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=ACTIVITIES, poll_timeout=2)
+            task = asyncio.create_task(worker.run())
+            try:
+                await client.start_workflow(workflow_type="cr_timeout_parent", workflow_id=wid, task_queue=tq)
+                result = await client.get_workflow_handle(wid).result(timeout=60)
+                events = await current_history(http, wid)
+                child_id = next(e for e in events if e["event_type"] == "ChildWorkflowScheduled")["payload"]["child_workflow_instance_id"]
+                return result, events, (await http.get(f"/api/workflows/{child_id}/runs")).json()
+            finally:
+                await worker.stop()
+                await task
+
+    result, events, runs = asyncio.run(scenario())
+    assert isinstance(result, str) and result.startswith("child failed")
+    scheduled = next(e for e in events if e["event_type"] == "ChildWorkflowScheduled")["payload"]
+    assert scheduled["timeout_policy"]["run_timeout_seconds"] == 1 and scheduled["timeout_policy"]["execution_timeout_seconds"] == 30
+    failed = next(e for e in events if e["event_type"] == "ChildRunFailed")["payload"]
+    assert failed["closed_reason"] == "timed_out"
+    assert [e["event_type"] for e in events if e["event_type"].startswith("Child")] == [
+        "ChildWorkflowScheduled", "ChildRunStarted", "ChildRunStarted", "ChildRunFailed"]
+    assert [r["closed_reason"] for r in runs["runs"]] == ["timed_out", "timed_out"], runs
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
