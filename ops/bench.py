@@ -222,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
     p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
     p.add_argument("-n", type=int, default=200)
+    p = sub.add_parser("streams", help="message-stream and workflow-stream round trips with one SDK worker")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
+    p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
+    p.add_argument("-n", type=int, default=200)
     p = sub.add_parser("signed", help="signed requests (each a first use for the replay cache) per second")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
@@ -274,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
                 proc.wait(30)
         return 0
-    if args.workload == "interact":
+    if args.workload in ("interact", "streams"):
         from .bench_interact import interact
+        from .bench_streams import streams
 
         proc, url = _start_server(args.database) if args.server else (None, args.url)
         try:
-            print(json.dumps(interact(url, args.n), indent=2))
+            print(json.dumps((interact if args.workload == "interact" else streams)(url, args.n), indent=2))
         finally:
             if proc is not None:
                 proc.terminate()
