@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from persistence.journal import Journal
@@ -32,6 +33,10 @@ class Host(Protocol):
     def queue(self, kind: str, namespace: str, name: str) -> TaskQueue: ...
 
     def publish_ready(self, run_id: str, tasks: dict[str, tuple[str, str, str, Offer]]) -> None: ...
+
+    counters: Counter[str]
+
+    def observe(self, records: list[Any], started_at: float | None) -> None: ...
 
     def post(self, run_id: str, message: m.Message) -> None: ...
 

@@ -19,7 +19,7 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_cancellation, decide_time, journal_retry, views, workflow_streams
+from . import decide_cancellation, decide_time, journal_retry, log_context, views, workflow_streams
 from . import messages as m
 from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
@@ -96,6 +96,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
 
     async def main(self) -> None:
         """Run until passivated or stopped. A failure here is the run's, never the node's."""
+        log_context.enter(run_id=self.run_id)  # this task's own context, not the request's that woke it
         with self._scope:
             try:
                 await self._main()
@@ -154,6 +155,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 self.run_id, len(self.damage), "; ".join(self.damage[:3]),
             )
         workflow_streams.mark_loaded(state.wstreams)
+        if state.meta:
+            log_context.bind(workflow_id=state.meta.get("workflow_id"), namespace=state.meta.get("namespace"))
         self.state = state
         self.visible = len(state.events)
         self.ready = True
@@ -369,6 +372,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 await journal_retry.append(self.host.journal, batch, self.run_id)
         except FencedError as exc:
             self.committing = False
+            self.host.counters["fencing_rejections"] += 1
             log.warning("run %s: shard %s was taken over (epoch %s); stopping", self.run_id, exc.shard, exc.actual)
             self.host.drop_shards({exc.shard})
             raise NotOwner(self.run_id) from None
@@ -379,6 +383,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
             raise
         self.committing = False
         self.visible = len(state.events)
+        self.host.observe(em.records, state.meta.get("started_at"))
         for new in em.new_runs:
             self._launch(new.run_id)
         for effect in em.effects:

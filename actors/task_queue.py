@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import trio
 
+from persistence.buckets import LATENCY_SECONDS, Buckets
+
 
 @dataclass(frozen=True)
 class Offer:
@@ -59,6 +61,8 @@ class TaskQueue:
         self.held: dict[str, float] = {}  # task id -> trio time until which only its sticky worker may take it
         self.sticky_backlog: Counter[str] = Counter()  # worker -> backlog offers sticky to it
         self.wall = wall  # the clock the offers' sticky_until is read on
+        self.enqueued: dict[str, float] = {}  # task id -> trio time it entered the backlog (oldest-task age)
+        self.waits = Buckets(LATENCY_SECONDS)  # how long polls that got a task waited for it
 
     def offer(self, offer: Offer, front: bool = False) -> None:
         """``front``: ahead of the backlog (a task someone is waiting for synchronously)."""
@@ -72,6 +76,7 @@ class TaskQueue:
         elif self._give(offer, lambda w: True):
             return
         self.backlog[offer.task_id] = offer
+        self.enqueued[offer.task_id] = trio.current_time()
         if front:
             self.backlog.move_to_end(offer.task_id, last=False)
         if offer.sticky is not None:
@@ -92,6 +97,7 @@ class TaskQueue:
     def _remove(self, task_id: str) -> Offer | None:
         offer = self.backlog.pop(task_id, None)
         self.held.pop(task_id, None)
+        self.enqueued.pop(task_id, None)
         if offer is not None and offer.sticky is not None:
             self.sticky_backlog[offer.sticky] -= 1
             if self.sticky_backlog[offer.sticky] <= 0:
@@ -127,12 +133,16 @@ class TaskQueue:
     ) -> Offer | None:
         """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain.
         ``caps``: the poller's capabilities (an offer that ``needs`` one it lacks is not for it)."""
-        end = trio.current_time() + timeout
+        start = trio.current_time()
+        end = start + timeout
         while True:
             waiter = _Waiter(accepts, worker, caps)
             offer = self._take_backlog(waiter)
-            if offer is not None or trio.current_time() >= end or draining.is_set():
+            if offer is not None:
+                self.waits.observe(trio.current_time() - start)
                 return offer
+            if trio.current_time() >= end or draining.is_set():
+                return None
             waiter.event = trio.Event()
             self.waiters.append(waiter)
             try:
@@ -145,6 +155,8 @@ class TaskQueue:
                 raise
             self._forget(waiter)
             if waiter.event.is_set():
+                if waiter.offer is not None:
+                    self.waits.observe(trio.current_time() - start)
                 return waiter.offer  # an offer, or None when the node drains
 
     def _forget(self, waiter: _Waiter) -> None:
@@ -161,3 +173,7 @@ class TaskQueue:
 
     def depth(self) -> int:
         return len(self.backlog)
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest task of the backlog has waited (0 when empty)."""
+        return trio.current_time() - min(self.enqueued.values()) if self.enqueued else 0.0

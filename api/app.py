@@ -16,6 +16,7 @@ from runtime.node import Node
 from . import (
     control_routes,
     internal_routes,
+    metrics_route,
     openapi,
     operator_routes,
     schedule_routes,
@@ -35,6 +36,7 @@ def create_app(node: Node) -> QuartTrio:
     operator_routes.register(api)
     worker_routes.register(api)
     internal_routes.register(api)
+    metrics_route.register(api)
     api.guard.app = FastPath(api, api.guard.app)  # hot routes skip Quart's per-request machinery (api.fast_path)
 
     @api.endpoint("/api/openapi.json", "GET", Route("open"), (), auth=False, version=False, namespace=False)

@@ -12,6 +12,9 @@ back in the plane's envelope with a stable reason; an unexpected failure becomes
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors import log_context
 from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
 from persistence.ids import shard_of_run
 from persistence.journal import StoreUnavailable
@@ -55,6 +59,15 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(sent: str | None) -> str:
+    """The client's request id when it is a sane token (it is echoed and logged), else a new one."""
+    return sent if sent is not None and _REQUEST_ID.match(sent) else uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Api:
             self.cfg.auth_driver, self.cfg.auth_tokens, self.cfg.signature_keys,
             backward_compatible=self.cfg.auth_backward_compatible, compat=self.cfg.signature_compat,
         )
+        self.metrics = node.request_metrics  # None when DW_METRICS_ENABLED=false
         self.registry: list[dict[str, Any]] = []  # every endpoint, for the OpenAPI document
         self.endpoints: dict[str, Endpoint] = {}  # by Quart endpoint name (api.fast_path finds them so)
         self.app.register_error_handler(HTTPException, self._http_error)
@@ -118,6 +132,7 @@ class Api:
         version: bool = True,
         namespace: bool = True,
         auth: bool = True,
+        documented: bool = True,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             entry = Endpoint(rule, method, route, roles, version, namespace, auth, fn, f"{fn.__name__}_{method.lower()}")
@@ -129,10 +144,11 @@ class Api:
 
             view.__name__ = entry.name
             self.endpoints[entry.name] = entry
-            self.registry.append(
-                {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
-                 "auth": auth, "fn": fn}
-            )
+            if documented:
+                self.registry.append(
+                    {"rule": rule, "method": method, "route": route, "roles": roles, "version": version, "namespace": namespace,
+                     "auth": auth, "fn": fn}
+                )
             self.app.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method], provide_automatic_options=False)
             return fn
 
@@ -150,13 +166,24 @@ class Api:
 
     async def serve(self, req: RequestView, entry: Endpoint, path_args: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """One request through the pipeline to its answer: status, body bytes, headers."""
-        result = await self._pipeline(
-            req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
-        )
+        started = time.perf_counter()
+        request_id = request_id_of(req.headers.get(REQUEST_ID_HEADER))
+        token = log_context.enter(request_id=request_id, namespace=req.headers.get("X-Namespace"),
+                                  workflow_id=path_args.get("workflow_id"), run_id=path_args.get("run_id"))
+        try:
+            result = await self._pipeline(
+                req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
+            )
+        finally:
+            log_context.leave(token)
         if isinstance(result, Relayed):
-            return result.status, result.content, dict(result.headers)
-        status, out = result
-        data, headers = self.render_parts(req, entry.route, status, out, path_args)
+            status, data, headers = result.status, result.content, dict(result.headers)
+        else:
+            status, out = result
+            data, headers = self.render_parts(req, entry.route, status, out, path_args)
+        headers[REQUEST_ID_HEADER] = request_id
+        if self.metrics is not None:
+            self.metrics.observe(entry.rule, entry.method, status, time.perf_counter() - started)
         return status, data, headers
 
     async def _pipeline(
@@ -180,6 +207,7 @@ class Api:
             elif version:
                 request_checks.control_version(req)
             ns = (req.headers.get("X-Namespace") or req.args.get("namespace") or self.cfg.default_namespace).lower()
+            log_context.bind(namespace=ns)
             if needs_ns and not self.node.namespaces.exists(ns):
                 raise ProtocolError(
                     404,

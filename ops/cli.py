@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from functools import partial
@@ -23,6 +25,7 @@ from runtime.membership import render_table
 from runtime.node import Node, bootstrap, cluster_status, journal_loop
 
 from . import hypercorn_patches
+from . import log_format as log_format_module
 from .task_dump import task_tree
 
 log = logging.getLogger("dw.server")
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--data-dir", default="./.dw-data", help="directory of the embedded SQLite journal")
         p.add_argument("--database", default=None, help="postgresql://user@host:port/db (default: the embedded SQLite)")
         p.add_argument("--log-level", default="INFO")
+        p.add_argument("--log-format", choices=["text", "json"], default=None,
+                       help="text lines (the default) or one JSON object per line (or DW_LOG_FORMAT)")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8080)
@@ -144,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--node-id", default=None, help="this node's id in a cluster (default: host name and pid)")
             p.add_argument("--advertise-url", default=None, help="the URL other nodes reach this node at")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per node-to-node call would drown the log
+    log_format = getattr(args, "log_format", None) or os.environ.get("DW_LOG_FORMAT") or "text"
+    if log_format not in ("text", "json"):
+        print(f"error: DW_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
+        return 2
+    node_name = getattr(args, "node_id", None) or os.environ.get("DW_NODE_ID") or socket.gethostname()
+    log_format_module.configure(args.log_level, log_format, node_name)
     overrides: dict[str, object] = {"data_dir": args.data_dir, "database": args.database}
     if args.command == "serve":
         overrides.update(
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    log_format_module.set_node(cfg.node_id or node_name)
     if args.command == "bootstrap":
         for line in trio.run(bootstrap, cfg):
             log.info("%s", line)

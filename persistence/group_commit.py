@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import trio
 
+from .buckets import LATENCY_SECONDS, Buckets
 from .journal import Batch
 
 T = TypeVar("T")
@@ -37,10 +38,28 @@ async def next_group(recv: trio.MemoryReceiveChannel[T], max_batch: int) -> list
     return group
 
 
+GROUP_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class CommitStats:
+    """What the group-commit writer did (plain counters; see ``buckets``)."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.seconds = Buckets(LATENCY_SECONDS)
+        self.sizes = Buckets(GROUP_SIZE_BUCKETS)
+
+    def observe(self, size: int, seconds: float, failed: bool) -> None:
+        self.failed += failed
+        self.seconds.observe(seconds)
+        self.sizes.observe(size)
+
+
 class GroupCommit:
     def __init__(self, max_batch: int, capacity: int = 10_000) -> None:
         self.max_batch = max_batch
         self._send, self._recv = trio.open_memory_channel[Pending](capacity)
+        self.stats = CommitStats()
 
     async def append(self, batch: Batch) -> None:
         pending = Pending(batch)
@@ -56,6 +75,7 @@ class GroupCommit:
         task_status.started()
         while True:
             group = await next_group(self._recv, self.max_batch)
+            started = trio.current_time()
             try:
                 # Shielded: a commit under way finishes and its appenders learn the outcome.
                 with trio.CancelScope(shield=True):
@@ -64,5 +84,6 @@ class GroupCommit:
                 for pending in group:
                     pending.error = exc
             finally:
+                self.stats.observe(len(group), trio.current_time() - started, any(p.error is not None for p in group))
                 for pending in group:
                     pending.done.set()

@@ -212,6 +212,11 @@ class Journal(Protocol):
         """Batches those transactions carried."""
         ...
 
+    @property
+    def commit_stats(self) -> Any:
+        """The group-commit writer's ``group_commit.CommitStats`` (the node's metrics read them)."""
+        ...
+
     # --- lifecycle -----------------------------------------------------------------
 
     async def open(self) -> None:

@@ -321,6 +321,7 @@ class PostgresJournal:
         self.max_batch = max_batch
         self.pool_size = pool_size
         self._group = GroupCommit(max_batch)
+        self.commit_stats = self._group.stats
         self._pool: asyncpg.Pool | None = None
         self.commits = 0
         self.batches = 0

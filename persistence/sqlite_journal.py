@@ -67,6 +67,7 @@ class SqliteJournal:
         self.synchronous = level
         self.max_batch = max_batch
         self._group = GroupCommit(max_batch)
+        self.commit_stats = self._group.stats
         self._writer = SerialThread("dw-sqlite-writer")  # every write, in order, on the write connection
         self._reader = SerialThread("dw-sqlite-reader")
         self._wconn: sqlite3.Connection | None = None

@@ -103,6 +103,8 @@ class Config:
     advertise_url: str | None = None
     synchronous: str = "FULL"
     compression: bool = True
+    metrics_enabled: bool = True  # Prometheus /metrics and the request counters behind it
+    metrics_public: bool = False  # /metrics without credentials (a scraper inside a trusted network)
     history_retention_days: int = 30
     query_timeout: float = 30.0
     retention_interval: float = 3600.0
@@ -160,6 +162,8 @@ class Config:
             sticky_ttl_seconds=_int("DW_STICKY_TTL_SECONDS", 300),
             synchronous=_synchronous(_env("DW_SQLITE_SYNCHRONOUS", "FULL") or "FULL"),
             compression=(_env("DW_COMPRESSION_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
+            metrics_enabled=(_env("DW_METRICS_ENABLED", "true") or "true").lower() not in ("0", "false", "no"),
+            metrics_public=(_env("DW_METRICS_PUBLIC", "false") or "false").lower() in ("1", "true", "yes"),
             history_retention_days=_int("DW_HISTORY_RETENTION_DAYS", 30),
             retention_interval=float(_int("DW_RETENTION_PASS_SECONDS", 3600)),
             max_pending_activities=_int("DW_MAX_PENDING_ACTIVITIES", 2000),

@@ -7,6 +7,7 @@ service and the task queues, and it supervises every RunActor in one nursery.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -20,6 +21,7 @@ from actors.mailbox import NotReady
 from actors.run_actor import READS, Letter, NotOwner, Reply, RunActor, RunDamaged, RunNotFound, RunUnavailable
 from actors.task_queue import TaskQueue
 from actors.timer_service import TimerService
+from persistence.buckets import Buckets
 from persistence.ids import shard_of, shard_of_run
 from persistence.journal import Journal, StoreUnavailable
 
@@ -28,6 +30,9 @@ from .router import Router, Unreachable
 
 log = logging.getLogger("dw.engine")
 QUARANTINE_SECONDS = 10.0
+CLOSE_OUTCOMES = {"WorkflowCompleted": "completed", "WorkflowFailed": "failed", "WorkflowTimedOut": "timed_out",
+                  "WorkflowCancelled": "cancelled", "WorkflowTerminated": "terminated", "WorkflowContinuedAsNew": "continued"}
+RUN_SECONDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0, 86400.0)
 REMOTE_POST_ATTEMPTS = 12  # about two minutes of rebalancing
 
 
@@ -62,6 +67,10 @@ class Engine:
         self.offers = OfferBook(self, self.router)
         self.draining = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # What the node did, as plain counters its metrics read at scrape time (runtime.metrics).
+        self.counters: Counter[str] = Counter()  # activations, reloads, passivations, fencing_rejections
+        self.events: Counter[str] = Counter()  # history events committed here, by type
+        self.run_seconds: dict[str, Buckets] = {}  # closed runs' start-to-close time, by outcome
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -165,12 +174,28 @@ class Engine:
                 if shard not in self.owned:
                     raise NotOwner(run_id)
             actor = self.actors[run_id] = RunActor(run_id, self, fresh=fresh)
+            self.counters["activations" if fresh else "reloads"] += 1
             self._nursery.start_soon(actor.main, name=f"run:{run_id}")
         return actor
 
     def forget(self, actor: RunActor) -> None:
         if self.actors.get(actor.run_id) is actor:
             del self.actors[actor.run_id]
+            self.counters["passivations"] += 1
+
+    def observe(self, records: list[Any], started_at: float | None) -> None:
+        """Count a commit's history events; a run's close also its start-to-close time."""
+        for record in records:
+            if record.sequence is None:
+                continue
+            kind = record.kind
+            self.events[kind] += 1
+            outcome = CLOSE_OUTCOMES.get(kind)
+            if outcome is not None and started_at is not None:
+                buckets = self.run_seconds.get(outcome)
+                if buckets is None:
+                    buckets = self.run_seconds[outcome] = Buckets(RUN_SECONDS)
+                buckets.observe(max(record.at - started_at, 0.0))
 
     def post(self, run_id: str, message: m.Message) -> None:
         """Deliver without waiting; a full mailbox gets a supervised sender task."""

@@ -20,6 +20,7 @@ from persistence.sqlite_journal import SqliteJournal
 from .config import Config
 from .engine import Engine
 from .errors import ConfigurationError
+from .metrics import node_registry
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
 from .queries import QueryService
@@ -100,6 +101,8 @@ class Node:
         self.retention = RetentionService(self.engine, self.namespaces, interval=cfg.retention_interval)
         self.replay = ReplayGuard(self.journal, self.clock)
         self.started_at = self.clock.now()
+        self.shard_manager: Any = None
+        self.metrics_registry, self.request_metrics = node_registry(self) if cfg.metrics_enabled else (None, None)
 
     async def _load_directories(self) -> None:
         await self.namespaces.load()
@@ -141,6 +144,7 @@ class Node:
                         self.engine, self.journal, self.cfg.database, self.cfg.node_id,
                         self.cfg.advertise_url, self.cfg.shard_count, started_at=self.started_at,
                     )
+                    self.shard_manager = manager  # its counters feed the metrics
                     await nursery.start(manager.run)
                 else:
                     await nursery.start(self.engine.run)

@@ -113,7 +113,8 @@ class ShardManager:
         self.node_ttl = node_ttl
         self.started_at = engine.clock.now() if started_at is None else started_at
         # what an operator reads in the log: lease sessions opened and lost, rounds that failed
-        self.counters = {"sessions_opened": 0, "sessions_lost": 0, "rounds_failed": 0, "adoptions_retried": 0}
+        self.counters = {"sessions_opened": 0, "sessions_lost": 0, "rounds_failed": 0, "adoptions_retried": 0, "claims": 0,
+                         "handovers": 0}
         self._unadopted: set[int] = set()
         self._next_stats = 0.0
 
@@ -265,6 +266,8 @@ class ShardManager:
             if epoch is not None:
                 claimed.append(shard)
         self.engine.owned = leases.owned()
+        self.counters["claims"] += len(claimed)
+        self.counters["handovers"] += len(releases)
         if stale:
             # Marks of an earlier session that this one did not take back: the other members read
             # them as owned by a live node and would never claim them, so they are cleared.

@@ -19,6 +19,7 @@ TOKENS = {"admin": "admin-secret", "operator": "operator-secret", "worker": "wor
 OUTSIDE = {
     ("/internal/rpc", "POST"): "refused: node calls are signed with the cluster secret",
     ("/internal/alive", "GET"): "public: the members' liveness probe, an empty 204 that says nothing",
+    ("/metrics", "GET"): "refused: Prometheus text, operator or admin (the pipeline's auth, public only with DW_METRICS_PUBLIC)",
 }
 
 
@@ -42,6 +43,9 @@ async def test_routes_outside_the_registry_refuse_anonymous_callers_or_are_publi
 
         anonymous = await client.get("/api/workflows")  # the matrix's answer, for contrast
         assert anonymous.status_code == 401
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer worker-secret"})).status_code == 403
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer operator-secret"})).status_code == 200
         assert (await client.get("/internal/alive")).status_code == 204
         assert await (await client.get("/internal/alive")).get_data() == b""
         for name in ("app.py", "__init__.py", "../runtime/config.py"):  # no static route at all (not just no file)

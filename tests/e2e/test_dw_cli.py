@@ -1,0 +1,105 @@
+"""The ``dw`` command line against a real server, with an SDK worker doing the work.
+
+start → signal → history → result, in tables and with ``--output json`` (parsed), plus the
+exit codes scripts rely on and credentials from the environment or a config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from durable_workflow import Client, Worker
+
+from .harness import unique
+from .server import ServerProcess
+from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dw(url: str | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "ops.dw.main", *(["--server", url] if url else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200", "HOME": str(ROOT / ".no-home"), **(env or {})})
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def test_start_signal_history_result_in_tables_and_json(server_url: str) -> None:
+    tq, wid = unique("cli"), unique("cli-wf")
+    stop = threading.Event()
+
+    def worker() -> None:
+        async def run() -> None:
+            async with Client(server_url) as client:
+                w = Worker(client, task_queue=tq, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=2)
+                task = asyncio.create_task(w.run())
+                while not stop.is_set():
+                    await asyncio.sleep(0.1)
+                await w.stop()
+                await task
+
+        asyncio.run(run())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        started = json.loads(ok(dw(server_url, "-o", "json", "workflow", "start", "--type", "approval", "--id", wid,
+                                   "--task-queue", tq)))
+        assert started["workflow_id"] == wid and started["run_id"]
+        table = ok(dw(server_url, "workflow", "describe", wid))
+        assert wid in table and "approval" in table
+        ok(dw(server_url, "workflow", "signal", wid, "approve", "--input", '["ops"]'))
+        assert json.loads(ok(dw(server_url, "-o", "json", "workflow", "result", wid, "--timeout", "60")))["output"] == "hello, ops"
+        assert ok(dw(server_url, "workflow", "result", wid)).strip() == '"hello, ops"'
+        history = json.loads(ok(dw(server_url, "-o", "json", "workflow", "history", wid)))
+        kinds = [e["event_type"] for e in history["events"]]
+        assert kinds[-1] == "WorkflowCompleted" and "SignalReceived" in kinds
+        followed = ok(dw(server_url, "workflow", "history", wid, "--follow"))
+        assert "SignalReceived" in followed and "WorkflowCompleted" in followed, followed
+        listed = json.loads(ok(dw(server_url, "-o", "json", "workflow", "list", "--all", "--page-size", "5")))
+        assert wid in {w["workflow_id"] for w in listed["workflows"]}
+        queues = ok(dw(server_url, "task-queue", "list"))
+        assert tq in queues
+        assert "default" in ok(dw(server_url, "namespace", "list"))
+        assert json.loads(ok(dw(server_url, "-o", "json", "cluster", "status")))["server_id"]
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_exit_codes_scripts_rely_on(server_url: str, tmp_path: Path) -> None:
+    missing = dw(server_url, "workflow", "describe", unique("ghost"))
+    assert missing.returncode == 3 and "instance_not_found" in missing.stderr, missing
+    refused = dw(server_url, "workflow", "start", "--type", "x", "--input", "{not json")
+    assert refused.returncode == 2 and "not JSON" in refused.stderr, refused
+    unreachable = dw(f"http://127.0.0.1:{ServerProcess.free_port()}", "workflow", "list")
+    assert unreachable.returncode == 5 and "cannot reach" in unreachable.stderr, unreachable
+    bad_output = dw(server_url, "-o", "yaml", "workflow", "list")
+    assert bad_output.returncode == 2, bad_output
+
+
+def test_credentials_from_the_environment_and_a_config_file(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"DW_AUTH_DRIVER": "token", "DW_OPERATOR_TOKEN": "op-token"},
+                           port=ServerProcess.free_port())
+    url = server.start()
+    try:
+        assert dw(url, "namespace", "list").returncode == 4, "no credentials: not allowed"
+        ok(dw(url, "namespace", "list", env={"DW_TOKEN": "op-token"}))
+        config = tmp_path / "dw.toml"
+        config.write_text(f'server = "http://127.0.0.1:1"\n[profiles.local]\nserver = "{url}"\ntoken = "op-token"\n')
+        assert "default" in ok(dw(None, "--config", str(config), "--profile", "local", "namespace", "list"))
+        assert dw(None, "--config", str(config), "--profile", "nope", "namespace", "list").returncode == 2
+    finally:
+        server.stop()
