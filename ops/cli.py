@@ -127,7 +127,8 @@ def _leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's grammar (the container files' commands are checked against it)."""
     parser = argparse.ArgumentParser(prog="dw-server", description="Durable workflow server")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("cluster", help="cluster operations")
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--insecure", action="store_true", help="allow auth driver 'none' on a non-loopback bind")
             p.add_argument("--node-id", default=None, help="this node's id in a cluster (default: host name and pid)")
             p.add_argument("--advertise-url", default=None, help="the URL other nodes reach this node at")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     log_format = getattr(args, "log_format", None) or os.environ.get("DW_LOG_FORMAT") or "text"
     if log_format not in ("text", "json"):
         print(f"error: DW_LOG_FORMAT must be text or json, not {log_format!r}", file=sys.stderr)
