@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from . import local_activities, memo, workflow_streams
+from . import local_activities, memo, tracing, workflow_streams
 from .errors import CommandError
 
 __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
@@ -231,6 +231,7 @@ def _start_child(cmd: dict[str, Any], path: str) -> dict[str, Any]:
         "arguments": cmd.get("arguments"),
         "parent_close_policy": policy,
         "cancellation_policy": None if cancellation == "abandon" else cancellation,  # the default is never stored
+        "trace": tracing.carrier(cmd.get("observability_context")),  # the child's own tasks carry it (§15.1)
         "retry_policy": retry,
         "execution_timeout_seconds": exec_t,
         "run_timeout_seconds": run_t,
@@ -304,6 +305,7 @@ def _continue(cmd: dict[str, Any], path: str) -> dict[str, Any]:
         "arguments": cmd.get("arguments"),
         "workflow_type": cmd.get("workflow_type"),
         "queue": cmd.get("queue"),
+        "trace": tracing.carrier(cmd.get("observability_context")),
     }
 
 

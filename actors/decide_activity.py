@@ -58,6 +58,7 @@ def task_payload(state: RunState, act: Activity) -> dict[str, Any]:
         "lease_owner": act.owner,
         "lease_expires_at": iso(act.lease_expires_at),
         "deadlines": {k: iso(v) for k, v in deadlines(act).items()},
+        "observability_context": state.meta.get("trace"),  # the carrier that started the run (extended §15.1)
     }
     if not task["deadlines"]:
         del task["deadlines"]

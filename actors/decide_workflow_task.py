@@ -389,6 +389,8 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
         shard=child_shard,
         shard_count=count,
     )
+    if cmd.get("trace"):
+        meta["trace"] = cmd["trace"]
     started = dict(base, child_run_number=1)
     for key in ("execution_timeout_seconds", "run_timeout_seconds"):
         if cmd.get(key):
@@ -528,6 +530,9 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
     )
     if state.streams:
         new_meta["message_streams"] = message_streams.carry(state, em)
+    trace = cmd.get("trace") or meta.get("trace")  # the continuation's own carrier, else the run's (§15.1)
+    if trace:
+        new_meta["trace"] = trace
     em.event(
         "WorkflowContinuedAsNew",
         {

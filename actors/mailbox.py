@@ -35,6 +35,7 @@ class Letter:
 
     message: m.Message
     reply: Reply | None = None
+    trace: Any = None  # the sender's trace context: the run's work for it (its commit) joins that trace
 
 
 class RunNotFound(Exception):

@@ -19,7 +19,7 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_cancellation, decide_time, journal_retry, log_context, views, workflow_streams
+from . import decide_cancellation, decide_time, journal_retry, log_context, tracing, views, workflow_streams
 from . import messages as m
 from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
@@ -250,7 +250,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         message, reply = letter.message, letter.reply
         try:
             self._admit(message)
-            value = await self._dispatch(message)
+            with tracing.within(letter.trace):
+                value = await self._dispatch(message)
         except trio.Cancelled:
             if reply and not reply.event.is_set():
                 reply.set(error=self._gone())  # stopped mid-message: whether it committed, the new owner knows
@@ -368,7 +369,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         batch.instances.extend(em.instances)
         self.committing = True
         try:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), tracing.span("journal.commit", **{"dw.run_id": self.run_id, "dw.records": len(em.records)}):
                 await journal_retry.append(self.host.journal, batch, self.run_id)
         except FencedError as exc:
             self.committing = False

@@ -68,6 +68,7 @@ class WorkerPlaneHandlers(ActorParts):
             "workflow_update_id": wt.update_id,
             "workflow_command_id": None,
             **({"sticky_replay_mode": wt.sticky_mode} if wt.sticky_mode else {}),
+            **({"observability_context": s.meta["trace"]} if s.meta.get("trace") else {}),
             **self._observation(),
         }
 

@@ -21,6 +21,7 @@ from . import (
     operator_routes,
     schedule_routes,
     stream_routes,
+    ui_routes,
     worker_routes,
 )
 from .endpoints import Api, Ctx
@@ -37,6 +38,7 @@ def create_app(node: Node) -> QuartTrio:
     worker_routes.register(api)
     internal_routes.register(api)
     metrics_route.register(api)
+    ui_routes.register(api)
     api.guard.app = FastPath(api, api.guard.app)  # hot routes skip Quart's per-request machinery (api.fast_path)
 
     @api.endpoint("/api/openapi.json", "GET", Route("open"), (), auth=False, version=False, namespace=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from actors import message_streams
+from actors import message_streams, tracing
 from actors.limits import search_attribute_problem
 from persistence import avro
 from persistence.ids import iso
@@ -240,6 +240,7 @@ def _register_runs(api: Api) -> None:
             raise validation(problem[0], problem[1])
         body = req.model_dump()
         body["input"] = _input(body.get("input"))
+        body["trace"] = tracing.carrier(ctx.body.get("observability_context"))  # a malformed one is dropped
         if body.get("workflow_id") is None:
             body.pop("workflow_id")
         return views.started(await node.workflows.start(ctx.namespace, body))

@@ -11,6 +11,7 @@ back in the plane's envelope with a stable reason; an unexpected failure becomes
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actors import log_context
+from actors import log_context, tracing
 from actors.run_actor import NotOwner, RunDamaged, RunNotFound, RunUnavailable
 from persistence.ids import shard_of_run
 from persistence.journal import StoreUnavailable
@@ -171,9 +172,12 @@ class Api:
         token = log_context.enter(request_id=request_id, namespace=req.headers.get("X-Namespace"),
                                   workflow_id=path_args.get("workflow_id"), run_id=path_args.get("run_id"))
         try:
-            result = await self._pipeline(
-                req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
-            )
+            if tracing.TRACER is None:
+                result = await self._pipeline(
+                    req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
+                )
+            else:
+                result = await self._traced(req, entry, path_args, request_id)
         finally:
             log_context.leave(token)
         if isinstance(result, Relayed):
@@ -185,6 +189,29 @@ class Api:
         if self.metrics is not None:
             self.metrics.observe(entry.rule, entry.method, status, time.perf_counter() - started)
         return status, data, headers
+
+    async def _traced(self, req: RequestView, entry: Endpoint, path_args: dict[str, str], request_id: str) -> Any:
+        """The pipeline inside a server span whose parent is the caller's: its ``traceparent``
+        header, or the ``observability_context`` carrier the SDK puts in start, signal, update
+        and cancel bodies (extended spec §15.1)."""
+        headers = {k.lower(): v for k, v in req.headers.items() if k.lower() in ("traceparent", "tracestate")}
+        if "traceparent" not in headers and req.method == "POST":
+            try:
+                body = json.loads(await req.data() or b"null")
+            except (ValueError, UnicodeDecodeError):
+                body = None
+            carried = tracing.carrier(body.get("observability_context")) if isinstance(body, dict) else None
+            if carried is not None:
+                headers = dict(carried["carrier"])
+        with tracing.span(f"{entry.method} {entry.rule}", parent=tracing.context_of(headers), **{
+            "http.request.method": entry.method, "http.route": entry.rule, "dw.request_id": request_id,
+            "dw.workflow_id": path_args.get("workflow_id"), "dw.run_id": path_args.get("run_id"),
+        }) as span:
+            result = await self._pipeline(
+                req, entry.route, entry.roles, entry.version, entry.namespace, entry.auth, entry.fn, path_args
+            )
+            span.set_attribute("http.response.status_code", result.status if isinstance(result, Relayed) else result[0])
+            return result
 
     async def _pipeline(
         self, req: RequestView, route: Route, roles: tuple[str, ...], version: bool, needs_ns: bool, auth: bool,
@@ -267,10 +294,13 @@ class Api:
                 if self._forwarded_by(req, await req.data()) is None:
                     body = await req.data()
 
-                    async def send_to(url: str, rerouted: bool, body: bytes = body) -> httpx.Response:
-                        return await self.node.engine.peers.forward(
-                            url, req.method, req.raw_target, req.headers.to_dict(), body, rerouted=rerouted
-                        )
+                    async def send_to(url: str, rerouted: bool, body: bytes = body, shard: int = shard) -> httpx.Response:
+                        headers = req.headers.to_dict()
+                        with tracing.span("forward", **{"dw.peer": url, "dw.shard": shard}):
+                            tracing.inject(headers)  # the owner's span continues this trace
+                            return await self.node.engine.peers.forward(
+                                url, req.method, req.raw_target, headers, body, rerouted=rerouted
+                            )
 
                     try:
                         answer = await router.forward(shard, send_to, budget=max(deadline - now, 0.0))

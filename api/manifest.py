@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import tracing
 from actors.commands import SUPPORTED_COMMANDS
 from actors.memo import CAPABILITY as MEMO_CAPABILITY
 from runtime.update_validation import SEMANTICS as VALIDATION_SEMANTICS
@@ -175,6 +176,7 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "prepared_local_activities": True,
         "prepared_local_activity_groups": True,
         "prepared_local_activity_cancellation_policies": ["try_cancel", "wait_cancellation_completed"],
+        "observability_context": dict(tracing.CAPABILITY),  # carriers kept and handed back on tasks (§15.1)
         "sticky_execution": {
             "supported": True, "routing_identity": "worker_id", "ttl_seconds": sticky_ttl,
             "replay_modes": ["sticky_hit_expected", "cold_replay", "forced_cold_replay"],

@@ -19,6 +19,7 @@ from hypercorn.trio import serve as hyper_serve
 from api.app import create_app
 from api.auth import SUPPORTED_DRIVERS
 from persistence.ids import MAX_SHARDS
+from runtime import tracing
 from runtime.config import Config, ConfigError
 from runtime.errors import ConfigurationError
 from runtime.membership import render_table
@@ -66,8 +67,13 @@ def _check_config(cfg: Config) -> str | None:
 
 
 async def serve(cfg: Config) -> None:
-    async with journal_loop(cfg):
-        await _serve(cfg)
+    provider = tracing.setup(cfg.node_id or "dw-server")
+    try:
+        async with journal_loop(cfg):
+            await _serve(cfg)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans still batched go out before the process ends
     if cfg.database:
         log.info("asyncio loop of the journal closed")
 

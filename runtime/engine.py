@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from actors import messages as m
+from actors import tracing
 from actors.clock import Clock
 from actors.id_source import RANDOM_IDS, IdSource
 from actors.limits import DEFAULT as DEFAULT_LIMITS
@@ -347,7 +348,7 @@ class Engine:
                 await trio.lowlevel.checkpoint()
                 return answer
         reply = Reply()
-        await self.deliver(run_id, Letter(message, reply))
+        await self.deliver(run_id, Letter(message, reply, tracing.current()))
         return await reply.wait()
 
     def is_live(self, run_id: str) -> bool:

@@ -242,6 +242,8 @@ class WorkflowService:
         meta["instance_created_at"] = now
         if req.get("schedule"):
             meta["schedule"] = dict(req["schedule"])
+        if req.get("trace"):
+            meta["trace"] = req["trace"]  # the client's trace carrier: the run's tasks hand it back (§15.1)
         instance = InstanceRow(namespace, workflow_id, wtype, run_id, 1, now)
         # The run's own actor writes its first records, fenced by its shard's epoch; a shard
         # taken over meanwhile answers NotOwner and the request goes to the new owner.

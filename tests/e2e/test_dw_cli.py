@@ -36,13 +36,13 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def test_start_signal_history_result_in_tables_and_json(server_url: str) -> None:
+def test_start_signal_history_result_in_tables_and_json(sqlite_url: str) -> None:
     tq, wid = unique("cli"), unique("cli-wf")
     stop = threading.Event()
 
     def worker() -> None:
         async def run() -> None:
-            async with Client(server_url) as client:
+            async with Client(sqlite_url) as client:
                 w = Worker(client, task_queue=tq, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=2)
                 task = asyncio.create_task(w.run())
                 while not stop.is_set():
@@ -55,38 +55,38 @@ def test_start_signal_history_result_in_tables_and_json(server_url: str) -> None
     thread = threading.Thread(target=worker)
     thread.start()
     try:
-        started = json.loads(ok(dw(server_url, "-o", "json", "workflow", "start", "--type", "approval", "--id", wid,
+        started = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "start", "--type", "approval", "--id", wid,
                                    "--task-queue", tq)))
         assert started["workflow_id"] == wid and started["run_id"]
-        table = ok(dw(server_url, "workflow", "describe", wid))
+        table = ok(dw(sqlite_url, "workflow", "describe", wid))
         assert wid in table and "approval" in table
-        ok(dw(server_url, "workflow", "signal", wid, "approve", "--input", '["ops"]'))
-        assert json.loads(ok(dw(server_url, "-o", "json", "workflow", "result", wid, "--timeout", "60")))["output"] == "hello, ops"
-        assert ok(dw(server_url, "workflow", "result", wid)).strip() == '"hello, ops"'
-        history = json.loads(ok(dw(server_url, "-o", "json", "workflow", "history", wid)))
+        ok(dw(sqlite_url, "workflow", "signal", wid, "approve", "--input", '["ops"]'))
+        assert json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "result", wid, "--timeout", "60")))["output"] == "hello, ops"
+        assert ok(dw(sqlite_url, "workflow", "result", wid)).strip() == '"hello, ops"'
+        history = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "history", wid)))
         kinds = [e["event_type"] for e in history["events"]]
         assert kinds[-1] == "WorkflowCompleted" and "SignalReceived" in kinds
-        followed = ok(dw(server_url, "workflow", "history", wid, "--follow"))
+        followed = ok(dw(sqlite_url, "workflow", "history", wid, "--follow"))
         assert "SignalReceived" in followed and "WorkflowCompleted" in followed, followed
-        listed = json.loads(ok(dw(server_url, "-o", "json", "workflow", "list", "--all", "--page-size", "5")))
+        listed = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "list", "--all", "--page-size", "5")))
         assert wid in {w["workflow_id"] for w in listed["workflows"]}
-        queues = ok(dw(server_url, "task-queue", "list"))
+        queues = ok(dw(sqlite_url, "task-queue", "list"))
         assert tq in queues
-        assert "default" in ok(dw(server_url, "namespace", "list"))
-        assert json.loads(ok(dw(server_url, "-o", "json", "cluster", "status")))["server_id"]
+        assert "default" in ok(dw(sqlite_url, "namespace", "list"))
+        assert json.loads(ok(dw(sqlite_url, "-o", "json", "cluster", "status")))["server_id"]
     finally:
         stop.set()
         thread.join(30)
 
 
-def test_exit_codes_scripts_rely_on(server_url: str, tmp_path: Path) -> None:
-    missing = dw(server_url, "workflow", "describe", unique("ghost"))
+def test_exit_codes_scripts_rely_on(sqlite_url: str, tmp_path: Path) -> None:
+    missing = dw(sqlite_url, "workflow", "describe", unique("ghost"))
     assert missing.returncode == 3 and "instance_not_found" in missing.stderr, missing
-    refused = dw(server_url, "workflow", "start", "--type", "x", "--input", "{not json")
+    refused = dw(sqlite_url, "workflow", "start", "--type", "x", "--input", "{not json")
     assert refused.returncode == 2 and "not JSON" in refused.stderr, refused
     unreachable = dw(f"http://127.0.0.1:{ServerProcess.free_port()}", "workflow", "list")
     assert unreachable.returncode == 5 and "cannot reach" in unreachable.stderr, unreachable
-    bad_output = dw(server_url, "-o", "yaml", "workflow", "list")
+    bad_output = dw(sqlite_url, "-o", "yaml", "workflow", "list")
     assert bad_output.returncode == 2, bad_output
 
 

@@ -40,9 +40,9 @@ def total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
-def test_counters_move_as_workflows_run_and_no_label_names_a_workflow(server_url: str) -> None:
+def test_counters_move_as_workflows_run_and_no_label_names_a_workflow(sqlite_url: str) -> None:
     tq = unique("metrics")
-    before = scrape(server_url)
+    before = scrape(sqlite_url)
     ids = [unique("metrics-wf") for _ in range(3)]
 
     async def body(client) -> list[object]:  # type: ignore[no-untyped-def]
@@ -50,9 +50,9 @@ def test_counters_move_as_workflows_run_and_no_label_names_a_workflow(server_url
                    for w in ids]
         return [await h.result(timeout=60) for h in handles]
 
-    results = asyncio.run(with_worker(server_url, tq, ALL_WORKFLOWS, ALL_ACTIVITIES, body))
+    results = asyncio.run(with_worker(sqlite_url, tq, ALL_WORKFLOWS, ALL_ACTIVITIES, body))
     assert results == ["hello, m"] * 3
-    after = scrape(server_url)
+    after = scrape(sqlite_url)
 
     def moved(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)

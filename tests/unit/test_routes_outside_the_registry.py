@@ -19,6 +19,9 @@ TOKENS = {"admin": "admin-secret", "operator": "operator-secret", "worker": "wor
 OUTSIDE = {
     ("/internal/rpc", "POST"): "refused: node calls are signed with the cluster secret",
     ("/internal/alive", "GET"): "public: the members' liveness probe, an empty 204 that says nothing",
+    ("/ui", "GET"): "public: the web UI's static shell; every datum it shows is read from the API under the user's credentials",
+    ("/ui/", "GET"): "public: the same shell",
+    ("/ui/static/<name>", "GET"): "public: the shell's script and style sheet (a fixed set of files, nothing else)",
     ("/metrics", "GET"): "refused: Prometheus text, operator or admin (the pipeline's auth, public only with DW_METRICS_PUBLIC)",
 }
 
@@ -44,6 +47,11 @@ async def test_routes_outside_the_registry_refuse_anonymous_callers_or_are_publi
         anonymous = await client.get("/api/workflows")  # the matrix's answer, for contrast
         assert anonymous.status_code == 401
         assert (await client.get("/metrics")).status_code == 401
+        shell = await client.get("/ui")
+        assert shell.status_code == 200 and "script-src 'self'" in shell.headers["Content-Security-Policy"]
+        assert (await client.get("/ui/static/app.js")).status_code == 200
+        for name in ("../app.py", "index.html", "..%2Fui_routes.py", "app.js.map"):
+            assert (await client.get(f"/ui/static/{name}")).status_code == 404, name
         assert (await client.get("/metrics", headers={"Authorization": "Bearer worker-secret"})).status_code == 403
         assert (await client.get("/metrics", headers={"Authorization": "Bearer operator-secret"})).status_code == 200
         assert (await client.get("/internal/alive")).status_code == 204
