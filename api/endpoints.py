@@ -295,7 +295,8 @@ class Api:
                     body = await req.data()
 
                     async def send_to(url: str, rerouted: bool, body: bytes = body, shard: int = shard) -> httpx.Response:
-                        headers = req.headers.to_dict()
+                        headers = {k: v for k, v in req.headers.to_dict().items() if k.lower() != "x-request-id"}
+                        headers[REQUEST_ID_HEADER] = log_context.current().get("request_id") or request_id_of(None)  # one id on both nodes' logs
                         with tracing.span("forward", **{"dw.peer": url, "dw.shard": shard}):
                             tracing.inject(headers)  # the owner's span continues this trace
                             return await self.node.engine.peers.forward(
