@@ -13,7 +13,7 @@ from typing import Any
 from persistence.ids import iso
 
 from .emit import Effect, Emitter, par_fields
-from .run_state import RunState
+from .run_state import PARENT_CLOSE_ACTIONS, RunState
 
 
 def timer_payload(timer: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def close_run(
 def closure_effects(state: RunState, em: Emitter) -> None:
     """Parent-close policies for open children, and the parent's view of this run."""
     for child in state.children.values():
-        if child.policy in ("request_cancel", "terminate"):
+        if child.policy in PARENT_CLOSE_ACTIONS:
             em.effects.append(Effect("close_child", child.run_id, {"policy": child.policy, "seq": child.seq}))
     parent = state.meta.get("parent")
     if parent:

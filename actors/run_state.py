@@ -30,6 +30,7 @@ TERMINAL_EVENTS = {
     "WorkflowContinuedAsNew": ("completed", "continued"),
 }
 ACTIVITY_RESOLUTIONS = ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut")
+PARENT_CLOSE_ACTIONS = ("request_cancel", "request_cancellation", "terminate")  # a closing parent acts on such children
 CHILD_RESOLUTIONS = ("ChildRunCompleted", "ChildRunFailed", "ChildRunCancelled", "ChildRunTerminated")
 
 
@@ -705,7 +706,7 @@ def _closed(state: RunState, record: Record) -> None:
     state.activities.clear()
     state.cond = None
     state.parent_close = {c.run_id: {"workflow_id": c.workflow_id, "policy": c.policy}
-                          for c in state.children.values() if c.policy in ("request_cancel", "request_cancellation", "terminate")}
+                          for c in state.children.values() if c.policy in PARENT_CLOSE_ACTIONS}
 
 
 def _parent_close_settled(state: RunState, record: Record) -> None:

@@ -9,14 +9,13 @@ of each round trip as the caller sees it.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 import uuid
 from typing import Any
 
 from durable_workflow import Client, workflow
 
-from .bench_procs import serve_worker
+from .bench_procs import serve_worker, with_worker_process
 
 
 @workflow.defn(name="bench_counter")
@@ -77,13 +76,5 @@ async def _drive(url: str, task_queue: str, n: int) -> dict[str, Any]:
 
 def interact(url: str, n: int) -> dict[str, Any]:
     task_queue = f"bench-interact-{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop))
-    proc.start()
-    ready.wait(30)
-    try:
-        return {"workload": "interact", **asyncio.run(_drive(url, task_queue, n))}
-    finally:
-        stop.set()
-        proc.join(60)
+    return with_worker_process(_worker_main, url, task_queue,
+                               lambda: {"workload": "interact", **asyncio.run(_drive(url, task_queue, n))})

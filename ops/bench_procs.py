@@ -139,6 +139,23 @@ class Server:
 
 
 
+def with_worker_process(target: Any, url: str, task_queue: str, drive: Any) -> Any:
+    """Run ``drive()`` while one spawned SDK worker process (``target(url, task_queue, ready,
+    stop)``) serves ``task_queue``; the worker is stopped whatever happens."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=target, args=(url, task_queue, ready, stop))
+    proc.start()
+    ready.wait(30)
+    try:
+        return drive()
+    finally:
+        stop.set()
+        proc.join(60)
+
+
 def serve_worker(url: str, ready: Any, stop: Any, token: str | None = None, **worker_options: Any) -> None:
     """The body of a benchmark's SDK worker process: one ``Worker`` until ``stop`` is set."""
     from durable_workflow import Client, Worker

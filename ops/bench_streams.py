@@ -17,7 +17,6 @@ Each is N sequential round trips; p50/p99 in ms as the caller sees them.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 import uuid
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from durable_workflow import Client, workflow
 from durable_workflow.client import WorkflowStreamAppendItem
 
-from .bench_procs import pct, serve_worker
+from .bench_procs import pct, serve_worker, with_worker_process
 
 
 @workflow.defn(name="bench_relay")
@@ -92,13 +91,5 @@ async def _drive(url: str, task_queue: str, n: int) -> dict[str, Any]:
 
 def streams(url: str, n: int) -> dict[str, Any]:
     task_queue = f"bench-streams-{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_worker_main, args=(url, task_queue, ready, stop))
-    proc.start()
-    ready.wait(30)
-    try:
-        return {"workload": "streams", **asyncio.run(_drive(url, task_queue, n))}
-    finally:
-        stop.set()
-        proc.join(60)
+    return with_worker_process(_worker_main, url, task_queue,
+                               lambda: {"workload": "streams", **asyncio.run(_drive(url, task_queue, n))})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -33,6 +35,34 @@ async def with_worker(
         finally:
             await worker.stop()
             await task
+
+
+@contextmanager
+def worker_thread(url: str, task_queue: str, workflows: Sequence[type], activities: Sequence[Callable[..., Any]]) -> Iterator[None]:
+    """An SDK worker in a thread of its own while the block runs (for tests that drive the
+    server from synchronous code: a subprocess, a browser)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        async def main() -> None:
+            async with Client(url) as client:
+                worker = Worker(client, task_queue=task_queue, workflows=list(workflows), activities=list(activities),
+                                poll_timeout=2)
+                task = asyncio.create_task(worker.run())
+                while not stop.is_set():
+                    await asyncio.sleep(0.1)
+                await worker.stop()
+                await task
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 async def current_history(http: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:

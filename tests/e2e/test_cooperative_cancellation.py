@@ -186,7 +186,8 @@ def test_request_cancellation_refuses_bad_input_and_closed_runs(server_url: str)
 
 
 @pytest.mark.parametrize("policy", ["try_cancel", "wait_cancellation_completed"])
-def test_a_request_at_a_child_boundary_asks_the_child_to_stop_per_its_policy(server_url: str, policy: str) -> None:
+def test_a_request_at_a_child_boundary_asks_the_child_to_stop_per_its_policy(sqlite_url: str, policy: str) -> None:
+    """On SQLite here; on PostgreSQL across three nodes in tests/cluster/test_cluster_extended.py."""
     tq, wid = unique("coop"), unique(f"coop-parent-{policy[:4]}")
 
     async def body(client: Client, http: httpx.AsyncClient) -> object:
@@ -200,7 +201,7 @@ def test_a_request_at_a_child_boundary_asks_the_child_to_stop_per_its_policy(ser
         child = await client.get_workflow_handle(child_id).result(timeout=60)
         return result, child, await current_history(http, wid), await current_history(http, child_id)
 
-    result, child, parent_events, child_events = asyncio.run(_with_worker(server_url, tq, body))
+    result, child, parent_events, child_events = asyncio.run(_with_worker(sqlite_url, tq, body))
     assert result == "parent stopped"
     parent_request = next(e for e in parent_events if e["event_type"] == "CooperativeCancellationRequested")
     assert child == {"parent_request_id": parent_request["workflow_command_id"], "lineage": 2}, "the child's context links to the parent's"
@@ -216,7 +217,7 @@ def test_a_request_at_a_child_boundary_asks_the_child_to_stop_per_its_policy(ser
         assert "ChildRunCompleted" not in types[:delivered], "delivered at once; the child stops on its own time"
 
 
-def test_parent_close_policy_request_cancellation_asks_the_child_to_stop_cooperatively(server_url: str) -> None:
+def test_parent_close_policy_request_cancellation_asks_the_child_to_stop_cooperatively(sqlite_url: str) -> None:
     tq, wid = unique("coop"), unique("coop-leaves")
 
     async def body(client: Client, http: httpx.AsyncClient) -> object:
@@ -230,7 +231,7 @@ def test_parent_close_policy_request_cancellation_asks_the_child_to_stop_coopera
         await _started(http, wid, "ParentClosePolicyApplied")
         return child, await current_history(http, wid), await current_history(http, child_id)
 
-    child, parent_events, child_events = asyncio.run(_with_worker(server_url, tq, body))
+    child, parent_events, child_events = asyncio.run(_with_worker(sqlite_url, tq, body))
     assert child == {"parent_request_id": None, "lineage": 1}, "a cooperative request, cleaned up by the child's own code"
     applied = next(e for e in parent_events if e["event_type"] == "ParentClosePolicyApplied")
     assert applied["payload"]["policy"] == "request_cancellation"

@@ -6,18 +6,15 @@ exit codes scripts rely on and credentials from the environment or a config file
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from durable_workflow import Client, Worker
 
-from .harness import unique
+from .harness import unique, worker_thread
 from .server import ServerProcess
 from .workflows import ALL_ACTIVITIES, ALL_WORKFLOWS
 
@@ -38,23 +35,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_start_signal_history_result_in_tables_and_json(sqlite_url: str) -> None:
     tq, wid = unique("cli"), unique("cli-wf")
-    stop = threading.Event()
-
-    def worker() -> None:
-        async def run() -> None:
-            async with Client(sqlite_url) as client:
-                w = Worker(client, task_queue=tq, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=2)
-                task = asyncio.create_task(w.run())
-                while not stop.is_set():
-                    await asyncio.sleep(0.1)
-                await w.stop()
-                await task
-
-        asyncio.run(run())
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
+    with worker_thread(sqlite_url, tq, ALL_WORKFLOWS, ALL_ACTIVITIES):
         started = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "start", "--type", "approval", "--id", wid,
                                    "--task-queue", tq)))
         assert started["workflow_id"] == wid and started["run_id"]
@@ -74,9 +55,6 @@ def test_start_signal_history_result_in_tables_and_json(sqlite_url: str) -> None
         assert tq in queues
         assert "default" in ok(dw(sqlite_url, "namespace", "list"))
         assert json.loads(ok(dw(sqlite_url, "-o", "json", "cluster", "status")))["server_id"]
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 def test_exit_codes_scripts_rely_on(sqlite_url: str, tmp_path: Path) -> None:

@@ -128,12 +128,12 @@ def test_items_keep_their_offsets_across_a_server_sigkill_and_a_new_worker(tmp_p
         assert "Traceback" not in server.log(), server.log()
 
 
-def test_a_parked_subscriber_wakes_at_the_append_and_workflow_side_refusals_are_noted(server_url: str) -> None:
+def test_a_parked_subscriber_wakes_at_the_append_and_workflow_side_refusals_are_noted(sqlite_url: str) -> None:
     tq, wid = unique("ws-edge"), unique("ws-edge")
 
     async def scenario() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        async with Client(server_url) as client, httpx.AsyncClient(base_url=server_url, headers=CP, timeout=30) as http:
+        async with Client(sqlite_url) as client, httpx.AsyncClient(base_url=sqlite_url, headers=CP, timeout=30) as http:
             handle = await client.start_workflow(workflow_type="ws_producer", workflow_id=wid, task_queue=unique("nobody"))
             run_id = handle.run_id
 

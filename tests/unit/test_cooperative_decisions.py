@@ -231,3 +231,15 @@ def test_abandon_at_a_child_boundary_leaves_the_child_alone() -> None:
     assert "cancellation_policy" not in _scheduled(run), "the default is never stored"
     assert _deliver(run, 1, "child")["delivered"] is True
     assert not run.state.child_requests
+
+
+def test_a_closing_parent_acts_at_once_on_a_request_cancellation_child() -> None:
+    """The close's own commit carries the effect (not a later reload or repair pass)."""
+    from actors import decide_control
+
+    run = Run()
+    run.turn([{"type": "start_child_workflow", "workflow_type": "kid", "parent_close_policy": "request_cancellation"}], T0 + 1)
+    em = decide_control.cancel_or_terminate(run.state, "terminate", "operator", "cmd-t", T0 + 2)
+    assert [(e.kind, e.data["policy"]) for e in em.effects] == [("close_child", "request_cancellation")]
+    run.commit(em)
+    assert [p["policy"] for p in run.state.parent_close.values()] == ["request_cancellation"]
