@@ -81,3 +81,20 @@ def test_credentials_from_the_environment_and_a_config_file(tmp_path: Path) -> N
         assert dw(None, "--config", str(config), "--profile", "nope", "namespace", "list").returncode == 2
     finally:
         server.stop()
+
+
+def test_requests_signed_with_a_signature_key(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"DW_AUTH_DRIVER": "signature", "DW_OPERATOR_SIGNATURE_KEY": "op-key"},
+                           port=ServerProcess.free_port())
+    url = server.start()
+    try:
+        assert dw(url, "namespace", "list").returncode == 4
+        assert dw(url, "--signature-key", "not-the-key", "namespace", "list").returncode == 4
+        assert "default" in ok(dw(url, "--signature-key", "op-key", "namespace", "list"))
+        started = json.loads(ok(dw(url, "-o", "json", "workflow", "start", "--type", "t", "--id", "signed-1", "--input", '["x"]',
+                                   env={"DW_SIGNATURE_KEY": "op-key"})))
+        assert started["workflow_id"] == "signed-1", "a signed POST with a body"
+        assert json.loads(ok(dw(url, "-o", "json", "workflow", "list", "--query", 'WorkflowId = "signed-1"',
+                                env={"DW_SIGNATURE_KEY": "op-key"})))["workflows"][0]["workflow_id"] == "signed-1"
+    finally:
+        server.stop()
