@@ -11,6 +11,7 @@ from typing import Any, TypeGuard
 
 from . import local_activities, memo, tracing, workflow_streams
 from .errors import CommandError
+from .errors import invalid as _invalid
 
 __all__ = ["CommandError", "MAX_COMMANDS", "STEP_COMMANDS", "SUPPORTED_COMMANDS", "UPDATE_COMMANDS", "validate_commands"]
 
@@ -43,9 +44,6 @@ CHILD_CANCELLATION_POLICIES = ("abandon", "try_cancel", "wait_cancellation_compl
 MAX_COMMANDS = 1000
 MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600  # ten years: longer deadlines are almost surely unit mistakes
 
-
-def _invalid(path: str, message: str) -> CommandError:
-    return CommandError(422, "validation_failed", message, {path: [message]})
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

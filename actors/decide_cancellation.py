@@ -19,6 +19,7 @@ from persistence.vocabulary import encode_offset
 from .closing import close_run, timer_payload
 from .emit import Emitter, par_fields
 from .errors import CommandError
+from .errors import invalid as _invalid
 from .run_state import Activity, LocalStep, RunState
 
 CONTEXT_SCHEMA = "durable-workflow.cancellation-context/v1"
@@ -110,9 +111,6 @@ def observation(state: RunState) -> dict[str, Any] | None:
         "history_refresh_page_token": FIRST_PAGE,
     }
 
-
-def _invalid(field: str, message: str) -> CommandError:
-    return CommandError(422, "validation_failed", message, {field: [message]})
 
 
 def _int(body: dict[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:

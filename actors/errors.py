@@ -43,3 +43,9 @@ class CommandError(ProtocolError):
         if self.errors:
             out["errors"] = out["validation_errors"] = self.errors
         return out
+
+
+def invalid(field: str, message: str) -> CommandError:
+    """422 ``validation_failed`` naming the one field at fault (every validator of a command,
+    a descriptor or a delivery answers so)."""
+    return CommandError(422, "validation_failed", message, {field: [message]})

@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from persistence.vocabulary import activity_execution_id
 
 from .emit import Emitter, blob_of, par_fields
-from .errors import CommandError
+from .errors import invalid as _invalid
 
 OUTCOMES = ("completed", "failed", "timed_out", "cancelled")
 TIMEOUT_KINDS = ("start_to_close", "schedule_to_close", "heartbeat")
@@ -26,9 +26,6 @@ MAX_HEARTBEATS = 1000  # per attempt, and for all attempts together
 MAX_NAME_BYTES = 255
 MAX_TIMEOUT_SECONDS = 10 * 365 * 24 * 3600
 
-
-def _invalid(path: str, message: str) -> CommandError:
-    return CommandError(422, "validation_failed", message, {path: [message]})
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from persistence import avro
 
-from .errors import CommandError
+from .errors import invalid as _invalid
 
 MAX_ENTRIES = 100
 MAX_VALUE_BYTES = 10_240
@@ -24,9 +24,6 @@ KEY = re.compile(r"^(?!-?[0-9]+$)[A-Za-z0-9_.:-]{1,64}$")
 CAPABILITY = {"supported": True, "command": "upsert_memo", "history_event": "MemoUpserted",
               "max_entries": MAX_ENTRIES, "max_value_bytes": MAX_VALUE_BYTES, "max_total_bytes": MAX_TOTAL_BYTES}
 
-
-def _invalid(path: str, message: str) -> CommandError:
-    return CommandError(422, "validation_failed", message, {path: [message]})
 
 
 def _size(value: Any) -> int:

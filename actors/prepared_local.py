@@ -23,7 +23,7 @@ from . import workflow_streams
 from .commands import _parallel, validate_commands
 from .decide_cancellation import advance_horizon, cancel_local_step
 from .emit import Emitter, blob_of, par_fields
-from .errors import CommandError
+from .errors import CommandError, invalid
 from .limits import Limits, check_completion, check_history
 from .run_state import LocalStep, RunState
 
@@ -41,17 +41,17 @@ def _conflict(reason: str, message: str) -> CommandError:
 def descriptor(raw: Any, state: RunState) -> dict[str, Any]:
     """The call as the worker authored it, checked as ``record_local_activity`` is (422 names the field)."""
     if not isinstance(raw, dict):
-        raise la._invalid("descriptor", "The descriptor field must be an object.")
+        raise invalid("descriptor", "The descriptor field must be an object.")
     path = "descriptor"
     if raw.get("type") != "record_local_activity":
-        raise la._invalid(f"{path}.type", "The descriptor's type must be record_local_activity.")
+        raise invalid(f"{path}.type", "The descriptor's type must be record_local_activity.")
     activity_type = la._name(raw.get("activity_type"), f"{path}.activity_type")
     if raw.get("execution_mode") != "local":
-        raise la._invalid(f"{path}.execution_mode", "The descriptor's execution_mode must be \"local\".")
+        raise invalid(f"{path}.execution_mode", "The descriptor's execution_mode must be \"local\".")
     la._payload(raw.get("arguments"), f"{path}.arguments")
     policy = raw.get("cancellation_policy")
     if policy is not None and policy not in POLICIES:
-        raise la._invalid(f"{path}.cancellation_policy", f"A local cancellation_policy is one of {', '.join(POLICIES)}.")
+        raise invalid(f"{path}.cancellation_policy", f"A local cancellation_policy is one of {', '.join(POLICIES)}.")
     out: dict[str, Any] = {
         "activity_type": activity_type,
         "retry_policy": la._retry_policy(raw.get("retry_policy"), f"{path}.retry_policy"),
@@ -243,16 +243,16 @@ def heartbeat(state: RunState, em: Emitter, step: LocalStep, progress: Any, now:
 
 def parse_report(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict) or raw.get("outcome") not in ("completed", "failed"):
-        raise la._invalid("report.outcome", "The report's outcome must be completed or failed.")
+        raise invalid("report.outcome", "The report's outcome must be completed or failed.")
     if raw["outcome"] == "completed":
         la._payload(raw.get("result"), "report.result")
         return {"outcome": "completed", "result": raw["result"]}
     exception_type = la._name(raw.get("exception_type"), "report.exception_type")
     message = raw.get("message")
     if not isinstance(message, str):
-        raise la._invalid("report.message", "The report's message must be a string.")
+        raise invalid("report.message", "The report's message must be a string.")
     if not isinstance(raw.get("non_retryable"), bool):
-        raise la._invalid("report.non_retryable", "The report's non_retryable field must be true or false.")
+        raise invalid("report.non_retryable", "The report's non_retryable field must be true or false.")
     return {"outcome": "failed", "message": message or f"local activity failed with {exception_type}",
             "exception_type": exception_type, "non_retryable": raw["non_retryable"]}
 
@@ -399,13 +399,13 @@ def checkpoint(state: RunState, body: dict[str, Any], now: float, lease: float, 
                         f"start_sequence {start} is not the run's next step ({state.step_seq + 1}): the history and the worker disagree.")
     raw = body["commands"]
     if not isinstance(raw, list) or not raw:
-        raise la._invalid("commands", "The commands field must be a non-empty list.")
+        raise invalid("commands", "The commands field must be a non-empty list.")
     is_local = [group and isinstance(c, dict) and c.get("type") == "prepare_local_activity" for c in raw]
     others = validate_commands([c for c, local in zip(raw, is_local, strict=True) if not local], allow_empty=True)
     allowed = GROUP_COMMANDS if group else CHECKPOINT_COMMANDS
     for i, cmd in enumerate(others):
         if cmd["type"] not in allowed:
-            raise la._invalid(f"commands.{i}.type", f"A {'group' if group else 'checkpoint'} cannot carry {cmd['type']}.")
+            raise invalid(f"commands.{i}.type", f"A {'group' if group else 'checkpoint'} cannot carry {cmd['type']}.")
     check_completion(state, others, limits)
     check_history(state, len(raw), limits)
     workflow_streams.annotate(state.wstreams, others, limits.stream_items)

@@ -22,7 +22,8 @@ from typing import Any
 
 from persistence.ids import iso
 
-from .errors import CommandError, ProtocolError
+from .errors import ProtocolError
+from .errors import invalid as _invalid
 
 MAX_ITEMS_PER_APPEND = 500
 MAX_NAME_BYTES = 255
@@ -117,9 +118,6 @@ def check_directive(raw: Any, path: str) -> dict[str, Any]:
 def _is_count(value: Any, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
-
-def _invalid(path: str, message: str) -> CommandError:
-    return CommandError(422, "validation_failed", message, {path: [message]})
 
 
 # --- plans -----------------------------------------------------------------------------

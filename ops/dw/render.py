@@ -24,7 +24,7 @@ def payload(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
@@ -41,7 +41,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*(_cell(row.get(c)) for c in columns))
+        t.add_row(*(cell(row.get(c)) for c in columns))
     out.print(t)
     if not rows:
         err.print("[dim](nothing)[/dim]")
@@ -53,5 +53,5 @@ def fields(data: dict[str, Any], keys: Sequence[str], title: str | None = None) 
     t.add_column()
     for key in keys:
         if key in data and data[key] not in (None, {}, []):
-            t.add_row(key, _cell(data[key]))
+            t.add_row(key, cell(data[key]))
     out.print(t)

@@ -128,7 +128,7 @@ def history(ctx: typer.Context, workflow_id: str, run_id: str = typer.Option(Non
         if follow and not as_json:
             for event in page:
                 row = _event_row(event)
-                render.out.print(f"{row['seq']:>5}  {row['time'] or '':<27}  {row['event']:<34} {render._cell(row['detail'])}")
+                render.out.print(f"{row['seq']:>5}  {row['time'] or '':<27}  {row['event']:<34} {render.cell(row['detail'])}")
         if data.get("next_page_token"):
             continue  # more pages are there already
         if not follow or (events and events[-1].get("event_type") in CLOSING):
