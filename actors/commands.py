@@ -196,6 +196,9 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     }
 
 
+check_schedule_activity = _schedule_activity  # a standalone activity is checked as this command (extended §8.2)
+
+
 def _start_timer(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     delay = cmd.get("delay_seconds")
     if not _is_int(delay) or not 0 <= delay <= MAX_DURATION_SECONDS:

@@ -8,7 +8,7 @@ from typing import Any
 
 from persistence.journal import ConflictError
 
-from . import decide_control, message_streams, views
+from . import decide_control, message_streams, standalone, views
 from . import messages as m
 from .emit import Emitter, started_records
 from .errors import ProtocolError
@@ -134,6 +134,8 @@ class ControlHandlers(ActorParts):
             now = self.host.clock.now()
             em = Emitter(self.state, now)
             em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
+            if standalone.is_host(msg.meta):  # its one activity is scheduled with the start (extended §8.1)
+                em.records.append(standalone.scheduled_record(msg.meta, len(em.records) + 1, msg.meta["started_at"]))
             if msg.meta.get("message_streams"):  # a continuation: its streams' cursors and unread messages first
                 em.records.extend(message_streams.seed_records(msg.meta, len(em.records) + 1, msg.meta["started_at"]))
             em.instances.append(msg.instance)

@@ -332,6 +332,13 @@ class ReadHeartbeats(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadJob(Message):
+    """A standalone activity's view (actors.standalone) and the event its next commit sets."""
+
+    KIND: ClassVar[str] = "read_job"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadStreams(Message):
     """The run's workflow streams (``stream`` None), or one stream's page from ``start`` (extended §7.2)."""
 
@@ -508,3 +515,4 @@ class WorkView:
     is_open: bool
     workflow_task: TaskView | None
     activities: tuple[TaskView, ...]
+    needs_workflow_task: bool = True  # False for a standalone activity's host run (actors.standalone)

@@ -19,7 +19,16 @@ import trio
 from persistence import codec
 from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailable
 
-from . import decide_cancellation, decide_time, journal_retry, log_context, tracing, views, workflow_streams
+from . import (
+    decide_cancellation,
+    decide_time,
+    journal_retry,
+    log_context,
+    standalone,
+    tracing,
+    views,
+    workflow_streams,
+)
 from . import messages as m
 from .cancellation_handlers import CancellationHandlers
 from .control_handlers import ControlHandlers
@@ -39,7 +48,7 @@ from .workflow_stream_handlers import WorkflowStreamHandlers
 __all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
-READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats, m.ReadStreams)  # answered by read_now
+READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats, m.ReadStreams, m.ReadJob)  # answered by read_now
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
@@ -244,6 +253,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return copy.deepcopy(self.state.heartbeats)
             case m.ReadStreams():
                 return self._on_read_streams(message)
+            case m.ReadJob():
+                return standalone.view(self.state), self.changed
         raise TypeError(f"not a read: {type(message).__name__}")
 
     async def _handle(self, letter: Letter) -> None:
@@ -341,7 +352,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_stream_append(message)
             case m.StreamClose():
                 return await self._on_stream_close(message)
-            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats() | m.ReadStreams():
+            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats() | m.ReadStreams() | m.ReadJob():
                 return self._read(message)
         raise TypeError(f"RunActor has no handler for {type(message).__name__}")
 
@@ -359,6 +370,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         if not em.records and not em.instances:
             return
         state = self.state
+        standalone.close_with_activity(state, em)  # a host run closes with its activity's final outcome
         batch = Batch(fence=self.host.fence(self.run_id))
         base = state.jseq
         for offset, record in enumerate(em.records, 1):
@@ -487,7 +499,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
 
         True when it needed one. The wake is journaled, so the task survives a restart."""
         s = self.state
-        if not s.is_open or s.wt is not None or s.status not in ("pending", "running"):
+        if not s.is_open or s.wt is not None or s.status not in ("pending", "running") or standalone.is_host(s.meta):
             return False
         em = Emitter(s, self.host.clock.now())
         em.internal("repair_wake")

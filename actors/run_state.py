@@ -31,6 +31,7 @@ TERMINAL_EVENTS = {
 }
 ACTIVITY_RESOLUTIONS = ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut")
 PARENT_CLOSE_ACTIONS = ("request_cancel", "request_cancellation", "terminate")  # a closing parent acts on such children
+HOST_TYPE = "dw.standalone_activity"  # a standalone activity's host run (actors.standalone)
 CHILD_RESOLUTIONS = ("ChildRunCompleted", "ChildRunFailed", "ChildRunCancelled", "ChildRunTerminated")
 
 
@@ -262,7 +263,7 @@ def _history(state: RunState, record: Record) -> None:
 def _schedule(state: RunState, at: float) -> None:
     """The scheduler: at most one workflow task per run, created only when woken; the oldest
     accepted update gets a task of its own first (never merged with an ordinary wake-up)."""
-    if state.is_open and state.wt is None and (state.pending_updates or state.wake):
+    if state.is_open and state.wt is None and (state.pending_updates or state.wake) and state.meta.get("workflow_type") != HOST_TYPE:
         state.wt_counter += 1
         update_id = state.pending_updates[0] if state.pending_updates else None
         if state.wt_counter == 1 and state.meta.get("first_task_at"):
@@ -309,6 +310,9 @@ def _started(state: RunState, record: Record) -> None:
         state.meta = dict(meta)
         state.search_attributes = dict(meta.get("search_attributes") or {})
     if record.kind == "WorkflowStarted":
+        if state.meta.get("workflow_type") == HOST_TYPE:
+            state.status = "running"  # a standalone activity's host run: no workflow code, no task (actors.standalone)
+            return
         state.status = "pending"
         _set_wake(state, record.at)
 

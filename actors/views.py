@@ -9,9 +9,9 @@ import copy
 
 from persistence.journal import RunRow
 
-from . import decide_activity, decide_time
+from . import decide_activity, decide_time, standalone
 from .messages import ActivityView, RunView, TaskView, WorkView
-from .run_state import RunState
+from .run_state import HOST_TYPE, RunState
 
 
 def run_view(s: RunState, visible: int) -> RunView:
@@ -76,6 +76,7 @@ def work_view(s: RunState) -> WorkView:
     return WorkView(
         run_id=s.run_id, namespace=s.namespace, workflow_id=s.meta.get("workflow_id"), status=s.status,
         is_open=s.is_open, workflow_task=task, activities=activities,
+        needs_workflow_task=s.meta.get("workflow_type") != HOST_TYPE,
     )
 
 
@@ -101,4 +102,5 @@ def run_row(s: RunState, now: float | None = None) -> RunRow:
         last_seq=s.next_h - 1,
         search_attributes=s.search_attributes,
         memo=m.get("memo") or {},
+        detail=standalone.view(s, with_result=False) if m["workflow_type"] == HOST_TYPE else {},
     )

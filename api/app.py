@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 from runtime.node import Node
 
 from . import (
+    activity_routes,
     control_routes,
     internal_routes,
     metrics_route,
@@ -33,6 +34,7 @@ def create_app(node: Node) -> QuartTrio:
     api = Api(node)
     control_routes.register(api)
     stream_routes.register(api)
+    activity_routes.register(api)
     schedule_routes.register(api)
     operator_routes.register(api)
     worker_routes.register(api)

@@ -35,14 +35,7 @@ def _name(name: str, field: str, limit: int = 256) -> str:
     return name
 
 
-def _input(value: Any) -> Any:
-    """CLI-style argument lists are encoded here; envelopes are kept byte for byte."""
-    if isinstance(value, list):
-        try:
-            return avro.envelope(value)
-        except avro.PayloadError as exc:
-            raise validation("input", f"The input field cannot be encoded: {exc}.") from None
-    return value
+_input = schemas.encode_input
 
 
 def register(api: Api) -> None:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from actors import workflow_streams
 from actors.commands import MAX_DURATION_SECONDS
-from runtime.errors import ProtocolError
+from persistence import avro
+from runtime.errors import ProtocolError, validation
 
 Str255 = Annotated[str, Field(max_length=255)]
 WorkflowId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
@@ -88,6 +89,28 @@ FORBIDDEN_START_KEYS = {
     "idempotency_key": "The idempotency_key field is not supported.",
     "request_id": "The request_id field is not supported on workflow start.",
 }
+
+
+class StartActivity(_Model):
+    """A standalone activity (extended §8.2); the retry policy and the timeouts' order are
+    checked as a ``schedule_activity`` command's (``actors.commands``)."""
+
+    activity_type: Annotated[str, Field(min_length=1, max_length=255)]
+    task_queue: Annotated[str, Field(min_length=1, max_length=255)]
+    activity_id: WorkflowId | None = None
+    activity_class: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    business_key: Str255 | None = None
+    input: Any = None
+    retry_policy: dict[str, Any] | None = None
+    start_to_close_timeout_seconds: PosInt | None = None
+    schedule_to_start_timeout_seconds: PosInt | None = None
+    schedule_to_close_timeout_seconds: PosInt | None = None
+    heartbeat_timeout_seconds: PosInt | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        return _check_envelope(v, "input")
 
 
 class Signal(_Model):
@@ -430,6 +453,27 @@ def invalid(errors: dict[str, list[str]]) -> ProtocolError:
     if len(messages) > 1:
         message += f" (and {len(messages) - 1} more error{'s' if len(messages) > 2 else ''})"
     return ProtocolError(422, "validation_failed", message, errors=errors, validation_errors=errors)
+
+
+def int_arg(query: dict[str, str], key: str, default: int, low: int, high: int, errors: dict[str, list[str]]) -> int:
+    """An integer query parameter within [low, high]; a bad value is added to ``errors``."""
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        errors[key] = [f"The {key} field must be an integer from {low} to {high}."]
+        return default
+    return int(raw)
+
+
+def encode_input(value: Any) -> Any:
+    """CLI-style argument lists are encoded here; envelopes are kept byte for byte."""
+    if isinstance(value, list):
+        try:
+            return avro.envelope(value)
+        except avro.PayloadError as exc:
+            raise validation("input", f"The input field cannot be encoded: {exc}.") from None
+    return value
 
 
 def json_size(value: Any) -> int:

@@ -26,16 +26,6 @@ def _stream_name(ctx: Ctx) -> str:
     return name
 
 
-def _int_arg(query: dict[str, str], key: str, default: int, low: int, high: int, errors: dict[str, list[str]]) -> int:
-    raw = query.get(key)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        errors[key] = [f"The {key} field must be an integer from {low} to {high}."]
-        return default
-    return int(raw)
-
-
 def _head(view: m.StreamsView) -> dict[str, Any]:
     return {"workflow_id": view.workflow_id, "workflow_run_id": view.run_id}
 
@@ -57,9 +47,9 @@ def register(api: Api) -> None:
     async def read_workflow_stream(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         name = _stream_name(ctx)
         errors: dict[str, list[str]] = {}
-        start = _int_arg(ctx.query, "from", 0, 0, 2**53, errors)
-        limit = _int_arg(ctx.query, "max_items", 100, 1, 500, errors)
-        wait = _int_arg(ctx.query, "wait_seconds", 0, 0, 60, errors)
+        start = schemas.int_arg(ctx.query, "from", 0, 0, 2**53, errors)
+        limit = schemas.int_arg(ctx.query, "max_items", 100, 1, 500, errors)
+        wait = schemas.int_arg(ctx.query, "wait_seconds", 0, 0, 60, errors)
         if errors:
             raise schemas.invalid(errors)
         view = await streams.items(ctx.namespace, ctx.args["workflow_id"], ctx.args["run_id"], name, start, limit, wait)

@@ -41,6 +41,7 @@ class RunRow:
     last_seq: int
     search_attributes: dict[str, Any] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # a listing's extra columns (a standalone activity's)
 
 
 @dataclass

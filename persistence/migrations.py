@@ -115,6 +115,14 @@ SQLITE_MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE UNIQUE INDEX instances_workflow_id ON instances(workflow_id)",
         ],
     ),
+    (
+        6,
+        [
+            # What a listing shows of a run beyond the common columns, kept current by every
+            # commit (a standalone activity's type, status and attempts: actors.standalone).
+            "ALTER TABLE runs ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'",
+        ],
+    ),
 ]
 
 
@@ -247,5 +255,9 @@ POSTGRES_MIGRATIONS: list[tuple[int, list[str]]] = [
             "DROP INDEX instances_id",  # workflow ids are unique across namespaces (see SQLite's version 5)
             "CREATE UNIQUE INDEX instances_workflow_id ON instances(workflow_id)",
         ],
+    ),
+    (
+        6,
+        ["""ALTER TABLE runs ADD COLUMN detail TEXT COLLATE "C" NOT NULL DEFAULT '{}'"""],  # see SQLite's version 6
     ),
 ]

@@ -83,7 +83,7 @@ CLOSE_TIMEOUT = 3.0
 
 _RUN_COLS = (
     "run_id, namespace, workflow_id, run_number, workflow_type, task_queue, status, closed_reason, "
-    "business_key, started_at, closed_at, wake_at, attention, last_seq, search_attributes, memo"
+    "business_key, started_at, closed_at, wake_at, attention, last_seq, search_attributes, memo, detail"
 )
 _INSTANCE_COLS = "namespace, workflow_id, workflow_type, current_run_id, run_count, created_at"
 _NAMESPACE_COLS = "name, description, retention_days, status, created_at, updated_at"
@@ -100,6 +100,7 @@ _UPSERTS: list[tuple[str, list[tuple[str, str]], tuple[str, ...]]] = [
             ("workflow_type", "text"), ("task_queue", "text"), ("status", "text"), ("closed_reason", "text"),
             ("business_key", "text"), ("started_at", "float8"), ("closed_at", "float8"), ("wake_at", "float8"),
             ("attention", "bool"), ("last_seq", "int8"), ("search_attributes", "text"), ("memo", "text"),
+            ("detail", "text"),
         ],
         ("run_id",),
     ),
@@ -212,7 +213,7 @@ def _write_params(batches: Sequence[Batch]) -> list[list[object]]:
             runs[r.run_id] = (
                 r.run_id, r.namespace, r.workflow_id, r.run_number, r.workflow_type, r.task_queue, r.status,
                 r.closed_reason, r.business_key, r.started_at, r.closed_at, r.wake_at, bool(r.attention),
-                r.last_seq, json.dumps(r.search_attributes), json.dumps(r.memo),
+                r.last_seq, json.dumps(r.search_attributes), json.dumps(r.memo), json.dumps(r.detail),
             )
         for i in batch.instances:
             instances[(i.namespace, i.workflow_id)] = (
@@ -661,7 +662,7 @@ class PostgresJournal:
     def _run(row: asyncpg.Record) -> RunRow:
         return RunRow(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
-            bool(row[12]), row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"),
+            bool(row[12]), row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"), json.loads(row[16] or "{}"),
         )
 
     async def get_run(self, run_id: str) -> RunRow | None:

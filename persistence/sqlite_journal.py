@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 _RUN_COLS = (
     "run_id, namespace, workflow_id, run_number, workflow_type, task_queue, status, closed_reason, "
-    "business_key, started_at, closed_at, wake_at, attention, last_seq, search_attributes, memo"
+    "business_key, started_at, closed_at, wake_at, attention, last_seq, search_attributes, memo, detail"
 )
 
 
@@ -200,11 +200,11 @@ class SqliteJournal:
             conn.executemany("INSERT INTO records(run_id, jseq, body) VALUES (?, ?, ?)", batch.records)
         for r in batch.runs:
             conn.execute(
-                f"INSERT OR REPLACE INTO runs({_RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO runs({_RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r.run_id, r.namespace, r.workflow_id, r.run_number, r.workflow_type, r.task_queue, r.status,
                     r.closed_reason, r.business_key, r.started_at, r.closed_at, r.wake_at, int(r.attention),
-                    r.last_seq, json.dumps(r.search_attributes), json.dumps(r.memo),
+                    r.last_seq, json.dumps(r.search_attributes), json.dumps(r.memo), json.dumps(r.detail),
                 ),
             )
         for i in batch.instances:
@@ -393,7 +393,7 @@ class SqliteJournal:
     def _run(row: tuple[Any, ...]) -> RunRow:
         return RunRow(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
-            bool(row[12]), row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"),
+            bool(row[12]), row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"), json.loads(row[16] or "{}"),
         )
 
     async def get_run(self, run_id: str) -> RunRow | None:

@@ -29,6 +29,7 @@ from .replay_guard import ReplayGuard
 from .retention import RetentionService
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
+from .standalone_activities import StandaloneActivityService
 from .system_ops import SystemOps
 from .update_validation import UpdateValidationService
 from .workers import WorkerService
@@ -81,6 +82,7 @@ class Node:
         self.engine.limits = cfg.limits
         self.workflows = WorkflowService(self.engine)
         self.streams = WorkflowStreamService(self.workflows, cfg.max_parked_stream_reads)
+        self.activities = StandaloneActivityService(self.engine, self.workflows)
         self.workers = WorkerService(self.engine)
         self.workflows.contracts = self.workers.declared
         self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))

@@ -97,7 +97,7 @@ class SystemOps:
             )
             if stale_wt or stale_act:
                 existing.append(run.run_id)
-            elif wt is None and run.status in ("pending", "running"):
+            elif wt is None and run.status in ("pending", "running") and run.needs_workflow_task:
                 missing.append(run.run_id)
         return sorted(existing), sorted(missing)
 

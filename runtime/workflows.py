@@ -13,8 +13,9 @@ from actors import message_streams
 from actors import messages as m
 from actors.emit import new_run_meta
 from actors.run_actor import RunNotFound
+from actors.standalone import HOST_TYPE
 from persistence.ids import run_ulid, shard_of, ulid
-from persistence.journal import InstanceRow, RunRow
+from persistence.journal import InstanceRow, Predicate, RunRow
 from persistence.vocabulary import STATUS_BUCKETS, decode_offset, encode_offset
 
 from . import history_export, page_tokens, visibility
@@ -135,12 +136,23 @@ class WorkflowService:
                 self._instances[key] = inst
         return inst
 
+    def remember(self, inst: InstanceRow) -> None:
+        """A run this node just made current (a standalone activity started again)."""
+        self._instances[(inst.namespace, inst.workflow_id)] = inst
+
     async def current(self, namespace: str, workflow_id: str, *, damaged_ok: bool = False) -> m.RunView:
         inst = await self.instance(namespace, workflow_id)
         if inst is None:
             raise not_found(workflow_id)
         try:
             view = await self.engine.ask(inst.current_run_id, m.Describe(allow_damaged=damaged_ok))
+            if not view.is_open and inst.workflow_type == HOST_TYPE:
+                # A closed job's id can start again (extended §8.2), maybe on another node
+                # while this one's cached row stood still: read which run is current now.
+                fresh = await self.journal.get_instance(namespace, workflow_id)
+                if fresh is not None and fresh.current_run_id != inst.current_run_id:
+                    self._instances[(namespace, workflow_id)] = fresh
+                    view = await self.engine.ask(fresh.current_run_id, m.Describe(allow_damaged=damaged_ok))
         except RunNotFound:  # its journal is gone (retention, namespace deleted)
             self._instances.pop((namespace, workflow_id), None)
             raise not_found(workflow_id) from None
@@ -273,6 +285,8 @@ class WorkflowService:
         statuses = list(STATUS_BUCKETS[args["status"]]) if args.get("status") else None
         query = args.get("query")
         predicates: list[Any] = list(args.get("time_filters") or [])
+        if args.get("workflow_type") != HOST_TYPE:  # standalone activities are listed on their own (extended §8.1)
+            predicates.append(Predicate(op="!=", value=HOST_TYPE, column="workflow_type"))
         if query and visibility.is_filter(query):
             names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query))
             custom = await self.search_attributes.types(namespace, names) if self.search_attributes else {}
