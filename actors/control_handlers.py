@@ -8,7 +8,7 @@ from typing import Any
 
 from persistence.journal import ConflictError
 
-from . import decide_control, message_streams, standalone, views
+from . import decide_control, message_streams, redrive, standalone, views
 from . import messages as m
 from .emit import Emitter, started_records
 from .errors import ProtocolError
@@ -133,7 +133,10 @@ class ControlHandlers(ActorParts):
         if self.state.status == "new":
             now = self.host.clock.now()
             em = Emitter(self.state, now)
-            em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
+            if msg.meta.get("redrive"):  # the failed run's history up to its failed step (actors.redrive)
+                em.records.extend(redrive.opening(msg.meta, await self.read_journal(msg.meta["redrive"]["from"])))
+            else:
+                em.records.extend(started_records(msg.meta, msg.meta["started_at"], accepted=msg.accepted))
             if standalone.is_host(msg.meta):  # its one activity is scheduled with the start (extended §8.1)
                 em.records.append(standalone.scheduled_record(msg.meta, len(em.records) + 1, msg.meta["started_at"]))
             if msg.meta.get("message_streams"):  # a continuation: its streams' cursors and unread messages first

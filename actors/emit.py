@@ -176,6 +176,8 @@ def started_records(meta: dict[str, Any], now: float, *, accepted: bool) -> list
         )
     if meta.get("continued_from"):
         started["continued_from_run_id"] = meta["continued_from"]
+    if meta.get("redrive"):
+        started["redriven_from_run_id"] = meta["redrive"]["from"]
     if meta.get("retry_attempt"):  # a child run started again by its parent's retry policy (extended spec §6)
         started["retry_attempt"] = meta["retry_attempt"]
         started["retry_of_child_workflow_run_id"] = meta["retry_of"]

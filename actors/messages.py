@@ -54,6 +54,41 @@ class Repair(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RepairRun(Message):
+    """An operator's repair of one run (extended §9.1): re-offer what it lacks, or nothing."""
+
+    KIND: ClassVar[str] = "repair_run"
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Archive(Message):
+    """Archive a closed run (extended §9.3); an open one is refused."""
+
+    KIND: ClassVar[str] = "archive"
+    command_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redrive(Message):
+    """Continue this failed run in a new one (extended §9.2); ``current``: it is the instance's current run."""
+
+    KIND: ClassVar[str] = "redrive"
+    command_id: str
+    request_id: str | None = None
+    current: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadDebug(Message):
+    """The operator's snapshot of the run (extended §9.4)."""
+
+    KIND: ClassVar[str] = "read_debug"
+    include_payload: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TerminalInfo(Message):
     KIND: ClassVar[str] = "terminal_info"
 
@@ -445,6 +480,8 @@ class RunView:
     visible: int
     row: RunRow
     meta: dict[str, Any]  # the run's start metadata (a copy), for exports
+    archived_at: float | None = None  # set once an operator archived the closed run (extended §9.3)
+    redriven_to: str | None = None  # the run that continues this failed one (extended §9.2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from persistence.journal import Batch, FencedError, InstanceRow, StoreUnavailabl
 
 from . import (
     decide_cancellation,
+    decide_operator,
     decide_time,
     journal_retry,
     log_context,
@@ -36,6 +37,7 @@ from .emit import Emitter
 from .errors import ProtocolError
 from .host import Host
 from .mailbox import Letter, NotOwner, NotReady, Reply, RunDamaged, RunNotFound, RunUnavailable
+from .operator_handlers import OperatorHandlers
 from .prepared_local_handlers import OPS as PREPARED_OPS
 from .prepared_local_handlers import PreparedLocalHandlers
 from .records import from_stored, to_stored
@@ -48,7 +50,8 @@ from .workflow_stream_handlers import WorkflowStreamHandlers
 __all__ = ["Host", "Letter", "NotOwner", "Reply", "RunActor", "RunDamaged", "RunNotFound", "RunUnavailable", "run_row"]
 
 log = logging.getLogger("dw.actor")
-READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats, m.ReadStreams, m.ReadJob)  # answered by read_now
+READS = (m.Describe, m.ReadHistory, m.ReadUpdate, m.ReadActivity, m.TerminalInfo, m.ReadHeartbeats, m.ReadStreams, m.ReadJob,
+         m.ReadDebug)  # answered by read_now
 STORE_RETRY_SECONDS = 0.2  # a run whose journal could not be reached (even after retrying) is not reloaded sooner
 
 
@@ -78,7 +81,8 @@ def fold_records(run_id: str, bodies: list[bytes]) -> tuple[RunState, list[str]]
     return state, damage
 
 
-class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, PreparedLocalHandlers, WorkflowStreamHandlers):
+class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, PreparedLocalHandlers, WorkflowStreamHandlers,
+               OperatorHandlers):
     def __init__(self, run_id: str, host: Host, mailbox_size: int = 1024, *, fresh: bool = False) -> None:
         self.run_id = run_id
         self.host = host
@@ -255,6 +259,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return self._on_read_streams(message)
             case m.ReadJob():
                 return standalone.view(self.state), self.changed
+            case m.ReadDebug():
+                return decide_operator.debug(self.state, self.host.clock.now(), include_payload=message.include_payload)
         raise TypeError(f"not a read: {type(message).__name__}")
 
     async def _handle(self, letter: Letter) -> None:
@@ -292,6 +298,12 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return None
             case m.Repair():
                 return await self._on_repair()
+            case m.RepairRun():
+                return await self._on_repair_run(message)
+            case m.Archive():
+                return await self._on_archive(message)
+            case m.Redrive():
+                return await self._on_redrive(message)
             case m.TerminalInfo():
                 return self._on_terminal_info()
             case m.ChildClosed():
@@ -352,7 +364,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_stream_append(message)
             case m.StreamClose():
                 return await self._on_stream_close(message)
-            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats() | m.ReadStreams() | m.ReadJob():
+            case m.Describe() | m.ReadHistory() | m.ReadUpdate() | m.ReadActivity() | m.ReadHeartbeats() | m.ReadStreams() | m.ReadJob() | m.ReadDebug():
                 return self._read(message)
         raise TypeError(f"RunActor has no handler for {type(message).__name__}")
 

@@ -195,6 +195,8 @@ class RunState:
     # try_cancel / wait_cancellation_completed): child run id -> the request, ``done`` once the
     # child recorded it (or could not).
     child_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redrives: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> receipt of a redrive of this run (§9.2)
+    archived: dict[str, Any] | None = None  # {at, command_id, reason} once an operator archived the closed run (§9.3)
 
     @property
     def is_open(self) -> bool:
@@ -713,6 +715,10 @@ def _closed(state: RunState, record: Record) -> None:
                           for c in state.children.values() if c.policy in PARENT_CLOSE_ACTIONS}
 
 
+def _archived(state: RunState, record: Record) -> None:
+    state.archived = {"at": record.at, "command_id": record.command_id, "reason": record.payload.get("reason")}
+
+
 def _parent_close_settled(state: RunState, record: Record) -> None:
     state.parent_close.pop(record.payload["child_run_id"], None)
 
@@ -757,6 +763,7 @@ _EVENT_FOLDS: dict[str, Any] = {
     "CooperativeCancellationDelivered": _coop_delivered,
     "ParentClosePolicyApplied": _parent_close_settled,
     "ParentClosePolicyFailed": _parent_close_settled,
+    "WorkflowArchived": _archived,
     "CancelRequested": None,
     "TerminateRequested": None,
     **{name: _closed for name in TERMINAL_EVENTS},
@@ -830,6 +837,27 @@ def _act_release(state: RunState, record: Record) -> None:
         activity.owner = None
         activity.available_at = record.at
         activity.ready_since = record.at
+
+
+def _act_fresh(state: RunState, record: Record) -> None:
+    """A redriven run's open step starts over: a new execution, its whole budget from now (§9.2)."""
+    activity = state.activities.get(record.data["seq"])
+    if activity is None:
+        return
+    activity.exec_id = record.data["exec"]
+    activity.status = "pending"
+    activity.attempt_number = 0
+    activity.attempt_closed = True
+    activity.owner = activity.lease_expires_at = activity.claimed_at = activity.heartbeat_base = None
+    activity.progress = activity.poll_id = activity.cancel_request = activity.heartbeat_journaled = None
+    activity.scheduled_at = activity.available_at = activity.ready_since = record.at
+
+
+def _redriven(state: RunState, record: Record) -> None:
+    """This failed run was redriven: the new run it owes a start, and the receipt for repeats."""
+    data = record.data
+    state.pending_starts[data["start"]["run_id"]] = data["start"]
+    state.redrives[data["request_id"] or data["command_id"]] = {"run_id": data["start"]["run_id"], "command_id": data["command_id"]}
 
 
 def _act_hb(state: RunState, record: Record) -> None:
@@ -908,6 +936,8 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "wt_fail": _wt_fail,
     "wt_release": _wt_release,
     "act_release": _act_release,
+    "act_fresh": _act_fresh,
+    "redriven": _redriven,
     "act_late": _act_late,
     "act_hb": _act_hb,
     "msg_cursor": _msg_cursor,

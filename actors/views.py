@@ -46,6 +46,8 @@ def run_view(s: RunState, visible: int) -> RunView:
         visible=visible,
         row=run_row(s),
         meta=dict(m),
+        archived_at=s.archived["at"] if s.archived else None,
+        redriven_to=next(iter(s.redrives.values()))["run_id"] if s.redrives else None,
     )
 
 

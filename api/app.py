@@ -20,6 +20,7 @@ from . import (
     metrics_route,
     openapi,
     operator_routes,
+    run_operation_routes,
     schedule_routes,
     stream_routes,
     ui_routes,
@@ -35,6 +36,7 @@ def create_app(node: Node) -> QuartTrio:
     control_routes.register(api)
     stream_routes.register(api)
     activity_routes.register(api)
+    run_operation_routes.register(api)
     schedule_routes.register(api)
     operator_routes.register(api)
     worker_routes.register(api)

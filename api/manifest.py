@@ -62,6 +62,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "terminate": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
     "repair": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
     "archive": {"operation_name_field": None, "required_fields": ["workflow_id"], "success_fields": ["outcome"]},
+    "redrive": {"operation_name_field": None, "required_fields": ["workflow_id", "run_id"], "success_fields": ["outcome", "run_id"]},
 }
 
 RESPONSE_CONTRACT = {

@@ -181,6 +181,18 @@ class CloseRun(_Model):
     request_id: Str255 | None = None
 
 
+class Repair(_Model):
+    request_id: Str255 | None = None
+
+
+class Redrive(_Model):
+    request_id: Str255 | None = None
+
+
+class Archive(_Model):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
 class RequestCancellation(_Model):
     reason: Annotated[str, Field(max_length=1000)] | None = None
     cleanup_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] | None = None

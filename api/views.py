@@ -89,8 +89,11 @@ def described(result: Described) -> dict[str, Any]:
             "can_cancel": open_ and is_current,
             "can_terminate": open_ and is_current,
             "can_repair": open_ and is_current,
-            "can_archive": False,
+            "can_archive": not open_ and is_current and view.archived_at is None,
+            "can_redrive": is_current and view.status == "failed" and view.closed_reason == "failed",
         },
+        "archived_at": iso(view.archived_at),
+        "redriven_to_run_id": view.redriven_to,
     }
 
 
@@ -281,3 +284,38 @@ def closed(result: CommandResult, kind: str, reason: str | None) -> Answer:
         return 409, _rejected(body, "run_not_active")
     body["reason"] = reason
     return 200, {**body, "outcome": "cancelled" if kind == "cancel" else "terminated", "command_sequence": result.answer["sequence"]}
+
+
+def repaired(result: CommandResult) -> Answer:
+    """Extended spec §9.1: dispatched (a RepairRequested event) or not needed (nothing written)."""
+    body = _command_body(result)
+    if "rejected" in result.answer:
+        return 409, _rejected(body, "run_not_active")
+    body["command_id"] = result.answer.get("command_id")
+    return 200, {**body, "outcome": result.answer["outcome"], "command_sequence": result.answer.get("sequence")}
+
+
+def archived(result: CommandResult) -> Answer:
+    """Extended spec §9.3: archived, or already archived (nothing written); an open run is refused."""
+    body = _command_body(result)
+    if "rejected" in result.answer:
+        return 409, {**body, "outcome": "rejected_run_not_closed", "command_status": "rejected", "reason": "run_not_closed",
+                     "rejection_reason": "run_not_closed", "message": "Only a closed run can be archived; cancel or terminate it first."}
+    body["command_id"] = result.answer.get("command_id")
+    return 200, {**body, "outcome": result.answer["outcome"], "archived_at": iso(result.answer.get("archived_at")),
+                 "archive_reason": result.answer.get("reason")}
+
+
+def redriven(result: CommandResult) -> Answer:
+    """Extended spec §9.2: the new run continuing the failed one (the same receipt for a repeated request id)."""
+    body = _command_body(result)
+    reason = result.answer.get("rejected")
+    if reason == "selected_run_not_current":
+        return 409, {**body, "outcome": "rejected_not_current", "command_status": "rejected", "reason": reason,
+                     "rejection_reason": reason,
+                     "message": "Only the instance's current run can be redriven (this one was redriven or continued already)."}
+    if reason is not None:
+        return 409, {**body, "outcome": "rejected_not_redrivable", "command_status": "rejected", "reason": "run_not_redrivable",
+                     "rejection_reason": "run_not_redrivable", "message": result.answer.get("message") or "The run cannot be redriven."}
+    return 200, {**body, "outcome": "redriven", "redriven_from_run_id": result.answer["redriven_from_run_id"],
+                 "duplicate": result.answer.get("duplicate", False)}

@@ -99,6 +99,10 @@ def build(
     workflow = _workflow(
         run_id, meta, status, closed_reason, closed_at, last_progress_at, search_attributes, current_run_id, last_seq
     )
+    archived = next((e["payload"] for e in reversed(events) if e["event_type"] == "WorkflowArchived"), None)
+    if archived is not None:  # an operator archived the closed run (extended §9.3)
+        workflow.update(archived_at=archived.get("archived_at"), archive_command_id=archived.get("workflow_command_id"),
+                        archive_reason=archived.get("reason"))
     bundle: dict[str, Any] = {
         "schema": SCHEMA,
         "schema_version": 1,

@@ -27,6 +27,7 @@ from .queries import QueryService
 from .repair_loop import RepairLoop
 from .replay_guard import ReplayGuard
 from .retention import RetentionService
+from .run_operations import RunOperations
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
 from .standalone_activities import StandaloneActivityService
@@ -83,6 +84,7 @@ class Node:
         self.workflows = WorkflowService(self.engine)
         self.streams = WorkflowStreamService(self.workflows, cfg.max_parked_stream_reads)
         self.activities = StandaloneActivityService(self.engine, self.workflows)
+        self.operations = RunOperations(self.engine, self.workflows)
         self.workers = WorkerService(self.engine)
         self.workflows.contracts = self.workers.declared
         self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))

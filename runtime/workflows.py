@@ -156,18 +156,18 @@ class WorkflowService:
         except RunNotFound:  # its journal is gone (retention, namespace deleted)
             self._instances.pop((namespace, workflow_id), None)
             raise not_found(workflow_id) from None
-        # Follow continue-as-new links the cached instance row does not know yet; the next
-        # lookup reads the row afresh instead of walking the chain again.
-        while view.continued_to is not None:
+        # Follow continue-as-new and redrive links the cached instance row does not know yet;
+        # the next lookup reads the row afresh instead of walking the chain again.
+        while (successor := view.continued_to or view.redriven_to) is not None:
             self._instances.pop((namespace, workflow_id), None)
             try:
-                view = await self.engine.ask(view.continued_to, m.Describe())
+                view = await self.engine.ask(successor, m.Describe())
             except RunNotFound:
-                # The continuation's start is not committed yet (its creator crashed or moved
-                # right after continuing): commit it now, from the creator's record.
-                if not await self.engine.ensure_started(view.run_id, view.continued_to):
+                # The successor's start is not committed yet (its creator crashed or moved
+                # right after creating it): commit it now, from the creator's record.
+                if not await self.engine.ensure_started(view.run_id, successor):
                     raise
-                view = await self.engine.ask(view.continued_to, m.Describe())
+                view = await self.engine.ask(successor, m.Describe())
         return view
 
     async def run(self, namespace: str, workflow_id: str, run_id: str) -> m.RunView:

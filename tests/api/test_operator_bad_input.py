@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from .envelopes import CP, JSON, LIMIT, WP, control_error, too_large, unique, validation_fields
+from .envelopes import CP, JSON, LIMIT, WP, control_error, fake_run_id, too_large, unique, validation_fields
 from .harness import Client
-from .test_bad_input import register, start
+from .test_bad_input import Leased, complete, lease_task, poll_task, register, start
 
 JOB = {"activity_type": "render", "task_queue": "reports"}
+ENV = {"codec": "avro", "blob": "wwHioz3/VYAiNwwA"}
 
 
 async def _jobs(http: Client) -> list[dict[str, Any]]:
@@ -109,3 +110,126 @@ async def test_a_job_is_offered_to_activity_workers_only_and_reads_as_the_spec_s
     assert job["result"] == blob and job["closed_reason"] == "completed"
     described = (await http.get(f"/api/workflows/{job_id}", headers=CP)).json()
     assert described["status"] == "completed", "the host run closed with its activity"
+
+
+async def _events(http: Client, wf: str, run_id: str) -> list[str]:
+    r = await http.get(f"/api/workflows/{wf}/runs/{run_id}/history", headers=CP)
+    return [e["event_type"] for e in r.json()["events"]]
+
+
+async def _fail_on_activity(http: Client) -> tuple[Leased, str]:
+    """A run that scheduled activity 1 (completed), then activity 2 (failed), then failed on it."""
+    t = await lease_task(http)
+    assert (await complete(http, t, [{"type": "schedule_activity", "activity_type": "a", "arguments": ENV},
+                                     {"type": "schedule_activity", "activity_type": "b", "arguments": ENV}])).status_code == 200
+    for outcome in ("complete", "fail"):
+        poll = await http.post("/api/worker/activity-tasks/poll", json={"worker_id": t.worker_id, "task_queue": t.task_queue,
+                                                                        "timeout_seconds": 1}, headers=WP)
+        task = poll.json()["task"]
+        body: dict[str, Any] = {"activity_attempt_id": task["activity_attempt_id"], "lease_owner": t.worker_id}
+        body.update({"result": ENV} if outcome == "complete" else {"failure": {"message": "b broke", "non_retryable": True}})
+        assert (await http.post(f"/api/worker/activity-tasks/{task['task_id']}/{outcome}", json=body, headers=WP)).status_code == 200
+    task = await poll_task(http, t.worker_id, t.task_queue)
+    failed = [{"type": "fail_workflow", "message": "b broke", "exception_class": "ActivityFailed",
+               "failed_step_sequence": 2, "failed_activity_execution_id": f"{t.run_id}-a2"}]
+    r = await http.post(f"/api/worker/workflow-tasks/{task['task_id']}/complete", headers=WP,
+                        json={"lease_owner": t.worker_id, "workflow_task_attempt": task["workflow_task_attempt"], "commands": failed})
+    assert r.status_code == 200, r.text
+    return t, task["task_id"]
+
+
+async def test_repair_archive_debug_redrive_refuse_bad_input_and_write_nothing(http: Client) -> None:
+    wf = unique("wf-ops")
+    run_id = await start(http, wf)
+    before = await _events(http, wf, run_id)
+    for verb in ("repair", "archive"):
+        control_error(await http.post(f"/api/workflows/{wf}/{verb}", content=b"{", headers={**CP, **JSON}), 400, "malformed_json")
+        control_error(await http.post(f"/api/workflows/{unique('ghost')}/{verb}", json={}, headers=CP), 404, "instance_not_found")
+    validation_fields(control_error(await http.post(f"/api/workflows/{wf}/archive", json={"reason": 5}, headers=CP), 422,
+                                    "validation_failed"), "reason")
+    validation_fields(control_error(await http.post(f"/api/workflows/{wf}/repair", json={"request_id": "x" * 256}, headers=CP),
+                                    422, "validation_failed"), "request_id")
+    out = control_error(await http.post(f"/api/workflows/{wf}/archive", json={}, headers=CP), 409, "run_not_closed")
+    assert out["outcome"] == "rejected_run_not_closed"
+    redrive = f"/api/workflows/{wf}/runs/{run_id}/redrive"
+    control_error(await http.post(redrive, json={}, headers=CP), 409, "run_not_redrivable")
+    validation_fields(control_error(await http.post(redrive, json={"request_id": 7}, headers=CP), 422, "validation_failed"),
+                      "request_id")
+    control_error(await http.post(f"/api/workflows/{wf}/runs/{fake_run_id()}/redrive", json={}, headers=CP), 404, "run_not_found")
+    control_error(await http.get(f"/api/workflows/{unique('ghost')}/debug", headers=CP), 404, "instance_not_found")
+    control_error(await http.get(f"/api/workflows/{wf}/runs/{fake_run_id()}/debug", headers=CP), 404, "run_not_found")
+    validation_fields(control_error(await http.get(f"/api/workflows/{wf}/debug", params={"include_last_event_payload": "x"},
+                                                   headers=CP), 422, "validation_failed"), "include_last_event_payload")
+    ns = unique("ns-ops")
+    assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
+    for verb in ("repair", "archive"):
+        control_error(await http.post(f"/api/workflows/{wf}/{verb}", json={}, headers={**CP, "X-Namespace": ns}), 404,
+                      "instance_not_found")
+    control_error(await http.post(redrive, json={}, headers={**CP, "X-Namespace": ns}), 404, "instance_not_found")
+    too_large(control_error(await http.post(f"/api/workflows/{wf}/archive", json={"reason": "x" * (LIMIT + 1)}, headers=CP),
+                            413, "payload_too_large"))
+    assert await _events(http, wf, run_id) == before, "nothing was recorded"
+
+
+async def test_repair_is_needed_only_when_a_run_lacks_progress(http: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = await lease_task(http)
+    r = await http.post(f"/api/workflows/{t.workflow_id}/repair", json={}, headers=CP)
+    assert r.status_code == 200 and r.json()["outcome"] == "repair_not_needed", r.text
+    debug = (await http.get(f"/api/workflows/{t.workflow_id}/debug", headers=CP)).json()
+    assert debug["diagnostic_status"] == "healthy" and debug["pending_workflow_tasks"][0]["lease_owner"] == t.worker_id
+    monkeypatch.setattr("actors.decide_operator.REDISPATCH_AFTER_SECONDS", -3600.0)  # as if the lease ran out long ago
+    fail = await http.post(f"/api/worker/workflow-tasks/{t.task_id}/fail", json={**t.lease(), "failure": {"message": "x"}}, headers=WP)
+    assert fail.status_code == 200
+    r = await http.post(f"/api/workflows/{t.workflow_id}/repair", json={}, headers=CP)
+    assert r.status_code == 200 and r.json()["outcome"] == "repair_dispatched" and r.json()["command_id"], r.text
+    events = await _events(http, t.workflow_id, t.run_id)
+    assert events[-1] == "RepairRequested"
+    debug = (await http.get(f"/api/workflows/{t.workflow_id}/debug", params={"include_last_event_payload": "1"}, headers=CP)).json()
+    assert debug["execution"]["last_event_payload"]["outcome"] == "repair_dispatched"
+    assert debug["execution"]["workflow_task_failures"] == 1
+
+
+async def test_archive_marks_a_closed_run_once_and_describe_and_export_show_it(http: Client) -> None:
+    wf = unique("wf-arch")
+    run_id = await start(http, wf)
+    assert (await http.post(f"/api/workflows/{wf}/terminate", json={}, headers=CP)).status_code == 200
+    described = (await http.get(f"/api/workflows/{wf}", headers=CP)).json()
+    assert described["actions"]["can_archive"] is True and described["archived_at"] is None
+    first = await http.post(f"/api/workflows/{wf}/archive", json={"reason": "quarterly"}, headers=CP)
+    assert first.status_code == 200 and first.json()["outcome"] == "archived", first.text
+    again = await http.post(f"/api/workflows/{wf}/archive", json={}, headers=CP)
+    assert again.status_code == 200 and again.json()["outcome"] == "archive_not_needed"
+    events = await _events(http, wf, run_id)
+    assert events[-2:] == ["ArchiveRequested", "WorkflowArchived"] and events.count("WorkflowArchived") == 1
+    described = (await http.get(f"/api/workflows/{wf}", headers=CP)).json()
+    assert described["status"] == "terminated" and described["actions"]["can_archive"] is False
+    assert described["archived_at"] == first.json()["archived_at"]
+    export = (await http.get(f"/api/workflows/{wf}/runs/{run_id}/history/export", headers=CP)).json()
+    assert export["workflow"]["archived_at"] == first.json()["archived_at"] and export["workflow"]["archive_reason"] == "quarterly"
+
+
+async def test_redrive_copies_the_completed_steps_and_offers_only_the_failed_one_again(http: Client) -> None:
+    t, _ = await _fail_on_activity(http)
+    old = await _events(http, t.workflow_id, t.run_id)
+    assert old[-1] == "WorkflowFailed"
+    url = f"/api/workflows/{t.workflow_id}/runs/{t.run_id}/redrive"
+    r = await http.post(url, json={"request_id": "rd-1"}, headers=CP)
+    assert r.status_code == 200, r.text
+    receipt = r.json()
+    assert receipt["outcome"] == "redriven" and receipt["redriven_from_run_id"] == t.run_id and receipt["run_id"] != t.run_id
+    again = await http.post(url, json={"request_id": "rd-1"}, headers=CP)
+    assert again.status_code == 200 and again.json()["run_id"] == receipt["run_id"], "the same receipt"
+    control_error(await http.post(url, json={"request_id": "rd-2"}, headers=CP), 409, "selected_run_not_current")
+    new = receipt["run_id"]
+    events = (await http.get(f"/api/workflows/{t.workflow_id}/runs/{new}/history", headers=CP)).json()["events"]
+    kinds = [e["event_type"] for e in events]
+    assert kinds[0] == "WorkflowStarted" and events[0]["payload"]["redriven_from_run_id"] == t.run_id
+    assert "ActivityFailed" not in kinds and "WorkflowFailed" not in kinds and kinds.count("ActivityCompleted") == 1
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1)), "dense sequences"
+    assert await _events(http, t.workflow_id, t.run_id) == old, "the failed run is left as it was"
+    described = (await http.get(f"/api/workflows/{t.workflow_id}", headers=CP)).json()
+    assert described["run_id"] == new and described["run_number"] == 2 and described["status"] in ("pending", "running")
+    poll = await http.post("/api/worker/activity-tasks/poll", json={"worker_id": t.worker_id, "task_queue": t.task_queue,
+                                                                    "timeout_seconds": 1}, headers=WP)
+    task = poll.json()["task"]
+    assert task["run_id"] == new and task["activity_type"] == "b" and task["attempt_number"] == 1, "only the failed step again"
