@@ -28,6 +28,8 @@ class QueryTask:
     owner: str | None = None
     lease_expires: float | None = None
     outcome: dict[str, Any] | None = field(default=None, repr=False)
+    admitted_at: float = 0.0  # when the caller's query was admitted (extended §11.4)
+    timing: dict[str, str] = field(default_factory=dict)  # the current claim's timing strings, as the worker got them
 
 
 class QueryTaskError(Exception):
@@ -48,6 +50,11 @@ def claim(task: QueryTask, owner: str, now: float) -> dict[str, Any]:
     task.attempt += 1
     task.owner = owner
     task.lease_expires = min(now + LEASE_SECONDS, task.deadline)
+    task.timing = {
+        "lease_expires_at": str(iso(task.lease_expires)),
+        "query_admitted_at": str(iso(task.admitted_at or now)),
+        "query_deadline_at": str(iso(task.deadline)),
+    }
     return {
         **task.body,
         "query_task_id": task.id,
@@ -55,8 +62,28 @@ def claim(task: QueryTask, owner: str, now: float) -> dict[str, Any]:
         "namespace": task.namespace,
         "task_queue": task.queue,
         "lease_owner": owner,
-        "lease_expires_at": iso(task.lease_expires),
+        **task.timing,
+        "server_time": iso(now),
     }
+
+
+def status(task: QueryTask | None, namespace: str, owner: str, attempt: int, now: float) -> dict[str, Any]:
+    """Whether the claim (owner, attempt) may go on answering (extended §11.4): it never renews
+    the lease, and its timing strings are the claim's own, byte for byte."""
+    if task is None or task.namespace != namespace:
+        raise QueryTaskError(404, "query_task_not_found", "Query task not found; it may have timed out and been dropped.")
+    reply: dict[str, Any] = {"query_task_id": task.id, "query_task_attempt": attempt, "lease_owner": owner,
+                             "server_time": iso(now), **task.timing}
+    mine = task.owner == owner and task.attempt == attempt
+    if task.status == "leased" and mine and task.lease_expires is not None and now < task.lease_expires:
+        return {**reply, "query_task_status": "leased", "can_continue": True, "reason": None}
+    if task.status == "leased" and mine:
+        reason, state = ("query_task_timed_out", "timed_out") if now >= task.deadline else ("lease_expired", "pending")
+    elif task.status == "timed_out":
+        reason, state = "query_task_timed_out", "timed_out"
+    else:
+        reason, state = "query_task_not_leased", task.status
+    return {**reply, "query_task_status": state, "can_continue": False, "reason": reason}
 
 
 def expire_lease(task: QueryTask, now: float) -> bool:

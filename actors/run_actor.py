@@ -344,6 +344,8 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
                 return await self._on_deliver_cancellation(message)
             case m.ClaimOp() if message.op in PREPARED_OPS:
                 return await self._on_prepared_local(message)
+            case m.ActivityOp(op="renew_lease"):
+                return await self._on_renew_lease(message)
             case m.ActivityOp(op="status"):
                 return self._on_activity_status(message)
             case m.ActivityOp(op="acknowledge_cancellation"):

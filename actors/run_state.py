@@ -73,6 +73,7 @@ class Activity:
     poll_id: str | None = None  # the poll this attempt was leased to (see WorkflowTask.poll_id)
     cancel_request: str | None = None  # a cooperative request its worker is asked to stop for (extended §5.6)
     heartbeat_journaled: float | None = None  # when this attempt's progress was last written (actors.heartbeats)
+    lease_journaled: float | None = None  # the attempt's lease as the journal holds it (a renewal may be in memory only)
 
     @property
     def task_id(self) -> str:
@@ -373,7 +374,7 @@ def _activity_started(state: RunState, record: Record) -> None:
     activity.attempt_number = record.payload["attempt_number"]
     activity.attempt_closed = False
     activity.owner = record.extra["owner"]
-    activity.lease_expires_at = record.extra["lease"]
+    activity.lease_expires_at = activity.lease_journaled = record.extra["lease"]
     activity.poll_id = record.extra.get("poll")
     activity.claimed_at = record.at
     activity.heartbeat_base = record.at
@@ -849,8 +850,17 @@ def _act_fresh(state: RunState, record: Record) -> None:
     activity.attempt_number = 0
     activity.attempt_closed = True
     activity.owner = activity.lease_expires_at = activity.claimed_at = activity.heartbeat_base = None
-    activity.progress = activity.poll_id = activity.cancel_request = activity.heartbeat_journaled = None
+    activity.progress = activity.poll_id = activity.cancel_request = activity.heartbeat_journaled = activity.lease_journaled = None
     activity.scheduled_at = activity.available_at = activity.ready_since = record.at
+
+
+def _act_lease(state: RunState, record: Record) -> None:
+    """A renewed attempt lease (extended §11.3): no heartbeat, no progress, only the lease."""
+    data = record.data
+    activity = state.activities.get(data["seq"])
+    if activity is not None and activity.attempt_number == data["n"] and activity.status == "running":
+        activity.lease_expires_at = max(activity.lease_expires_at or 0.0, data["lease"])
+        activity.lease_journaled = max(activity.lease_journaled or 0.0, data["lease"])
 
 
 def _redriven(state: RunState, record: Record) -> None:
@@ -868,6 +878,7 @@ def _act_hb(state: RunState, record: Record) -> None:
     if activity is not None and activity.attempt_number == data["n"] and activity.status == "running":
         activity.heartbeat_base = max(activity.heartbeat_base or 0.0, record.at)
         activity.lease_expires_at = max(activity.lease_expires_at or 0.0, data["lease"])
+        activity.lease_journaled = max(activity.lease_journaled or 0.0, data["lease"])
         activity.progress = data["progress"]
         activity.heartbeat_journaled = record.at
 
@@ -937,6 +948,7 @@ _INTERNAL_FOLDS: dict[str, Any] = {
     "wt_release": _wt_release,
     "act_release": _act_release,
     "act_fresh": _act_fresh,
+    "act_lease": _act_lease,
     "redriven": _redriven,
     "act_late": _act_late,
     "act_hb": _act_hb,

@@ -174,15 +174,20 @@ class WorkerPlaneHandlers(ActorParts):
             "next_task_id": s.wt.task_id if s.wt is not None else None,
         }
 
-    async def _on_release_owner(self, msg: m.ReleaseOwner) -> int:
-        """A deregistering worker hands back its workflow task at once."""
-        wt = self.state.wt
-        if wt is None or wt.status != "leased" or wt.owner != msg.owner:
-            return 0
-        em = Emitter(self.state, self.host.clock.now())
-        em.internal("wt_release", task=wt.task_id, reason="worker_deregistered")
+    async def _on_release_owner(self, msg: m.ReleaseOwner) -> tuple[int, int]:
+        """A deregistering worker hands back every lease it holds here at once: its workflow
+        task and its activity attempts (an attempt's late outcome is then stale)."""
+        s = self.state
+        em = Emitter(s, self.host.clock.now())
+        wt = s.wt
+        if wt is not None and wt.status == "leased" and wt.owner == msg.owner:
+            em.internal("wt_release", task=wt.task_id, reason="worker_deregistered")
+        for act in sorted(s.activities.values(), key=lambda a: a.seq):
+            if act.status == "running" and not act.attempt_closed and act.owner == msg.owner:
+                em.internal("act_release", seq=act.seq)
         await self.commit(em)
-        return 1
+        released = [r.kind for r in em.records]
+        return released.count("wt_release"), released.count("act_release")
 
     async def _on_claim_activity(self, msg: m.ClaimActivity) -> dict[str, Any] | None:
         em = decide_activity.claim(self.state, msg.seq, msg.owner, self.host.clock.now(), self.host.act_lease, msg.poll_id)
@@ -282,4 +287,50 @@ class WorkerPlaneHandlers(ActorParts):
             "heartbeat_recorded": True,
             "lease_expires_at": iso(act.lease_expires_at),
             "last_heartbeat_at": iso(now),
+        }
+
+    async def _on_renew_lease(self, msg: m.ActivityOp) -> dict[str, Any]:
+        """Keep a live attempt's claim (extended §11.3): the lease moves to now + the activity
+        lease, never earlier than granted and never for an attempt whose lease already ran out;
+        no heartbeat is recorded and no business deadline moves. The renewal is journaled only
+        when the journal's copy of the lease would otherwise run out before the next one."""
+        from persistence.ids import iso
+
+        s = self.state
+        task_id, attempt_id, owner = msg.task_id, msg.attempt_id, msg.owner
+        refused: dict[str, Any] = {"lease_renewed": False, "can_continue": False, "heartbeat_recorded": False,
+                                   "workflow_task_id": task_id, "activity_attempt_id": attempt_id, "lease_owner": owner}
+        try:
+            act = decide_activity.guard(s, task_id, attempt_id, owner, "renew")
+        except GuardError as exc:
+            if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
+                raise
+            cancelled = exc.reason in ("run_cancelled", "run_terminated", "activity_cancelled")
+            raise GuardError(409, exc.reason, exc.message, **{**refused, "cancel_requested": cancelled}) from None
+        if act is None:
+            raise GuardError(409, "run_closed", "The run closed; the attempt's outcome is no longer awaited.",
+                             **{**refused, "cancel_requested": False})
+        if act.cancel_request is not None and s.coop is not None and act.cancel_request == s.coop["request_id"]:
+            raise GuardError(409, "activity_cancelled", "The activity was asked to stop for the workflow's cancellation request.",
+                             **{**refused, "cancel_requested": True})
+        now = self.host.clock.now()
+        if (act.lease_expires_at or 0.0) <= now:
+            raise GuardError(409, "lease_expired", "The attempt's lease ran out; an expired lease is never revived.",
+                             **{**refused, "cancel_requested": False})
+        lease = max(act.lease_expires_at or 0.0, now + self.host.act_lease)
+        if (act.lease_journaled or 0.0) - now < self.host.act_lease / 2:
+            em = Emitter(s, now)
+            em.internal("act_lease", seq=act.seq, n=act.attempt_number, lease=lease)
+            await self.commit(em)
+        else:
+            act.lease_expires_at = lease
+        hb = act.policy.get("heartbeat_timeout")
+        beat = (s.heartbeats.get(act.exec_id) or {}).get("attempts", {}).get(act.attempt_number)
+        return {
+            "lease_renewed": True, "can_continue": True, "cancel_requested": False, "heartbeat_recorded": False, "reason": None,
+            "workflow_task_id": task_id, "workflow_instance_id": s.meta["workflow_id"], "workflow_run_id": s.run_id,
+            "activity_execution_id": act.exec_id, "activity_attempt_id": attempt_id, "attempt_number": act.attempt_number,
+            "lease_owner": owner, "server_time": iso(now), "lease_expires_at": iso(act.lease_expires_at),
+            "last_heartbeat_at": iso(beat["last_heartbeat_at"]) if beat else None,
+            "heartbeat_deadline_at": iso((act.heartbeat_base or now) + hb) if hb else None,
         }

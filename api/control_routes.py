@@ -81,7 +81,7 @@ def _register_discovery(api: Api) -> None:
     async def info(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         now = node.clock.now()
         workers = [
-            w for (ns, _), w in node.workers.workers.items() if ns == ctx.namespace and now - w.last_seen < 90
+            w for (ns, _), w in node.workers.workers.items() if ns == ctx.namespace and not node.workers.is_stale(w, now)
         ]
         fleet = {
             "namespace": ctx.namespace,
@@ -91,7 +91,7 @@ def _register_discovery(api: Api) -> None:
             "build_ids": [],
             "workers": [
                 {"worker_id": w.worker_id, "queues": [w.task_queue], "build_ids": [], "recorded_at": iso(w.last_seen),
-                 "expires_at": iso(w.last_seen + 90)}
+                 "expires_at": iso(w.last_seen + node.workers.stale_after)}
                 for w in workers
             ],
         }

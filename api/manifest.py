@@ -14,6 +14,7 @@ from actors import tracing
 from actors.commands import SUPPORTED_COMMANDS
 from actors.memo import CAPABILITY as MEMO_CAPABILITY
 from runtime.update_validation import SEMANTICS as VALIDATION_SEMANTICS
+from runtime.workers import RECEIPT_RETENTION_SECONDS
 
 WORKER_PROTOCOL_VERSION = "1.20"
 CONTROL_PLANE_VERSION = "2"
@@ -181,6 +182,12 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         "sticky_execution": {
             "supported": True, "routing_identity": "worker_id", "ttl_seconds": sticky_ttl,
             "replay_modes": ["sticky_hit_expected", "cold_replay", "forced_cold_replay"],
+        },
+        "activity_lease_renewal": True,
+        "query_task_authority": True,
+        "worker_deregistration_fencing": {
+            "supported": True, "schema": "durable-workflow.v2.worker-deregistration.v1",
+            "endpoint": "/worker/registrations/{workerId}/deregister", "receipt_retention_seconds": RECEIPT_RETENTION_SECONDS,
         },
     }
 

@@ -255,6 +255,10 @@ class RegisterWorker(_Model):
     build_id: Str255 | None = None
 
 
+class FencedDeregistration(_Model):
+    registration_token: Annotated[str, Field(pattern=r"^[a-f0-9]{32}$")]
+
+
 class WorkerHeartbeat(_Model):
     worker_id: Annotated[str, Field(min_length=1, max_length=255)]
     task_slots: dict[str, Any] | None = None

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from actors import messages as m
-from persistence.ids import ulid
+from persistence.ids import iso, ulid
 from persistence.vocabulary import decode_offset, run_of_task
 from runtime.errors import ProtocolError
 
-from . import schemas
+from . import openapi, schemas
 from .endpoints import Api, Ctx
 from .envelope import Route
 
@@ -79,6 +79,11 @@ def _register_workers(api: Api) -> None:
     async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, await node.workers.deregister(ctx.namespace, ctx.args["worker_id"])
 
+    @api.endpoint("/api/worker/registrations/<worker_id>/deregister", "POST", W, WORKER)
+    async def deregister_fenced(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.FencedDeregistration, ctx.body)
+        return 200, await node.workers.deregister_fenced(ctx.namespace, ctx.args["worker_id"], req.registration_token)
+
 
 def _register_polls(api: Api) -> None:
     """The long polls for workflow, activity and query tasks."""
@@ -97,7 +102,8 @@ def _register_polls(api: Api) -> None:
             )
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
-            return 200, {"task": task, "poll_status": "leased"}
+            # server_time: the instant the claim's lease is measured from (extended §11.3)
+            return 200, {"task": task, "poll_status": "leased", "server_time": iso(engine.clock.now())}
 
         poll.__name__ = f"poll_{kind}"
         api.endpoint(f"/api/worker/{kind}-tasks/poll", "POST", W, WORKER)(poll)
@@ -128,6 +134,22 @@ def _register_query_tasks(api: Api) -> None:
         outcome = {"failure": req.failure.model_dump()}
         qid = ctx.args["query_task_id"]
         return 200, node.queries.answer(ctx.namespace, qid, req.lease_owner, req.query_task_attempt, outcome)
+
+
+    @api.endpoint("/api/worker/query-tasks/<query_task_id>/status", "GET", W, WORKER)
+    async def query_task_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        errors: dict[str, list[str]] = {}
+        owner = ctx.query.get("lease_owner") or ""
+        if not owner or len(owner) > 255:
+            errors["lease_owner"] = ["The lease_owner field is required (1-255 characters)."]
+        attempt = schemas.int_arg(ctx.query, "query_task_attempt", 0, 1, 2**31, errors)
+        if "query_task_attempt" not in ctx.query:
+            errors["query_task_attempt"] = ["The query_task_attempt field is required."]
+        if errors:
+            raise schemas.invalid(errors)
+        return 200, node.queries.status(ctx.namespace, ctx.args["query_task_id"], owner, attempt)
+
+    openapi.query_params(query_task_status, query_task_attempt=(1, 2**31))
 
 
 def _register_validation_tasks(api: Api) -> None:
@@ -283,6 +305,14 @@ def _register_activity_tasks(api: Api) -> None:
         task_id = ctx.args["task_id"]
         return 200, await _ask(api, task_id, m.ActivityOp(
             namespace=ctx.namespace, op="status", task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
+        ))
+
+    @api.endpoint("/api/worker/activity-tasks/<task_id>/renew-lease", "POST", W, WORKER)
+    async def act_renew_lease(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.AttemptLease, ctx.body)
+        task_id = ctx.args["task_id"]
+        return 200, await _ask(api, task_id, m.ActivityOp(
+            namespace=ctx.namespace, op="renew_lease", task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
         ))
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/acknowledge-cancellation", "POST", W, WORKER)

@@ -98,6 +98,7 @@ class Config:
     idle_seconds: float = 30.0
     workflow_task_lease: float = 60.0
     activity_lease: float = 300.0
+    worker_stale_after: float = 60.0  # a worker not heard from for this long is stale, everywhere (routing, views, queries)
     shard_count: int = 64
     node_id: str = ""
     advertise_url: str | None = None
@@ -184,6 +185,7 @@ class Config:
             query_max_pending=_int("DW_QUERY_TASK_MAX_PENDING_PER_QUEUE", 1024),
             workflow_task_lease=float(_int("DW_WORKFLOW_TASK_LEASE_SECONDS", 60)),
             activity_lease=float(_int("DW_ACTIVITY_LEASE_SECONDS", 300)),
+            worker_stale_after=float(_int("DW_WORKER_STALE_AFTER_SECONDS", 60)),
             idle_seconds=float(_int("DW_ACTOR_IDLE_SECONDS", 30)),
             shard_count=_int("DW_SHARD_COUNT", 64),
             node_id=_env("DW_NODE_ID") or "",

@@ -85,7 +85,7 @@ class Node:
         self.streams = WorkflowStreamService(self.workflows, cfg.max_parked_stream_reads)
         self.activities = StandaloneActivityService(self.engine, self.workflows)
         self.operations = RunOperations(self.engine, self.workflows)
-        self.workers = WorkerService(self.engine)
+        self.workers = WorkerService(self.engine, stale_after=cfg.worker_stale_after)
         self.workflows.contracts = self.workers.declared
         self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))
         self.workflows.validation = self.validation

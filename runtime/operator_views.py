@@ -18,11 +18,9 @@ from .engine import Engine
 from .errors import ProtocolError
 from .workers import WorkerService
 
-STALE_AFTER_SECONDS = 60
 
-
-def worker_item(row: WorkerRow, now: float) -> dict[str, Any]:
-    stale = now - row.last_seen >= STALE_AFTER_SECONDS
+def worker_item(row: WorkerRow, now: float, stale_after: float) -> dict[str, Any]:
+    stale = now - row.last_seen >= stale_after
     info = row.info
     return {
         "worker_id": row.worker_id,
@@ -39,7 +37,7 @@ def worker_item(row: WorkerRow, now: float) -> dict[str, Any]:
         "status": "stale" if stale else "active",
         "is_stale": stale,
         "last_heartbeat_at": iso(row.last_seen),
-        "heartbeat_expires_at": iso(row.last_seen + STALE_AFTER_SECONDS),
+        "heartbeat_expires_at": iso(row.last_seen + stale_after),
         "registered_at": iso(row.registered_at),
     }
 
@@ -56,22 +54,22 @@ class OperatorViews:
 
     async def list_workers(self, namespace: str, task_queue: str | None, status: str | None) -> dict[str, Any]:
         now = self.engine.clock.now()
-        items = [worker_item(w, now) for w in await self._rows(namespace)]
+        items = [worker_item(w, now, self.workers.stale_after) for w in await self._rows(namespace)]
         if task_queue:
             items = [i for i in items if i["task_queue"] == task_queue]
         if status:
             items = [i for i in items if i["status"] == status]
         items.sort(key=lambda i: i["last_heartbeat_at"] or "", reverse=True)
-        return {"namespace": namespace, "workers": items, "stale_after_seconds": STALE_AFTER_SECONDS}
+        return {"namespace": namespace, "workers": items, "stale_after_seconds": int(self.workers.stale_after)}
 
     async def describe_worker(self, namespace: str, worker_id: str) -> dict[str, Any]:
         row = next((w for w in await self._rows(namespace) if w.worker_id == worker_id), None)
         if row is None:
             raise ProtocolError(404, "worker_not_found", f"Worker [{worker_id}] not found in namespace [{namespace}].", worker_id=worker_id)
-        item = worker_item(row, self.engine.clock.now())
+        item = worker_item(row, self.engine.clock.now(), self.workers.stale_after)
         item.update(
             updated_at=iso(row.last_seen), task_slots=row.info.get("task_slots"), process_metrics=row.info.get("process_metrics"),
-            heartbeat_interval_seconds=30, stale_after_seconds=STALE_AFTER_SECONDS,
+            heartbeat_interval_seconds=30, stale_after_seconds=int(self.workers.stale_after),
         )
         return item
 
@@ -129,7 +127,7 @@ class OperatorViews:
             "pollers": {
                 "active_count": sum(1 for p in pollers if not p["is_stale"]),
                 "stale_count": sum(1 for p in pollers if p["is_stale"]),
-                "stale_after_seconds": STALE_AFTER_SECONDS,
+                "stale_after_seconds": int(self.workers.stale_after),
             },
         }
 
@@ -140,13 +138,13 @@ class OperatorViews:
         names = sorted({w.task_queue for w in rows} | {t["queue"] for t in tasks})
         items = []
         for name in names:
-            pollers = [worker_item(w, now) for w in rows if w.task_queue == name]
+            pollers = [worker_item(w, now, self.workers.stale_after) for w in rows if w.task_queue == name]
             items.append({"name": name, "namespace": namespace, "stats": self._stats([t for t in tasks if t["queue"] == name], pollers, now)})
         return {"namespace": namespace, "task_queues": items}
 
     async def describe_task_queue(self, namespace: str, name: str) -> dict[str, Any]:
         now = self.engine.clock.now()
-        pollers = [worker_item(w, now) for w in await self._rows(namespace) if w.task_queue == name]
+        pollers = [worker_item(w, now, self.workers.stale_after) for w in await self._rows(namespace) if w.task_queue == name]
         tasks = self._tasks(namespace, name)
         leases = [
             {

@@ -29,7 +29,6 @@ from .workflows import WorkflowService
 
 log = logging.getLogger("dw.queries")
 
-STALE_AFTER_SECONDS = 60.0  # DW_WORKER_STALE_AFTER_SECONDS of the spec
 FINISHED_MEMORY_SECONDS = 120.0  # late answers get "not leased" rather than "not found" for this long
 
 
@@ -123,7 +122,7 @@ class QueryService:
                 task_queue=queue, max_pending=self.max_pending,
             )
         qid = run_ulid(self.engine.queue_home("query", namespace, queue), now)
-        task = qt.QueryTask(qid, namespace, queue, workflow_type, body, deadline=now + self.timeout)
+        task = qt.QueryTask(qid, namespace, queue, workflow_type, body, deadline=now + self.timeout, admitted_at=now)
         answered = trio.Event()
         self.tasks[qid] = task
         self._answered[qid] = answered
@@ -161,14 +160,14 @@ class QueryService:
             409, "query_worker_unavailable",
             f"No active worker on task queue [{queue}] can answer queries for workflow type [{workflow_type}]. "
             "Start a worker for it (workers must poll within the last "
-            f"{int(STALE_AFTER_SECONDS)} s).",
+            f"{int(self.workers.stale_after)} s).",
             task_queue=queue, workflow_type=workflow_type,
         )
 
     def _eligible(self, namespace: str, queue: str, workflow_type: str) -> bool:
         now = self.engine.clock.now()
         for (ns, _), w in self.workers.workers.items():
-            if ns != namespace or w.task_queue != queue or w.runtime == "php" or now - w.last_seen >= STALE_AFTER_SECONDS:
+            if ns != namespace or w.task_queue != queue or w.runtime == "php" or self.workers.is_stale(w, now):
                 continue
             types = w.info.get("supported_workflow_types") or []
             caps = w.info.get("capabilities") or []
@@ -197,6 +196,13 @@ class QueryService:
             raise ProtocolError(404, "query_task_not_found", f"Query task [{qid}] was not found.", query_task_id=qid)
         if self.engine.owned is not None and shard not in self.engine.owned and qid not in self.tasks:
             raise ForwardTo(shard)
+
+    def status(self, namespace: str, qid: str, owner: str, attempt: int) -> dict[str, Any]:
+        self.local_task(qid)
+        try:
+            return qt.status(self.tasks.get(qid), namespace, owner, attempt, self.engine.clock.now())
+        except qt.QueryTaskError as exc:
+            raise ProtocolError(exc.status, exc.reason, exc.message, query_task_id=qid) from None
 
     def answer(self, namespace: str, qid: str, owner: str, attempt: int, outcome: dict[str, Any]) -> dict[str, Any]:
         self.local_task(qid)

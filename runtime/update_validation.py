@@ -24,7 +24,7 @@ from .engine import Engine
 from .ephemeral_tasks import hold_until_answered
 from .errors import ForwardTo, ProtocolError
 from .router import Unreachable
-from .workers import STALE_AFTER, WorkerService
+from .workers import WorkerService
 
 log = logging.getLogger("dw.update_validation")
 FINISHED_MEMORY_SECONDS = 120.0
@@ -159,7 +159,7 @@ class UpdateValidationService:
             await self.workers.load()
         now = self.engine.clock.now()
         for (ns, _), row in self.workers.workers.items():
-            if ns == namespace and row.task_queue == queue and now - row.last_seen < STALE_AFTER \
+            if ns == namespace and row.task_queue == queue and not self.workers.is_stale(row, now) \
                     and CAPABILITY in (row.info.get("capabilities") or []):
                 return
         raise ProtocolError(409, "update_validator_worker_unavailable",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import trio
 from actors import messages as m
 from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from actors.task_queue import Offer
-from persistence.journal import Batch, WorkerRow
+from persistence.journal import Batch, ObjectRow, WorkerRow
 
 from . import poll_recovery
 from .engine import Engine
@@ -21,19 +22,22 @@ from .router import Unreachable
 log = logging.getLogger("dw.workers")
 
 HEARTBEAT_INTERVAL = 30
-STALE_AFTER = 90
+RECEIPT_RETENTION_SECONDS = 86400  # a fenced deregistration's receipt answers repeats this long (extended §11.2)
+RECEIPT_KIND = "worker_deregistration"
 POLL_MEMORY_SECONDS = 2 * 60 + 60
 CONTRACTS_FRESH_SECONDS = 5.0  # in a cluster, how old the registrations a contract check reads may be
 
 
 class WorkerService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, stale_after: float = 60.0) -> None:
         self.engine = engine
+        self.stale_after = stale_after  # DW_WORKER_STALE_AFTER_SECONDS: the one staleness every view and route uses
         self.workers: dict[tuple[str, str], WorkerRow] = {}
         self._polls: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._inflight: dict[tuple[str, str, str, str], trio.Event] = {}
         self._loaded_at = 0.0
         self.validators_seen: dict[tuple[str, str, str], set[str]] = {}
+        self._receipts: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, worker id) -> the last fenced receipt
         # Offers that are not a run's task (an update validation task): what ``needs`` marks
         # them -> who hands them out (set by the node).
         self.special_claims: dict[str, Callable[[Offer, str], dict[str, Any] | None]] = {}
@@ -78,6 +82,7 @@ class WorkerService:
             )
             if body.get(k) is not None
         }
+        info["registration_token"] = secrets.token_hex(16)  # a new generation: its predecessor cannot deregister it
         row = WorkerRow(
             namespace, worker_id, body["task_queue"], body["runtime"],
             existing.registered_at if existing else now, now, info,
@@ -89,9 +94,13 @@ class WorkerService:
         return {
             "worker_id": worker_id,
             "registered": True,
+            "registration_token": info["registration_token"],
             "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
-            "stale_after_seconds": STALE_AFTER,
+            "stale_after_seconds": int(self.stale_after),
         }
+
+    def is_stale(self, row: WorkerRow, now: float) -> bool:
+        return now - row.last_seen >= self.stale_after
 
     def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         row = self.workers.get((namespace, body["worker_id"]))
@@ -105,8 +114,42 @@ class WorkerService:
             "worker_id": row.worker_id,
             "acknowledged": True,
             "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
-            "stale_after_seconds": STALE_AFTER,
+            "stale_after_seconds": int(self.stale_after),
         }
+
+    async def deregister_fenced(self, namespace: str, worker_id: str, token: str) -> dict[str, Any]:
+        """Deregister only the registration generation ``token`` names; a repeat of a done one
+        gets its receipt again (the reply may have been lost), a stale or foreign token is
+        refused and the current registration stays (extended §11.2)."""
+        receipt = await self._receipt(namespace, worker_id)
+        if receipt is not None and receipt["registration_token"] == token:
+            return receipt
+        row = self.workers.get((namespace, worker_id))
+        if row is None and self.engine.owned is not None:
+            await self.load()
+            row = self.workers.get((namespace, worker_id))
+        if row is None:
+            raise ProtocolError(404, "worker_not_found", f"Worker [{worker_id}] was not found.", worker_id=worker_id)
+        if row.info.get("registration_token") != token:
+            raise ProtocolError(
+                409, "registration_token_mismatch",
+                f"The registration token is not the current one of worker [{worker_id}] (it re-registered since); "
+                "the current registration stays.", worker_id=worker_id, registration_token=token,
+            )
+        receipt = {**await self.deregister(namespace, worker_id), "registration_token": token}
+        now = self.engine.clock.now()
+        self._receipts[(namespace, worker_id)] = receipt
+        await self.engine.journal.append(Batch(objects=[ObjectRow(namespace, RECEIPT_KIND, worker_id, {"receipt": receipt, "at": now}, now)]))
+        return receipt
+
+    async def _receipt(self, namespace: str, worker_id: str) -> dict[str, Any] | None:
+        receipt = self._receipts.get((namespace, worker_id))
+        if receipt is not None:
+            return receipt
+        rows = [r for r in await self.engine.journal.list_objects(RECEIPT_KIND, namespace) if r.name == worker_id]
+        if not rows or self.engine.clock.now() - float(rows[0].body.get("at") or 0) > RECEIPT_RETENTION_SECONDS:
+            return None
+        return dict(rows[0].body["receipt"])
 
     async def deregister(self, namespace: str, worker_id: str) -> dict[str, Any]:
         row = self.workers.pop((namespace, worker_id), None)
@@ -117,16 +160,19 @@ class WorkerService:
         for (_kind, ns, _queue), q in self.engine.queues.items():
             if ns == namespace:
                 q.release_worker(worker_id)  # its sticky tasks are anyone's now
-        recovered = 0
-        # Each live run of the namespace checks the lease itself (worker ids are unique per
+        recovered = activities = 0
+        # Each live run of the namespace checks the leases itself (worker ids are unique per
         # namespace only: another namespace's worker of the same id keeps its leases).
         for run_id in self.engine.live_run_ids(namespace):
             try:
-                recovered += await self.engine.ask(run_id, m.ReleaseOwner(namespace=namespace, owner=worker_id))
+                tasks, attempts = await self.engine.ask(run_id, m.ReleaseOwner(namespace=namespace, owner=worker_id))
             except (NotOwner, RunNotFound, RunUnavailable):
-                continue  # it moved, vanished or failed meanwhile: its lease expires on its own
-        log.info("worker %s deregistered; %d workflow task(s) released", worker_id, recovered)
-        return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered}
+                continue  # it moved, vanished or failed meanwhile: its leases expire on their own
+            recovered += tasks
+            activities += attempts
+        log.info("worker %s deregistered; %d workflow task(s) and %d activity attempt(s) released", worker_id, recovered, activities)
+        return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered,
+                "recovered_activity_task_count": activities}
 
     async def registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
         row = self.workers.get((namespace, worker_id))
@@ -196,7 +242,7 @@ class WorkerService:
         names: set[str] = set()
         seen = False
         for (ns, _), row in self.workers.items():
-            if ns != namespace or row.task_queue != queue or now - row.last_seen > STALE_AFTER:
+            if ns != namespace or row.task_queue != queue or self.is_stale(row, now):
                 continue
             contract = (row.info.get("workflow_command_contracts") or {}).get(workflow_type)
             if isinstance(contract, dict):

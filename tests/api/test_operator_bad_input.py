@@ -9,7 +9,18 @@ from typing import Any
 
 import pytest
 
-from .envelopes import CP, JSON, LIMIT, WP, control_error, fake_run_id, too_large, unique, validation_fields
+from .envelopes import (
+    CP,
+    JSON,
+    LIMIT,
+    WP,
+    control_error,
+    fake_run_id,
+    too_large,
+    unique,
+    validation_fields,
+    worker_error,
+)
 from .harness import Client
 from .test_bad_input import Leased, complete, lease_task, poll_task, register, start
 
@@ -233,3 +244,61 @@ async def test_redrive_copies_the_completed_steps_and_offers_only_the_failed_one
                                                                     "timeout_seconds": 1}, headers=WP)
     task = poll.json()["task"]
     assert task["run_id"] == new and task["activity_type"] == "b" and task["attempt_number"] == 1, "only the failed step again"
+
+
+async def _running_activity(http: Client) -> tuple[Leased, dict[str, Any]]:
+    t = await lease_task(http)
+    assert (await complete(http, t, [{"type": "schedule_activity", "activity_type": "a", "arguments": ENV}])).status_code == 200
+    poll = await http.post("/api/worker/activity-tasks/poll", json={"worker_id": t.worker_id, "task_queue": t.task_queue,
+                                                                    "timeout_seconds": 1}, headers=WP)
+    assert poll.json()["server_time"].endswith("Z"), "the instant the claim's lease is measured from"
+    return t, poll.json()["task"]
+
+
+async def test_deregistration_releases_activity_leases_and_refuses_stale_tokens(http: Client) -> None:
+    t, task = await _running_activity(http)
+    url = f"/api/worker/registrations/{t.worker_id}/deregister"
+    for body, field in (({}, "registration_token"), ({"registration_token": "ABC"}, "registration_token"),
+                        ({"registration_token": "g" * 32}, "registration_token")):
+        validation_fields(worker_error(await http.post(url, json=body, headers=WP), 422, "validation_failed"), field)
+    worker_error(await http.post(url, json={"registration_token": "0" * 32}, headers=WP), 409, "registration_token_mismatch")
+    worker_error(await http.post(f"/api/worker/registrations/{unique('ghost')}/deregister", json={"registration_token": "0" * 32},
+                                 headers=WP), 404, "worker_not_found")
+    again = await http.post("/api/worker/register", json={"worker_id": t.worker_id, "task_queue": t.task_queue, "runtime": "python"},
+                            headers=WP)
+    token = again.json()["registration_token"]
+    done = await http.post(url, json={"registration_token": token}, headers=WP)
+    assert done.status_code == 200 and done.json()["recovered_activity_task_count"] == 1, done.text
+    assert (await http.post(url, json={"registration_token": token}, headers=WP)).json() == done.json(), "the same receipt"
+    late = await http.post(f"/api/worker/activity-tasks/{task['task_id']}/complete", headers=WP,
+                           json={"activity_attempt_id": task["activity_attempt_id"], "lease_owner": t.worker_id, "result": ENV})
+    worker_error(late, 409, "stale_attempt")
+    await register(http, "w2", t.task_queue)
+    retry = await http.post("/api/worker/activity-tasks/poll", json={"worker_id": "w2", "task_queue": t.task_queue, "timeout_seconds": 1},
+                            headers=WP)
+    assert retry.json()["task"]["attempt_number"] == 2, "another worker takes it at once, not after the lease"
+
+
+async def test_renew_lease_and_query_status_refuse_what_they_must(http: Client) -> None:
+    t, task = await _running_activity(http)
+    url = f"/api/worker/activity-tasks/{task['task_id']}/renew-lease"
+    body = {"activity_attempt_id": task["activity_attempt_id"], "lease_owner": t.worker_id}
+    ok = await http.post(url, json=body, headers=WP)
+    assert ok.status_code == 200 and ok.json()["lease_renewed"] is True and ok.json()["heartbeat_recorded"] is False, ok.text
+    assert ok.json()["lease_expires_at"] >= task["lease_expires_at"] and ok.json()["workflow_task_id"] == task["task_id"]
+    worker_error(await http.post(url, content=b"{", headers={**WP, **JSON}), 400, "malformed_json")
+    validation_fields(worker_error(await http.post(url, json={"lease_owner": "w"}, headers=WP), 422, "validation_failed"),
+                      "activity_attempt_id")
+    worker_error(await http.post(url, json={**body, "lease_owner": "intruder"}, headers=WP), 409, "lease_owner_mismatch")
+    worker_error(await http.post(url, json={**body, "activity_attempt_id": f"{task['task_id']}.9"}, headers=WP), 404,
+                 "attempt_not_found")
+    worker_error(await http.post(f"/api/worker/activity-tasks/{fake_run_id()}-a1/renew-lease", json=body, headers=WP), 404,
+                 "task_not_found")
+    assert (await http.post(f"/api/workflows/{t.workflow_id}/terminate", json={}, headers=CP)).status_code == 200
+    closed = worker_error(await http.post(url, json=body, headers=WP), 409, "run_terminated")
+    assert closed["lease_renewed"] is False and closed["can_continue"] is False and closed["cancel_requested"] is True
+    status = f"/api/worker/query-tasks/{fake_run_id()}/status"
+    worker_error(await http.get(status, params={"lease_owner": "w", "query_task_attempt": "1"}, headers=WP), 404, "query_task_not_found")
+    for params, field in (({"query_task_attempt": "1"}, "lease_owner"), ({"lease_owner": "w"}, "query_task_attempt"),
+                          ({"lease_owner": "w", "query_task_attempt": "0"}, "query_task_attempt")):
+        validation_fields(worker_error(await http.get(status, params=params, headers=WP), 422, "validation_failed"), field)

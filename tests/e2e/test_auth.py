@@ -40,12 +40,14 @@ def allowed_roles(method: str, path: str) -> tuple[str, ...] | None:
         return OPS if method == "GET" else ("admin",)
     if path.startswith(("/api/workflows", "/api/schedules", "/api/search-attributes", "/api/task-queues")):
         return OPS
+    if path.startswith("/api/activities"):  # extended §8.2: operator/admin
+        return OPS
     raise AssertionError(f"the spec's table has no row for {method} {path}")
 
 
 def _concrete(path: str) -> str:
     values = {"run_id": RUN, "task_id": f"{RUN}-wt1", "query_task_id": RUN, "name": "n", "workflow_id": "wf-x",
-              "schedule_id": "s-x", "worker_id": "nobody"}
+              "schedule_id": "s-x", "worker_id": "nobody", "activity_id": "job-x"}
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), path)
 
 

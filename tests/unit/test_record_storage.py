@@ -131,7 +131,7 @@ def test_an_absent_extra_task_or_command_is_not_stored() -> None:
 
 # Internal records written by the actor itself rather than by a decision (wt_claim and
 # wt_release are written by both: a heartbeat, a deregistering worker).
-ACTOR_ONLY = {"command", "act_late", "act_hb", "run_started", "repair_wake", "wt_claim", "wt_release"}
+ACTOR_ONLY = {"command", "act_late", "act_hb", "act_lease", "run_started", "repair_wake", "wt_claim", "wt_release"}
 
 
 class RecordingRun(Run):
@@ -295,10 +295,32 @@ def _workflow_streams(seen: list[Record]) -> None:
     assert [i["origin"] for i in run.state.wstreams["out"]["items"]] == ["workflow", "client"]
 
 
+def _operators(seen: list[Record]) -> None:
+    from actors import decide_operator, redrive
+
+    stuck = RecordingRun(seen)
+    stuck.turn([activity()], T0 + 1)
+    stuck.commit(decide_operator.repair(stuck.state, T0 + 100, "cmd-repair")[0])  # RepairRequested
+    start = len(seen)
+    failed = RecordingRun(seen)
+    failed.turn([activity(), activity("b")], T0 + 1)
+    failed.act_claim(1, T0 + 2)
+    failed.act_complete(1, T0 + 3)
+    failed.act_claim(2, T0 + 4)
+    failed.act_fail(2, {"message": "final", "non_retryable": True}, T0 + 5)
+    failed.turn([{"type": "fail_workflow", "message": "b", "failed_step_sequence": 2}], T0 + 6)
+    failed.commit(decide_operator.archive(failed.state, T0 + 7, "cmd-archive", "tier")[0])  # ArchiveRequested, WorkflowArchived
+    meta = redrive.new_meta(failed.state, "run-2", T0 + 8, redrive.cut(failed.state))
+    em = Emitter(failed.state, T0 + 8)
+    em.internal("redriven", request_id="r", command_id="cmd-redrive", start=meta)
+    failed.commit(em)
+    seen.extend(redrive.opening(meta, seen[start:]))  # the new run's: WorkflowStarted, the copy, act_fresh
+
+
 def _decision_records() -> list[Record]:
     seen: list[Record] = []
     for scenario in (_activities, _timers_markers_and_signals, _updates_and_task_failures, _children, _closes, _cooperative, _prepared,
-                     _streams, _workflow_streams):
+                     _streams, _workflow_streams, _operators):
         scenario(seen)
     return seen
 
@@ -345,6 +367,9 @@ async def test_every_record_the_actor_writes_round_trips_through_its_stored_form
         engine.actors[run_id].state.wt = None  # as if its task record had been lost (see test_system_ops)
         await engine.ask(run_id, m.Repair())  # repair_wake
         claimed = await engine.ask(run_id, m.ClaimActivity(seq=1, owner="act"))
+        await trio.sleep(200)  # past half the lease: the renewal is journaled
+        await engine.ask(run_id, m.ActivityOp(op="renew_lease", task_id=claimed["task_id"],
+                                              attempt_id=claimed["activity_attempt_id"], owner="act"))  # act_lease
         await engine.ask(run_id, m.ActivityHeartbeat(
             task_id=claimed["task_id"], attempt_id=claimed["activity_attempt_id"], owner="act", progress={"details": {"n": 1}},
         ))  # act_hb
