@@ -553,3 +553,6 @@ class WorkView:
     workflow_task: TaskView | None
     activities: tuple[TaskView, ...]
     needs_workflow_task: bool = True  # False for a standalone activity's host run (actors.standalone)
+    workflow_type: str | None = None
+    workflow_task_failures: int = 0  # consecutive failed workflow tasks
+    sticky: bool = False  # its next workflow task prefers the worker that cached it

@@ -79,6 +79,7 @@ def work_view(s: RunState) -> WorkView:
         run_id=s.run_id, namespace=s.namespace, workflow_id=s.meta.get("workflow_id"), status=s.status,
         is_open=s.is_open, workflow_task=task, activities=activities,
         needs_workflow_task=s.meta.get("workflow_type") != HOST_TYPE,
+        workflow_type=s.meta.get("workflow_type"), workflow_task_failures=s.wt_failures, sticky=s.sticky is not None,
     )
 
 

@@ -40,6 +40,15 @@ def register(api: Api) -> None:
 
     # --- system passes (§9.1-9.2): admin only ---------------------------------------
 
+    @api.endpoint("/api/system/metrics", "GET", R, ADMIN)
+    async def system_metrics(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, node.system_metrics.metrics(ctx.namespace)
+
+    @api.endpoint("/api/system/operator-metrics", "GET", R, ADMIN)
+    async def operator_metrics(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        schedules = await node.schedules.states(ctx.namespace)
+        return 200, await node.system_metrics.operator_metrics(ctx.namespace, schedules, {})  # no worker sessions yet
+
     @api.endpoint("/api/system/repair", "GET", R, ADMIN)
     async def repair_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         return 200, node.system.repair_status()

@@ -31,6 +31,7 @@ from .run_operations import RunOperations
 from .schedules import ScheduleService
 from .search_attributes import SearchAttributeService
 from .standalone_activities import StandaloneActivityService
+from .system_metrics import SystemMetrics
 from .system_ops import SystemOps
 from .update_validation import UpdateValidationService
 from .workers import WorkerService
@@ -97,6 +98,7 @@ class Node:
         self.search_attributes = SearchAttributeService(self.engine)
         self.operator = OperatorViews(self.engine, self.workers)
         self.system = SystemOps(self.engine)
+        self.system_metrics = SystemMetrics(self.engine, self.workers, self.system)
         self.repair = RepairLoop(self.engine, self.system)
         self.schedules = ScheduleService(self.engine, self.workflows, max_memo_bytes=cfg.max_memo_bytes)
         self.engine.shard_hooks.append(self.schedules)

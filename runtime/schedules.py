@@ -330,6 +330,10 @@ class ScheduleService:
         self._poke.set()
         return schedule
 
+    async def states(self, namespace: str) -> list[ScheduleState]:
+        """Every schedule of the namespace as the journal holds it (deleted ones included)."""
+        return [ScheduleState.from_record(r.body) for r in await self.engine.journal.list_objects(KIND, namespace)]
+
     async def load(self, namespace: str, schedule_id: str, *, include_deleted: bool = False) -> ScheduleState:
         self._local(namespace, schedule_id)
         schedule = self.active.get((namespace, schedule_id))

@@ -101,6 +101,10 @@ class SystemOps:
                 missing.append(run.run_id)
         return sorted(existing), sorted(missing)
 
+    def candidates(self) -> tuple[list[str], list[str]]:
+        """(runs whose task or lease went stale, open runs lacking a task), on this node."""
+        return self._candidates(None, None)
+
     def repair_status(self) -> dict[str, Any]:
         existing, missing = self._candidates(None, None)
         return {

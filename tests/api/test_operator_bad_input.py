@@ -302,3 +302,28 @@ async def test_renew_lease_and_query_status_refuse_what_they_must(http: Client) 
     for params, field in (({"query_task_attempt": "1"}, "lease_owner"), ({"lease_owner": "w"}, "query_task_attempt"),
                           ({"lease_owner": "w", "query_task_attempt": "0"}, "query_task_attempt")):
         validation_fields(worker_error(await http.get(status, params=params, headers=WP), 422, "validation_failed"), field)
+
+
+async def test_system_metric_views_count_what_the_node_holds(http: Client) -> None:
+    t = await lease_task(http)
+    fail = await http.post(f"/api/worker/workflow-tasks/{t.task_id}/fail", json={**t.lease(), "failure": {"message": "boom"}}, headers=WP)
+    assert fail.status_code == 200
+    await start(http, unique("wf-idle"), "nobody-polls")
+    job = await http.post("/api/activities", json={**JOB, "activity_id": unique("job")}, headers=CP)
+    assert job.status_code == 201
+    metrics = (await http.get("/api/system/metrics", headers=CP)).json()
+    failing = metrics["metrics"]["dw_workflow_task_consecutive_failures"]
+    assert failing["failed_task_count"] == 1 and failing["by_workflow_type"] == [
+        {"workflow_type": "bad_input.t", "max_consecutive_failures": 1, "failed_task_count": 1}]
+    assert metrics["metrics"]["dw_projection_drift_total"]["total"] == 0 and metrics["namespace"] == "default"
+    ops = (await http.get("/api/system/operator-metrics", headers=CP)).json()["operator_metrics"]
+    assert ops["runs"]["open"] == 3 and ops["runs"]["workflow_task_failing"] == 1
+    assert ops["tasks"]["ready"] == 3, "two workflow tasks (one backing off) and the job's activity"
+    assert ops["activities"]["open"] == 1 and ops["activities"]["pending"] == 1
+    assert ops["workers"]["active_workers"] == 1 and ops["worker_sessions"]["total"] == 0
+    assert set(ops) >= {"runs", "tasks", "backlog", "repair", "workers", "backend", "schedules", "activities", "repair_policy",
+                        "sticky_execution", "worker_sessions"}
+    ns = unique("ns-m")
+    assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
+    other = (await http.get("/api/system/operator-metrics", headers={**CP, "X-Namespace": ns})).json()["operator_metrics"]
+    assert other["runs"]["open"] == 0 and other["tasks"]["ready"] == 0, "another namespace sees none of it"
