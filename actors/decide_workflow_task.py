@@ -391,6 +391,8 @@ def _start_child(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s
     )
     if cmd.get("trace"):
         meta["trace"] = cmd["trace"]
+    if state.meta.get("compatibility"):
+        meta["compatibility"] = state.meta["compatibility"]  # a child runs on its parent's build (extended §10.1)
     started = dict(base, child_run_number=1)
     for key in ("execution_timeout_seconds", "run_timeout_seconds"):
         if cmd.get(key):
@@ -533,6 +535,8 @@ def _continue_as_new(state: RunState, em: Emitter, cmd: dict[str, Any], step: in
     trace = cmd.get("trace") or meta.get("trace")  # the continuation's own carrier, else the run's (§15.1)
     if trace:
         new_meta["trace"] = trace
+    if meta.get("compatibility"):
+        new_meta["compatibility"] = meta["compatibility"]
     em.event(
         "WorkflowContinuedAsNew",
         {

@@ -466,11 +466,13 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
         if wt is not None and wt.status == "ready" and wt.available_at <= now:
             sticky, until = s.sticky if s.sticky is not None and s.sticky[1] > now else (None, 0.0)
             needs = "cooperative_cancellation" if s.coop is not None else None  # only such workers can replay it (§5.3)
-            offer = Offer(self.run_id, wt.task_id, s.meta["workflow_type"], sticky=sticky, sticky_until=until, needs=needs)
+            offer = Offer(self.run_id, wt.task_id, s.meta["workflow_type"], sticky=sticky, sticky_until=until, needs=needs,
+                          build=s.meta.get("compatibility"))
             ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, offer)
         for act in s.activities.values():
             if act.status == "pending" and act.available_at <= now:
-                ready[act.task_id] = ("activity", s.namespace, act.queue, Offer(self.run_id, act.task_id, act.activity_type, act.seq))
+                offer = Offer(self.run_id, act.task_id, act.activity_type, act.seq, build=s.meta.get("compatibility"))
+                ready[act.task_id] = ("activity", s.namespace, act.queue, offer)
         return ready
 
     # --- handlers ------------------------------------------------------------------

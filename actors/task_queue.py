@@ -32,6 +32,7 @@ class Offer:
     sticky: str | None = None  # the worker this workflow task should go to first (extended spec §12.2)
     sticky_until: float = 0.0  # wall-clock end of that affinity
     needs: str | None = None  # a worker capability the task requires (a run with a cooperative request)
+    build: str | None = None  # the run's compatibility marker: only workers of this build take it (extended §10.1)
 
 
 Filter = Callable[[str], bool]
@@ -39,17 +40,19 @@ STICKY_WINDOW = 5.0  # seconds a sticky task waits for its own worker before any
 
 
 class _Waiter:
-    __slots__ = ("accepts", "caps", "event", "offer", "worker")
+    __slots__ = ("accepts", "build", "caps", "event", "offer", "worker")
     event: trio.Event  # set when it parks: a poll that finds a task in the backlog needs none
 
-    def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str]) -> None:
+    def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str], build: str | None = None) -> None:
         self.accepts = accepts
         self.worker = worker
         self.caps = caps
+        self.build = build
         self.offer: Offer | None = None
 
     def takes(self, offer: Offer) -> bool:
-        return (offer.needs is None or offer.needs in self.caps) and self.accepts(offer.type_name)
+        return ((offer.needs is None or offer.needs in self.caps) and (offer.build is None or offer.build == self.build)
+                and self.accepts(offer.type_name))
 
 
 class TaskQueue:
@@ -129,14 +132,15 @@ class TaskQueue:
 
     async def take(
         self, accepts: Filter, timeout: float, draining: trio.Event, worker: str | None = None,
-        caps: frozenset[str] = frozenset(),
+        caps: frozenset[str] = frozenset(), build: str | None = None,
     ) -> Offer | None:
         """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain.
-        ``caps``: the poller's capabilities (an offer that ``needs`` one it lacks is not for it)."""
+        ``caps``: the poller's capabilities (an offer that ``needs`` one it lacks is not for it);
+        ``build``: the poller's build id (an offer pinned to another build is not for it)."""
         start = trio.current_time()
         end = start + timeout
         while True:
-            waiter = _Waiter(accepts, worker, caps)
+            waiter = _Waiter(accepts, worker, caps, build)
             offer = self._take_backlog(waiter)
             if offer is not None:
                 self.waits.observe(trio.current_time() - start)

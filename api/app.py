@@ -37,6 +37,7 @@ def create_app(node: Node) -> QuartTrio:
     stream_routes.register(api)
     activity_routes.register(api)
     run_operation_routes.register(api)
+    operator_routes.register_build_ids(api)
     schedule_routes.register(api)
     operator_routes.register(api)
     worker_routes.register(api)

@@ -40,7 +40,7 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
         for o in call["offers"]:
             if engine.router.is_local_queue(o["kind"], o["namespace"], o["queue"]):
                 offer = Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"], o.get("sticky"), float(o.get("sticky_until") or 0.0),
-                              o.get("needs"))
+                              o.get("needs"), o.get("build"))
                 engine.queue(o["kind"], o["namespace"], o["queue"]).offer(offer)
             else:
                 refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.build_ids import build_of
+
 from . import schemas
 from .endpoints import Api, Ctx
 from .envelope import Route
@@ -74,3 +76,21 @@ def register(api: Api) -> None:
         req = schemas.parse(schemas.ActivityTimeoutPass, ctx.body)
         out = await node.system.activity_timeout_pass(req.execution_ids, min(req.limit or 100, 100))
         return (207 if out["failed"] else 200), out
+
+
+def register_build_ids(api: Api) -> None:
+    """Build-id rollouts of a task queue (extended spec §10.2–§10.3): operator and admin."""
+    builds = api.node.builds
+
+    @api.endpoint("/api/task-queues/<name>/build-ids", "GET", R, OPERATOR)
+    async def list_build_ids(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        return 200, await builds.rollout(ctx.namespace, ctx.args["name"])
+
+    for action in ("drain", "resume", "promote"):
+
+        async def mutate(ctx: Ctx, action: str = action) -> tuple[int, dict[str, Any]]:
+            req = schemas.parse(schemas.BuildIdAction, ctx.body)
+            return 200, await builds.mutate(ctx.namespace, ctx.args["name"], build_of(req.build_id), action)
+
+        mutate.__name__ = f"{action}_build_id"
+        api.endpoint(f"/api/task-queues/<name>/build-ids/{action}", "POST", R, OPERATOR)(mutate)

@@ -57,6 +57,8 @@ class StartWorkflow(_Model):
     duplicate_policy: str | None = None
     execution_timeout_seconds: PosInt | None = None
     run_timeout_seconds: PosInt | None = None
+    build_id: Str255 | None = None  # pins the run to a worker build (extended §10.1); wins over compatibility
+    compatibility: Str255 | None = None
 
     @field_validator("input")
     @classmethod
@@ -255,6 +257,17 @@ class RegisterWorker(_Model):
     build_id: Str255 | None = None
 
 
+class BuildIdAction(_Model):
+    """``build_id`` is required; null names the unversioned cohort (extended §10.3)."""
+
+    build_id: Str255 | None
+
+    @field_validator("build_id")
+    @classmethod
+    def _trimmed(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
+
 class FencedDeregistration(_Model):
     registration_token: Annotated[str, Field(pattern=r"^[a-f0-9]{32}$")]
 
@@ -272,6 +285,7 @@ class Poll(_Model):
     timeout_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     history_page_size: Annotated[int, Field(ge=1, le=1000)] | None = None
     task_kinds: Annotated[list[str], Field(min_length=1, max_length=2)] | None = None  # multiplexed poll (extended §4.1)
+    build_id: Str255 | None = None
 
     @field_validator("task_kinds")
     @classmethod

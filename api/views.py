@@ -65,7 +65,7 @@ def described(result: Described) -> dict[str, Any]:
         "run_number": view.run_number,
         "run_count": current.run_number,
         "is_current_run": is_current,
-        "compatibility": None,
+        "compatibility": view.meta.get("compatibility"),
         "payload_codec": "avro",
         "execution_timeout_seconds": view.execution_timeout,
         "run_timeout_seconds": view.run_timeout,

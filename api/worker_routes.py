@@ -8,6 +8,7 @@ from actors import messages as m
 from persistence.ids import iso, ulid
 from persistence.vocabulary import decode_offset, run_of_task
 from runtime.errors import ProtocolError
+from runtime.workers import DRAINING
 
 from . import openapi, schemas
 from .endpoints import Api, Ctx
@@ -102,6 +103,8 @@ def _register_polls(api: Api) -> None:
             )
             if task is None:
                 return 200, {"task": None, "poll_status": "empty"}
+            if task is DRAINING:
+                return 200, {"task": None, "poll_status": "draining"}
             # server_time: the instant the claim's lease is measured from (extended §11.3)
             return 200, {"task": task, "poll_status": "leased", "server_time": iso(engine.clock.now())}
 
@@ -114,6 +117,8 @@ def _register_polls(api: Api) -> None:
         engine.router.require_queue_here("query", ctx.namespace, req.task_queue)
         _admit_poll(api, "query", ctx.namespace, req.task_queue)
         task = await node.queries.poll(ctx.namespace, req.model_dump(), _hold(cfg, req.timeout_seconds))
+        if task is DRAINING:
+            return 200, {"task": None, "poll_status": "draining"}
         return 200, {"task": task, "poll_status": "leased" if task else "empty"}
 
 

@@ -165,7 +165,7 @@ def _workflow(
         "archived_at": None,
         "archive_command_id": None,
         "archive_reason": None,
-        "compatibility": None,
+        "compatibility": meta.get("compatibility"),
         "connection": None,
         "queue": meta.get("task_queue"),
         "last_history_sequence": last_seq,

@@ -17,6 +17,7 @@ from actors.validation_tasks import NEED as vt_need
 from persistence.journal import StoreMisconfigured, StoreUnavailable
 from persistence.sqlite_journal import SqliteJournal
 
+from .build_ids import BuildIdService
 from .config import Config
 from .engine import Engine
 from .errors import ConfigurationError
@@ -87,6 +88,9 @@ class Node:
         self.activities = StandaloneActivityService(self.engine, self.workflows)
         self.operations = RunOperations(self.engine, self.workflows)
         self.workers = WorkerService(self.engine, stale_after=cfg.worker_stale_after)
+        self.builds = BuildIdService(self.engine, self.workers)
+        self.workers.draining = self.builds.draining
+        self.workflows.builds = self.builds
         self.workflows.contracts = self.workers.declared
         self.validation = UpdateValidationService(self.engine, self.workers, timeout=min(cfg.query_timeout, 55.0))
         self.workflows.validation = self.validation

@@ -24,7 +24,7 @@ from .engine import Engine
 from .ephemeral_tasks import hold_until_answered
 from .errors import ForwardTo, ProtocolError
 from .router import Unreachable
-from .workers import WorkerService
+from .workers import DRAINING, WorkerService
 from .workflows import WorkflowService
 
 log = logging.getLogger("dw.queries")
@@ -74,6 +74,8 @@ class QueryService:
             "last_history_sequence": history.visible,
             "history_events": history.events,
         }
+        if run.meta.get("compatibility"):
+            body["compatibility"] = run.meta["compatibility"]
         outcome = await self._submit_at_home(namespace, queue, run.workflow_type, body)
         if "result_envelope" in outcome:
             return 200, {**base, "result": outcome["result"], "result_envelope": outcome["result_envelope"], "reason": None}
@@ -127,7 +129,7 @@ class QueryService:
         self.tasks[qid] = task
         self._answered[qid] = answered
         q = self.engine.queue("query", namespace, queue)
-        offer = Offer(body["run_id"], qid, workflow_type)
+        offer = Offer(body["run_id"], qid, workflow_type, build=body.get("compatibility"))  # pinned runs: their build answers
 
         def timed_out() -> ProtocolError:
             log.info("query %s on %s/%s timed out (attempt %d)", body["query_name"], namespace, body["workflow_id"], task.attempt)
@@ -176,12 +178,15 @@ class QueryService:
         return False
 
     async def poll(self, namespace: str, body: dict[str, Any], hold: float) -> dict[str, Any] | None:
-        row = await self.workers.registration(namespace, body["worker_id"], body["task_queue"])
+        row = await self.workers.registration(namespace, body["worker_id"], body["task_queue"], body.get("build_id"))
+        if await self.workers.held_draining(namespace, row, hold):
+            return DRAINING
         types = set(row.info.get("supported_workflow_types") or [])
         q = self.engine.queue("query", namespace, row.task_queue)
         end = trio.current_time() + hold
         while True:
-            offer = await q.take(lambda name: not types or name in types, end - trio.current_time(), self.engine.draining)
+            offer = await q.take(lambda name: not types or name in types, end - trio.current_time(), self.engine.draining,
+                                 build=row.info.get("build_id") or None)
             if offer is None:
                 return None
             task = self.tasks.get(offer.task_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -28,6 +28,9 @@ POLL_MEMORY_SECONDS = 2 * 60 + 60
 CONTRACTS_FRESH_SECONDS = 5.0  # in a cluster, how old the registrations a contract check reads may be
 
 
+DRAINING: dict[str, Any] = {"poll_status": "draining"}  # a poll of a draining build's worker (never a task)
+
+
 class WorkerService:
     def __init__(self, engine: Engine, *, stale_after: float = 60.0) -> None:
         self.engine = engine
@@ -38,6 +41,8 @@ class WorkerService:
         self._loaded_at = 0.0
         self.validators_seen: dict[tuple[str, str, str], set[str]] = {}
         self._receipts: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, worker id) -> the last fenced receipt
+        # (namespace, queue, build) -> whether that build cohort is draining (runtime.build_ids, set by the node)
+        self.draining: Callable[[str, str, str | None], Awaitable[bool]] | None = None
         # Offers that are not a run's task (an update validation task): what ``needs`` marks
         # them -> who hands them out (set by the node).
         self.special_claims: dict[str, Callable[[Offer, str], dict[str, Any] | None]] = {}
@@ -82,6 +87,10 @@ class WorkerService:
             )
             if body.get(k) is not None
         }
+        if isinstance(info.get("build_id"), str):
+            info["build_id"] = info["build_id"].strip() or None  # an empty build id means none (extended §10.1)
+            if info["build_id"] is None:
+                del info["build_id"]
         info["registration_token"] = secrets.token_hex(16)  # a new generation: its predecessor cannot deregister it
         row = WorkerRow(
             namespace, worker_id, body["task_queue"], body["runtime"],
@@ -174,7 +183,9 @@ class WorkerService:
         return {"worker_id": worker_id, "outcome": "deregistered", "recovered_workflow_task_count": recovered,
                 "recovered_activity_task_count": activities}
 
-    async def registration(self, namespace: str, worker_id: str, queue: str) -> WorkerRow:
+    async def registration(self, namespace: str, worker_id: str, queue: str, build: str | None = None) -> WorkerRow:
+        """The worker's registration for a poll on ``queue``; ``build``: the build id the poll
+        names, which must be the registration's (the registration's is authoritative)."""
         row = self.workers.get((namespace, worker_id))
         if row is None and self.engine.owned is not None:
             await self.load()  # registered through another node of the cluster
@@ -194,8 +205,23 @@ class WorkerService:
                 registered_task_queue=row.task_queue,
                 requested_task_queue=queue,
             )
+        if build is not None and build.strip() and build.strip() != (row.info.get("build_id") or None):
+            raise ProtocolError(
+                409, "build_id_mismatch",
+                f"Worker [{worker_id}] registered with build id [{row.info.get('build_id')}], not [{build.strip()}]; register again.",
+                registered_build_id=row.info.get("build_id"), requested_build_id=build.strip(),
+            )
         row.last_seen = self.engine.clock.now()
         return row
+
+    async def held_draining(self, namespace: str, row: WorkerRow, hold: float) -> bool:
+        """A worker of a draining build claims nothing: its poll is held to its timeout (never
+        answered at once, which would be a busy loop) and says so (extended §10.1)."""
+        if self.draining is None or not await self.draining(namespace, row.task_queue, row.info.get("build_id") or None):
+            return False
+        with trio.move_on_after(hold):
+            await self.engine.draining.wait()
+        return True
 
     async def poll(
         self, kind: str, namespace: str, body: dict[str, Any], hold: float, *, rerouted: bool = False
@@ -204,7 +230,9 @@ class WorkerService:
         that home gave it may be leased somewhere (``runtime.poll_recovery``)."""
         worker_id, queue = body["worker_id"], body["task_queue"]
         page_size = body.get("history_page_size") or 500
-        row = await self.registration(namespace, worker_id, queue)
+        row = await self.registration(namespace, worker_id, queue, body.get("build_id"))
+        if await self.held_draining(namespace, row, hold):
+            return DRAINING
         kinds = frozenset(f"task_kind:{k}" for k in body.get("task_kinds") or () if k != "workflow")  # multiplexed (§4.1)
         request_id = body.get("poll_request_id")
         if not request_id:
@@ -326,10 +354,11 @@ class WorkerService:
             return not types or name in types
 
         caps = frozenset(c for c in row.info.get("capabilities") or [] if isinstance(c, str)) | kinds
+        build = row.info.get("build_id") or None
         q = self.engine.queue(kind, namespace, queue)
         end = trio.current_time() + hold
         while True:
-            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps)
+            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps, build)
             if offer is None:
                 return None
             special = self.special_claims.get(offer.needs or "")

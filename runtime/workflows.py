@@ -19,6 +19,7 @@ from persistence.journal import InstanceRow, Predicate, RunRow
 from persistence.vocabulary import STATUS_BUCKETS, decode_offset, encode_offset
 
 from . import history_export, page_tokens, visibility
+from .build_ids import build_of
 from .engine import Engine
 from .errors import ProtocolError, validation
 
@@ -126,6 +127,7 @@ class WorkflowService:
         self.search_attributes: Any = None  # SearchAttributeService, set by the node
         self.contracts: Any = None  # WorkerService.declared, set by the node: the workers' command contracts
         self.validation: Any = None  # UpdateValidationService, set by the node
+        self.builds: Any = None  # BuildIdService, set by the node: the queue's promoted build for new starts
 
     async def instance(self, namespace: str, workflow_id: str) -> InstanceRow | None:
         key = (namespace, workflow_id)
@@ -252,6 +254,11 @@ class WorkflowService:
             shard_count=self.engine.shard_count,
         )
         meta["instance_created_at"] = now
+        compatibility = build_of(req.get("build_id")) or build_of(req.get("compatibility"))
+        if compatibility is None and self.builds is not None:
+            compatibility = await self.builds.promoted(namespace, req.get("task_queue"))
+        if compatibility is not None:
+            meta["compatibility"] = compatibility  # its tasks go to that build's workers only (extended §10.1)
         if req.get("schedule"):
             meta["schedule"] = dict(req["schedule"])
         if req.get("trace"):

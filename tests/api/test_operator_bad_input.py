@@ -327,3 +327,63 @@ async def test_system_metric_views_count_what_the_node_holds(http: Client) -> No
     assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
     other = (await http.get("/api/system/operator-metrics", headers={**CP, "X-Namespace": ns})).json()["operator_metrics"]
     assert other["runs"]["open"] == 0 and other["tasks"]["ready"] == 0, "another namespace sees none of it"
+
+
+async def _register_build(http: Client, worker_id: str, queue: str, build: str | None) -> None:
+    body = {"worker_id": worker_id, "task_queue": queue, "runtime": "python", **({"build_id": build} if build else {})}
+    assert (await http.post("/api/worker/register", json=body, headers=WP)).status_code == 201
+
+
+async def _poll(http: Client, worker_id: str, queue: str, timeout: float = 0.3, **extra: Any) -> dict[str, Any]:
+    r = await http.post("/api/worker/workflow-tasks/poll", json={"worker_id": worker_id, "task_queue": queue, "timeout_seconds": timeout,
+                                                                 **extra}, headers=WP)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def test_build_ids_pin_runs_drain_cohorts_and_promote_new_starts(http: Client) -> None:
+    q = unique("tq-build")
+    await _register_build(http, "old", q, "v1")
+    await _register_build(http, "new", q, "v2")
+    await _register_build(http, "plain", q, None)
+    wf = unique("wf-v2")
+    r = await http.post("/api/workflows", json={"workflow_id": wf, "workflow_type": "t", "task_queue": q, "build_id": "v2"}, headers=CP)
+    assert r.status_code == 201
+    assert (await http.get(f"/api/workflows/{wf}", headers=CP)).json()["compatibility"] == "v2"
+    assert (await _poll(http, "old", q))["task"] is None and (await _poll(http, "plain", q))["task"] is None, "pinned to v2"
+    assert (await _poll(http, "new", q))["task"]["workflow_id"] == wf
+    promoted = await http.post(f"/api/task-queues/{q}/build-ids/promote", json={"build_id": "v1"}, headers=CP)
+    assert promoted.status_code == 200 and promoted.json()["new_start_selected"] is True, promoted.text
+    wf1 = unique("wf-promoted")
+    await http.post("/api/workflows", json={"workflow_id": wf1, "workflow_type": "t", "task_queue": q}, headers=CP)
+    assert (await http.get(f"/api/workflows/{wf1}", headers=CP)).json()["compatibility"] == "v1", "new starts follow the promotion"
+    drained = await http.post(f"/api/task-queues/{q}/build-ids/drain", json={"build_id": "v1"}, headers=CP)
+    assert drained.json()["drain_intent"] == "draining" and drained.json()["drained_at"] and not drained.json()["new_start_selected"]
+    held = await _poll(http, "old", q)
+    assert held == {**held, "task": None, "poll_status": "draining"}
+    again = await http.post(f"/api/task-queues/{q}/build-ids/drain", json={"build_id": "v1"}, headers=CP)
+    assert again.json()["drained_at"] == drained.json()["drained_at"], "a repeated drain keeps the first drained_at"
+    rollout = (await http.get(f"/api/task-queues/{q}/build-ids", headers=CP)).json()
+    by_build = {c["build_id"]: c for c in rollout["build_ids"]}
+    assert set(by_build) == {"v1", "v2", None} and by_build["v1"]["rollout_status"] == "draining"
+    assert by_build["v2"]["active_worker_count"] == 1 and by_build[None]["total_worker_count"] == 1
+    assert [c["rollout_status"] for c in rollout["build_ids"]][-1] == "draining", "active cohorts first"
+    resumed = await http.post(f"/api/task-queues/{q}/build-ids/resume", json={"build_id": "v1"}, headers=CP)
+    assert resumed.json()["drain_intent"] == "active" and resumed.json()["drained_at"] is None and resumed.json()["rolled_back_at"]
+    assert (await _poll(http, "old", q))["task"]["workflow_id"] == wf1, "resumed: the v1 run goes to the v1 worker"
+
+
+async def test_build_id_routes_and_polls_refuse_bad_input(http: Client) -> None:
+    q = unique("tq-build")
+    await _register_build(http, "w1", q, "v1")
+    worker_error(await http.post("/api/worker/workflow-tasks/poll", json={"worker_id": "w1", "task_queue": q, "timeout_seconds": 0,
+                                                                          "build_id": "v9"}, headers=WP), 409, "build_id_mismatch")
+    url = f"/api/task-queues/{q}/build-ids/drain"
+    for body, field in (({}, "build_id"), ({"build_id": "x" * 256}, "build_id"), ({"build_id": 7}, "build_id")):
+        validation_fields(control_error(await http.post(url, json=body, headers=CP), 422, "validation_failed"), field)
+    control_error(await http.post(url, content=b"{", headers={**CP, **JSON}), 400, "malformed_json")
+    assert (await http.post(f"/api/task-queues/{q}/build-ids/explode", json={"build_id": None}, headers=CP)).status_code == 404
+    validation_fields(control_error(await http.post("/api/workflows", json={"workflow_type": "t", "build_id": 5}, headers=CP), 422,
+                                    "validation_failed"), "build_id")
+    rollout = (await http.get(f"/api/task-queues/{q}/build-ids", headers=CP)).json()
+    assert [c["build_id"] for c in rollout["build_ids"]] == ["v1"] and rollout["build_ids"][0]["drain_intent"] == "active"
