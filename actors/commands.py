@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from . import local_activities, memo, tracing, workflow_streams
+from . import local_activities, memo, payload_refs, tracing, workflow_streams
 from .errors import CommandError
 from .errors import invalid as _invalid
 
@@ -60,8 +60,11 @@ def _envelope(value: Any, path: str, *, bare_ok: bool = False) -> None:
             raise _invalid(f"{path}.codec", f"Unknown payload codec [{value['codec']}]; only avro is supported.")
         if "blob" in value and isinstance(value["blob"], str):
             return
-        if isinstance(value.get("external_storage"), dict):
-            return
+        if "external_storage" in value or "external_payload" in value:
+            problem = payload_refs.envelope_problem(value)
+            if problem is None:
+                return
+            raise _invalid(f"{path}.external_storage", f"The {path} reference is malformed: {problem}.")
         raise _invalid(f"{path}.blob", f"The {path}.blob field must be a string.")
     raise _invalid(path, f"The {path} field must be a payload envelope {{codec, blob}}.")
 

@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 
 from persistence.vocabulary import activity_execution_id
 
+from . import payload_refs
 from .emit import Emitter, blob_of, par_fields
 from .errors import invalid as _invalid
 
@@ -42,8 +43,11 @@ def _payload(value: Any, path: str) -> None:
     """An inline Avro envelope or an external-storage reference (the SDK's two forms)."""
     if isinstance(value, dict) and value.get("codec") == "avro" and isinstance(value.get("blob"), str):
         return
-    if isinstance(value, dict) and isinstance(value.get("external_storage"), dict):
-        return
+    if isinstance(value, dict) and "external_storage" in value:
+        problem = payload_refs.problem(value["external_storage"])
+        if problem is None:
+            return
+        raise _invalid(path, f"The {path.rsplit('.', 1)[-1]} reference is malformed: {problem}.")
     raise _invalid(path, f"The {path.rsplit('.', 1)[-1]} field must be a payload envelope {{codec: avro, blob}} or an external reference.")
 
 

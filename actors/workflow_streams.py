@@ -22,6 +22,7 @@ from typing import Any
 
 from persistence.ids import iso
 
+from . import payload_refs
 from .errors import ProtocolError
 from .errors import invalid as _invalid
 
@@ -53,6 +54,8 @@ def item_problem(item: Any) -> tuple[str, str] | None:
             isinstance(payload.get("blob"), str) or isinstance(payload.get("external_storage"), dict)
         ):
             return "payload", "The payload is an envelope {codec, blob} or {codec, external_storage}."
+        if "blob" not in payload and payload_refs.problem(payload["external_storage"]) is not None:
+            return "payload", f"The payload reference is malformed: {payload_refs.problem(payload['external_storage'])}."
     elif item.get("payload_reference") is None:
         return "payload", "An item needs a payload or a payload_reference."
     for key, limit in ITEM_TEXT.items():

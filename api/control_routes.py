@@ -96,6 +96,8 @@ def _register_discovery(api: Api) -> None:
             ],
         }
         body = cluster_info(cfg, fleet)
+        # the request's namespace and its payload storage policy (extended §13.1; no runtime transport)
+        body["namespace"] = {"name": ctx.namespace, "external_payload_storage": node.payloads.policy(ctx.namespace)}
         body["task_repair"] = {k: v for k, v in node.system.repair_status().items() if k in ("policy", "candidates", "background_pass")}
         body["actors"] = {"live": len(node.engine.actors)}  # 0 once every run here has passivated (tests wait on it)
         try:
@@ -132,11 +134,28 @@ def _register_namespaces(api: Api) -> None:
         row = await node.namespaces.update(ctx.args["name"], req.model_dump())
         return 200, node.namespaces.view(row)
 
+    @api.endpoint("/api/namespaces/<name>/external-storage", "PUT", Route("control"), ADMIN, namespace=False)
+    async def set_external_storage(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        row = node.namespaces.get(ctx.args["name"])
+        req = schemas.parse(schemas.ExternalStoragePolicy, ctx.body)
+        policy = req.model_dump(exclude_none=True)
+        policy["config"] = {k: v for k, v in (policy.get("config") or {}).items() if v not in (None, "")}
+        if not policy["config"]:
+            del policy["config"]
+        await node.payloads.set_policy(row.name, policy)
+        return 200, node.namespaces.view(row)
+
+    @api.endpoint("/api/storage/test", "POST", Route("control"), ADMIN)
+    async def test_external_storage(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.StorageTest, ctx.body if ctx.body is not None else {})
+        return 200, await node.payloads.probe(ctx.namespace, req.driver, req.small_payload_bytes, req.large_payload_bytes)
+
     @api.endpoint("/api/namespaces/<name>", "DELETE", Route("control"), ADMIN, namespace=False)
     async def delete_namespace(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         out = await node.namespaces.delete(ctx.args["name"])
         node.workflows.forget_namespace(out["name"])
         node.workers.forget_namespace(out["name"])
+        node.payloads.forget_namespace(out["name"])
         await node.search_attributes.load()
         node.schedules.drop_namespace(out["name"])
         return 200, out

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actors import workflow_streams
+from actors import payload_refs, workflow_streams
 from actors.commands import MAX_DURATION_SECONDS
 from persistence import avro
 from runtime.errors import ProtocolError, validation
@@ -40,7 +40,10 @@ def _check_envelope(value: Any, field: str) -> Any:
             if not isinstance(value["blob"], str):
                 raise ValueError("blob must be a string")
             return value
-        if isinstance(value.get("external_storage"), dict):
+        if "external_storage" in value or "external_payload" in value:
+            problem = payload_refs.envelope_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
             return value
         raise ValueError("an envelope needs a blob string")
     raise ValueError("must be a list of arguments or a payload envelope {codec, blob}")
@@ -255,6 +258,32 @@ class RegisterWorker(_Model):
     task_slots: dict[str, Any] | None = None
     process_metrics: dict[str, Any] | None = None
     build_id: Str255 | None = None
+
+
+class StorageConfig(_Model):
+    uri: Annotated[str, Field(max_length=2048)] | None = None
+    bucket: Str255 | None = None
+    disk: Str255 | None = None
+    auth_profile: Str255 | None = None
+    prefix: Annotated[str, Field(max_length=1024)] | None = None
+    region: Annotated[str, Field(max_length=128)] | None = None
+    endpoint: Annotated[str, Field(max_length=2048)] | None = None
+    container: Str255 | None = None
+
+
+class ExternalStoragePolicy(_Model):
+    """A namespace's external payload storage (extended §13.1)."""
+
+    driver: Literal["local", "s3", "gcs", "azure"]
+    enabled: bool = True
+    threshold_bytes: Annotated[int, Field(ge=1, le=2**40)] | None = None
+    config: StorageConfig | None = None
+
+
+class StorageTest(_Model):
+    driver: Literal["local", "s3", "gcs", "azure"] | None = None
+    small_payload_bytes: Annotated[int, Field(ge=1, le=1_048_576)] = 1024
+    large_payload_bytes: Annotated[int, Field(ge=1, le=16_777_216)] = 1_048_576
 
 
 class BuildIdAction(_Model):

@@ -5,6 +5,7 @@
     python -m ops.bench requests -n 2000 [--compare /tmp/before --rounds 3]
     python -m ops.bench scale --parked 100000 --flood 10000
     python -m ops.bench floor -n 2000
+    python -m ops.bench activities --server -n 1000 -c 50
 
 ``workloads`` is W1–W4 of the side-by-side harness (ops/bench_workloads.py), ``requests`` the
 server CPU per request of each kind (ops/bench_requests.py); with ``--compare <checkout>`` both
@@ -227,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
     p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
     p.add_argument("-n", type=int, default=200)
+    p = sub.add_parser("activities", help="standalone activities: starts/s and start->result with one SDK worker")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
+    p.add_argument("--database", default=None, help="with --server: run it on this PostgreSQL database")
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("-c", "--concurrency", type=int, default=50)
     p = sub.add_parser("signed", help="signed requests (each a first use for the replay cache) per second")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--server", action="store_true", help="start a dw-server on a fresh data dir")
@@ -274,6 +281,17 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = _start_server(args.database, extra_env=env) if args.server else (None, args.url)
         try:
             print(json.dumps(asyncio.run(signed_bench(url, args.n, args.concurrency, not args.no_sign)), indent=2))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        return 0
+    if args.workload == "activities":
+        from .bench_activities import activities
+
+        proc, url = _start_server(args.database) if args.server else (None, args.url)
+        try:
+            print(json.dumps(activities(url, args.n, args.concurrency), indent=2))
         finally:
             if proc is not None:
                 proc.terminate()

@@ -18,6 +18,7 @@ class NamespaceService:
         self.default = default
         self.retention_days = retention_days
         self.rows: dict[str, NamespaceRow] = {}
+        self.storage_policy: Any = lambda name: None  # namespace -> its external payload storage policy (set by the node)
 
     async def load(self) -> None:
         self.rows = {row.name: row for row in await self.engine.journal.list_namespaces()}
@@ -31,14 +32,13 @@ class NamespaceService:
     def exists(self, name: str) -> bool:
         return name in self.rows
 
-    @staticmethod
-    def view(row: NamespaceRow) -> dict[str, Any]:
+    def view(self, row: NamespaceRow) -> dict[str, Any]:
         return {
             "name": row.name,
             "description": row.description,
             "retention_days": row.retention_days,
             "status": row.status,
-            "external_payload_storage": None,
+            "external_payload_storage": self.storage_policy(row.name),
             "created_at": iso(row.created_at),
             "updated_at": iso(row.updated_at),
         }

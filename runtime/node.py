@@ -24,6 +24,7 @@ from .errors import ConfigurationError
 from .metrics import node_registry
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
+from .payload_storage import PayloadStorage
 from .queries import QueryService
 from .repair_loop import RepairLoop
 from .replay_guard import ReplayGuard
@@ -88,6 +89,7 @@ class Node:
         self.activities = StandaloneActivityService(self.engine, self.workflows)
         self.operations = RunOperations(self.engine, self.workflows)
         self.workers = WorkerService(self.engine, stale_after=cfg.worker_stale_after)
+        self.payloads = PayloadStorage(self.engine)
         self.builds = BuildIdService(self.engine, self.workers)
         self.workers.draining = self.builds.draining
         self.workflows.builds = self.builds
@@ -108,6 +110,7 @@ class Node:
         self.engine.shard_hooks.append(self.schedules)
         self.workflows.search_attributes = self.search_attributes
         self.namespaces = NamespaceService(self.engine, cfg.default_namespace, cfg.history_retention_days)
+        self.namespaces.storage_policy = self.payloads.policy
         self.retention = RetentionService(self.engine, self.namespaces, interval=cfg.retention_interval)
         self.replay = ReplayGuard(self.journal, self.clock)
         self.started_at = self.clock.now()
@@ -120,6 +123,7 @@ class Node:
             log.info("created the %r namespace", self.cfg.default_namespace)
         await self.workers.load()
         await self.search_attributes.load()
+        await self.payloads.load()
 
     @property
     def store_description(self) -> str:

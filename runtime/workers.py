@@ -252,7 +252,7 @@ class WorkerService:
                 task = await poll_recovery.replay_anywhere(self.engine, kind, namespace, worker_id, request_id, page_size)
             if task is None:
                 task = await self._poll(kind, namespace, row, queue, hold, page_size, request_id, kinds=kinds)
-            if task is not None:
+            if task is not None and task is not DRAINING:
                 self._remember(key, kind, task)
             return task
         finally:
@@ -361,6 +361,11 @@ class WorkerService:
             offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps, build)
             if offer is None:
                 return None
+            if self.draining is not None and await self.draining(namespace, queue, build):
+                q.offer(offer)  # its build was drained while this poll was parked: the task is someone else's
+                with trio.move_on_at(end):
+                    await self.engine.draining.wait()
+                return DRAINING
             special = self.special_claims.get(offer.needs or "")
             if special is not None:
                 task = special(offer, row.worker_id)

@@ -387,3 +387,61 @@ async def test_build_id_routes_and_polls_refuse_bad_input(http: Client) -> None:
                                     "validation_failed"), "build_id")
     rollout = (await http.get(f"/api/task-queues/{q}/build-ids", headers=CP)).json()
     assert [c["build_id"] for c in rollout["build_ids"]] == ["v1"] and rollout["build_ids"][0]["drain_intent"] == "active"
+
+
+REF = {"schema": "durable-workflow.v2.external-payload-reference.v1", "uri": "file:///tmp/x", "sha256": "a" * 64, "size_bytes": 10,
+       "codec": "avro"}
+
+
+async def test_external_storage_policy_and_probe_refuse_bad_input(http: Client, tmp_path: Any) -> None:
+    url = "/api/namespaces/default/external-storage"
+    for body, field in (({}, "driver"), ({"driver": "ftp"}, "driver"), ({"driver": "local", "threshold_bytes": 0}, "threshold_bytes"),
+                        ({"driver": "local", "enabled": "yes"}, "enabled"), ({"driver": "s3", "config": {"region": "r" * 129}},
+                                                                               "config.region")):
+        validation_fields(control_error(await http.put(url, json=body, headers=CP), 422, "validation_failed"), field)
+    control_error(await http.put("/api/namespaces/nowhere/external-storage", json={"driver": "local"}, headers=CP), 404,
+                  "namespace_not_found")
+    assert (await http.get("/api/namespaces/default", headers=CP)).json()["external_payload_storage"] is None, "nothing was written"
+    out = control_error(await http.post("/api/storage/test", json={}, headers=CP), 422, "external_storage_not_configured")
+    assert out["status"] == "failed"
+    validation_fields(control_error(await http.post("/api/storage/test", json={"small_payload_bytes": 0}, headers=CP), 422,
+                                    "validation_failed"), "small_payload_bytes")
+    root = tmp_path / "payloads"
+    policy = {"driver": "local", "threshold_bytes": 2048, "config": {"uri": root.as_uri(), "bucket": ""}}
+    ns = await http.put(url, json=policy, headers=CP)
+    assert ns.status_code == 200 and ns.json()["external_payload_storage"] == {
+        "driver": "local", "enabled": True, "threshold_bytes": 2048, "config": {"uri": root.as_uri()}}, ns.text
+    info = (await http.get("/api/cluster/info", headers=CP)).json()
+    assert info["namespace"]["external_payload_storage"]["driver"] == "local"
+    assert "transport" not in info["namespace"]["external_payload_storage"], "no runtime transport is offered"
+    probe = await http.post("/api/storage/test", json={"small_payload_bytes": 10, "large_payload_bytes": 70000}, headers=CP)
+    assert probe.status_code == 200 and probe.json()["large_payload"]["bytes"] == 70000, probe.text
+    assert probe.json()["small_payload"]["reference_uri"].startswith(root.as_uri())
+    assert not any(p.is_file() for p in root.rglob("*")), "the probe deletes what it wrote"
+    validation_fields(control_error(await http.post("/api/storage/test", json={"driver": "s3"}, headers=CP), 422,
+                                    "validation_failed"), "driver")
+    await http.put(url, json={"driver": "gcs", "config": {"bucket": "b"}}, headers=CP)
+    gcs = control_error(await http.post("/api/storage/test", json={}, headers=CP), 422, "storage_driver_unavailable")
+    assert gcs["supported_diagnostic_drivers"] == ["local", "s3"]
+    await http.put(url, json={"driver": "local", "enabled": False, "config": {"uri": str(root)}}, headers=CP)
+    control_error(await http.post("/api/storage/test", json={}, headers=CP), 422, "external_storage_disabled")
+
+
+@pytest.mark.parametrize(("ref", "why"), [
+    ({**REF, "schema": "v0"}, "schema"), ({**REF, "sha256": "xyz"}, "sha256"), ({**REF, "size_bytes": -1}, "size_bytes"),
+    ({**REF, "uri": ""}, "uri"), ({**REF, "codec": "json"}, "codec"),
+])
+async def test_malformed_payload_references_are_refused_where_envelopes_are_accepted(http: Client, ref: dict, why: str) -> None:
+    wf = unique("wf-ref")
+    bad = {"codec": "avro", "external_storage": ref}
+    out = control_error(await http.post("/api/workflows", json={"workflow_id": wf, "workflow_type": "t", "input": bad}, headers=CP),
+                        422, "validation_failed")
+    assert why in str(out["errors"]), out
+    good = await http.post("/api/workflows", json={"workflow_id": wf, "workflow_type": "t", "input": {"codec": "avro", "external_storage": REF}},
+                           headers=CP)
+    assert good.status_code == 201 and (await http.get(f"/api/workflows/{wf}", headers=CP)).json()["input_envelope"]["external_storage"] == REF
+    runtime = {"codec": "avro", "external_payload": {"schema": "x", "reference_id": "ep_1"}}
+    control_error(await http.post(f"/api/workflows/{wf}/signal/go", json={"input": runtime}, headers=CP), 422, "validation_failed")
+    t = await lease_task(http)
+    r = await complete(http, t, [{"type": "schedule_activity", "activity_type": "a", "arguments": bad}])
+    assert r.status_code == 422 and why in r.text

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.e2e
 SHARDS = 16
 
 
-def _node(tmp_path: Path, name: str, dsn: str) -> ServerProcess:
+def _node(tmp_path: Path, name: str, dsn: str, env: dict[str, str] | None = None) -> ServerProcess:
     port = ServerProcess.free_port()
-    env = {"DW_NODE_ID": name, "DW_SHARD_COUNT": str(SHARDS), "DW_ADVERTISE_URL": f"http://127.0.0.1:{port}"}
+    env = {"DW_NODE_ID": name, "DW_SHARD_COUNT": str(SHARDS), "DW_ADVERTISE_URL": f"http://127.0.0.1:{port}", **(env or {})}
     node = ServerProcess(tmp_path / name, env=env, port=port, database=dsn)
     node.start()
     return node

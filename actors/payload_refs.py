@@ -1,0 +1,43 @@
+"""The shape of an external payload reference (extended spec §13.3), checked wherever an
+envelope is accepted: a reference is stored and handed back verbatim, so a malformed one must
+be refused on the way in, not discovered by the worker that cannot resolve it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SCHEMA = "durable-workflow.v2.external-payload-reference.v1"
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_URI = 2048
+
+
+def problem(ref: Any) -> str | None:
+    """What is wrong with an ``external_storage`` reference, or None when it is well formed."""
+    if not isinstance(ref, dict):
+        return "external_storage must be an object"
+    if ref.get("schema") != SCHEMA:
+        return f"external_storage.schema must be {SCHEMA}"
+    uri = ref.get("uri")
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI:
+        return f"external_storage.uri must be a non-empty string of at most {MAX_URI} characters"
+    if not isinstance(ref.get("sha256"), str) or not _SHA256.match(ref["sha256"]):
+        return "external_storage.sha256 must be 64 hexadecimal characters"
+    size = ref.get("size_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "external_storage.size_bytes must be a non-negative integer"
+    if ref.get("codec") != "avro":
+        return "external_storage.codec must be avro"
+    if "expires_at" in ref and (not isinstance(ref["expires_at"], str) or not ref["expires_at"]):
+        return "external_storage.expires_at must be a non-empty timestamp string"
+    return None
+
+
+def envelope_problem(value: dict[str, Any]) -> str | None:
+    """For an envelope without a blob: a well-formed direct reference, or why not."""
+    if "external_payload" in value:
+        return ("runtime external payload references need the server's payload transport, which this server does not "
+                "offer; store large payloads with an SDK external storage driver instead")
+    if "external_storage" not in value:
+        return None
+    return problem(value["external_storage"])
