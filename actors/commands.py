@@ -160,8 +160,7 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
     queue = cmd.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise _invalid(f"{path}.queue", "The queue field must be a non-empty string.")
-    if cmd.get("worker_session") is not None:
-        raise _invalid(f"{path}.worker_session", "The worker_session field is not supported by this server.")
+    session = _worker_session(cmd.get("worker_session"), f"{path}.worker_session")
     cancellation = cmd.get("cancellation_policy")
     if cancellation is not None and cancellation not in ACTIVITY_CANCELLATION_POLICIES:
         raise _invalid(f"{path}.cancellation_policy", f"cancellation_policy must be one of {', '.join(ACTIVITY_CANCELLATION_POLICIES)}.")
@@ -196,7 +195,43 @@ def _schedule_activity(cmd: dict[str, Any], path: str) -> dict[str, Any]:
         "arguments": cmd.get("arguments"),
         "policy": policy,
         "par": _parallel(cmd, path),
+        **({"session": session} if session is not None else {}),
     }
+
+
+SESSION_INTS = ("lease_seconds", "ttl_seconds", "max_concurrent_activities")
+
+
+def _worker_session(value: Any, path: str) -> dict[str, Any] | None:
+    """``WorkerSessionOptions.to_wire`` (extended §11.1): the session an activity must run in."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid(path, "The worker_session field must be an object.")
+    sid = value.get("session_id")
+    if not isinstance(sid, str) or not sid.strip() or len(sid) > 255:
+        raise _invalid(f"{path}.session_id", "The session_id must be a non-empty string of at most 255 characters.")
+    queue = value.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue.strip() or len(queue) > 255):
+        raise _invalid(f"{path}.queue", "The queue must be a non-empty string of at most 255 characters.")
+    requirements = value.get("requirements") or []
+    if not isinstance(requirements, list) or not all(isinstance(r, str) and r.strip() and len(r) <= 255 for r in requirements) \
+            or len(set(requirements)) != len(requirements) or len(requirements) > 64:
+        raise _invalid(f"{path}.requirements", "The requirements must be at most 64 distinct non-empty strings.")
+    out: dict[str, Any] = {"session_id": sid.strip(), "requirements": list(requirements)}
+    if queue is not None:
+        out["queue"] = queue.strip()
+    for key in SESSION_INTS:
+        if key in value:
+            if not _is_int(value[key]) or not 1 <= value[key] <= MAX_DURATION_SECONDS:
+                raise _invalid(f"{path}.{key}", f"The {key} must be a positive integer.")
+            out[key] = value[key]
+    for key in ("create_if_missing", "allow_reacquire_after_failure"):
+        if key in value:
+            if not isinstance(value[key], bool):
+                raise _invalid(f"{path}.{key}", f"The {key} must be true or false.")
+            out[key] = value[key]
+    return out
 
 
 check_schedule_activity = _schedule_activity  # a standalone activity is checked as this command (extended §8.2)

@@ -330,7 +330,11 @@ def _schedule_activity(state: RunState, em: Emitter, cmd: dict[str, Any], seq: i
     }
     if "cancellation_policy" in cmd["policy"]:
         payload["cancellation_policy"] = cmd["policy"]["cancellation_policy"]
-    em.event("ActivityScheduled", payload, extra={"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")})
+    extra = {"queue": queue, "arguments": cmd.get("arguments"), "policy": cmd["policy"], "par": cmd.get("par")}
+    if cmd.get("session"):
+        payload["worker_session"] = cmd["session"]
+        extra["session"] = cmd["session"]  # its attempts go to the session's holder (extended §11.1)
+    em.event("ActivityScheduled", payload, extra=extra)
 
 
 def _start_timer(state: RunState, em: Emitter, cmd: dict[str, Any], seq: int, _s: Any) -> None:

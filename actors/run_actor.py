@@ -471,7 +471,7 @@ class RunActor(WorkerPlaneHandlers, ControlHandlers, CancellationHandlers, Prepa
             ready[wt.task_id] = ("workflow", s.namespace, s.task_queue, offer)
         for act in s.activities.values():
             if act.status == "pending" and act.available_at <= now:
-                offer = Offer(self.run_id, act.task_id, act.activity_type, act.seq, build=s.meta.get("compatibility"))
+                offer = Offer(self.run_id, act.task_id, act.activity_type, act.seq, build=s.meta.get("compatibility"), session=act.session)
                 ready[act.task_id] = ("activity", s.namespace, act.queue, offer)
         return ready
 

@@ -74,6 +74,7 @@ class Activity:
     cancel_request: str | None = None  # a cooperative request its worker is asked to stop for (extended §5.6)
     heartbeat_journaled: float | None = None  # when this attempt's progress was last written (actors.heartbeats)
     lease_journaled: float | None = None  # the attempt's lease as the journal holds it (a renewal may be in memory only)
+    session: dict[str, Any] | None = None  # the worker session its attempts must run in (extended §11.1)
 
     @property
     def task_id(self) -> str:
@@ -344,6 +345,7 @@ def _activity_scheduled(state: RunState, record: Record) -> None:
         parallel=parallel,
         available_at=record.at,
         ready_since=record.at,
+        session=extra.get("session"),
     )
     state.activities[sequence] = activity
     _register_step(state, sequence, {"kind": "activity", "name": activity.activity_type}, parallel)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -33,6 +34,7 @@ class Offer:
     sticky_until: float = 0.0  # wall-clock end of that affinity
     needs: str | None = None  # a worker capability the task requires (a run with a cooperative request)
     build: str | None = None  # the run's compatibility marker: only workers of this build take it (extended §10.1)
+    session: dict[str, Any] | None = field(default=None, compare=False)  # its worker session's options (extended §11.1)
 
 
 Filter = Callable[[str], bool]
@@ -40,19 +42,21 @@ STICKY_WINDOW = 5.0  # seconds a sticky task waits for its own worker before any
 
 
 class _Waiter:
-    __slots__ = ("accepts", "build", "caps", "event", "offer", "worker")
+    __slots__ = ("accepts", "build", "caps", "event", "offer", "skip", "worker")
     event: trio.Event  # set when it parks: a poll that finds a task in the backlog needs none
 
-    def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str], build: str | None = None) -> None:
+    def __init__(self, accepts: Filter, worker: str | None, caps: frozenset[str], build: str | None = None,
+                 skip: frozenset[str] | set[str] = frozenset()) -> None:
         self.accepts = accepts
         self.worker = worker
         self.caps = caps
         self.build = build
+        self.skip = skip
         self.offer: Offer | None = None
 
     def takes(self, offer: Offer) -> bool:
         return ((offer.needs is None or offer.needs in self.caps) and (offer.build is None or offer.build == self.build)
-                and self.accepts(offer.type_name))
+                and offer.task_id not in self.skip and self.accepts(offer.type_name))
 
 
 class TaskQueue:
@@ -132,7 +136,7 @@ class TaskQueue:
 
     async def take(
         self, accepts: Filter, timeout: float, draining: trio.Event, worker: str | None = None,
-        caps: frozenset[str] = frozenset(), build: str | None = None,
+        caps: frozenset[str] = frozenset(), build: str | None = None, skip: frozenset[str] | set[str] = frozenset(),
     ) -> Offer | None:
         """Wait up to ``timeout`` seconds for a matching offer; None on timeout or drain.
         ``caps``: the poller's capabilities (an offer that ``needs`` one it lacks is not for it);
@@ -140,7 +144,7 @@ class TaskQueue:
         start = trio.current_time()
         end = start + timeout
         while True:
-            waiter = _Waiter(accepts, worker, caps, build)
+            waiter = _Waiter(accepts, worker, caps, build, skip)
             offer = self._take_backlog(waiter)
             if offer is not None:
                 self.waits.observe(trio.current_time() - start)

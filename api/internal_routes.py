@@ -40,7 +40,7 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
         for o in call["offers"]:
             if engine.router.is_local_queue(o["kind"], o["namespace"], o["queue"]):
                 offer = Offer(o["run_id"], o["task_id"], o["type_name"], o["seq"], o.get("sticky"), float(o.get("sticky_until") or 0.0),
-                              o.get("needs"), o.get("build"))
+                              o.get("needs"), o.get("build"), o.get("session"))
                 engine.queue(o["kind"], o["namespace"], o["queue"]).offer(offer)
             else:
                 refused += 1  # not this queue's home (any more): the sender re-sends after its directory changes
@@ -64,6 +64,14 @@ async def _dispatch(node: Node, call: dict[str, Any]) -> dict[str, Any]:
         except (NotOwner, RunUnavailable):
             return {"started": False}
         return {"started": True}
+    if op == "activity_running":  # is this activity execution's attempt still running here (a worker session's count)
+        try:
+            view = await engine.ask(call["run_id"], m.ReadActivity(execution_id=call["execution_id"]))
+        except (NotOwner, RunUnavailable):
+            return {"running": True}  # moving: count it until its new owner answers
+        except RunNotFound:
+            return {"running": False}
+        return {"running": view is not None and view.status == "running"}
     if op == "terminal_info":
         try:
             return {"info": await engine.ask(call["run_id"], m.TerminalInfo())}

@@ -255,6 +255,7 @@ class RegisterWorker(_Model):
     capabilities: list[Any] | None = None
     max_concurrent_workflow_tasks: int | None = None
     max_concurrent_activity_tasks: int | None = None
+    max_concurrent_worker_sessions: Annotated[int, Field(ge=1, le=10_000)] | None = None
     task_slots: dict[str, Any] | None = None
     process_metrics: dict[str, Any] | None = None
     build_id: Str255 | None = None
@@ -295,6 +296,37 @@ class BuildIdAction(_Model):
     @classmethod
     def _trimmed(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
+
+
+class WorkerSessionRequest(_Model):
+    """``WorkerSessionOptions.to_wire`` with the worker (extended §11.1)."""
+
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    session_id: Annotated[str, Field(min_length=1, max_length=255)]
+    queue: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    requirements: Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=64)] = []
+    lease_seconds: PosInt = 120
+    ttl_seconds: PosInt = 1800
+    max_concurrent_activities: Annotated[int, Field(ge=1, le=10_000)] = 1
+    create_if_missing: bool = True
+    allow_reacquire_after_failure: bool = True
+
+    @field_validator("requirements")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("The requirements must be distinct.")
+        return v
+
+
+class WorkerSessionHeartbeat(_Model):
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    lease_seconds: PosInt = 120
+
+
+class WorkerSessionClose(_Model):
+    worker_id: Annotated[str, Field(min_length=1, max_length=255)]
+    reason: Str255 | None = None
 
 
 class FencedDeregistration(_Model):

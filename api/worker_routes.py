@@ -52,6 +52,7 @@ async def _ask(api: Api, task_id: str, message: m.Message) -> Any:
 def register(api: Api) -> None:
     """Every worker-plane route, in the order of the OpenAPI document."""
     _register_workers(api)
+    _register_sessions(api)
     _register_polls(api)
     _register_query_tasks(api)
     _register_validation_tasks(api)
@@ -74,7 +75,7 @@ def _register_workers(api: Api) -> None:
     @api.endpoint("/api/worker/heartbeat", "POST", W, WORKER)
     async def heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.WorkerHeartbeat, ctx.body)
-        return 200, node.workers.heartbeat(ctx.namespace, req.model_dump())
+        return 200, await node.workers.heartbeat(ctx.namespace, req.model_dump())
 
     @api.endpoint("/api/worker/registrations/<worker_id>", "DELETE", W, WORKER)
     async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:
@@ -84,6 +85,42 @@ def _register_workers(api: Api) -> None:
     async def deregister_fenced(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.FencedDeregistration, ctx.body)
         return 200, await node.workers.deregister_fenced(ctx.namespace, ctx.args["worker_id"], req.registration_token)
+
+
+def _register_sessions(api: Api) -> None:
+    """Worker sessions (extended spec §11.1), answered by the home node of the worker's queue."""
+    node = api.node
+    engine = node.engine
+
+    async def holder(ctx: Ctx, worker_id: str) -> Any:
+        row = node.workers.workers.get((ctx.namespace, worker_id))
+        if row is None:
+            await node.workers.load()
+            row = node.workers.workers.get((ctx.namespace, worker_id))
+        if row is None:
+            raise ProtocolError(412, "worker_not_registered", f"Worker [{worker_id}] must register before it holds sessions.",
+                                worker_id=worker_id, admitted=False, session=None)
+        engine.router.require_queue_here("activity", ctx.namespace, row.task_queue)
+        return row
+
+    @api.endpoint("/api/worker/sessions", "POST", W, WORKER)
+    async def create_session(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.WorkerSessionRequest, ctx.body)
+        row = await holder(ctx, req.worker_id)
+        reply = await node.sessions.create(ctx.namespace, row, req.model_dump(exclude={"worker_id"}, exclude_none=True))
+        return reply["status"], reply
+
+    @api.endpoint("/api/worker/sessions/<session_id>/heartbeat", "POST", W, WORKER)
+    async def heartbeat_session(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.WorkerSessionHeartbeat, ctx.body)
+        await holder(ctx, req.worker_id)
+        return 200, await node.sessions.heartbeat(ctx.namespace, ctx.args["session_id"], req.worker_id, req.lease_seconds)
+
+    @api.endpoint("/api/worker/sessions/<session_id>", "DELETE", W, WORKER)
+    async def close_session(ctx: Ctx) -> tuple[int, dict[str, Any]]:
+        req = schemas.parse(schemas.WorkerSessionClose, ctx.body)
+        await holder(ctx, req.worker_id)
+        return 200, await node.sessions.close(ctx.namespace, ctx.args["session_id"], req.worker_id, req.reason)
 
 
 def _register_polls(api: Api) -> None:

@@ -36,6 +36,7 @@ from .standalone_activities import StandaloneActivityService
 from .system_metrics import SystemMetrics
 from .system_ops import SystemOps
 from .update_validation import UpdateValidationService
+from .worker_sessions import WorkerSessionService
 from .workers import WorkerService
 from .workflow_streams import WorkflowStreamService
 from .workflows import WorkflowService
@@ -91,6 +92,8 @@ class Node:
         self.workers = WorkerService(self.engine, stale_after=cfg.worker_stale_after)
         self.payloads = PayloadStorage(self.engine)
         self.builds = BuildIdService(self.engine, self.workers)
+        self.sessions = WorkerSessionService(self.engine, self.workers)
+        self.workers.sessions = self.sessions
         self.workers.draining = self.builds.draining
         self.workflows.builds = self.builds
         self.workflows.contracts = self.workers.declared

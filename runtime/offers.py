@@ -109,7 +109,8 @@ class OfferBook:
                 {"kind": k, "namespace": ns, "queue": q, "run_id": o.run_id, "task_id": o.task_id, "type_name": o.type_name, "seq": o.seq,
                  **({"sticky": o.sticky, "sticky_until": o.sticky_until} if o.sticky is not None else {}),
                  **({"needs": o.needs} if o.needs is not None else {}),
-                 **({"build": o.build} if o.build is not None else {})}
+                 **({"build": o.build} if o.build is not None else {}),
+                 **({"session": o.session} if o.session is not None else {})}
                 for k, ns, q, o in tasks[start:start + BATCH]
             ]
             try:

@@ -41,6 +41,7 @@ class WorkerService:
         self._loaded_at = 0.0
         self.validators_seen: dict[tuple[str, str, str], set[str]] = {}
         self._receipts: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, worker id) -> the last fenced receipt
+        self.sessions: Any = None  # WorkerSessionService (set by the node): admits in-session activities
         # (namespace, queue, build) -> whether that build cohort is draining (runtime.build_ids, set by the node)
         self.draining: Callable[[str, str, str | None], Awaitable[bool]] | None = None
         # Offers that are not a run's task (an update validation task): what ``needs`` marks
@@ -48,9 +49,17 @@ class WorkerService:
         self.special_claims: dict[str, Callable[[Offer, str], dict[str, Any] | None]] = {}
 
     async def load(self) -> None:
+        """The registrations as the journal holds them: one deregistered through another node
+        is gone here too; a fresher last contact this node saw itself is kept."""
+        fresh: dict[tuple[str, str], WorkerRow] = {}
         for row in await self.engine.journal.list_workers():
-            self.workers[(row.namespace, row.worker_id)] = row
+            key = (row.namespace, row.worker_id)
+            known = self.workers.get(key)
+            if known is not None and known.info.get("registration_token") == row.info.get("registration_token"):
+                row.last_seen = max(row.last_seen, known.last_seen)
+            fresh[key] = row
             self._note_validators(row)
+        self.workers = fresh
 
     def _note_validators(self, row: WorkerRow) -> None:
         """Update validators a workflow type of a queue declared are remembered beyond its
@@ -84,6 +93,7 @@ class WorkerService:
                 "task_slots",
                 "process_metrics",
                 "build_id",
+                "max_concurrent_worker_sessions",
             )
             if body.get(k) is not None
         }
@@ -111,14 +121,19 @@ class WorkerService:
     def is_stale(self, row: WorkerRow, now: float) -> bool:
         return now - row.last_seen >= self.stale_after
 
-    def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _touch(self, row: WorkerRow) -> None:
+        """The worker was heard from now (kept on the node that heard it: an upsert of the row
+        could bring back a registration another node just deleted)."""
+        row.last_seen = self.engine.clock.now()
+
+    async def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         row = self.workers.get((namespace, body["worker_id"]))
         if row is None:
             raise ProtocolError(404, "worker_not_registered", f"Worker [{body['worker_id']}] is not registered.")
-        row.last_seen = self.engine.clock.now()
         for key in ("task_slots", "process_metrics"):
             if isinstance(body.get(key), dict):
                 row.info[key] = body[key]
+        await self._touch(row)
         return {
             "worker_id": row.worker_id,
             "acknowledged": True,
@@ -211,7 +226,7 @@ class WorkerService:
                 f"Worker [{worker_id}] registered with build id [{row.info.get('build_id')}], not [{build.strip()}]; register again.",
                 registered_build_id=row.info.get("build_id"), requested_build_id=build.strip(),
             )
-        row.last_seen = self.engine.clock.now()
+        await self._touch(row)
         return row
 
     async def held_draining(self, namespace: str, row: WorkerRow, hold: float) -> bool:
@@ -357,8 +372,9 @@ class WorkerService:
         build = row.info.get("build_id") or None
         q = self.engine.queue(kind, namespace, queue)
         end = trio.current_time() + hold
+        skip: set[str] = set()  # in-session tasks this poller may not take (another worker's session)
         while True:
-            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps, build)
+            offer = await q.take(accepts, end - trio.current_time(), self.engine.draining, row.worker_id, caps, build, skip)
             if offer is None:
                 return None
             if self.draining is not None and await self.draining(namespace, queue, build):
@@ -372,11 +388,23 @@ class WorkerService:
                 if task is not None:
                     return task
                 continue
+            grant = None
+            if offer.session is not None and self.sessions is not None:
+                grant = await self.sessions.admit(namespace, offer.session, row, offer.task_id, offer.run_id)
+                if grant is None:
+                    skip.add(offer.task_id)
+                    q.offer(offer)  # the session is another worker's, or full: for its holder, later
+                    continue
             try:
                 with trio.CancelScope(shield=True):
                     task = await self.claim(kind, offer, row.worker_id, page_size, poll_id)
             except Exception:  # noqa: BLE001 - a vanished or broken run must not fail the poll
                 log.exception("claim of %s failed; polling on", offer.task_id)
-                continue
+                task = None
+            if grant is not None:
+                if task is None:
+                    self.sessions.release(namespace, offer.session["session_id"], offer.task_id)
+                else:
+                    task["worker_session"] = grant
             if task is not None:
                 return task

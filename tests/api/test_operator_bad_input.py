@@ -445,3 +445,76 @@ async def test_malformed_payload_references_are_refused_where_envelopes_are_acce
     t = await lease_task(http)
     r = await complete(http, t, [{"type": "schedule_activity", "activity_type": "a", "arguments": bad}])
     assert r.status_code == 422 and why in r.text
+
+
+async def _register_caps(http: Client, worker_id: str, queue: str, caps: list[str]) -> None:
+    body = {"worker_id": worker_id, "task_queue": queue, "runtime": "python", "capabilities": caps}
+    assert (await http.post("/api/worker/register", json=body, headers=WP)).status_code == 201
+
+
+async def _act_poll(http: Client, worker_id: str, queue: str, timeout: float = 0.3) -> dict[str, Any] | None:
+    r = await http.post("/api/worker/activity-tasks/poll", json={"worker_id": worker_id, "task_queue": queue, "timeout_seconds": timeout},
+                        headers=WP)
+    assert r.status_code == 200, r.text
+    return r.json()["task"]
+
+
+async def test_in_session_activities_go_to_the_sessions_holder_one_at_a_time(http: Client) -> None:
+    t = await lease_task(http)
+    q = t.task_queue
+    await _register_caps(http, "gpu-1", q, ["gpu:l4"])
+    await _register_caps(http, "cpu-1", q, [])
+    session = {"session_id": "model-a", "requirements": ["gpu:l4"], "max_concurrent_activities": 1}
+    cmd = {"type": "schedule_activity", "activity_type": "infer", "arguments": ENV, "worker_session": session}
+    assert (await complete(http, t, [cmd, {**cmd}])).status_code == 200
+    assert await _act_poll(http, "cpu-1", q) is None, "a worker without the requirement never gets it"
+    first = await _act_poll(http, "gpu-1", q)
+    assert first is not None and first["worker_session"]["session_id"] == "model-a"
+    assert first["worker_session"]["lease_owner"] == "gpu-1" and first["worker_session"]["status"] == "active"
+    assert await _act_poll(http, "gpu-1", q) is None, "one in-session attempt at a time"
+    done = await http.post(f"/api/worker/activity-tasks/{first['task_id']}/complete", headers=WP,
+                           json={"activity_attempt_id": first["activity_attempt_id"], "lease_owner": "gpu-1", "result": ENV})
+    assert done.status_code == 200
+    second = await _act_poll(http, "gpu-1", q)
+    assert second is not None and second["task_id"] != first["task_id"], "room again once the first attempt closed"
+    beat = await http.post("/api/worker/sessions/model-a/heartbeat", json={"worker_id": "gpu-1", "lease_seconds": 60}, headers=WP)
+    assert beat.status_code == 200 and beat.json()["outcome"] == "heartbeat_recorded", beat.text
+    assert beat.json()["session"]["active_activity_count"] == 1 and beat.json()["session"]["holder"]["worker_id"] == "gpu-1"
+    other = worker_error(await http.post("/api/worker/sessions", json={"worker_id": "cpu-1", **session}, headers=WP), 409,
+                         "session_requirements_not_met")
+    assert other["admitted"] is False and other["missing_requirements"] == ["gpu:l4"]
+    await _register_caps(http, "gpu-2", q, ["gpu:l4"])
+    worker_error(await http.post("/api/worker/sessions", json={"worker_id": "gpu-2", **session}, headers=WP), 409,
+                 "session_owned_by_another_worker")
+    worker_error(await http.post("/api/worker/sessions/model-a/heartbeat", json={"worker_id": "gpu-2"}, headers=WP), 409,
+                 "session_owner_mismatch")
+    closed = await http.request("DELETE", "/api/worker/sessions/model-a", json={"worker_id": "gpu-1", "reason": "worker_shutdown"},
+                                headers=WP)
+    assert closed.status_code == 200 and closed.json()["outcome"] == "closed" and closed.json()["session"]["status"] == "closed"
+    again = await http.request("DELETE", "/api/worker/sessions/model-a", json={"worker_id": "gpu-1"}, headers=WP)
+    assert again.json()["outcome"] == "already_closed"
+    worker_error(await http.post("/api/worker/sessions", json={"worker_id": "gpu-1", **session}, headers=WP), 409, "session_closed")
+    metrics = (await http.get("/api/system/operator-metrics", headers=CP)).json()["operator_metrics"]["worker_sessions"]
+    assert metrics["total"] == 1 and metrics["closed"] == 1
+
+
+async def test_session_routes_refuse_bad_input(http: Client) -> None:
+    q = unique("tq-s")
+    await _register_caps(http, "w1", q, [])
+    for body, field in (({"session_id": "s"}, "worker_id"), ({"worker_id": "w1"}, "session_id"),
+                        ({"worker_id": "w1", "session_id": "s", "lease_seconds": 0}, "lease_seconds"),
+                        ({"worker_id": "w1", "session_id": "s", "requirements": ["a", "a"]}, "requirements")):
+        validation_fields(worker_error(await http.post("/api/worker/sessions", json=body, headers=WP), 422, "validation_failed"), field)
+    worker_error(await http.post("/api/worker/sessions", json={"worker_id": "ghost", "session_id": "s"}, headers=WP), 412,
+                 "worker_not_registered")
+    worker_error(await http.post("/api/worker/sessions", json={"worker_id": "w1", "session_id": "s", "queue": "elsewhere"}, headers=WP),
+                 409, "session_queue_mismatch")
+    worker_error(await http.post("/api/worker/sessions/none/heartbeat", json={"worker_id": "w1"}, headers=WP), 404, "session_not_found")
+    created = await http.post("/api/worker/sessions", json={"worker_id": "w1", "session_id": "s"}, headers=WP)
+    assert created.status_code == 201 and created.json()["outcome"] == "created", created.text
+    reused = await http.post("/api/worker/sessions", json={"worker_id": "w1", "session_id": "s"}, headers=WP)
+    assert reused.status_code == 200 and reused.json()["outcome"] == "reused"
+    t = await lease_task(http)
+    bad = {"type": "schedule_activity", "activity_type": "a", "arguments": ENV, "worker_session": {"session_id": ""}}
+    r = await complete(http, t, [bad])
+    assert r.status_code == 422 and "worker_session.session_id" in r.text

@@ -32,7 +32,7 @@ def allowed_roles(method: str, path: str) -> tuple[str, ...] | None:
         return ALL
     if path.startswith("/api/worker/"):
         return ("worker",)
-    if path.startswith("/api/system/"):
+    if path.startswith(("/api/system/", "/api/storage/")):  # extended §13.2: the storage probe is admin's
         return ("admin",)
     if path.startswith("/api/namespaces"):
         return OPS if method == "GET" else ("admin",)

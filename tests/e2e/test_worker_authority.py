@@ -1,4 +1,4 @@
-"""Worker registrations and claims through the official SDK (extended spec §11.2–§11.4): fenced
+"""Worker registrations and claims through the official SDK (extended spec §11): worker sessions, fenced
 deregistration with the registration token, activity lease renewal keeping a long activity's
 claim without heartbeats, query-task status for workers that require query authority, and one
 staleness setting; on both journals. Three nodes: tests/cluster/test_cluster_operator.py."""
@@ -6,16 +6,17 @@ staleness setting; on both journals. Three nodes: tests/cluster/test_cluster_ope
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from durable_workflow import Client, Worker, activity, workflow
+from durable_workflow import Client, Worker, WorkerSessionOptions, activity, workflow
 from durable_workflow.errors import ServerError
 
 from .harness import unique
 from .server import ServerProcess
-from .stores import BACKENDS, store
+from .stores import store
 from .workflows import Inspectable
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +28,28 @@ MANIFEST = {"local_activities": {"supported": True, "minimum_protocol_version": 
 async def wa_long(seconds: float) -> str:
     await asyncio.sleep(seconds)  # no heartbeat: only the SDK's lease renewals keep the claim
     return f"done after {seconds}"
+
+
+RAN_ON: Counter[str] = Counter()
+
+
+def _infer(worker: str) -> object:
+    @activity.defn(name="wa_infer")
+    async def wa_infer(n: int) -> str:
+        RAN_ON[worker] += 1
+        return f"{n} on {worker}"
+
+    return wa_infer
+
+
+@workflow.defn(name="wa_model_job")
+class ModelJob:
+    def run(self, ctx, n):  # type: ignore[no-untyped-def]
+        session = WorkerSessionOptions(session_id=f"model-{ctx.workflow_id}", requirements=("gpu:l4",))
+        results = []
+        for i in range(n):
+            results.append((yield ctx.schedule_activity("wa_infer", [i], worker_session=session)))
+        return results
 
 
 @workflow.defn(name="wa_long_job")
@@ -119,10 +142,10 @@ def test_a_worker_that_requires_query_authority_answers_queries(server_url: str)
     assert asyncio.run(scenario()) == {"stage": "waiting (q)", "items": ["first"]}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_one_staleness_setting_governs_registrations_views_and_queries(tmp_path: Path, backend: str) -> None:
+def test_one_staleness_setting_governs_registrations_views_and_queries(tmp_path: Path) -> None:
+    """A setting, not a journal feature: on SQLite only."""
     tq, worker_id = unique("wa-stale"), unique("worker")
-    with store(backend) as database:
+    with store("sqlite") as database:
         server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), database=database,
                                env={"DW_WORKER_STALE_AFTER_SECONDS": "2"})
         url = server.start()
@@ -143,4 +166,30 @@ def test_one_staleness_setting_governs_registrations_views_and_queries(tmp_path:
             server.stop()
         assert ack["stale_after_seconds"] == 2 and fresh["stale_after_seconds"] == 2
         assert fresh["status"] == "active" and stale["status"] == "stale"
-        assert queue["stats"]["pollers"]["stale_after_seconds"] == 2 if "stats" in queue else True
+        assert queue["stats"]["pollers"]["stale_after_seconds"] == 2 and queue["stats"]["pollers"]["stale_count"] == 1
+
+
+def test_in_session_activities_run_on_the_capable_holder_and_stop_closes_its_session(server_url: str) -> None:
+    tq, wid = unique("wa-session"), unique("wa-session")
+
+    async def scenario() -> tuple:
+        async with Client(server_url) as client, httpx.AsyncClient(base_url=server_url, headers=CP, timeout=30) as http:
+            gpu = Worker(client, task_queue=tq, workflows=[ModelJob], activities=[_infer("gpu")], poll_timeout=1,
+                         capabilities=["gpu:l4"])
+            cpu = Worker(client, task_queue=tq, workflows=[ModelJob], activities=[_infer("cpu")], poll_timeout=1)
+            tasks = [asyncio.create_task(w.run()) for w in (gpu, cpu)]
+            try:
+                handle = await client.start_workflow(workflow_type="wa_model_job", workflow_id=wid, task_queue=tq, input=[4])
+                result = await handle.result(timeout=60)
+            finally:
+                for w in (gpu, cpu):
+                    await w.stop()
+                for t in tasks:
+                    await t
+            metrics = (await http.get("/api/system/operator-metrics")).json()["operator_metrics"]["worker_sessions"]
+            return result, metrics
+
+    result, metrics = asyncio.run(scenario())
+    assert result == [f"{i} on gpu" for i in range(4)], "every in-session attempt ran on the session's capable holder"
+    assert RAN_ON["cpu"] == 0
+    assert metrics["closed"] >= 1, "Worker.stop() closed the session it held"
