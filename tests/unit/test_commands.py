@@ -214,7 +214,7 @@ def test_unknown_or_missing_type_rejected_on_type_field(command: dict[str, Any])
         (activity(arguments={"codec": "json", "blob": BLOB}), "commands.0.arguments.codec"),
         (activity(arguments={"codec": "avro"}), "commands.0.arguments.blob"),
         (activity(arguments=[1, 2]), "commands.0.arguments"),
-        (activity(worker_session={"id": "s"}), "commands.0.worker_session"),
+        (activity(worker_session={"id": "s"}), "commands.0.worker_session.session_id"),
         (activity(cancellation_policy="wait"), "commands.0.cancellation_policy"),
         (activity(start_to_close_timeout=0), "commands.0.start_to_close_timeout"),
         (activity(heartbeat_timeout="10"), "commands.0.heartbeat_timeout"),
