@@ -135,6 +135,28 @@ def guard(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str)
     return act
 
 
+IDENTITY_REFUSALS = ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch")
+CANCELLED = ("run_cancelled", "run_terminated", "activity_cancelled")
+
+
+def may_continue(state: RunState, task_id: str, attempt_id: Any, owner: Any, verb: str) -> tuple[Activity | None, str | None]:
+    """The live attempt its worker may go on with, or why it must stop (a stale attempt, a
+    closed or cancelled run, a cooperative request for this attempt): what a heartbeat or a
+    lease renewal tells the worker. Identity refusals (unknown task or attempt, another
+    owner) raise: they are not that worker's to observe."""
+    try:
+        act = guard(state, task_id, attempt_id, owner, verb)
+    except GuardError as exc:
+        if exc.reason in IDENTITY_REFUSALS:
+            raise
+        return None, exc.reason
+    if act is None:
+        return None, "run_closed"
+    if act.cancel_request is not None and state.coop is not None and act.cancel_request == state.coop["request_id"]:
+        return None, "activity_cancelled"
+    return act, None
+
+
 def _seq_of(state: RunState, task_id: str) -> int | None:
     prefix = f"{state.run_id}-a"
     if not isinstance(task_id, str) or not task_id.startswith(prefix):

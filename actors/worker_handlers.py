@@ -246,26 +246,10 @@ class WorkerPlaneHandlers(ActorParts):
             "run_closed_reason": None,
             "run_closed_at": None,
         }
-        try:
-            act = decide_activity.guard(s, task_id, attempt_id, owner, "heartbeat")
-        except GuardError as exc:
-            if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
-                raise
-            cancelled = exc.reason in ("run_cancelled", "run_terminated", "activity_cancelled")
-            return {
-                **body,
-                "cancel_requested": cancelled,
-                "can_continue": False,
-                "reason": exc.reason,
-                "heartbeat_recorded": False,
-                "run_closed_reason": s.closed_reason,
-                "run_closed_at": iso(s.closed_at),
-            }
+        act, stop = decide_activity.may_continue(s, task_id, attempt_id, owner, "heartbeat")
         if act is None:
-            return {**body, "cancel_requested": False, "can_continue": False, "reason": "run_closed", "heartbeat_recorded": False,
-                    "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
-        if act.cancel_request is not None and s.coop is not None and act.cancel_request == s.coop["request_id"]:
-            return {**body, "cancel_requested": True, "can_continue": False, "reason": "activity_cancelled", "heartbeat_recorded": False}
+            return {**body, "cancel_requested": stop in decide_activity.CANCELLED, "can_continue": False, "reason": stop,
+                    "heartbeat_recorded": False, "run_closed_reason": s.closed_reason, "run_closed_at": iso(s.closed_at)}
         now = self.host.clock.now()
         lease = now + max(self.host.act_lease, float(act.policy.get("start_to_close_timeout") or 0))
         progress = heartbeats.normalize(progress)
@@ -300,19 +284,10 @@ class WorkerPlaneHandlers(ActorParts):
         task_id, attempt_id, owner = msg.task_id, msg.attempt_id, msg.owner
         refused: dict[str, Any] = {"lease_renewed": False, "can_continue": False, "heartbeat_recorded": False,
                                    "workflow_task_id": task_id, "activity_attempt_id": attempt_id, "lease_owner": owner}
-        try:
-            act = decide_activity.guard(s, task_id, attempt_id, owner, "renew")
-        except GuardError as exc:
-            if exc.reason in ("task_not_found", "attempt_not_found", "task_mismatch", "lease_owner_mismatch"):
-                raise
-            cancelled = exc.reason in ("run_cancelled", "run_terminated", "activity_cancelled")
-            raise GuardError(409, exc.reason, exc.message, **{**refused, "cancel_requested": cancelled}) from None
+        act, stop = decide_activity.may_continue(s, task_id, attempt_id, owner, "renew")
         if act is None:
-            raise GuardError(409, "run_closed", "The run closed; the attempt's outcome is no longer awaited.",
-                             **{**refused, "cancel_requested": False})
-        if act.cancel_request is not None and s.coop is not None and act.cancel_request == s.coop["request_id"]:
-            raise GuardError(409, "activity_cancelled", "The activity was asked to stop for the workflow's cancellation request.",
-                             **{**refused, "cancel_requested": True})
+            raise GuardError(409, str(stop), f"The attempt cannot continue ({stop}); its claim is not renewed.",
+                             **{**refused, "cancel_requested": stop in decide_activity.CANCELLED})
         now = self.host.clock.now()
         if (act.lease_expires_at or 0.0) <= now:
             raise GuardError(409, "lease_expired", "The attempt's lease ran out; an expired lease is never revived.",

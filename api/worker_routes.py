@@ -341,21 +341,18 @@ def _register_activity_tasks(api: Api) -> None:
             failure=req.failure.model_dump(),
         ))
 
-    @api.endpoint("/api/worker/activity-tasks/<task_id>/status", "POST", W, WORKER)
-    async def act_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        req = schemas.parse(schemas.AttemptLease, ctx.body)
-        task_id = ctx.args["task_id"]
-        return 200, await _ask(api, task_id, m.ActivityOp(
-            namespace=ctx.namespace, op="status", task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
-        ))
+    # Observing a claim (extended §5.6) and keeping it (§11.3): the attempt's identity only.
+    for op, verb in (("status", "status"), ("renew_lease", "renew-lease")):
 
-    @api.endpoint("/api/worker/activity-tasks/<task_id>/renew-lease", "POST", W, WORKER)
-    async def act_renew_lease(ctx: Ctx) -> tuple[int, dict[str, Any]]:
-        req = schemas.parse(schemas.AttemptLease, ctx.body)
-        task_id = ctx.args["task_id"]
-        return 200, await _ask(api, task_id, m.ActivityOp(
-            namespace=ctx.namespace, op="renew_lease", task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
-        ))
+        async def observe(ctx: Ctx, op: str = op) -> tuple[int, dict[str, Any]]:
+            req = schemas.parse(schemas.AttemptLease, ctx.body)
+            task_id = ctx.args["task_id"]
+            return 200, await _ask(api, task_id, m.ActivityOp(
+                namespace=ctx.namespace, op=op, task_id=task_id, attempt_id=req.activity_attempt_id, owner=req.lease_owner,
+            ))
+
+        observe.__name__ = f"act_{op}"
+        api.endpoint(f"/api/worker/activity-tasks/<task_id>/{verb}", "POST", W, WORKER)(observe)
 
     @api.endpoint("/api/worker/activity-tasks/<task_id>/acknowledge-cancellation", "POST", W, WORKER)
     async def act_acknowledge_cancellation(ctx: Ctx) -> tuple[int, dict[str, Any]]:

@@ -43,18 +43,11 @@ class StandaloneActivityService:
     def __init__(self, engine: Engine, workflows: WorkflowService) -> None:
         self.engine = engine
         self.workflows = workflows  # instances and their locks are shared with workflow starts
-        self._locks: dict[tuple[str, str], trio.Lock] = {}
 
     async def start(self, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
         activity_id = spec.get("activity_id") or mint_id(self.engine, namespace)
-        key = (namespace, activity_id)
-        lock = self._locks.setdefault(key, trio.Lock())
-        async with lock:
-            try:
-                return await self._start_locked(namespace, activity_id, spec)
-            finally:
-                if not lock.statistics().tasks_waiting:
-                    self._locks.pop(key, None)
+        async with self.workflows.starting.hold((namespace, activity_id)):
+            return await self._start_locked(namespace, activity_id, spec)
 
     async def _start_locked(self, namespace: str, activity_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         found = await self.engine.journal.find_instances(activity_id)

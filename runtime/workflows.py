@@ -22,6 +22,7 @@ from . import history_export, page_tokens, visibility
 from .build_ids import build_of
 from .engine import Engine
 from .errors import ProtocolError, validation
+from .keyed_locks import KeyedLocks
 
 
 def not_found(workflow_id: str) -> ProtocolError:
@@ -122,7 +123,7 @@ class WorkflowService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.journal = engine.journal
-        self._locks: dict[tuple[str, str], trio.Lock] = {}
+        self.starting = KeyedLocks()  # starts of one id on this node, one at a time (a standalone activity's too)
         self._instances: dict[tuple[str, str], InstanceRow] = {}
         self.search_attributes: Any = None  # SearchAttributeService, set by the node
         self.contracts: Any = None  # WorkerService.declared, set by the node: the workers' command contracts
@@ -197,14 +198,8 @@ class WorkflowService:
 
     async def start(self, namespace: str, req: dict[str, Any]) -> Started:
         workflow_id = req.get("workflow_id") or ulid()
-        key = (namespace, workflow_id)
-        lock = self._locks.setdefault(key, trio.Lock())
-        async with lock:
-            try:
-                return await self._start_locked(namespace, workflow_id, req)
-            finally:
-                if not lock.statistics().tasks_waiting:
-                    self._locks.pop(key, None)
+        async with self.starting.hold((namespace, workflow_id)):
+            return await self._start_locked(namespace, workflow_id, req)
 
     async def _start_locked(self, namespace: str, workflow_id: str, req: dict[str, Any]) -> Started:
         wtype = req["workflow_type"]
