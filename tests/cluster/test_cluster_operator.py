@@ -1,7 +1,7 @@
 """The operator surface across a three-node cluster (extended spec §8, §10, §11): standalone
 activities started, read and listed through any node, surviving a node's SIGKILL; build-id
-pinning, promotion and drain set on one node and obeyed by the queue's home; fenced
-deregistration and activity lease renewal through nodes other than the run's owner."""
+pinning and promotion set on one node and obeyed by the queue's home; fenced deregistration,
+activity lease renewal and worker sessions through nodes other than the run's owner."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from durable_workflow import Client, Worker, activity, workflow
+from durable_workflow import Client, Worker, WorkerSessionOptions, activity, workflow
 
 from tests.e2e.harness import unique
 from tests.e2e.server import stop_all
@@ -40,12 +40,31 @@ def _release(build: str) -> type:
     return Release
 
 
+def _infer(where: str) -> object:
+    @activity.defn(name="co_infer")
+    async def co_infer(n: int) -> str:
+        BUILT[(where, "infer")] += 1
+        return f"{n}@{where}"
+
+    return co_infer
+
+
+@workflow.defn(name="co_model")
+class Model:
+    def run(self, ctx, n):  # type: ignore[no-untyped-def]
+        session = WorkerSessionOptions(session_id=f"s-{ctx.workflow_id}", requirements=("gpu",))
+        results = []
+        for i in range(n):
+            results.append((yield ctx.schedule_activity("co_infer", [i], worker_session=session)))
+        return results
+
+
 def test_jobs_builds_and_worker_authority_across_three_nodes_and_a_sigkill(tmp_path: Path) -> None:
     with store("postgresql") as dsn:
         assert dsn is not None
         nodes = [_node(tmp_path, f"node-{i}", dsn, env={"DW_ACTIVITY_LEASE_SECONDS": "2"}) for i in (1, 2, 3)]
         try:
-            jobs_tq, builds_tq = unique("co-jobs"), unique("co-builds")
+            jobs_tq, builds_tq, model_tq = unique("co-jobs"), unique("co-builds"), unique("co-model")
             job_ids = [unique("job") for _ in range(8)]
 
             async def scenario() -> dict:
@@ -55,7 +74,11 @@ def test_jobs_builds_and_worker_authority_across_three_nodes_and_a_sigkill(tmp_p
                     worker = Worker(c3, task_queue=jobs_tq, activities=[co_job], poll_timeout=2)
                     v1 = Worker(c1, task_queue=builds_tq, workflows=[_release("v1")], poll_timeout=1, build_id="v1")
                     v2 = Worker(c3, task_queue=builds_tq, workflows=[_release("v2")], poll_timeout=1, build_id="v2")
-                    tasks = [asyncio.create_task(w.run()) for w in (worker, v1, v2)]
+                    gpu = Worker(c1, task_queue=model_tq, workflows=[Model], activities=[_infer("gpu")], poll_timeout=1,
+                                 capabilities=["gpu"])
+                    cpu = Worker(c3, task_queue=model_tq, workflows=[Model], activities=[_infer("cpu")], poll_timeout=1)
+                    workers = (worker, v1, v2, gpu, cpu)
+                    tasks = [asyncio.create_task(w.run()) for w in workers]
                     try:
                         for i, job_id in enumerate(job_ids):
                             await c1.start_activity(activity_type="co_job", task_queue=jobs_tq, activity_id=job_id,
@@ -75,8 +98,11 @@ def test_jobs_builds_and_worker_authority_across_three_nodes_and_a_sigkill(tmp_p
                                                            task_queue=builds_tq, input=["promoted"])
                         out["promoted"] = (promoted.workflow_id, await promoted.result(timeout=60))
                         out["rollout"] = await c1.list_task_queue_build_ids(builds_tq)
+                        models = [await c3.start_workflow(workflow_type="co_model", workflow_id=unique("model"), task_queue=model_tq,
+                                                          input=[3]) for _ in range(3)]
+                        out["models"] = [await m.result(timeout=60) for m in models]
                     finally:
-                        for w in (worker, v1, v2):
+                        for w in workers:
                             await w.stop()  # fenced deregistration, through the node each worker talks to
                         for t in tasks:
                             await t
@@ -95,6 +121,8 @@ def test_jobs_builds_and_worker_authority_across_three_nodes_and_a_sigkill(tmp_p
             cohorts = {c.build_id: c for c in out["rollout"].build_ids}
             assert cohorts["v1"].new_start_selected and not cohorts["v2"].new_start_selected
             assert not [w for w in out["workers"].workers if w.status == "active"], "the job worker deregistered"
+            assert out["models"] == [[f"{i}@gpu" for i in range(3)]] * 3 and BUILT[("cpu", "infer")] == 0, \
+                "in-session activities ran only on the session's capable holder, wherever their runs live"
         finally:
             stop_all([n for n in nodes if n is not nodes[1]])
             nodes[1].kill()
