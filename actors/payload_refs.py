@@ -33,11 +33,32 @@ def problem(ref: Any) -> str | None:
     return None
 
 
+RUNTIME_SCHEMA = "durable-workflow.v2.runtime-external-payload-reference.v1"
+_RUNTIME_ID = re.compile(r"^ep_[0-9A-HJKMNP-TV-Z]{26}$")
+_LOWER_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def runtime_problem(ref: Any) -> str | None:
+    """What is wrong with a runtime (server-stored) reference: exactly five keys (§13.3)."""
+    if not isinstance(ref, dict) or set(ref) != {"schema", "reference_id", "codec", "size_bytes", "sha256"}:
+        return "external_payload must hold exactly schema, reference_id, codec, size_bytes and sha256"
+    if ref["schema"] != RUNTIME_SCHEMA:
+        return f"external_payload.schema must be {RUNTIME_SCHEMA}"
+    if not isinstance(ref["reference_id"], str) or not _RUNTIME_ID.match(ref["reference_id"]):
+        return "external_payload.reference_id must be ep_ and 26 Crockford base32 characters"
+    if ref["codec"] != "avro":
+        return "external_payload.codec must be avro"
+    if not isinstance(ref["size_bytes"], int) or isinstance(ref["size_bytes"], bool) or ref["size_bytes"] < 0:
+        return "external_payload.size_bytes must be a non-negative integer"
+    if not isinstance(ref["sha256"], str) or not _LOWER_SHA256.match(ref["sha256"]):
+        return "external_payload.sha256 must be 64 lowercase hexadecimal characters"
+    return None
+
+
 def envelope_problem(value: dict[str, Any]) -> str | None:
-    """For an envelope without a blob: a well-formed direct reference, or why not."""
+    """For an envelope without a blob: a well-formed direct or runtime reference, or why not."""
     if "external_payload" in value:
-        return ("runtime external payload references need the server's payload transport, which this server does not "
-                "offer; store large payloads with an SDK external storage driver instead")
+        return runtime_problem(value["external_payload"])
     if "external_storage" not in value:
         return None
     return problem(value["external_storage"])

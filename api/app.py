@@ -20,6 +20,7 @@ from . import (
     metrics_route,
     openapi,
     operator_routes,
+    payload_routes,
     run_operation_routes,
     schedule_routes,
     stream_routes,
@@ -37,6 +38,7 @@ def create_app(node: Node) -> QuartTrio:
     stream_routes.register(api)
     activity_routes.register(api)
     run_operation_routes.register(api)
+    payload_routes.register(api)
     operator_routes.register_build_ids(api)
     schedule_routes.register(api)
     operator_routes.register(api)

@@ -32,6 +32,7 @@ from persistence.ids import shard_of_run
 from persistence.journal import StoreUnavailable
 from runtime.errors import ForwardTo, ProtocolError
 from runtime.node import Node
+from runtime.payload_storage import MAX_TRANSPORT_BYTES, UPLOAD_PATH
 from runtime.peers import REROUTED_HEADER, RPC_PATH
 from runtime.replay_guard import ReplayUnavailable
 from runtime.router import OWNER_BUDGET, Unreachable
@@ -356,10 +357,12 @@ class Api:
     def _body_limit(self, path: str) -> int:
         """Bytes a route reads at most. A node call may carry a run's whole history (a query), and
         only a member's call is read at all (its signature is checked on the headers first)."""
-        return max(RPC_MAX_BYTES, 16 * self.cfg.max_payload_bytes) if path == RPC_PATH else self.cfg.max_payload_bytes
+        if path == RPC_PATH:
+            return max(RPC_MAX_BYTES, 16 * self.cfg.max_payload_bytes)
+        return max(MAX_TRANSPORT_BYTES, self.cfg.max_payload_bytes) if path == UPLOAD_PATH else self.cfg.max_payload_bytes
 
     async def _body_gate(self, req: RequestView) -> Any:
-        limit = self.cfg.max_payload_bytes
+        limit = self._body_limit(req.path) if req.path == UPLOAD_PATH else self.cfg.max_payload_bytes
         req.close_connection = True  # until the body has been read, an early answer must end the connection
         refusal = req.scope.get(REFUSAL)
         if refusal == "conflicting_framing":
@@ -385,6 +388,8 @@ class Api:
             return {}
         if req.method not in _BODY_METHODS:
             return {}
+        if req.path == UPLOAD_PATH:
+            return raw  # a payload's bytes, not JSON (extended §13.4)
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise ProtocolError(

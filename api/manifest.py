@@ -185,6 +185,7 @@ def server_capabilities(poll_timeout: int, compression: bool, sticky_ttl: int = 
         },
         "activity_lease_renewal": True,
         "query_task_authority": True,
+        "runtime_external_payload_transport": True,  # a namespace's manifest says whether it can be used (extended §13.4)
         "worker_deregistration_fencing": {
             "supported": True, "schema": "durable-workflow.v2.worker-deregistration.v1",
             "endpoint": "/worker/registrations/{workerId}/deregister", "receipt_retention_seconds": RECEIPT_RETENTION_SECONDS,

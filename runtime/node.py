@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .metrics import node_registry
 from .namespaces import NamespaceService
 from .operator_views import OperatorViews
-from .payload_storage import PayloadStorage
+from .payload_storage import PayloadStorage, RuntimeTransport
 from .queries import QueryService
 from .repair_loop import RepairLoop
 from .replay_guard import ReplayGuard
@@ -91,6 +91,7 @@ class Node:
         self.operations = RunOperations(self.engine, self.workflows)
         self.workers = WorkerService(self.engine, stale_after=cfg.worker_stale_after)
         self.payloads = PayloadStorage(self.engine)
+        self.transport = RuntimeTransport(self.payloads)
         self.builds = BuildIdService(self.engine, self.workers)
         self.sessions = WorkerSessionService(self.engine, self.workers)
         self.workers.sessions = self.sessions

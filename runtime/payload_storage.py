@@ -41,6 +41,10 @@ class Driver(Protocol):
 
     def delete(self, uri: str) -> None: ...
 
+    def put_named(self, name: str, data: bytes) -> None: ...
+
+    def get_named(self, name: str) -> bytes | None: ...
+
 
 def object_key(prefix: str, sha256: str, codec: str) -> str:
     prefix = prefix.strip("/")
@@ -78,6 +82,21 @@ class LocalDriver:
     def delete(self, uri: str) -> None:
         self._path(uri).unlink(missing_ok=True)
 
+    def put_named(self, name: str, data: bytes) -> None:
+        path = self.root / "runtime" / name
+        if path.exists():
+            return  # content-addressed: the same name is the same bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get_named(self, name: str) -> bytes | None:
+        try:
+            return (self.root / "runtime" / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
 
 class S3Driver:
     """An S3-compatible bucket (``config.bucket``, ``prefix``, ``region``, ``endpoint``)."""
@@ -110,6 +129,20 @@ class S3Driver:
 
     def delete(self, uri: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(uri))
+
+    def _named(self, name: str) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix + '/' if prefix else ''}runtime/{name}"
+
+    def put_named(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._named(name), Body=data, ContentType="application/octet-stream")
+
+    def get_named(self, name: str) -> bytes | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._named(name))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return bytes(body.read())
 
 
 def driver_for(policy: dict[str, Any]) -> Driver:
@@ -194,3 +227,97 @@ def _round_trips(policy: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[st
             raise ValueError(f"the {size}-byte payload read back differs from what was written")
         out.append({"status": "passed", "bytes": size, "sha256": digest, "reference_uri": uri})
     return out
+
+
+# --- the runtime transport (extended §13.4): the server stores the bytes itself ---------------
+
+TRANSPORT_SCHEMA = "durable-workflow.v2.runtime-external-payload-transport.v1"
+REFERENCE_SCHEMA = "durable-workflow.v2.runtime-external-payload-reference.v1"
+UPLOAD_SCHEMA = "durable-workflow.v2.runtime-external-payload-upload.v1"
+UPLOAD_PATH = "/api/external-payloads/v1"
+MAX_TRANSPORT_BYTES = 16 * 1024 * 1024
+DEFAULT_THRESHOLD = 256 * 1024
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def reference_id(sha256: str) -> str:
+    """Content-addressed: the same bytes always get the same id (``ep_`` + 26 Crockford
+    characters, the first 130 bits of the digest)."""
+    bits = int(sha256, 16) >> (256 - 130)
+    return "ep_" + "".join(_CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def transport_manifest(policy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The namespace's policy as cluster info publishes it, with the transport the SDK uses to
+    hand payloads above the threshold to this server (``status`` says whether it can now)."""
+    if policy is None:
+        return None
+    available = bool(policy.get("enabled", True)) and policy["driver"] in DIAGNOSABLE
+    return {
+        **policy,
+        "threshold_bytes": policy.get("threshold_bytes") or DEFAULT_THRESHOLD,
+        "status": "available" if available else "unavailable",
+        "direct_provider_adapters": {"capability_negotiated": True, "enabled": True},
+        "transport": {
+            "schema": TRANSPORT_SCHEMA, "version": 1, "reference_schema": REFERENCE_SCHEMA,
+            "mode": "authenticated_namespace_runtime",
+            "upload": {"method": "POST", "path": UPLOAD_PATH, "completion_context": {
+                "schema": "durable-workflow.v2.payload-completion-context.v1", "header": "X-Durable-Workflow-Payload-Completion",
+                "prepared_schema": "durable-workflow.v2.payload-completion-context.v2"}},
+            "fetch": {"method": "GET", "path_template": UPLOAD_PATH + "/{referenceId}"},
+            "limits": {"max_payload_bytes": MAX_TRANSPORT_BYTES, "request_timeout_seconds": 30},
+            "direct_provider_adapters": {"capability_negotiated": True, "enabled": True},
+        },
+    }
+
+
+def _payload_error(status: int, reason: str, message: str, ref: str | None, retryable: bool = False) -> ProtocolError:
+    return ProtocolError(status, reason, message, reference_id=ref, retryable=retryable)
+
+
+class RuntimeTransport:
+    """Uploads and fetches of runtime payload references through the namespace's driver."""
+
+    def __init__(self, storage: PayloadStorage) -> None:
+        self.storage = storage
+
+    def _driver(self, namespace: str, ref: str | None) -> Driver:
+        policy = self.storage.policy(namespace)
+        if policy is None or not policy.get("enabled", True) or policy["driver"] not in DIAGNOSABLE:
+            raise _payload_error(503, "external_payload_unavailable",
+                                 f"Namespace [{namespace}] has no enabled external storage this server can write to.", ref)
+        try:
+            return driver_for(policy)
+        except ValueError as exc:
+            raise _payload_error(503, "external_payload_unavailable", str(exc), ref) from None
+
+    async def upload(self, namespace: str, data: bytes, codec: str | None, size: str | None, sha256: str | None) -> dict[str, Any]:
+        if codec != "avro":
+            raise _payload_error(422, "external_payload_unsupported", "Only avro payloads are stored (X-Durable-Workflow-Payload-Codec).", None)
+        if len(data) > MAX_TRANSPORT_BYTES:
+            raise _payload_error(413, "external_payload_oversized", f"A payload is at most {MAX_TRANSPORT_BYTES} bytes.", None)
+        digest = hashlib.sha256(data).hexdigest()
+        if size != str(len(data)) or sha256 != digest:
+            raise _payload_error(422, "external_payload_integrity_mismatch",
+                                 "The body does not match its X-Durable-Workflow-Payload-Size and -SHA256 headers.", None)
+        ref = reference_id(digest)
+        driver = self._driver(namespace, ref)
+        try:
+            await trio.to_thread.run_sync(driver.put_named, ref, data)
+        except Exception as exc:  # noqa: BLE001 - the storage's own failure, reported as retryable
+            raise _payload_error(503, "external_payload_unavailable", f"The payload could not be stored: {type(exc).__name__}.",
+                                 ref, retryable=True) from None
+        return {"schema": UPLOAD_SCHEMA, "transport_version": 1,
+                "reference": {"schema": REFERENCE_SCHEMA, "reference_id": ref, "codec": "avro", "size_bytes": len(data),
+                              "sha256": digest}}
+
+    async def fetch(self, namespace: str, ref: str) -> tuple[bytes, str]:
+        driver = self._driver(namespace, ref)
+        try:
+            data = await trio.to_thread.run_sync(driver.get_named, ref)
+        except Exception as exc:  # noqa: BLE001 - the storage's own failure, reported as retryable
+            raise _payload_error(503, "external_payload_unavailable", f"The payload could not be read: {type(exc).__name__}.",
+                                 ref, retryable=True) from None
+        if data is None:
+            raise _payload_error(404, "external_payload_not_found", f"Payload [{ref}] is not stored in this namespace.", ref)
+        return data, hashlib.sha256(data).hexdigest()

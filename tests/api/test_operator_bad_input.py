@@ -413,7 +413,8 @@ async def test_external_storage_policy_and_probe_refuse_bad_input(http: Client, 
         "driver": "local", "enabled": True, "threshold_bytes": 2048, "config": {"uri": root.as_uri()}}, ns.text
     info = (await http.get("/api/cluster/info", headers=CP)).json()
     assert info["namespace"]["external_payload_storage"]["driver"] == "local"
-    assert "transport" not in info["namespace"]["external_payload_storage"], "no runtime transport is offered"
+    manifest = info["namespace"]["external_payload_storage"]
+    assert manifest["status"] == "available" and manifest["transport"]["upload"]["path"] == "/api/external-payloads/v1"
     probe = await http.post("/api/storage/test", json={"small_payload_bytes": 10, "large_payload_bytes": 70000}, headers=CP)
     assert probe.status_code == 200 and probe.json()["large_payload"]["bytes"] == 70000, probe.text
     assert probe.json()["small_payload"]["reference_uri"].startswith(root.as_uri())
@@ -518,3 +519,41 @@ async def test_session_routes_refuse_bad_input(http: Client) -> None:
     bad = {"type": "schedule_activity", "activity_type": "a", "arguments": ENV, "worker_session": {"session_id": ""}}
     r = await complete(http, t, [bad])
     assert r.status_code == 422 and "worker_session.session_id" in r.text
+
+
+async def test_the_runtime_transport_stores_fetches_and_refuses(http: Client, tmp_path: Any) -> None:
+    import base64
+    import hashlib
+
+    data = base64.b64encode(b"\x00" * 3000)
+    digest = hashlib.sha256(data).hexdigest()
+    head = {**WP, "Content-Type": "application/octet-stream", "X-Durable-Workflow-Payload-Codec": "avro",
+            "X-Durable-Workflow-Payload-Size": str(len(data)), "X-Durable-Workflow-Payload-SHA256": digest}
+    url = "/api/external-payloads/v1"
+    unavailable = await http.post(url, content=data, headers=head)
+    assert unavailable.status_code == 503 and unavailable.json()["reason"] == "external_payload_unavailable", unavailable.text
+    await http.put("/api/namespaces/default/external-storage", json={"driver": "local", "config": {"uri": str(tmp_path / "p")}},
+                   headers=CP)
+    bad = await http.post(url, content=data, headers={**head, "X-Durable-Workflow-Payload-SHA256": "0" * 64})
+    assert bad.status_code == 422 and bad.json()["reason"] == "external_payload_integrity_mismatch"
+    wrong_codec = await http.post(url, content=data, headers={**head, "X-Durable-Workflow-Payload-Codec": "json"})
+    assert wrong_codec.status_code == 422 and wrong_codec.json()["reason"] == "external_payload_unsupported"
+    no_plane = {k: v for k, v in head.items() if k != "X-Durable-Workflow-Protocol-Version"}
+    assert (await http.post(url, content=data, headers=no_plane)).status_code == 400
+    stored = await http.post(url, content=data, headers=head)
+    assert stored.status_code == 201, stored.text
+    ref = stored.json()["reference"]
+    assert ref["sha256"] == digest and ref["size_bytes"] == len(data) and ref["reference_id"].startswith("ep_")
+    again = await http.post(url, content=data, headers={**CP, **{k: v for k, v in head.items() if k.startswith("X-Durable-Workflow-Payload")},
+                                                      "Content-Type": "application/octet-stream"})
+    assert again.json()["reference"] == ref, "content-addressed: the same bytes, the same reference"
+    fetched = await http.get(f"{url}/{ref['reference_id']}", headers=WP)
+    assert fetched.status_code == 200 and fetched.content == data
+    assert fetched.headers["X-Durable-Workflow-Payload-SHA256"] == digest and fetched.headers["X-Durable-Workflow-Payload-Size"] == str(len(data))
+    missing = await http.get(f"{url}/ep_{'0' * 26}", headers=WP)
+    assert missing.status_code == 404 and missing.json()["reason"] == "external_payload_not_found"
+    assert (await http.get(f"{url}/not-a-reference", headers=WP)).status_code == 404
+    ns = unique("ns-ep")
+    assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
+    other = await http.get(f"{url}/{ref['reference_id']}", headers={**WP, "X-Namespace": ns})
+    assert other.status_code == 503, "another namespace reads through its own storage, which it does not have"

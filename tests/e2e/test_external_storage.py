@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from .harness import current_history, unique
 from .server import ServerProcess
+from .stores import BACKENDS, store
 
 pytestmark = pytest.mark.e2e
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
@@ -57,9 +58,14 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def test_the_policy_and_the_probe_of_a_local_directory_and_an_s3_bucket(tmp_path: Path, s3_endpoint: str) -> None:
-    server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env=AWS)
-    url = server.start()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_policy_and_the_probe_of_a_local_directory_and_an_s3_bucket(tmp_path: Path, s3_endpoint: str, backend: str) -> None:
+    with store(backend) as database:
+        server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env=AWS, database=database)
+        _probe_scenario(server, server.start(), tmp_path, s3_endpoint)
+
+
+def _probe_scenario(server: ServerProcess, url: str, tmp_path: Path, s3_endpoint: str) -> None:
 
     async def scenario() -> tuple:
         async with Client(url) as client:
@@ -123,3 +129,37 @@ def test_payloads_above_the_threshold_travel_as_references_the_server_keeps_verb
         assert stored["schema"] == "durable-workflow.v2.external-payload-reference.v1" and stored["uri"].startswith("file://"), ref
     assert described["input_envelope"]["external_storage"]["sha256"] == started["external_storage"]["sha256"]
     assert len(list(root.rglob("*"))) >= 2, "the bytes live in the SDK's storage, not in the history"
+
+
+def test_without_a_driver_of_its_own_the_sdk_hands_large_payloads_to_the_server(server_url: str, tmp_path: Path) -> None:
+    """The runtime transport (extended §13.4): a namespace whose policy the server can write
+    publishes it; the SDK uploads every payload over the threshold and fetches the references
+    it receives, so history holds references and the bytes live in the namespace's storage."""
+    tq, wid, ns = unique("es-rt"), unique("es-rt"), unique("es-ns")
+    text = "z" * 6000 + "!"
+
+    async def scenario() -> tuple:
+        async with httpx.AsyncClient(base_url=server_url, headers=CP, timeout=30) as admin:
+            assert (await admin.post("/api/namespaces", json={"name": ns})).status_code == 201
+            r = await admin.put(f"/api/namespaces/{ns}/external-storage",
+                                json={"driver": "local", "threshold_bytes": 2048, "config": {"uri": (tmp_path / "rt").as_uri()}})
+            assert r.status_code == 200, r.text
+        async with Client(server_url, namespace=ns) as client, \
+                httpx.AsyncClient(base_url=server_url, headers={**CP, "X-Namespace": ns}, timeout=30) as http:
+            worker = Worker(client, task_queue=tq, workflows=[Big], activities=[es_echo_size], poll_timeout=2)
+            task = asyncio.create_task(worker.run())
+            try:
+                handle = await client.start_workflow(workflow_type="es_big", workflow_id=wid, task_queue=tq, input=[text])
+                result = await handle.result(timeout=60)
+            finally:
+                await worker.stop()
+                await task
+            return result, await current_history(http, wid)
+
+    result, events = asyncio.run(scenario())
+    assert result == f"{len(text)}:" + text[::-1]
+    started = next(e for e in events if e["event_type"] == "WorkflowStarted")["payload"]["input"]
+    scheduled_result = next(e for e in events if e["event_type"] == "ActivityCompleted")["payload"]["result"]
+    for ref in (started, scheduled_result):
+        assert isinstance(ref, dict) and ref["external_payload"]["reference_id"].startswith("ep_"), ref
+    assert len(list((tmp_path / "rt" / "runtime").iterdir())) >= 2, "the server stored the bytes in the namespace's storage"

@@ -16,7 +16,7 @@ from durable_workflow.errors import ServerError
 
 from .harness import unique
 from .server import ServerProcess
-from .stores import store
+from .stores import BACKENDS, store
 from .workflows import Inspectable
 
 pytestmark = pytest.mark.e2e
@@ -83,12 +83,19 @@ def test_a_late_deregistration_of_an_older_generation_is_refused_and_a_repeat_ge
     assert gone == 404
 
 
-def test_renewals_keep_a_silent_activitys_claim_past_its_lease_and_workers_stop_fenced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_renewals_keep_a_silent_activitys_claim_past_its_lease_and_workers_stop_fenced(tmp_path: Path, backend: str) -> None:
     """With a 2 s activity lease, a 5 s activity that never heartbeats completes on its first
     attempt: without the SDK's renew-lease calls the lease would run out and the attempt be retried."""
     tq, wid = unique("wa-lease"), unique("wa-lease")
-    server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env={"DW_ACTIVITY_LEASE_SECONDS": "2"})
-    url = server.start()
+    with store(backend) as database:
+        server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env={"DW_ACTIVITY_LEASE_SECONDS": "2"},
+                               database=database)
+        url = server.start()
+        _lease_scenario(server, url, tq, wid)
+
+
+def _lease_scenario(server: ServerProcess, url: str, tq: str, wid: str) -> None:
 
     async def scenario() -> tuple:
         async with Client(url) as client, httpx.AsyncClient(base_url=url, headers=CP, timeout=30) as http:
@@ -187,9 +194,11 @@ def test_in_session_activities_run_on_the_capable_holder_and_stop_closes_its_ses
                 for t in tasks:
                     await t
             metrics = (await http.get("/api/system/operator-metrics")).json()["operator_metrics"]["worker_sessions"]
-            return result, metrics
+            failures = (await http.get("/api/system/metrics")).json()["metrics"]["dw_workflow_task_consecutive_failures"]
+            return result, metrics, failures
 
-    result, metrics = asyncio.run(scenario())
+    result, metrics, failures = asyncio.run(scenario())
+    assert isinstance(failures["failed_task_count"], int) and failures["workflow_type_limit"] == 20
     assert result == [f"{i} on gpu" for i in range(4)], "every in-session attempt ran on the session's capable holder"
     assert RAN_ON["cpu"] == 0
     assert metrics["closed"] >= 1, "Worker.stop() closed the session it held"
