@@ -28,7 +28,7 @@ def allowed_roles(method: str, path: str) -> tuple[str, ...] | None:
     Written from the spec's table, independently of how the server registers its routes."""
     if path in OPEN:
         return None
-    if path == "/api/cluster/info":
+    if path == "/api/cluster/info" or path.startswith("/api/external-payloads/"):  # extended §13.4: any credential
         return ALL
     if path.startswith("/api/worker/"):
         return ("worker",)
@@ -47,7 +47,8 @@ def allowed_roles(method: str, path: str) -> tuple[str, ...] | None:
 
 def _concrete(path: str) -> str:
     values = {"run_id": RUN, "task_id": f"{RUN}-wt1", "query_task_id": RUN, "name": "n", "workflow_id": "wf-x",
-              "schedule_id": "s-x", "worker_id": "nobody", "activity_id": "job-x"}
+              "schedule_id": "s-x", "worker_id": "nobody", "activity_id": "job-x",
+              "reference_id": "ep_" + "0" * 26}
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), path)
 
 
