@@ -170,13 +170,19 @@ class WorkerSessionService:
                 session["lease_expires_at"] = max(session["lease_expires_at"], now + session["lease_seconds"])
                 await self._save(session)
                 return session, "reused"
+            if state == "expired" and session["lease_owner"] != row.worker_id and live and await self._active(key) > 0:
+                # Its lease ran out while its live holder still runs one of its activities (an
+                # attempt's heartbeats go to its run, not here): the holder is not lost yet.
+                raise self._refuse(409, "session_owned_by_another_worker",
+                                   f"Session [{key[1]}] is still in use by worker [{session['lease_owner']}].", session)
             if not session["allow_reacquire_after_failure"]:
                 raise self._refuse(409, "session_reacquire_disallowed", f"Session [{key[1]}] is {state} and may not be reacquired.",
                                    session)
             await self._check_limit(namespace, row)
+            if session["lease_owner"] != row.worker_id:
+                self.admitted.pop(key, None)  # the lost holder's attempts are not this holder's
             session.update(status="active", lease_owner=row.worker_id, lease_expires_at=now + session["lease_seconds"],
                            failure_reason=None, last_heartbeat_at=now)
-            self.admitted.pop(key, None)  # the lost holder's attempts are not this holder's
             await self._save(session)
             return session, "reacquired"
         if not explicit and not options.get("create_if_missing", True):

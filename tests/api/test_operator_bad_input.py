@@ -557,3 +557,29 @@ async def test_the_runtime_transport_stores_fetches_and_refuses(http: Client, tm
     assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
     other = await http.get(f"{url}/{ref['reference_id']}", headers={**WP, "X-Namespace": ns})
     assert other.status_code == 503, "another namespace reads through its own storage, which it does not have"
+
+
+async def test_a_session_whose_lease_ran_out_stays_with_a_live_holder_still_running_its_activity(
+        http: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = await lease_task(http)
+    q = t.task_queue
+    await _register_caps(http, "holder", q, [])
+    await _register_caps(http, "other", q, [])
+    session = {"session_id": "warm", "lease_seconds": 1}
+    cmd = {"type": "schedule_activity", "activity_type": "a", "arguments": ENV, "worker_session": session}
+    assert (await complete(http, t, [cmd, {**cmd}])).status_code == 200
+    first = await _act_poll(http, "holder", q)
+    assert first is not None
+    import runtime.worker_sessions as ws
+
+    real = ws.status
+    monkeypatch.setattr(ws, "status", lambda s, now, live: real(s, now + 5, live))  # as if its 1 s lease had run out
+    assert await _act_poll(http, "other", q) is None, "the holder still runs one of the session's attempts"
+    taken = worker_error(await http.post("/api/worker/sessions", json={"worker_id": "other", **session}, headers=WP), 409,
+                         "session_owned_by_another_worker")
+    assert taken["session"]["status"] == "expired"
+    done = await http.post(f"/api/worker/activity-tasks/{first['task_id']}/complete", headers=WP,
+                           json={"activity_attempt_id": first["activity_attempt_id"], "lease_owner": "holder", "result": ENV})
+    assert done.status_code == 200
+    second = await _act_poll(http, "other", q)
+    assert second is not None and second["worker_session"]["lease_owner"] == "other", "reacquired once nothing of it runs"
