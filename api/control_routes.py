@@ -98,7 +98,7 @@ def _register_discovery(api: Api) -> None:
         }
         body = cluster_info(cfg, fleet)
         # the request's namespace and its payload storage policy (extended §13.1; no runtime transport)
-        body["namespace"] = {"name": ctx.namespace, "external_payload_storage": transport_manifest(node.payloads.policy(ctx.namespace))}
+        body["namespace"] = {"name": ctx.namespace, "external_payload_storage": transport_manifest(node.payloads.policy(ctx.namespace), cfg.max_payload_bytes)}
         body["task_repair"] = {k: v for k, v in node.system.repair_status().items() if k in ("policy", "candidates", "background_pass")}
         body["actors"] = {"live": len(node.engine.actors)}  # 0 once every run here has passivated (tests wait on it)
         try:

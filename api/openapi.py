@@ -40,6 +40,11 @@ def query_params(fn: Any, **ranges: tuple[int, int]) -> None:
     fn.__dict__["openapi_query"] = ranges
 
 
+def raw_body(fn: Any) -> None:
+    """Document a handler's request body as bytes (``application/octet-stream``), not JSON."""
+    fn.__dict__["openapi_raw"] = True
+
+
 def _body_model(fn: Any) -> type[BaseModel] | None:
     try:
         source = inspect.getsource(fn)
@@ -94,9 +99,12 @@ def build(registry: list[dict[str, Any]], *, version: str) -> dict[str, Any]:
         if entry["auth"]:
             op["security"] = [{"bearer": []}, {"signature": []}]
         if entry["method"] in ("POST", "PUT", "PATCH"):
-            model = _body_model(entry["fn"])
-            body_schema = _component(components, model) if model is not None else {"type": "object"}
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
+            if entry["fn"].__dict__.get("openapi_raw"):
+                op["requestBody"] = {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+            else:
+                model = _body_model(entry["fn"])
+                body_schema = _component(components, model) if model is not None else {"type": "object"}
+                op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
         paths.setdefault(path, {})[entry["method"].lower()] = op
     return {
         "openapi": "3.1.0",

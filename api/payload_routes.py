@@ -12,6 +12,7 @@ from typing import Any
 from runtime.errors import ProtocolError
 from runtime.payload_storage import UPLOAD_PATH
 
+from . import openapi
 from .endpoints import Api, Ctx, Relayed
 from .envelope import Route
 from .manifest import CONTROL_PLANE_HEADER, WORKER_PROTOCOL_HEADER
@@ -39,6 +40,8 @@ def register(api: Api) -> None:
         headers = ctx.request.headers
         data = ctx.body if isinstance(ctx.body, bytes) else b""
         return 201, await transport.upload(ctx.namespace, data, headers.get(CODEC), headers.get(SIZE), headers.get(SHA))
+
+    openapi.raw_body(upload_payload)
 
     @api.endpoint(UPLOAD_PATH + "/<reference_id>", "GET", OPEN, ANY_ROLE, version=False)
     async def fetch_payload(ctx: Ctx) -> tuple[int, dict[str, Any]] | Relayed:

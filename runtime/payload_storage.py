@@ -25,6 +25,7 @@ import trio
 
 from persistence.ids import iso
 from persistence.journal import Batch, ObjectRow
+from persistence.vocabulary import CROCKFORD
 
 from .engine import Engine
 from .errors import ProtocolError
@@ -237,25 +238,33 @@ UPLOAD_SCHEMA = "durable-workflow.v2.runtime-external-payload-upload.v1"
 UPLOAD_PATH = "/api/external-payloads/v1"
 MAX_TRANSPORT_BYTES = 16 * 1024 * 1024
 DEFAULT_THRESHOLD = 256 * 1024
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def reference_id(sha256: str) -> str:
     """Content-addressed: the same bytes always get the same id (``ep_`` + 26 Crockford
     characters, the first 130 bits of the digest)."""
     bits = int(sha256, 16) >> (256 - 130)
-    return "ep_" + "".join(_CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(26)))
+    return "ep_" + "".join(CROCKFORD[(bits >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
-def transport_manifest(policy: dict[str, Any] | None) -> dict[str, Any] | None:
+def transport_manifest(policy: dict[str, Any] | None, max_payload_bytes: int) -> dict[str, Any]:
     """The namespace's policy as cluster info publishes it, with the transport the SDK uses to
-    hand payloads above the threshold to this server (``status`` says whether it can now)."""
+    hand payloads above the threshold to this server (``status`` says whether it can now).
+
+    Every namespace gets one once the transport is advertised (the SDK then reads the manifest
+    of the namespace it talks to): without a policy it is ``unavailable`` with the largest
+    inline payload as its threshold, so clients send inline what they always could, and
+    clients with a storage driver of their own keep sending direct references."""
     if policy is None:
-        return None
-    available = bool(policy.get("enabled", True)) and policy["driver"] in DIAGNOSABLE
+        policy = {"enabled": False}
+        threshold = max_payload_bytes
+        available = False
+    else:
+        threshold = policy.get("threshold_bytes") or DEFAULT_THRESHOLD
+        available = bool(policy.get("enabled", True)) and policy["driver"] in DIAGNOSABLE
     return {
         **policy,
-        "threshold_bytes": policy.get("threshold_bytes") or DEFAULT_THRESHOLD,
+        "threshold_bytes": threshold,
         "status": "available" if available else "unavailable",
         "direct_provider_adapters": {"capability_negotiated": True, "enabled": True},
         "transport": {
@@ -284,8 +293,11 @@ class RuntimeTransport:
     def _driver(self, namespace: str, ref: str | None) -> Driver:
         policy = self.storage.policy(namespace)
         if policy is None or not policy.get("enabled", True) or policy["driver"] not in DIAGNOSABLE:
-            raise _payload_error(503, "external_payload_unavailable",
-                                 f"Namespace [{namespace}] has no enabled external storage this server can write to.", ref)
+            if ref is not None:
+                raise _payload_error(404, "external_payload_not_found", f"Namespace [{namespace}] stores no payloads.", ref)
+            raise _payload_error(422, "external_payload_unsupported",
+                                 f"Namespace [{namespace}] has no enabled local or s3 storage policy for this server to write to.",
+                                 ref)
         try:
             return driver_for(policy)
         except ValueError as exc:
@@ -300,8 +312,8 @@ class RuntimeTransport:
         if size != str(len(data)) or sha256 != digest:
             raise _payload_error(422, "external_payload_integrity_mismatch",
                                  "The body does not match its X-Durable-Workflow-Payload-Size and -SHA256 headers.", None)
+        driver = self._driver(namespace, None)
         ref = reference_id(digest)
-        driver = self._driver(namespace, ref)
         try:
             await trio.to_thread.run_sync(driver.put_named, ref, data)
         except Exception as exc:  # noqa: BLE001 - the storage's own failure, reported as retryable

@@ -531,7 +531,10 @@ async def test_the_runtime_transport_stores_fetches_and_refuses(http: Client, tm
             "X-Durable-Workflow-Payload-Size": str(len(data)), "X-Durable-Workflow-Payload-SHA256": digest}
     url = "/api/external-payloads/v1"
     unavailable = await http.post(url, content=data, headers=head)
-    assert unavailable.status_code == 503 and unavailable.json()["reason"] == "external_payload_unavailable", unavailable.text
+    assert unavailable.status_code == 422 and unavailable.json()["reason"] == "external_payload_unsupported", unavailable.text
+    manifest = (await http.get("/api/cluster/info", headers=CP)).json()["namespace"]["external_payload_storage"]
+    assert manifest["status"] == "unavailable" and manifest["threshold_bytes"] == LIMIT, "no policy: inline as always"
+    assert manifest["direct_provider_adapters"]["enabled"] is True
     await http.put("/api/namespaces/default/external-storage", json={"driver": "local", "config": {"uri": str(tmp_path / "p")}},
                    headers=CP)
     bad = await http.post(url, content=data, headers={**head, "X-Durable-Workflow-Payload-SHA256": "0" * 64})
@@ -556,7 +559,7 @@ async def test_the_runtime_transport_stores_fetches_and_refuses(http: Client, tm
     ns = unique("ns-ep")
     assert (await http.post("/api/namespaces", json={"name": ns}, headers=CP)).status_code == 201
     other = await http.get(f"{url}/{ref['reference_id']}", headers={**WP, "X-Namespace": ns})
-    assert other.status_code == 503, "another namespace reads through its own storage, which it does not have"
+    assert other.status_code == 404, "another namespace reads through its own storage, which it does not have"
 
 
 async def test_a_session_whose_lease_ran_out_stays_with_a_live_holder_still_running_its_activity(

@@ -34,7 +34,7 @@ def _run(tmp_path: Path, **overrides: object) -> NemesisResult:
 
 def test_without_faults_the_harness_finds_nothing(tmp_path: Path) -> None:
     """The control: same load and checker, no faults. Every figure must be clean."""
-    result = _run(tmp_path, duration=10, rate=2, seed=1, quiet_seconds=20, check_seconds=30, faults=False)
+    result = _run(tmp_path, duration=6, rate=2, seed=1, quiet_seconds=20, check_seconds=30, faults=False)
     assert result.ok, result.summary()
     assert result.starts_acknowledged == result.workflows_submitted == result.completed > 0
     assert not result.faults

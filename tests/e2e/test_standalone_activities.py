@@ -134,7 +134,9 @@ def test_retries_and_a_final_failure_follow_the_retry_policy(server_url: str) ->
     assert all("failed" in e for e in errors)
 
 
-def test_schedule_to_start_schedule_to_close_and_start_to_close_timeouts_end_a_job(server_url: str) -> None:
+def test_schedule_to_start_schedule_to_close_and_start_to_close_timeouts_end_a_job(sqlite_url: str) -> None:
+    """Deadlines are the actor's, not the journal's: on SQLite only (both journals run the rest)."""
+    server_url = sqlite_url
     tq, idle_tq = unique("sa"), unique("sa-nobody")
     ids = {k: unique(f"job-{k}") for k in ("s2s", "s2c", "stc")}
 
@@ -162,7 +164,8 @@ def test_schedule_to_start_schedule_to_close_and_start_to_close_timeouts_end_a_j
     assert out["elapsed"] < 15, "deadlines are enforced when due, not by a slow sweep"
 
 
-def test_a_silent_activity_is_timed_out_by_its_heartbeat_deadline(server_url: str) -> None:
+def test_a_silent_activity_is_timed_out_by_its_heartbeat_deadline(sqlite_url: str) -> None:
+    server_url = sqlite_url
     tq, job_id = unique("sa"), unique("job-hb")
 
     async def body(client: Client) -> object:

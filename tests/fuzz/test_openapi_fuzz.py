@@ -74,7 +74,7 @@ def _hostile_cases(document: dict) -> Iterator[tuple[str, str, dict[str, str], l
             plane = "worker" if path.startswith("/api/worker") else "control"
             headers = {"X-Durable-Workflow-Protocol-Version": "1.20"} if plane == "worker" else {
                 "X-Durable-Workflow-Control-Plane-Version": "2"}
-            yield method.upper(), path, headers, queries, "requestBody" in op
+            yield method.upper(), path, headers, queries, "application/json" in op.get("requestBody", {}).get("content", {})
 
 
 def test_every_operation_refuses_deep_non_finite_and_repeated_input(fuzz_server: str) -> None:
