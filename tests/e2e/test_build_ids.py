@@ -58,7 +58,7 @@ def test_runs_go_to_their_build_new_starts_follow_promotion_and_a_drained_build_
                 out["drain"] = await client.drain_task_queue_build_id(tq, "v1")
                 held = await client.start_workflow(workflow_type="bi_release", workflow_id=unique("held"), task_queue=tq,
                                                    input=["held"], build_id="v1")
-                await asyncio.sleep(2.5)  # v1's pollers are held; nothing else may take a v1 run
+                await asyncio.sleep(1.5)  # v1's pollers are held (1 s polls, so more than one); nothing else takes a v1 run
                 out["while_drained"] = (await client.describe_workflow(held.workflow_id)).status
                 out["rollout"] = await client.list_task_queue_build_ids(tq)
                 out["resume"] = await client.resume_task_queue_build_id(tq, "v1")
@@ -111,7 +111,7 @@ def test_a_drained_build_finishes_the_attempt_it_holds_and_its_run_waits_for_a_r
                 await client.drain_task_queue_build_id(tq, "v1")
                 release.set()
                 await await_until(lambda: _has(kinds, "ActivityCompleted"), timeout=30, what="the held attempt completing")
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(1.2)
                 waiting = (await client.describe_workflow(wid)).status
                 await client.resume_task_queue_build_id(tq, "v1")
                 return waiting, await handle.result(timeout=30)

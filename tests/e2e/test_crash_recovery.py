@@ -33,7 +33,7 @@ STEP_EVENTS = (
 
 @activity.defn(name="crash_echo")
 def crash_echo(value: int) -> int:
-    time.sleep(random.uniform(0.5, 2.5))  # slow enough that some are always mid-way at the kill
+    time.sleep(random.uniform(0.3, 1.5))  # slow enough that some are always mid-way at the kill
     return value
 
 

@@ -85,11 +85,11 @@ def test_a_late_deregistration_of_an_older_generation_is_refused_and_a_repeat_ge
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_renewals_keep_a_silent_activitys_claim_past_its_lease_and_workers_stop_fenced(tmp_path: Path, backend: str) -> None:
-    """With a 2 s activity lease, a 5 s activity that never heartbeats completes on its first
+    """With a 1 s activity lease, a 3 s activity that never heartbeats completes on its first
     attempt: without the SDK's renew-lease calls the lease would run out and the attempt be retried."""
     tq, wid = unique("wa-lease"), unique("wa-lease")
     with store(backend) as database:
-        server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env={"DW_ACTIVITY_LEASE_SECONDS": "2"},
+        server = ServerProcess(tmp_path / "data", port=ServerProcess.free_port(), env={"DW_ACTIVITY_LEASE_SECONDS": "1"},
                                database=database)
         url = server.start()
         _lease_scenario(server, url, tq, wid)
@@ -102,7 +102,7 @@ def _lease_scenario(server: ServerProcess, url: str, tq: str, wid: str) -> None:
             worker = Worker(client, task_queue=tq, workflows=[LongJob], activities=[wa_long], poll_timeout=2)
             task = asyncio.create_task(worker.run())
             try:
-                result = await client.start_workflow(workflow_type="wa_long_job", workflow_id=wid, task_queue=tq, input=[5])
+                result = await client.start_workflow(workflow_type="wa_long_job", workflow_id=wid, task_queue=tq, input=[3])
                 value = await result.result(timeout=60)
             finally:
                 await worker.stop()
@@ -116,7 +116,7 @@ def _lease_scenario(server: ServerProcess, url: str, tq: str, wid: str) -> None:
         value, events, workers = asyncio.run(scenario())
     finally:
         server.stop()
-    assert value == "done after 5"
+    assert value == "done after 3"
     kinds = [e["event_type"] for e in events]
     assert kinds.count("ActivityStarted") == 1 and "ActivityRetryScheduled" not in kinds, kinds
     assert workers == [], "Worker.stop() deregistered with its registration token"
