@@ -49,7 +49,7 @@ def register(api: Api) -> None:
     @api.endpoint("/api/system/operator-metrics", "GET", R, ADMIN)
     async def operator_metrics(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         schedules = await node.schedules.states(ctx.namespace)
-        return 200, await node.system_metrics.operator_metrics(ctx.namespace, schedules, await node.sessions.counts(ctx.namespace))
+        return 200, node.system_metrics.operator_metrics(ctx.namespace, schedules, await node.sessions.counts(ctx.namespace))
 
     @api.endpoint("/api/system/repair", "GET", R, ADMIN)
     async def repair_status(ctx: Ctx) -> tuple[int, dict[str, Any]]:

@@ -75,7 +75,7 @@ def _register_workers(api: Api) -> None:
     @api.endpoint("/api/worker/heartbeat", "POST", W, WORKER)
     async def heartbeat(ctx: Ctx) -> tuple[int, dict[str, Any]]:
         req = schemas.parse(schemas.WorkerHeartbeat, ctx.body)
-        return 200, await node.workers.heartbeat(ctx.namespace, req.model_dump())
+        return 200, node.workers.heartbeat(ctx.namespace, req.model_dump())
 
     @api.endpoint("/api/worker/registrations/<worker_id>", "DELETE", W, WORKER)
     async def deregister(ctx: Ctx) -> tuple[int, dict[str, Any]]:

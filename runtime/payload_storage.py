@@ -163,6 +163,7 @@ class PayloadStorage:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.policies: dict[str, dict[str, Any]] = {}
+        self._drivers: dict[str, tuple[dict[str, Any], Driver]] = {}  # namespace -> (its policy, the driver built for it)
 
     async def load(self) -> None:
         self.policies = {row.namespace: dict(row.body) for row in await self.engine.journal.list_objects(KIND)}
@@ -174,10 +175,22 @@ class PayloadStorage:
         now = self.engine.clock.now()
         await self.engine.journal.append(Batch(objects=[ObjectRow(namespace, KIND, namespace, policy, now)]))
         self.policies[namespace] = policy
+        self._drivers.pop(namespace, None)
         return policy
 
     def forget_namespace(self, namespace: str) -> None:
         self.policies.pop(namespace, None)
+        self._drivers.pop(namespace, None)
+
+    async def driver(self, namespace: str, policy: dict[str, Any]) -> Driver:
+        """The namespace's driver, built once per policy (an S3 client is costly to make, and
+        making it blocks: it is made in a worker thread)."""
+        cached = self._drivers.get(namespace)
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        built = await trio.to_thread.run_sync(driver_for, policy)
+        self._drivers[namespace] = (policy, built)
+        return built
 
     async def probe(self, namespace: str, driver: str | None, small: int, large: int) -> dict[str, Any]:
         """Write, read back, compare and delete one payload of each size (extended §13.2)."""
@@ -290,7 +303,7 @@ class RuntimeTransport:
     def __init__(self, storage: PayloadStorage) -> None:
         self.storage = storage
 
-    def _driver(self, namespace: str, ref: str | None) -> Driver:
+    async def _driver(self, namespace: str, ref: str | None) -> Driver:
         policy = self.storage.policy(namespace)
         if policy is None or not policy.get("enabled", True) or policy["driver"] not in DIAGNOSABLE:
             if ref is not None:
@@ -299,7 +312,7 @@ class RuntimeTransport:
                                  f"Namespace [{namespace}] has no enabled local or s3 storage policy for this server to write to.",
                                  ref)
         try:
-            return driver_for(policy)
+            return await self.storage.driver(namespace, policy)
         except ValueError as exc:
             raise _payload_error(503, "external_payload_unavailable", str(exc), ref) from None
 
@@ -312,7 +325,7 @@ class RuntimeTransport:
         if size != str(len(data)) or sha256 != digest:
             raise _payload_error(422, "external_payload_integrity_mismatch",
                                  "The body does not match its X-Durable-Workflow-Payload-Size and -SHA256 headers.", None)
-        driver = self._driver(namespace, None)
+        driver = await self._driver(namespace, None)
         ref = reference_id(digest)
         try:
             await trio.to_thread.run_sync(driver.put_named, ref, data)
@@ -324,7 +337,7 @@ class RuntimeTransport:
                               "sha256": digest}}
 
     async def fetch(self, namespace: str, ref: str) -> tuple[bytes, str]:
-        driver = self._driver(namespace, ref)
+        driver = await self._driver(namespace, ref)
         try:
             data = await trio.to_thread.run_sync(driver.get_named, ref)
         except Exception as exc:  # noqa: BLE001 - the storage's own failure, reported as retryable

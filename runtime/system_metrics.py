@@ -74,7 +74,7 @@ class SystemMetrics:
             }},
         }
 
-    async def operator_metrics(self, namespace: str, schedules: list[ScheduleState], sessions: dict[str, int]) -> dict[str, Any]:
+    def operator_metrics(self, namespace: str, schedules: list[ScheduleState], sessions: dict[str, int]) -> dict[str, Any]:
         now = self.engine.clock.now()
         runs = self._runs(namespace)
         tasks = [t for r in runs for t in ([r.workflow_task] if r.workflow_task else []) + list(r.activities)]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import messages as m
+from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
 from persistence.ids import iso
 from persistence.journal import Batch, ObjectRow, WorkerRow
 
@@ -105,9 +107,6 @@ class WorkerSessionService:
 
     async def _active(self, key: tuple[str, str]) -> int:
         """In-session attempts still running: each one handed out here is checked with its run."""
-        from actors import messages as m
-        from actors.run_actor import NotOwner, RunNotFound, RunUnavailable
-
         handed = self.admitted.get(key, {})
         for task_id, run_id in list(handed.items()):
             try:

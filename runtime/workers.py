@@ -121,19 +121,16 @@ class WorkerService:
     def is_stale(self, row: WorkerRow, now: float) -> bool:
         return now - row.last_seen >= self.stale_after
 
-    async def _touch(self, row: WorkerRow) -> None:
-        """The worker was heard from now (kept on the node that heard it: an upsert of the row
-        could bring back a registration another node just deleted)."""
-        row.last_seen = self.engine.clock.now()
-
-    async def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         row = self.workers.get((namespace, body["worker_id"]))
         if row is None:
             raise ProtocolError(404, "worker_not_registered", f"Worker [{body['worker_id']}] is not registered.")
         for key in ("task_slots", "process_metrics"):
             if isinstance(body.get(key), dict):
                 row.info[key] = body[key]
-        await self._touch(row)
+        # Kept on the node that heard it: an upsert of the row could bring back a registration
+        # another node has just deleted.
+        row.last_seen = self.engine.clock.now()
         return {
             "worker_id": row.worker_id,
             "acknowledged": True,
@@ -226,7 +223,7 @@ class WorkerService:
                 f"Worker [{worker_id}] registered with build id [{row.info.get('build_id')}], not [{build.strip()}]; register again.",
                 registered_build_id=row.info.get("build_id"), requested_build_id=build.strip(),
             )
-        await self._touch(row)
+        row.last_seen = self.engine.clock.now()
         return row
 
     async def held_draining(self, namespace: str, row: WorkerRow, hold: float) -> bool:
