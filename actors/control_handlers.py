@@ -47,18 +47,21 @@ class ControlHandlers(ActorParts):
         return await self._commit_command(em, request_id, command_id)
 
     async def _on_append_message(self, msg: m.AppendMessage) -> dict[str, Any]:
+        """A repeated message id gets its original receipt even once the run has closed: the
+        caller's retry of an append that landed must not read as a refusal."""
         s = self.state
-        if not s.is_open:
-            return {"rejected": "run_not_active"}
         em, position, duplicate = message_streams.append(s, msg.stream, msg.message_id, msg.payload, msg.command_id,
                                                          self.host.clock.now())
-        if not duplicate:
-            if history_full(s, self.host.limits):
-                return {"rejected": "history_limit_exceeded"}
-            if signals_full(s, self.host.limits):
-                return {"rejected": "pending_signal_limit_exceeded"}
-            await self.commit(em)
-        return {"position": position, "duplicate": duplicate}
+        if duplicate:
+            return {"position": position, "duplicate": True}
+        if not s.is_open:
+            return {"rejected": "run_not_active"}
+        if history_full(s, self.host.limits):
+            return {"rejected": "history_limit_exceeded"}
+        if signals_full(s, self.host.limits):
+            return {"rejected": "pending_signal_limit_exceeded"}
+        await self.commit(em)
+        return {"position": position, "duplicate": False}
 
     async def _on_update(self, msg: m.Update) -> dict[str, Any]:
         s = self.state

@@ -78,7 +78,7 @@ def test_messages_arrive_once_in_order_across_continue_as_new_and_a_server_sigki
         assert "Traceback" not in server.log(), server.log()
 
 
-def test_appends_refuse_bad_names_ids_unknown_and_closed_workflows_and_the_reserved_signal(server_url: str) -> None:
+def test_appends_refuse_bad_names_ids_unknown_and_closed_workflows_and_the_reserved_signal_but_answer_retries(server_url: str) -> None:
     wid = unique("ms-bad")
     with httpx.Client(base_url=server_url, headers=CP, timeout=30) as http:
         http.post("/api/workflows", json={"workflow_type": "ms_collector", "workflow_id": wid, "task_queue": unique("none")}
@@ -96,6 +96,11 @@ def test_appends_refuse_bad_names_ids_unknown_and_closed_workflows_and_the_reser
         assert r.status_code == 404 and r.json()["reason"] == "unknown_signal", r.text
         kinds = [e["event_type"] for e in http.get(f"/api/workflows/{wid}/runs/{run_id}/history").json()["events"]]
         assert "SignalReceived" not in kinds, "nothing refused was recorded"
+        landed = http.post(url, json={"message_id": "landed"})
+        assert landed.status_code == 202, landed.text
         http.post(f"/api/workflows/{wid}/terminate", json={}).raise_for_status()
         r = http.post(url, json={"message_id": "m"})
         assert r.status_code == 409 and r.json()["reason"] == "run_not_active", r.text
+        retry = http.post(url, json={"message_id": "landed"})  # a client's retry of an append that had landed
+        assert retry.status_code == 200, retry.text
+        assert (retry.json()["duplicate"], retry.json()["position"]) == (True, landed.json()["position"])
