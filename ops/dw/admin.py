@@ -14,7 +14,7 @@ from .state import client_of, settings_of
 
 schedules = typer.Typer(help="Create, inspect and steer schedules.", no_args_is_help=True)
 namespaces = typer.Typer(help="List, inspect and create namespaces.", no_args_is_help=True)
-task_queues = typer.Typer(help="Task queues: pollers and backlog.", no_args_is_help=True)
+task_queues = typer.Typer(help="Task queues: pollers, backlog and build-id rollouts.", no_args_is_help=True)
 cluster = typer.Typer(help="The cluster's nodes and shards.", no_args_is_help=True)
 
 

@@ -6,15 +6,17 @@ import sys
 
 import typer
 
-from . import admin, render, workflows
+from . import admin, operator, render, workflows
 from .http import EXIT_USAGE, CliError
 from .settings import Settings, SettingsError, resolve
 
 app = typer.Typer(help="Operate a durable workflow server over its HTTP API.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(workflows.app, name="workflow")
+app.add_typer(operator.activities, name="activity")
 app.add_typer(admin.schedules, name="schedule")
 app.add_typer(admin.namespaces, name="namespace")
+operator.register_build_ids(admin.task_queues)
 app.add_typer(admin.task_queues, name="task-queue")
 app.add_typer(admin.cluster, name="cluster")
 

@@ -1,5 +1,5 @@
 """``dw workflow …``: start, list, describe, history (--follow), signal, query, update, cancel,
-terminate, result, export."""
+terminate, result, export (the operator's commands on runs are in ``operator``)."""
 
 from __future__ import annotations
 

@@ -98,3 +98,40 @@ def test_requests_signed_with_a_signature_key(tmp_path: Path) -> None:
                                 env={"DW_SIGNATURE_KEY": "op-key"})))["workflows"][0]["workflow_id"] == "signed-1"
     finally:
         server.stop()
+
+
+def test_operator_commands_standalone_activities_runs_and_build_ids(sqlite_url: str) -> None:
+    tq, job = unique("cli-ops"), unique("cli-job")
+    with worker_thread(sqlite_url, tq, ALL_WORKFLOWS, ALL_ACTIVITIES):
+        started = json.loads(ok(dw(sqlite_url, "-o", "json", "activity", "start", "--type", "greet", "--task-queue", tq,
+                                   "--id", job, "--input", '["ops"]', "--start-to-close-timeout", "30")))
+        assert started["activity_id"] == job
+        assert ok(dw(sqlite_url, "activity", "result", job, "--timeout", "60")).strip() == '"hello, ops"'
+        described = json.loads(ok(dw(sqlite_url, "-o", "json", "activity", "describe", job)))
+        assert described["status"] == "completed" and described["attempt_count"] == 1
+        assert job in {a["activity_id"] for a in json.loads(ok(dw(sqlite_url, "-o", "json", "activity", "list", "--all")))["activities"]}
+        assert job in ok(dw(sqlite_url, "activity", "list", "--status", "completed"))
+        builds = json.loads(ok(dw(sqlite_url, "-o", "json", "task-queue", "build-ids", tq)))
+        assert [b["build_id"] for b in builds["build_ids"]] == [None], "the SDK worker registered no build id"
+        drained = json.loads(ok(dw(sqlite_url, "-o", "json", "task-queue", "drain-build", tq)))
+        assert drained["drain_intent"] == "draining", drained
+        ok(dw(sqlite_url, "task-queue", "resume-build", tq))
+        assert json.loads(ok(dw(sqlite_url, "-o", "json", "task-queue", "build-ids", tq)))["build_ids"][0]["drain_intent"] == "active"
+    idle = unique("cli-idle")
+    wid = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "start", "--type", "approval", "--task-queue", idle)))["workflow_id"]
+    assert json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "repair", wid)))["outcome"] in ("repair_dispatched", "repair_not_needed")
+    asked = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "request-cancellation", wid, "--reason", "cli")))
+    assert asked["outcome"] == "cancellation_requested" and asked["cancellation_request"]["request_id"], asked
+    events = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "history", wid)))["events"]
+    assert [e["payload"].get("reason") for e in events if e["event_type"] == "CooperativeCancellationRequested"] == ["cli"]
+    debug = json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "debug", wid)))
+    assert debug["run_id"] and "diagnostic_status" in debug
+    assert "findings" in ok(dw(sqlite_url, "workflow", "debug", wid)), "the table form renders too"
+    refused = dw(sqlite_url, "workflow", "archive", wid)
+    assert refused.returncode == 1 and "run_not_closed" in refused.stderr, refused
+    not_failed = dw(sqlite_url, "workflow", "redrive", wid)
+    assert not_failed.returncode == 1 and "run_not_redrivable" in not_failed.stderr, not_failed
+    ok(dw(sqlite_url, "workflow", "terminate", wid))
+    assert json.loads(ok(dw(sqlite_url, "-o", "json", "workflow", "archive", wid, "--reason", "done")))["outcome"] == "archived"
+    missing = dw(sqlite_url, "activity", "describe", unique("ghost"))
+    assert missing.returncode == 3, missing
