@@ -30,6 +30,9 @@ from . import log_format as log_format_module
 from .task_dump import task_tree
 
 log = logging.getLogger("dw.server")
+# A request line and headers larger than this are refused (431) however the network splits them
+# (ops.hypercorn_patches fix 7); 64 KiB holds a list filter at its 50-condition limit many times over.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
 MAX_PAYLOAD_DEPTH = 300  # the journal reads 400 levels; a record wraps a payload in a few more
 
 
@@ -87,6 +90,7 @@ async def _serve(cfg: Config) -> None:
         hcfg = HyperConfig()
         hcfg.bind = [f"{cfg.host}:{cfg.port}"]
         hcfg.keep_alive_timeout = cfg.keep_alive_seconds
+        hcfg.h11_max_incomplete_size = MAX_REQUEST_HEAD_BYTES
         hcfg.graceful_timeout = 2  # parked polls are answered first; this only bounds idle keep-alives
         hcfg.accesslog = None
         hcfg.include_server_header = False

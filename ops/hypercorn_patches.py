@@ -34,6 +34,12 @@ other version (the methods they replace may change).
    connection when the deadline passes, or when the server stops while the connection is idle
    (or as soon as it becomes idle), exactly when the timer task did.
 
+7. The limit on a request's head (``h11_max_incomplete_size``) held only when the head came in
+   pieces: h11 checks it while an event is incomplete, so the same 44 KB URL was parsed when it
+   arrived in one read and refused (431) when the network split it. → a head over the limit is
+   refused however it arrived. And the refusals made at this layer (431, and the 400 of bytes
+   that are not HTTP/1.1) carry a JSON body with a reason, as the app's errors do.
+
 A request with both ``Content-Length`` and ``Transfer-Encoding`` is left to the app
 (``api.http_guard``), which answers it in the protocol's envelope with ``Connection: close``;
 fix 4 is what makes that answer reach the client.
@@ -42,6 +48,7 @@ fix 4 is what makes that answer reach the client.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 from typing import Any
 
@@ -177,7 +184,30 @@ class _Connection(h11.Connection):
             and self.trailing_data[0]
         ):
             return h11.PAUSED  # fix 4: whatever follows waits until our answer is out
-        return super().next_event()
+        buffered = len(self._receive_buffer)
+        event = super().next_event()
+        if type(event) is h11.Request and buffered - len(self._receive_buffer) > self._max_incomplete_event_size:
+            self._process_error(self.their_role)  # fix 7: as h11 refuses a head that came in pieces
+            raise h11.RemoteProtocolError("Receive buffer too long", error_status_hint=431)
+        return event
+
+
+_LAYER_ERRORS = {
+    431: ("request_head_too_large", "The request line and headers are larger than the server accepts; "
+          "send long filters in fewer conditions and large values in the body."),
+}
+_NOT_HTTP = ("malformed_request", "The request is not valid HTTP/1.1.")
+
+
+async def _send_error_response(self: Any, status_code: int) -> None:
+    """Fix 7: the HTTP layer's refusals in the envelope's shape (a JSON reason and message)."""
+    reason, message = _LAYER_ERRORS.get(status_code, _NOT_HTTP)
+    body = json.dumps({"reason": reason, "message": message, "error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close"), *self.config.response_headers("h11")]
+    await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+    await self._send_h11_event(h11.Data(data=body))
+    await self._send_h11_event(h11.EndOfMessage())
 
 
 async def _send_h11_event(self: Any, event: Any) -> None:
@@ -218,4 +248,5 @@ def install() -> None:
     TCPServer.__init__ = _tcp_init  # type: ignore[method-assign]
     hypercorn_h11.H11Protocol.__init__ = _h11_init  # type: ignore[method-assign]
     hypercorn_h11.H11Protocol._send_h11_event = _send_h11_event  # type: ignore[method-assign]
+    hypercorn_h11.H11Protocol._send_error_response = _send_error_response  # type: ignore[method-assign]
     TCPServer._dw_patched = True  # type: ignore[attr-defined]

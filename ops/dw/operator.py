@@ -9,6 +9,7 @@ command only shapes the body and renders the answer.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 from urllib.parse import quote
@@ -137,8 +138,8 @@ def activity_result(ctx: typer.Context, activity_id: str, timeout: float = typer
     deadline = time.monotonic() + timeout
     with render.err.status(f"waiting for {activity_id}"):
         while True:
-            wait = max(0, min(30, int(deadline - time.monotonic())))
-            data = api.call("GET", _activity(activity_id), params={"wait_seconds": wait or None}, timeout=wait + 35)
+            wait = max(1, min(30, math.ceil(deadline - time.monotonic())))
+            data = api.call("GET", _activity(activity_id), params={"wait_seconds": wait}, timeout=wait + 35)
             if data.get("status") != "running" or time.monotonic() >= deadline:
                 break
     if settings_of(ctx).output == "json":

@@ -229,6 +229,49 @@ def test_a_connection_close_answer_closes_the_connection(node: ServerProcess, re
     assert closed is not None and closed < 2, closed
 
 
+def _exchange(url: str, request: bytes, pieces: int) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` in one write or in ``pieces`` writes a few ms apart; the status and the
+    JSON body of the answer."""
+    with _connect(url) as sock:
+        step = -(-len(request) // pieces)
+        for at in range(0, len(request), step):
+            sock.sendall(request[at:at + step])
+            if pieces > 1:
+                time.sleep(0.005)
+        answer = b""
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+                re.search(rb"(?i)content-length: *(\d+)", answer.partition(b"\r\n\r\n")[0]).group(1)):  # type: ignore[union-attr]
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("pieces", [1, 40], ids=["one-write", "in-pieces"])
+def test_a_request_head_over_the_limit_is_refused_however_the_network_splits_it(node: ServerProcess, pieces: int) -> None:
+    """h11 checked its limit only while a head was incomplete: a head a little over it was parsed
+    when it came in one read and refused when it came in two."""
+    assert node.url is not None
+    over = b"GET /api/workflows?query=" + b"x" * (66 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    status, body = _exchange(node.url, over, pieces)
+    assert (status, body["reason"]) == (431, "request_head_too_large"), body
+    assert "fewer conditions" in body["message"]
+    query = " AND ".join(['WorkflowType = "x"'] * 2001)
+    target = httpx.Request("GET", "http://x/api/workflows", params={"query": query}).url.raw_path
+    under = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nX-Durable-Workflow-Control-Plane-Version: 2\r\n\r\n"
+    assert 48 * 1024 < len(under) < 64 * 1024
+    status, body = _exchange(node.url, under, pieces)
+    assert (status, body["reason"]) == (422, "invalid_query"), body
+
+
+def test_bytes_that_are_not_http_get_a_json_refusal(node: ServerProcess) -> None:
+    assert node.url is not None
+    status, body = _exchange(node.url, b"HELLO THERE\r\n\r\n", 1)
+    assert (status, body["reason"]) == (400, "malformed_request"), body
+
+
 def test_a_client_that_pipelines_without_reading_leaks_no_descriptor(node: ServerProcess) -> None:
     """The descriptor of such a connection stayed open for good, long after the client went away."""
     assert node.url is not None and node.proc is not None
