@@ -25,12 +25,9 @@ class ControlHandlers(ActorParts):
         request_id = msg.request_id
         if request_id and request_id in s.commands:
             return s.commands[request_id]  # a client retry: the first answer, not a second event
-        if not s.is_open:
-            return {"rejected": "run_not_active"}
-        if history_full(s, self.host.limits):
-            return {"rejected": "history_limit_exceeded"}
-        if signals_full(s, self.host.limits):
-            return {"rejected": "pending_signal_limit_exceeded"}
+        refusal = self._input_refusal()
+        if refusal is not None:
+            return refusal
         em = decide_control.signal(s, msg.name, msg.arguments, msg.command_id, self.host.clock.now())
         return await self._commit_command(em, request_id, msg.command_id)
 
@@ -54,14 +51,22 @@ class ControlHandlers(ActorParts):
                                                          self.host.clock.now())
         if duplicate:
             return {"position": position, "duplicate": True}
+        refusal = self._input_refusal()
+        if refusal is not None:
+            return refusal
+        await self.commit(em)
+        return {"position": position, "duplicate": False}
+
+    def _input_refusal(self) -> dict[str, Any] | None:
+        """Why a new signal or message cannot be recorded now (None when it can)."""
+        s = self.state
         if not s.is_open:
             return {"rejected": "run_not_active"}
         if history_full(s, self.host.limits):
             return {"rejected": "history_limit_exceeded"}
         if signals_full(s, self.host.limits):
             return {"rejected": "pending_signal_limit_exceeded"}
-        await self.commit(em)
-        return {"position": position, "duplicate": False}
+        return None
 
     async def _on_update(self, msg: m.Update) -> dict[str, Any]:
         s = self.state

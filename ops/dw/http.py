@@ -87,3 +87,15 @@ class ApiClient:
             text = f"{message or r.text[:300] or r.reason_phrase} ({r.status_code}{', ' + reason if reason else ''})"
             raise CliError(text, _exit_code(r.status_code), data)
         return data
+
+    def pages(self, path: str, params: dict[str, Any], *keys: str, all_pages: bool) -> tuple[list[Any], str | None]:
+        """The items of a listing under the first of ``keys`` its answer has: one page, or every
+        page with ``all_pages``; and the token of the next page if one is left."""
+        items: list[Any] = []
+        token = None
+        while True:
+            data = self.call("GET", path, params={**params, "next_page_token": token})
+            items.extend(next((data[k] for k in keys if data.get(k)), []))
+            token = data.get("next_page_token")
+            if not all_pages or not token:
+                return items, token

@@ -117,13 +117,8 @@ def activity_describe(ctx: typer.Context, activity_id: str) -> None:
 @activities.command("list")
 def activity_list(ctx: typer.Context, status: str = typer.Option(None, "--status", help="running, completed or failed"),
                   page_size: int = typer.Option(50, "--page-size"), all_pages: bool = typer.Option(False, "--all")) -> None:
-    api, items, token = client_of(ctx), [], None
-    while True:
-        data = api.call("GET", "/api/activities", params={"status": status, "page_size": page_size, "next_page_token": token})
-        items.extend(data.get("activities") or [])
-        token = data.get("next_page_token")
-        if not all_pages or not token:
-            break
+    items, token = client_of(ctx).pages("/api/activities", {"status": status, "page_size": page_size}, "activities",
+                                        all_pages=all_pages)
     if settings_of(ctx).output == "json":
         render.as_json({"activities": items, "next_page_token": token})
     else:

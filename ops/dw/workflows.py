@@ -73,14 +73,8 @@ def list_(ctx: typer.Context, query: str = typer.Option(None, "--query", help="t
           status: str = typer.Option(None, "--status"), workflow_type: str = typer.Option(None, "--type"),
           page_size: int = typer.Option(50, "--page-size"), all_pages: bool = typer.Option(False, "--all", help="every page")) -> None:
     """List workflow runs, newest first."""
-    api, runs, token = client_of(ctx), [], None
-    while True:
-        data = api.call("GET", "/api/workflows", params={"query": query, "status": status, "workflow_type": workflow_type,
-                                                         "page_size": page_size, "next_page_token": token})
-        runs.extend(data.get("workflows") or data.get("runs") or [])
-        token = data.get("next_page_token")
-        if not all_pages or not token:
-            break
+    runs, token = client_of(ctx).pages("/api/workflows", {"query": query, "status": status, "workflow_type": workflow_type,
+                                                          "page_size": page_size}, "workflows", "runs", all_pages=all_pages)
     if settings_of(ctx).output == "json":
         render.as_json({"workflows": runs, "next_page_token": token})
     else:
