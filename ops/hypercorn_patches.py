@@ -35,7 +35,7 @@ other version (the methods they replace may change).
    (or as soon as it becomes idle), exactly when the timer task did.
 
 7. The limit on a request's head (``h11_max_incomplete_size``) held only when the head came in
-   pieces: h11 checks it while an event is incomplete, so the same 44 KB URL was parsed when it
+   pieces: h11 checks it while an event is incomplete, so the same 58 KB URL was parsed when it
    arrived in one read and refused (431) when the network split it. → a head over the limit is
    refused however it arrived. And the refusals made at this layer (431, and the 400 of bytes
    that are not HTTP/1.1) carry a JSON body with a reason, as the app's errors do.
@@ -195,6 +195,7 @@ class _Connection(h11.Connection):
 _LAYER_ERRORS = {
     431: ("request_head_too_large", "The request line and headers are larger than the server accepts; "
           "send long filters in fewer conditions and large values in the body."),
+    501: ("unsupported_transfer_encoding", "Only the chunked transfer encoding is accepted (or a Content-Length)."),
 }
 _NOT_HTTP = ("malformed_request", "The request is not valid HTTP/1.1.")
 

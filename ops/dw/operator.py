@@ -19,24 +19,13 @@ import typer
 from . import render
 from .http import EXIT_REFUSED, CliError
 from .state import client_of, settings_of
-from .workflows import _args, _json_arg, _wf
+from .workflows import _args, _json_arg, _run_base, _show, _wf
 from .workflows import app as workflows
 
 activities = typer.Typer(help="Standalone activities: start, inspect, wait for results.", no_args_is_help=True)
 RUN_KEYS = ["workflow_id", "run_id", "outcome", "reason", "message"]
 ACTIVITY_KEYS = ["activity_id", "activity_type", "task_queue", "status", "activity_status", "attempt_count",
                  "started_at", "closed_at", "result", "failure"]
-
-
-def _show(ctx: typer.Context, data: Any, keys: list[str]) -> None:
-    if settings_of(ctx).output == "json":
-        render.as_json(data)
-    else:
-        render.fields(data, keys)
-
-
-def _run_base(workflow_id: str, run_id: str | None) -> str:
-    return f"{_wf(workflow_id)}/runs/{quote(run_id, safe='')}" if run_id else _wf(workflow_id)
 
 
 @workflows.command("request-cancellation")

@@ -41,6 +41,11 @@ def _wf(workflow_id: str) -> str:
     return f"/api/workflows/{quote(workflow_id, safe='')}"
 
 
+def _run_base(workflow_id: str, run_id: str | None) -> str:
+    """The instance's path, or one run's when ``run_id`` is given."""
+    return f"{_wf(workflow_id)}/runs/{quote(run_id, safe='')}" if run_id else _wf(workflow_id)
+
+
 def _run_path(api: ApiClient, workflow_id: str, run_id: str | None) -> tuple[str, str]:
     if run_id is None:
         run_id = api.call("GET", _wf(workflow_id))["run_id"]
@@ -87,7 +92,7 @@ def list_(ctx: typer.Context, query: str = typer.Option(None, "--query", help="t
 def describe(ctx: typer.Context, workflow_id: str, run_id: str = typer.Option(None, "--run")) -> None:
     """Status, input and output of a workflow's current (or given) run."""
     api = client_of(ctx)
-    data = api.call("GET", f"{_wf(workflow_id)}/runs/{quote(run_id, safe='')}" if run_id else _wf(workflow_id))
+    data = api.call("GET", _run_base(workflow_id, run_id))
     if settings_of(ctx).output == "json":
         render.as_json(data)
     else:
@@ -141,8 +146,7 @@ CLOSING = {"WorkflowCompleted", "WorkflowFailed", "WorkflowTimedOut", "WorkflowC
 
 
 def _command(ctx: typer.Context, workflow_id: str, verb: str, body: dict[str, Any], run_id: str | None = None) -> Any:
-    base = f"{_wf(workflow_id)}/runs/{quote(run_id, safe='')}" if run_id else _wf(workflow_id)
-    return client_of(ctx).call("POST", f"{base}/{verb}", body)
+    return client_of(ctx).call("POST", f"{_run_base(workflow_id, run_id)}/{verb}", body)
 
 
 def _show(ctx: typer.Context, data: Any, keys: list[str]) -> None:

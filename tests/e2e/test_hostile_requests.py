@@ -266,10 +266,15 @@ def test_a_request_head_over_the_limit_is_refused_however_the_network_splits_it(
     assert (status, body["reason"]) == (422, "invalid_query"), body
 
 
-def test_bytes_that_are_not_http_get_a_json_refusal(node: ServerProcess) -> None:
+@pytest.mark.parametrize(("request_bytes", "answer"), [
+    (b"HELLO THERE\r\n\r\n", (400, "malformed_request")),
+    (b"POST /api/workflows HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", (501, "unsupported_transfer_encoding")),
+], ids=["not-http", "gzip-encoding"])
+def test_what_the_http_layer_refuses_gets_a_json_reason(node: ServerProcess, request_bytes: bytes,
+                                                        answer: tuple[int, str]) -> None:
     assert node.url is not None
-    status, body = _exchange(node.url, b"HELLO THERE\r\n\r\n", 1)
-    assert (status, body["reason"]) == (400, "malformed_request"), body
+    status, body = _exchange(node.url, request_bytes, 1)
+    assert (status, body["reason"]) == answer, body
 
 
 def test_a_client_that_pipelines_without_reading_leaks_no_descriptor(node: ServerProcess) -> None:
